@@ -1,0 +1,123 @@
+/**
+ * Fault injection, in the spirit of QEMU's blkdebug: a device that wraps
+ * another and fails the requests that match its rules. Rules can be added
+ * and removed while I/O runs; this is how tests reproduce qemu-iotests and
+ * how the app teaches what each error policy does.
+ */
+import { type BlockDevice, type Errno, BlockError, isErrno } from './block-device.js';
+
+export type FaultOp = 'read' | 'write' | 'flush';
+export const FAULT_OPS: readonly FaultOp[] = ['read', 'write', 'flush'];
+
+export interface FaultRule {
+  op: FaultOp;
+  errno: Errno;
+  /** First byte of the faulty range (ignored for flush). */
+  offset: number;
+  /** Bytes in the range; null means "from offset to the end". */
+  length: number | null;
+  /** Fire once, then disappear. */
+  once: boolean;
+}
+
+/** A rule as listed, with how often it fired. */
+export interface FaultRuleState extends FaultRule {
+  hits: number;
+}
+
+export function validateRule(rule: FaultRule): FaultRule {
+  if (!FAULT_OPS.includes(rule.op)) throw new RangeError(`fault operation "${rule.op}": must be read, write or flush`);
+  if (!isErrno(rule.errno)) throw new RangeError(`fault errno "${rule.errno}": not a known code`);
+  if (!Number.isSafeInteger(rule.offset) || rule.offset < 0) throw new RangeError(`fault offset ${rule.offset}: must be a non-negative integer`);
+  if (rule.length !== null && (!Number.isSafeInteger(rule.length) || rule.length <= 0)) {
+    throw new RangeError(`fault length ${rule.length}: must be a positive integer, or null for "to the end"`);
+  }
+  return { op: rule.op, errno: rule.errno, offset: rule.offset, length: rule.length, once: Boolean(rule.once) };
+}
+
+/** A set of rules, shared by the device and image wrappers. */
+export class FaultRules {
+  private list: FaultRuleState[] = [];
+
+  add(rule: FaultRule): number {
+    this.list.push({ ...validateRule(rule), hits: 0 });
+    return this.list.length - 1;
+  }
+
+  /** Removes the rule at `index` (as listed); false if there is none. */
+  remove(index: number): boolean {
+    if (!Number.isInteger(index) || index < 0 || index >= this.list.length) return false;
+    this.list.splice(index, 1);
+    return true;
+  }
+
+  clear(): void {
+    this.list = [];
+  }
+
+  get rules(): FaultRuleState[] {
+    return this.list.map((r) => ({ ...r }));
+  }
+
+  /** Throws the first matching rule's error; removes it if it fires once. */
+  check(op: FaultOp, offset: number, bytes: number): void {
+    const i = this.list.findIndex((r) => r.op === op && (op === 'flush' || overlaps(r, offset, bytes)));
+    if (i < 0) return;
+    const rule = this.list[i]!;
+    rule.hits++;
+    if (rule.once) this.list.splice(i, 1);
+    const where = rule.length === null ? `from ${rule.offset} to the end` : `${rule.offset}+${rule.length}`;
+    throw new BlockError(rule.errno, op, offset, bytes, `injected fault (${op} ${where}${rule.once ? ', once' : ''})`);
+  }
+}
+
+function overlaps(rule: FaultRule, offset: number, bytes: number): boolean {
+  const end = offset + Math.max(bytes, 1);
+  const ruleEnd = rule.length === null ? Infinity : rule.offset + rule.length;
+  return offset < ruleEnd && rule.offset < end;
+}
+
+export class FaultDevice implements BlockDevice {
+  readonly faults = new FaultRules();
+
+  constructor(readonly child: BlockDevice, rules: FaultRule[] = []) {
+    for (const rule of rules) this.faults.add(rule);
+  }
+
+  get size(): number {
+    return this.child.size;
+  }
+
+  get readOnly(): boolean {
+    return this.child.readOnly;
+  }
+
+  async read(offset: number, into: Uint8Array): Promise<void> {
+    this.faults.check('read', offset, into.length);
+    return this.child.read(offset, into);
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    this.faults.check('write', offset, data.length);
+    return this.child.write(offset, data);
+  }
+
+  async flush(): Promise<void> {
+    this.faults.check('flush', 0, 0);
+    return this.child.flush();
+  }
+
+  async close(): Promise<void> {
+    return this.child.close();
+  }
+
+  async resize(bytes: number): Promise<void> {
+    if (!this.child.resize) throw new BlockError('ENOTSUP', 'resize', 0, bytes, 'the device cannot be resized');
+    return this.child.resize(bytes);
+  }
+
+  async discard(offset: number, bytes: number): Promise<void> {
+    this.faults.check('write', offset, bytes);
+    return this.child.discard?.(offset, bytes);
+  }
+}
