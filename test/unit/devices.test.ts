@@ -146,7 +146,7 @@ describe('OpfsDevice error mapping', () => {
     const h = new FakeHandle();
     const dev = new OpfsDevice(h, 'x.img');
     h.writeResult = () => 0xfffffff8;
-    const err = await dev.write(0, new Uint8Array(100)).catch((e) => e as BlockError);
+    const err = (await dev.write(0, new Uint8Array(100)).catch((e) => e)) as BlockError;
     expect(err).toMatchObject({ code: 'ENOSPC', op: 'write', offset: 0, bytes: 100 });
     expect(err.message).toMatch(/no space/);
     h.writeResult = (len) => len - 1;
