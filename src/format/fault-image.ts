@@ -1,0 +1,63 @@
+/**
+ * Fault injection above a format, so rules speak of guest offsets (the bytes
+ * a person sees), whatever the format keeps underneath. Writes of zeroes and
+ * discards count as writes.
+ */
+import { FaultRules } from '../block/fault.js';
+import type { BlockStatus, ImageFormat, ImageInfo, WriteZeroesOptions } from './image-format.js';
+
+export class FaultImage implements ImageFormat {
+  constructor(
+    readonly inner: ImageFormat,
+    readonly faults: FaultRules = new FaultRules(),
+  ) {}
+
+  get format() {
+    return this.inner.format;
+  }
+
+  get size(): number {
+    return this.inner.size;
+  }
+
+  get readOnly(): boolean {
+    return this.inner.readOnly;
+  }
+
+  async read(offset: number, into: Uint8Array): Promise<void> {
+    this.faults.check('read', offset, into.length);
+    return this.inner.read(offset, into);
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    this.faults.check('write', offset, data.length);
+    return this.inner.write(offset, data);
+  }
+
+  async writeZeroes(offset: number, bytes: number, options: WriteZeroesOptions): Promise<void> {
+    this.faults.check('write', offset, bytes);
+    return this.inner.writeZeroes(offset, bytes, options);
+  }
+
+  async discard(offset: number, bytes: number): Promise<void> {
+    this.faults.check('write', offset, bytes);
+    await this.inner.discard?.(offset, bytes);
+  }
+
+  async flush(): Promise<void> {
+    this.faults.check('flush', 0, 0);
+    return this.inner.flush();
+  }
+
+  blockStatus(offset: number, bytes: number): Promise<BlockStatus> {
+    return this.inner.blockStatus(offset, bytes);
+  }
+
+  info(): Promise<ImageInfo> {
+    return this.inner.info();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}

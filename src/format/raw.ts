@@ -1,0 +1,75 @@
+/** raw: the guest bytes are the file's bytes. Everything is data. */
+import { type BlockDevice, BlockError, checkRequest } from '../block/block-device.js';
+import { type BlockStatus, type ImageFormat, type ImageInfo, type WriteZeroesOptions, zeroBuffer } from './image-format.js';
+
+export class RawImage implements ImageFormat {
+  readonly format = 'raw' as const;
+
+  constructor(readonly file: BlockDevice) {}
+
+  /** A new raw image of `bytes` (sparse where the device allows) on an empty device. */
+  static async create(file: BlockDevice, bytes: number): Promise<RawImage> {
+    checkRequest('resize', 0, bytes, 0, false);
+    if (!file.resize) {
+      if (file.size !== bytes) throw new BlockError('ENOTSUP', 'resize', 0, bytes, 'the device cannot be resized');
+    } else {
+      await file.resize(bytes);
+    }
+    return new RawImage(file);
+  }
+
+  get size(): number {
+    return this.file.size;
+  }
+
+  get readOnly(): boolean {
+    return this.file.readOnly;
+  }
+
+  read(offset: number, into: Uint8Array): Promise<void> {
+    return this.file.read(offset, into);
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    // The virtual size is fixed: a raw image does not grow by writing.
+    checkRequest('write', offset, data.length, this.file.size, true);
+    return this.file.write(offset, data);
+  }
+
+  flush(): Promise<void> {
+    return this.file.flush();
+  }
+
+  close(): Promise<void> {
+    return this.file.close();
+  }
+
+  async resize(bytes: number): Promise<void> {
+    if (!this.file.resize) throw new BlockError('ENOTSUP', 'resize', 0, bytes, 'the device cannot be resized');
+    return this.file.resize(bytes);
+  }
+
+  async discard(offset: number, bytes: number): Promise<void> {
+    checkRequest('discard', offset, bytes, this.file.size, true);
+    await this.file.discard?.(offset, bytes);
+  }
+
+  async blockStatus(offset: number, bytes: number): Promise<BlockStatus> {
+    checkRequest('read', offset, 0, this.file.size, true);
+    return { offset, bytes: Math.max(0, Math.min(bytes, this.file.size - offset)), kind: 'data', depth: 0, hostOffset: offset };
+  }
+
+  async writeZeroes(offset: number, bytes: number, _options: WriteZeroesOptions): Promise<void> {
+    checkRequest('write', offset, bytes, this.file.size, true);
+    // A discard is not guaranteed to read back as zeroes, so zeroes are written.
+    for (let done = 0; done < bytes; ) {
+      const piece = zeroBuffer(bytes - done);
+      await this.file.write(offset + done, piece);
+      done += piece.length;
+    }
+  }
+
+  async info(): Promise<ImageInfo> {
+    return { format: 'raw', virtualSize: this.file.size, fileSize: this.file.size };
+  }
+}

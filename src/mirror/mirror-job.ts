@@ -1,0 +1,1078 @@
+/**
+ * The mirror job: QEMU's blockdev-mirror over two images.
+ *
+ * One loop owns the dirty bitmap. It takes the next dirty run (wrapping to
+ * 0), clears its bits before any I/O (so a source write that lands meanwhile
+ * dirties them again), asks the source what the run holds, and copies, zeroes
+ * or discards it, with at most 16 operations in flight sharing a buffer pool
+ * in the kernel's memory. A failed operation marks its range dirty again
+ * before the side's error policy decides what happens. Progress counts only
+ * what succeeded. When nothing is dirty, nothing is in flight and the target
+ * flushed, the job is READY and keeps mirroring source writes until it is
+ * completed or cancelled.
+ */
+import { type Errno, BlockError, checkRequest, toBlockError } from '../block/block-device.js';
+import type { ImageFormat } from '../format/image-format.js';
+import { type DirtyBitmap, type BufferPool, Kernel } from '../kernel/kernel.js';
+import { type ErrorAction, type IoStatus, errorAction, ioStatusFor } from './error-policy.js';
+import { type AnyQmpEvent, type EventData, type EventName, makeEvent } from './events.js';
+import { type JobStatus, type JobVerb, JobError, checkTransition, checkVerb } from './job-states.js';
+import { type MirrorOptions, type ResolvedOptions, MAX_IN_FLIGHT, OptionError, ioLimits, resolveOptions } from './options.js';
+import { RateLimit } from './rate-limit.js';
+
+/** QEMU's query-block-jobs fields. */
+export interface BlockJobInfo {
+  type: 'mirror';
+  device: string;
+  len: number;
+  offset: number;
+  busy: boolean;
+  paused: boolean;
+  speed: number;
+  'io-status': IoStatus;
+  ready: boolean;
+  status: JobStatus;
+  'auto-finalize': boolean;
+  'auto-dismiss': boolean;
+  error?: string;
+}
+
+/** A range that failed and has not been copied since. */
+export interface FailedRange {
+  offset: number;
+  bytes: number;
+  side: 'source' | 'target';
+  errno: Errno;
+  attempts: number;
+}
+
+/** More than QEMU reports, for the app's picture and the CLI's progress line. */
+export interface JobStats {
+  granularity: number;
+  nbChunks: number;
+  dirtyChunks: number;
+  dirtyBytes: number;
+  inFlightOps: number;
+  inFlightBytes: number;
+  failed: FailedRange[];
+  /** Bytes copied, zeroed or skipped as known-zero. */
+  bytesDone: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+export type JobOutcome = 'completed' | 'cancelled' | 'failed';
+
+export interface JobResult {
+  outcome: JobOutcome;
+  error?: string;
+  errno?: Errno;
+}
+
+/** How the picture sees one cell (a range of chunks). */
+export type CellState = 'clean' | 'dirty' | 'inflight' | 'failed' | 'zero';
+
+/** Restores a job's progress from a checkpoint. */
+export interface ResumeState {
+  bitmap: Uint8Array;
+  offset: number;
+}
+
+export interface Checkpoint {
+  id: string;
+  options: ResolvedOptions;
+  size: number;
+  status: JobStatus;
+  offset: number;
+  bitmap: Uint8Array;
+  savedAt: number;
+}
+
+export interface Checkpointer {
+  save(checkpoint: Checkpoint): Promise<void>;
+  /** Called once the job reached null: the checkpoint is not needed anymore. */
+  remove(id: string): Promise<void>;
+}
+
+export interface MirrorJobParams {
+  source: ImageFormat;
+  target: ImageFormat;
+  options: MirrorOptions;
+  /** The target was created by this job (so it reads as zeroes unless told otherwise). */
+  targetCreated?: boolean;
+  kernel?: Kernel;
+  resume?: ResumeState;
+  checkpointer?: Checkpointer;
+  /** Seconds between periodic checkpoints (default 5). */
+  checkpointIntervalSeconds?: number;
+  now?: () => number;
+}
+
+type OpKind = 'copy' | 'zero' | 'discard' | 'active-write';
+
+interface Op {
+  kind: OpKind;
+  firstChunk: number;
+  nbChunks: number;
+  offset: number;
+  bytes: number;
+  done: Promise<void>;
+  /** Runs the op's body, then releases its chunks and wakes the loop. */
+  run(body: () => Promise<void>): Promise<void>;
+}
+
+interface Backoff {
+  firstChunk: number;
+  nbChunks: number;
+  until: number;
+}
+
+const BACKOFF_FIRST_MS = 10;
+const BACKOFF_MAX_MS = 1000;
+const PROGRESS_INTERVAL_MS = 100;
+const HISTORY_LIMIT = 1000;
+/** Block status is asked in pieces of at most this many bytes during the initial scan. */
+const DIRTY_INIT_STEP = 1 << 30;
+
+export class MirrorJob {
+  readonly id: string;
+  readonly options: ResolvedOptions;
+  readonly size: number;
+  readonly granularity: number;
+  readonly nbChunks: number;
+
+  private statusValue: JobStatus = 'undefined';
+  private readonly dirty: DirtyBitmap;
+  private readonly inFlight: DirtyBitmap;
+  private readonly backingOff: DirtyBitmap;
+  /** Chunks the job wrote data to: no longer known to read as zero. */
+  private readonly written: DirtyBitmap | null;
+  private readonly pool: BufferPool;
+  private readonly opBytes: number;
+  private readonly ops = new Set<Op>();
+  private readonly rate: RateLimit;
+  private readonly backoffs: Backoff[] = [];
+  private readonly attempts = new Map<number, number>();
+  private readonly failedRanges = new Map<number, FailedRange>();
+
+  private offsetDone = 0;
+  private bytesRead = 0;
+  private bytesWritten = 0;
+  private ioStatus: IoStatus = 'ok';
+  private isReady = false;
+  private pauseCount = 0;
+  private userPaused = false;
+  private cancelRequested = false;
+  private forceCancel = false;
+  private completeRequested = false;
+  private finalizeRequested = false;
+  private dismissRequested = false;
+  private writesClosed = false;
+  private failure: BlockError | null = null;
+  private busy = false;
+  private started = false;
+  private activeWrites = 0;
+  private waiter: (() => void) | null = null;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private lastProgress = 0;
+  private lastCheckpoint = 0;
+  private resultValue: JobResult | null = null;
+  private readonly finished: Promise<JobResult>;
+  private resolveFinished!: (r: JobResult) => void;
+  private readonly history: AnyQmpEvent[] = [];
+  private readonly listeners = new Set<(e: AnyQmpEvent) => void>();
+  private readonly progressListeners = new Set<(info: BlockJobInfo) => void>();
+  private readonly now: () => number;
+
+  private constructor(
+    readonly source: ImageFormat,
+    readonly target: ImageFormat,
+    options: ResolvedOptions,
+    private readonly kernel: Kernel,
+    private readonly checkpointer: Checkpointer | undefined,
+    private readonly checkpointIntervalMs: number,
+    now: () => number,
+  ) {
+    this.options = options;
+    this.id = options.id;
+    this.size = source.size;
+    this.granularity = options.granularity;
+    this.nbChunks = Math.ceil(this.size / this.granularity);
+    this.now = now;
+    this.rate = new RateLimit(options.speed);
+    const { opBytes, nbBuffers } = ioLimits(options.granularity, options.bufSize);
+    this.opBytes = opBytes;
+    // Everything in linear memory is sized here, before any I/O: views stay valid.
+    this.dirty = kernel.newBitmap(this.nbChunks);
+    this.inFlight = kernel.newBitmap(this.nbChunks);
+    this.backingOff = kernel.newBitmap(this.nbChunks);
+    this.written = options.targetIsZero ? kernel.newBitmap(this.nbChunks) : null;
+    this.pool = kernel.newPool(opBytes, nbBuffers);
+    this.finished = new Promise((resolve) => (this.resolveFinished = resolve));
+  }
+
+  /** Validates everything and builds the job in status `created`; `start()` runs it. */
+  static async create(params: MirrorJobParams): Promise<MirrorJob> {
+    const { source, target } = params;
+    if (source === target) throw new OptionError("Can't mirror node into itself");
+    if (source.size !== target.size) {
+      throw new OptionError(`Source and target image have different sizes (${source.size} and ${target.size} bytes)`);
+    }
+    if (target.readOnly) throw new OptionError('The target image is read-only');
+    const targetInfo = await target.info();
+    const options = resolveOptions(params.options, {
+      targetClusterSize: targetInfo.clusterSize,
+      // A target the job created reads as zeroes, unless it has a backing file.
+      targetIsZero: Boolean(params.targetCreated) && !targetInfo.backingFile,
+    });
+    const kernel = params.kernel ?? (await Kernel.create());
+    const job = new MirrorJob(
+      source,
+      target,
+      options,
+      kernel,
+      params.checkpointer,
+      (params.checkpointIntervalSeconds ?? 5) * 1000,
+      params.now ?? (() => Date.now()),
+    );
+    if (params.resume) {
+      job.dirty.deserialize(params.resume.bitmap);
+      job.offsetDone = params.resume.offset;
+    }
+    job.setStatus('created');
+    job.resuming = Boolean(params.resume);
+    return job;
+  }
+
+  private resuming = false;
+
+  // ---- observation ---------------------------------------------------------
+
+  get status(): JobStatus {
+    return this.statusValue;
+  }
+
+  get ready(): boolean {
+    return this.isReady;
+  }
+
+  /** Resolves when the job has concluded (and been dismissed if auto-dismiss). */
+  get result(): Promise<JobResult> {
+    return this.finished;
+  }
+
+  /** Listens to events; with `replay`, first hears the ones already sent (the job keeps the last 1000). */
+  on(listener: (event: AnyQmpEvent) => void, options: { replay?: boolean } = {}): () => void {
+    if (options.replay) for (const e of this.history) listener(e);
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Progress snapshots, at most every 100 ms while data moves, and at each status change. */
+  onProgress(listener: (info: BlockJobInfo) => void): () => void {
+    this.progressListeners.add(listener);
+    return () => this.progressListeners.delete(listener);
+  }
+
+  query(): BlockJobInfo {
+    const info: BlockJobInfo = {
+      type: 'mirror',
+      device: this.id,
+      len: this.len,
+      offset: this.offsetDone,
+      busy: this.busy,
+      paused: this.pauseCount > 0,
+      speed: this.rate.speed,
+      'io-status': this.ioStatus,
+      ready: this.isReady,
+      status: this.statusValue,
+      'auto-finalize': this.options.autoFinalize,
+      'auto-dismiss': this.options.autoDismiss,
+    };
+    if (this.resultValue?.error) info.error = this.resultValue.error;
+    return info;
+  }
+
+  stats(): JobStats {
+    let inFlightBytes = 0;
+    for (const op of this.ops) inFlightBytes += op.bytes;
+    return {
+      granularity: this.granularity,
+      nbChunks: this.nbChunks,
+      dirtyChunks: this.dirty.count,
+      dirtyBytes: this.dirtyBytes(),
+      inFlightOps: this.ops.size,
+      inFlightBytes,
+      failed: [...this.failedRanges.values()].map((f) => ({ ...f })),
+      bytesDone: this.offsetDone,
+      bytesRead: this.bytesRead,
+      bytesWritten: this.bytesWritten,
+    };
+  }
+
+  /**
+   * A picture of the bitmap in `cells` cells, each covering an equal share
+   * of the chunks: failed beats in flight beats dirty beats clean.
+   */
+  picture(cells: number): CellState[] {
+    const out: CellState[] = [];
+    const perCell = Math.max(1, Math.ceil(this.nbChunks / Math.max(1, cells)));
+    const failedChunks = this.kernel.newBitmap(this.nbChunks);
+    try {
+      for (const f of this.failedRanges.values()) {
+        failedChunks.set(Math.floor(f.offset / this.granularity), Math.ceil(f.bytes / this.granularity));
+      }
+      for (let first = 0; first < this.nbChunks; first += perCell) {
+        if (failedChunks.countRange(first, perCell) > 0) out.push('failed');
+        else if (this.inFlight.countRange(first, perCell) > 0) out.push('inflight');
+        else if (this.dirty.countRange(first, perCell) > 0) out.push('dirty');
+        else out.push('clean');
+      }
+    } finally {
+      failedChunks.free();
+    }
+    return out;
+  }
+
+  /** The dirty bitmap as stored in checkpoints. */
+  serializeBitmap(): Uint8Array {
+    // Chunks in flight are not clean yet: a checkpoint counts them dirty.
+    const copy = this.kernel.newBitmap(this.nbChunks);
+    try {
+      copy.merge(this.dirty);
+      copy.merge(this.inFlight);
+      return copy.serialize();
+    } finally {
+      copy.free();
+    }
+  }
+
+  private get len(): number {
+    let inFlightBytes = 0;
+    for (const op of this.ops) if (op.kind !== 'active-write') inFlightBytes += op.bytes;
+    return this.offsetDone + this.dirtyBytes() + inFlightBytes;
+  }
+
+  private dirtyBytes(): number {
+    const count = this.dirty.count;
+    if (count === 0) return 0;
+    const lastChunkBytes = this.size - (this.nbChunks - 1) * this.granularity;
+    const lastDirty = this.dirty.get(this.nbChunks - 1);
+    return count * this.granularity - (lastDirty ? this.granularity - lastChunkBytes : 0);
+  }
+
+  // ---- verbs ---------------------------------------------------------------
+
+  /** Starts the job (created -> running). */
+  start(): void {
+    if (this.started) throw new JobError(`Job '${this.id}' has already been started`);
+    this.started = true;
+    void this.run();
+  }
+
+  pause(): void {
+    checkVerb(this.id, 'pause', this.statusValue);
+    if (this.userPaused) throw new JobError(`Job '${this.id}' is already paused`);
+    this.userPaused = true;
+    this.pauseCount++;
+    this.kick();
+  }
+
+  resume(): void {
+    checkVerb(this.id, 'resume', this.statusValue);
+    if (!this.userPaused) throw new JobError(`Can't resume a job that was not paused`);
+    this.userPaused = false;
+    this.pauseCount--;
+    this.ioStatus = 'ok';
+    this.kick();
+  }
+
+  /**
+   * Cancels. Before READY, or with `force`, the job is cancelled and the
+   * target left as it is (BLOCK_JOB_CANCELLED). After READY without force,
+   * the job finishes its copy without switching over (BLOCK_JOB_COMPLETED).
+   */
+  cancel(force = true): void {
+    checkVerb(this.id, 'cancel', this.statusValue);
+    if (!force && this.isReady) {
+      this.completeRequested = true;
+    } else {
+      this.cancelRequested = true;
+      this.forceCancel = force;
+      // A cancelled job leaves its pause so it can wind down.
+      if (this.userPaused) {
+        this.userPaused = false;
+        this.pauseCount--;
+      }
+    }
+    this.kick();
+  }
+
+  /** block-job-cancel: soft cancel is refused while the job is paused (by a user or a stop). */
+  blockJobCancel(force: boolean): void {
+    if (!force && this.userPaused) {
+      checkVerb(this.id, 'cancel', this.statusValue);
+      throw new JobError(`The block job for device '${this.id}' is currently paused`);
+    }
+    this.cancel(force);
+  }
+
+  complete(): void {
+    checkVerb(this.id, 'complete', this.statusValue);
+    this.completeRequested = true;
+    this.kick();
+  }
+
+  setSpeed(bytesPerSecond: number): void {
+    checkVerb(this.id, 'set-speed', this.statusValue);
+    if (!Number.isSafeInteger(bytesPerSecond) || bytesPerSecond < 0) {
+      throw new JobError(`Invalid parameter 'speed': ${bytesPerSecond} (expected a non-negative value)`);
+    }
+    this.rate.setSpeed(bytesPerSecond);
+    this.kick();
+  }
+
+  finalize(): void {
+    checkVerb(this.id, 'finalize', this.statusValue);
+    this.finalizeRequested = true;
+    this.kick();
+  }
+
+  dismiss(): void {
+    checkVerb(this.id, 'dismiss', this.statusValue);
+    this.dismissRequested = true;
+    this.kick();
+  }
+
+  /** Whether `verb` is allowed now (the UI enables buttons with this). */
+  allows(verb: JobVerb): boolean {
+    try {
+      checkVerb(this.id, verb, this.statusValue);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // ---- source writes (a guest, or any program embedding the job) ---------------
+
+  /**
+   * Writes guest data to the source through the job. In background mode the
+   * range is marked dirty after the write; in write-blocking mode the data is
+   * also written to the target before this returns (a failed target write
+   * marks the range dirty and goes to on-target-error; the source write still
+   * succeeds).
+   */
+  async sourceWrite(offset: number, data: Uint8Array): Promise<void> {
+    checkRequest('write', offset, data.length, this.size, true);
+    if (this.writesClosed || this.statusValue === 'concluded' || this.statusValue === 'null' || this.statusValue === 'aborting') {
+      throw new BlockError('EBUSY', 'write', offset, data.length, `job '${this.id}' has finished with the source; writes go elsewhere now`);
+    }
+    if (data.length === 0) return;
+    const firstChunk = Math.floor(offset / this.granularity);
+    const endChunk = Math.ceil((offset + data.length) / this.granularity);
+    if (this.options.copyMode === 'background' || !this.started) {
+      this.activeWrites++;
+      try {
+        await this.source.write(offset, data);
+      } finally {
+        this.activeWrites--;
+      }
+      this.dirty.set(firstChunk, endChunk - firstChunk);
+      this.kick();
+      return;
+    }
+    // Write-blocking: wait for operations on these chunks, then hold them.
+    await this.waitForConflicts(firstChunk, endChunk - firstChunk);
+    const op = this.addOp('active-write', firstChunk, endChunk - firstChunk, offset, data.length);
+    this.activeWrites++;
+    try {
+      await op.run(async () => {
+        await this.source.write(offset, data);
+        try {
+          this.markWritten(firstChunk, endChunk - firstChunk);
+          await this.target.write(offset, data);
+          this.bytesWritten += data.length;
+          // Chunks wholly covered are now equal on both sides; edge chunks keep their state.
+          const end = offset + data.length;
+          const fullFirst = Math.ceil(offset / this.granularity);
+          const fullEnd = end === this.size ? this.nbChunks : Math.floor(end / this.granularity);
+          if (fullEnd > fullFirst) this.dirty.reset(fullFirst, fullEnd - fullFirst);
+        } catch (err) {
+          const error = toBlockError(err, 'write', offset, data.length);
+          this.dirty.set(firstChunk, endChunk - firstChunk);
+          this.onIoError('target', 'write', error, firstChunk, endChunk - firstChunk);
+        }
+      });
+    } finally {
+      this.activeWrites--;
+      this.kick();
+    }
+  }
+
+  // ---- the loop ---------------------------------------------------------------
+
+  private async run(): Promise<void> {
+    let outcome: JobOutcome = 'completed';
+    try {
+      this.setStatus('running');
+      this.busy = true;
+      if (!this.resuming) await this.dirtyInit();
+      if (!this.cancelRequested && !this.failure) await this.copyLoop();
+    } catch (err) {
+      // An error outside any policy (a bug, or the initial scan failing) fails the job.
+      this.failure ??= toBlockError(err, 'read', 0, 0);
+    }
+    await this.drain();
+    this.busy = false;
+    if (this.failure) outcome = 'failed';
+    else if (this.cancelRequested) outcome = 'cancelled';
+    await this.conclude(outcome);
+  }
+
+  /** Phase 1: mark what the source holds (as sync says) dirty. */
+  private async dirtyInit(): Promise<void> {
+    const { sync, targetIsZero } = this.options;
+    if (sync === 'none') return;
+    for (let offset = 0; offset < this.size; ) {
+      if (this.cancelRequested) return;
+      await this.pausePoint();
+      const status = await this.source.blockStatus(offset, Math.min(DIRTY_INIT_STEP, this.size - offset));
+      if (status.bytes <= 0) throw new BlockError('EIO', 'read', offset, 0, 'block status made no progress');
+      const allocatedHere = status.depth === 0 && status.kind !== 'unallocated';
+      const wanted =
+        sync === 'top'
+          ? allocatedHere
+          : status.kind === 'data' || !targetIsZero; // zeroes need writing only on a target that is not zero
+      if (wanted) {
+        const first = Math.floor(offset / this.granularity);
+        const end = Math.ceil((offset + status.bytes) / this.granularity);
+        this.dirty.set(first, end - first);
+      }
+      offset += status.bytes;
+    }
+  }
+
+  /** Phase 2 and 3: copy until READY, then keep up until completed or cancelled. */
+  private async copyLoop(): Promise<void> {
+    let cursor = 0;
+    for (;;) {
+      if (this.failure || (this.cancelRequested && (this.forceCancel || !this.isReady))) return;
+      await this.pausePoint();
+      if (this.failure || this.cancelRequested) continue;
+      this.expireBackoffs();
+      this.maybeCheckpoint();
+
+      if (this.dirty.count === 0 && this.ops.size === 0 && this.activeWrites === 0) {
+        if (!this.isReady || this.completeRequested) {
+          if (this.completeRequested) this.writesClosed = true;
+          const flushed = await this.flushTarget();
+          if (this.failure) return;
+          if (!flushed) {
+            this.writesClosed = false;
+            await this.sleep(this.backoffDelay(-1));
+            continue;
+          }
+          // Source writes may have landed while the flush ran.
+          if (this.dirty.count !== 0 || this.ops.size !== 0 || this.activeWrites !== 0) {
+            this.writesClosed = false;
+            continue;
+          }
+          if (this.completeRequested) return;
+          this.setReady();
+          continue;
+        }
+        this.busy = false;
+        await this.sleep();
+        this.busy = true;
+        continue;
+      }
+
+      // Issue operations while there is room.
+      let waitMs: number | undefined;
+      while (this.ops.size < MAX_IN_FLIGHT && !this.pauseRequested() && !this.cancelRequested && !this.failure) {
+        const run = this.nextIssuable(cursor) ?? (cursor > 0 ? this.nextIssuable(0) : null);
+        if (!run) {
+          waitMs = this.nextBackoffExpiry();
+          break;
+        }
+        const bytes = Math.min(run.length * this.granularity, this.size - run.start * this.granularity);
+        const delay = this.rate.delay(bytes, this.now());
+        if (delay > 0) {
+          waitMs = delay;
+          break;
+        }
+        if (!this.issue(run.start, run.length)) break; // no free buffer: wait for one
+        cursor = run.start + run.length;
+        if (cursor >= this.nbChunks) cursor = 0;
+      }
+      await this.sleep(waitMs);
+    }
+  }
+
+  private pauseRequested(): boolean {
+    return this.pauseCount > 0;
+  }
+
+  /** Pauses here while paused: drain first, then PAUSED (or STANDBY when ready). */
+  private async pausePoint(): Promise<void> {
+    if (!this.pauseRequested() || this.cancelRequested) return;
+    await this.drain();
+    if (!this.pauseRequested() || this.cancelRequested) return;
+    const resumeTo: JobStatus = this.isReady ? 'ready' : 'running';
+    this.setStatus(this.isReady ? 'standby' : 'paused');
+    this.busy = false;
+    await this.saveCheckpoint();
+    while (this.pauseRequested() && !this.cancelRequested && !this.failure) await this.sleep();
+    this.busy = true;
+    this.setStatus(resumeTo);
+  }
+
+  /** The next run of dirty chunks that is neither in flight nor backing off. */
+  private nextIssuable(from: number): { start: number; length: number } | null {
+    const maxChunks = Math.max(1, Math.floor(this.opBytes / this.granularity));
+    let pos = from;
+    while (pos < this.nbChunks) {
+      const d = this.dirty.nextDirty(pos);
+      if (d < 0) return null;
+      if (this.inFlight.get(d)) {
+        pos = this.inFlight.nextClean(d);
+        if (pos < 0) return null;
+        continue;
+      }
+      if (this.backingOff.get(d)) {
+        pos = this.backingOff.nextClean(d);
+        if (pos < 0) return null;
+        continue;
+      }
+      const run = this.dirty.nextDirtyRun(d, maxChunks)!;
+      let end = run.start + run.length;
+      const f = this.inFlight.nextDirty(d);
+      if (f >= 0 && f < end) end = f;
+      const b = this.backingOff.nextDirty(d);
+      if (b >= 0 && b < end) end = b;
+      return { start: d, length: end - d };
+    }
+    return null;
+  }
+
+  /** Starts one operation on [first, first + nb) chunks; false when no buffer is free. */
+  private issue(first: number, nb: number): boolean {
+    const buffer = this.pool.take();
+    if (!buffer) return false;
+    const offset = first * this.granularity;
+    const bytes = Math.min(nb * this.granularity, this.size - offset);
+    // Clear before the I/O: a source write from now on dirties the chunks again.
+    this.dirty.reset(first, nb);
+    const op = this.addOp('copy', first, nb, offset, bytes);
+    void op.run(() => this.perform(op, buffer)).finally(() => this.pool.give(buffer));
+    return true;
+  }
+
+  private addOp(kind: OpKind, firstChunk: number, nbChunks: number, offset: number, bytes: number): Op {
+    this.inFlight.set(firstChunk, nbChunks);
+    let resolve!: () => void;
+    const done = new Promise<void>((r) => (resolve = r));
+    const op: Op = {
+      kind,
+      firstChunk,
+      nbChunks,
+      offset,
+      bytes,
+      done,
+      run: async (body) => {
+        try {
+          await body();
+        } catch (err) {
+          // Bodies handle their own I/O errors; anything else is a bug: fail the job, keep the range.
+          this.dirty.set(firstChunk, nbChunks);
+          this.failure ??= toBlockError(err, 'write', offset, bytes);
+        } finally {
+          this.ops.delete(op);
+          this.inFlight.reset(firstChunk, nbChunks);
+          // Another op may share edge chunks with an active write: keep theirs marked.
+          for (const other of this.ops) this.inFlight.set(other.firstChunk, other.nbChunks);
+          resolve();
+          this.kick();
+        }
+      },
+    };
+    this.ops.add(op);
+    return op;
+  }
+
+  private async waitForConflicts(first: number, nb: number): Promise<void> {
+    for (;;) {
+      const conflict = [...this.ops].find((op) => op.firstChunk < first + nb && first < op.firstChunk + op.nbChunks);
+      if (!conflict) return;
+      await conflict.done;
+    }
+  }
+
+  /** One operation: decide by block status, then copy, zero or discard. */
+  private async perform(op: Op, buffer: { ptr: number; bytes: number }): Promise<void> {
+    let { offset, bytes } = op;
+    const g = this.granularity;
+    let kind: 'copy' | 'zero' | 'discard' = 'copy';
+    try {
+      const status = await this.source.blockStatus(offset, bytes);
+      // A status shorter than one chunk: copy the chunk, whatever it holds.
+      const statusBytes = status.bytes >= bytes ? bytes : Math.floor(status.bytes / g) * g;
+      if (statusBytes >= g || statusBytes === bytes) {
+        if (status.kind !== 'data' && this.options.sync !== 'top') kind = 'zero';
+        else if (this.options.sync === 'top' && status.depth > 0) kind = this.options.unmap && this.target.discard ? 'discard' : 'copy';
+        else if (status.kind === 'zero') kind = 'zero';
+        if (statusBytes < bytes) {
+          // Give back the chunks past the extent: they are dirty again, for a later op.
+          const keepChunks = statusBytes / g;
+          this.dirty.set(op.firstChunk + keepChunks, op.nbChunks - keepChunks);
+          this.inFlight.reset(op.firstChunk + keepChunks, op.nbChunks - keepChunks);
+          op.nbChunks = keepChunks;
+          op.bytes = bytes = statusBytes;
+        }
+      }
+    } catch {
+      // No status (a metadata read failed): copy, and let the read report the error.
+    }
+
+    if (kind === 'zero') {
+      await this.zeroRange(op, op.firstChunk, op.nbChunks);
+      return;
+    }
+    if (kind === 'discard') {
+      try {
+        this.markWritten(op.firstChunk, op.nbChunks);
+        await this.target.discard!(offset, bytes);
+        this.succeeded(op.firstChunk, op.nbChunks, bytes);
+      } catch (err) {
+        this.failed('target', 'write', toBlockError(err, 'discard', offset, bytes), op.firstChunk, op.nbChunks);
+      }
+      return;
+    }
+
+    // Copy: read straight into kernel memory.
+    try {
+      await this.source.read(offset, this.pool.view(buffer, bytes));
+      this.bytesRead += bytes;
+    } catch (err) {
+      this.failed('source', 'read', toBlockError(err, 'read', offset, bytes), op.firstChunk, op.nbChunks);
+      return;
+    }
+    // Write runs of non-zero chunks; runs of zero chunks become zero writes (or nothing).
+    try {
+      let i = 0;
+      while (i < op.nbChunks) {
+        const zero = this.chunkIsZero(buffer.ptr, i, bytes);
+        let j = i + 1;
+        while (j < op.nbChunks && this.chunkIsZero(buffer.ptr, j, bytes) === zero) j++;
+        const runOffset = offset + i * g;
+        const runBytes = Math.min(j * g, bytes) - i * g;
+        if (zero) {
+          await this.writeZeroesIfNeeded(op.firstChunk + i, j - i, runOffset, runBytes);
+        } else {
+          this.markWritten(op.firstChunk + i, j - i);
+          await this.target.write(runOffset, this.pool.view(buffer, bytes).subarray(i * g, i * g + runBytes));
+          this.bytesWritten += runBytes;
+        }
+        i = j;
+      }
+    } catch (err) {
+      this.failed('target', 'write', toBlockError(err, 'write', offset, bytes), op.firstChunk, op.nbChunks);
+      return;
+    }
+    this.succeeded(op.firstChunk, op.nbChunks, bytes);
+  }
+
+  private chunkIsZero(ptr: number, index: number, bytes: number): boolean {
+    const start = index * this.granularity;
+    return this.kernel.isZero(ptr + start, Math.min(this.granularity, bytes - start));
+  }
+
+  private async zeroRange(op: Op, first: number, nb: number): Promise<void> {
+    const offset = first * this.granularity;
+    const bytes = Math.min(nb * this.granularity, this.size - offset);
+    try {
+      await this.writeZeroesIfNeeded(first, nb, offset, bytes);
+    } catch (err) {
+      this.failed('target', 'write', toBlockError(err, 'write', offset, bytes), op.firstChunk, op.nbChunks);
+      return;
+    }
+    this.succeeded(op.firstChunk, op.nbChunks, op.bytes);
+  }
+
+  /** Zeroes a range on the target, unless the target is known to read zero there. */
+  private async writeZeroesIfNeeded(first: number, nb: number, offset: number, bytes: number): Promise<void> {
+    if (this.written && this.written.countRange(first, nb) === 0) return;
+    await this.target.writeZeroes(offset, bytes, { unmap: this.options.unmap });
+    this.written?.reset(first, nb);
+    this.bytesWritten += bytes;
+  }
+
+  private markWritten(first: number, nb: number): void {
+    this.written?.set(first, nb);
+  }
+
+  private succeeded(first: number, nb: number, bytes: number): void {
+    this.offsetDone += bytes;
+    this.attempts.delete(first);
+    if (this.failedRanges.size > 0) {
+      for (const [key, f] of this.failedRanges) {
+        const fFirst = Math.floor(f.offset / this.granularity);
+        const fEnd = Math.ceil((f.offset + f.bytes) / this.granularity);
+        if (fFirst >= first && fEnd <= first + nb) this.failedRanges.delete(key);
+      }
+    }
+    this.emitProgress(false);
+  }
+
+  /** A failed operation: the range is dirty again first, then the policy decides. */
+  private failed(side: 'source' | 'target', operation: 'read' | 'write', error: BlockError, first: number, nb: number): void {
+    this.dirty.set(first, nb);
+    this.onIoError(side, operation, error, first, nb);
+  }
+
+  private onIoError(side: 'source' | 'target', operation: 'read' | 'write', error: BlockError, first: number, nb: number): ErrorAction {
+    const policy = side === 'source' ? this.options.onSourceError : this.options.onTargetError;
+    const action = errorAction(policy, error.code);
+    const offset = first * this.granularity;
+    const bytes = Math.max(0, Math.min(nb * this.granularity, this.size - offset));
+    const prior = this.failedRanges.get(first);
+    this.failedRanges.set(first, { offset, bytes, side, errno: error.code, attempts: (prior?.attempts ?? 0) + 1 });
+    if (action === 'stop') {
+      if (!this.userPaused) {
+        this.userPaused = true;
+        this.pauseCount++;
+      }
+      this.ioStatus = ioStatusFor(error.code);
+    }
+    this.emit('BLOCK_JOB_ERROR', {
+      device: this.id,
+      operation,
+      action,
+      errno: error.code,
+      offset,
+      bytes,
+      message: error.message,
+    });
+    if (action === 'report') this.failure ??= error;
+    if (action === 'ignore') this.startBackoff(first, nb);
+    this.kick();
+    return action;
+  }
+
+  /** Under `ignore`, a failed range waits a little longer each time before its retry. */
+  private startBackoff(first: number, nb: number): void {
+    const delay = this.backoffDelay(first);
+    this.backingOff.set(first, nb);
+    this.backoffs.push({ firstChunk: first, nbChunks: nb, until: this.now() + delay });
+  }
+
+  private backoffDelay(key: number): number {
+    const n = (this.attempts.get(key) ?? 0) + 1;
+    this.attempts.set(key, n);
+    return Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (n - 1));
+  }
+
+  private expireBackoffs(): void {
+    if (this.backoffs.length === 0) return;
+    const now = this.now();
+    for (let i = this.backoffs.length - 1; i >= 0; i--) {
+      const b = this.backoffs[i]!;
+      if (b.until <= now) {
+        this.backingOff.reset(b.firstChunk, b.nbChunks);
+        this.backoffs.splice(i, 1);
+      }
+    }
+    // Overlapping backoffs: keep the bits of those still waiting.
+    for (const b of this.backoffs) this.backingOff.set(b.firstChunk, b.nbChunks);
+  }
+
+  private nextBackoffExpiry(): number | undefined {
+    if (this.backoffs.length === 0) return undefined;
+    const soonest = Math.min(...this.backoffs.map((b) => b.until));
+    return Math.max(1, soonest - this.now());
+  }
+
+  /** Flushes the target; false (after the policy ran) if that failed. */
+  private async flushTarget(): Promise<boolean> {
+    try {
+      await this.target.flush();
+      return true;
+    } catch (err) {
+      this.onIoError('target', 'write', toBlockError(err, 'flush', 0, 0), 0, 0);
+      return false;
+    }
+  }
+
+  private setReady(): void {
+    this.isReady = true;
+    this.setStatus('ready');
+    this.emit('BLOCK_JOB_READY', this.progressData());
+    void this.saveCheckpoint();
+  }
+
+  /** Waits for every operation in flight. */
+  private async drain(): Promise<void> {
+    while (this.ops.size > 0) await Promise.all([...this.ops].map((op) => op.done));
+  }
+
+  private async conclude(outcome: JobOutcome): Promise<void> {
+    if (this.statusValue === 'paused' || this.statusValue === 'standby') {
+      this.setStatus(this.statusValue === 'paused' ? 'running' : 'ready');
+    }
+    const result: JobResult = { outcome };
+    if (outcome === 'completed') {
+      this.setStatus('waiting');
+      this.setStatus('pending');
+      if (!this.options.autoFinalize) {
+        this.emit('BLOCK_JOB_PENDING', { type: 'mirror', id: this.id });
+        while (!this.finalizeRequested && !this.cancelRequested) await this.sleep();
+      }
+      if (this.cancelRequested) {
+        outcome = result.outcome = 'cancelled';
+        this.setStatus('aborting');
+        this.emit('BLOCK_JOB_CANCELLED', this.progressData());
+      } else {
+        this.emit('BLOCK_JOB_COMPLETED', this.progressData());
+      }
+    } else {
+      this.setStatus('aborting');
+      if (outcome === 'failed') {
+        result.error = describeFailure(this.failure!);
+        result.errno = this.failure!.code;
+        this.emit('BLOCK_JOB_COMPLETED', { ...this.progressData(), error: result.error });
+      } else {
+        this.emit('BLOCK_JOB_CANCELLED', this.progressData());
+      }
+    }
+    this.resultValue = result;
+    this.setStatus('concluded');
+    this.releaseMemory();
+    if (!this.options.autoDismiss) {
+      while (!this.dismissRequested) await this.sleep();
+    }
+    this.setStatus('null');
+    if (this.checkpointer && outcome === 'completed') await this.checkpointer.remove(this.id).catch(() => {});
+    this.resolveFinished(result);
+  }
+
+  private releaseMemory(): void {
+    this.dirty.free();
+    this.inFlight.free();
+    this.backingOff.free();
+    this.written?.free();
+    this.pool.free();
+  }
+
+  // ---- checkpoints -------------------------------------------------------------
+
+  private maybeCheckpoint(): void {
+    if (!this.checkpointer) return;
+    const now = this.now();
+    if (now - this.lastCheckpoint < this.checkpointIntervalMs) return;
+    this.lastCheckpoint = now;
+    void this.saveCheckpoint();
+  }
+
+  private checkpointing: Promise<void> | null = null;
+
+  /** Flush the target, then store the bitmap: a checkpoint never calls a non-durable chunk clean. */
+  private async saveCheckpoint(): Promise<void> {
+    if (!this.checkpointer || this.checkpointing) return this.checkpointing ?? undefined;
+    const bitmap = this.serializeBitmap();
+    const offset = this.offsetDone;
+    const run = async () => {
+      try {
+        await this.target.flush();
+        await this.checkpointer!.save({
+          id: this.id,
+          options: this.options,
+          size: this.size,
+          status: this.statusValue,
+          offset,
+          bitmap,
+          savedAt: this.now(),
+        });
+      } catch {
+        // A checkpoint that cannot be written is skipped; the next one tries again.
+      } finally {
+        this.checkpointing = null;
+      }
+    };
+    this.checkpointing = run();
+    return this.checkpointing;
+  }
+
+  /** Stores a checkpoint now (for a clean interruption: SIGINT, a closing tab). */
+  async checkpoint(): Promise<void> {
+    await this.checkpointing;
+    await this.saveCheckpoint();
+  }
+
+  // ---- plumbing ------------------------------------------------------------------
+
+  private setStatus(next: JobStatus): void {
+    checkTransition(this.id, this.statusValue, next);
+    this.statusValue = next;
+    this.emit('JOB_STATUS_CHANGE', { id: this.id, status: next });
+    this.emitProgress(true);
+  }
+
+  private emit<N extends EventName>(name: N, data: EventData[N]): void {
+    const event = makeEvent(name, data) as AnyQmpEvent;
+    this.history.push(event);
+    if (this.history.length > HISTORY_LIMIT) this.history.splice(0, this.history.length - HISTORY_LIMIT);
+    for (const listener of this.listeners) listener(event);
+  }
+
+  private emitProgress(force: boolean): void {
+    if (this.progressListeners.size === 0) return;
+    const now = this.now();
+    if (!force && now - this.lastProgress < PROGRESS_INTERVAL_MS) return;
+    this.lastProgress = now;
+    const info = this.query();
+    for (const listener of this.progressListeners) listener(info);
+  }
+
+  private progressData() {
+    return { type: 'mirror' as const, device: this.id, len: this.len, offset: this.offsetDone, speed: this.rate.speed };
+  }
+
+  private kick(): void {
+    const waiter = this.waiter;
+    this.waiter = null;
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    waiter?.();
+  }
+
+  /** Sleeps until kicked (an op finished, a verb, a source write) or `ms` passed. */
+  private sleep(ms?: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.waiter = resolve;
+      if (ms !== undefined) this.timer = setTimeout(() => this.kick(), ms);
+    });
+  }
+}
+
+/** QEMU puts strerror() text in BLOCK_JOB_COMPLETED's error. */
+export function describeFailure(error: BlockError): string {
+  const text: Partial<Record<Errno, string>> = {
+    EIO: 'Input/output error',
+    ENOSPC: 'No space left on device',
+    EPERM: 'Operation not permitted',
+    EACCES: 'Permission denied',
+    ENOENT: 'No such file or directory',
+    EINVAL: 'Invalid argument',
+    ENOTSUP: 'Operation not supported',
+    EROFS: 'Read-only file system',
+    EFBIG: 'File too large',
+    ECANCELED: 'Operation canceled',
+    EBUSY: 'Device or resource busy',
+    ETIMEDOUT: 'Connection timed out',
+    ESTALE: 'Stale file handle',
+  };
+  return text[error.code] ?? error.message;
+}
