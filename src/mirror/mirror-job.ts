@@ -245,6 +245,8 @@ export class MirrorJob {
   }
 
   private resuming = false;
+  /** The kernel memory is freed once the job concluded; counts read as zero from then on. */
+  private released = false;
 
   // ---- observation ---------------------------------------------------------
 
@@ -299,7 +301,7 @@ export class MirrorJob {
     return {
       granularity: this.granularity,
       nbChunks: this.nbChunks,
-      dirtyChunks: this.dirty.count,
+      dirtyChunks: this.released ? 0 : this.dirty.count,
       dirtyBytes: this.dirtyBytes(),
       inFlightOps: this.ops.size,
       inFlightBytes,
@@ -316,6 +318,7 @@ export class MirrorJob {
    */
   picture(cells: number): CellState[] {
     const out: CellState[] = [];
+    if (this.released) return out;
     const perCell = Math.max(1, Math.ceil(this.nbChunks / Math.max(1, cells)));
     const failedChunks = this.kernel.newBitmap(this.nbChunks);
     try {
@@ -354,6 +357,7 @@ export class MirrorJob {
   }
 
   private dirtyBytes(): number {
+    if (this.released) return 0;
     const count = this.dirty.count;
     if (count === 0) return 0;
     const lastChunkBytes = this.size - (this.nbChunks - 1) * this.granularity;
@@ -372,15 +376,15 @@ export class MirrorJob {
 
   pause(): void {
     checkVerb(this.id, 'pause', this.statusValue);
-    if (this.userPaused) throw new JobError(`Job '${this.id}' is already paused`);
+    if (this.userPaused) throw new JobError('Job is already paused');
     this.userPaused = true;
     this.pauseCount++;
     this.kick();
   }
 
   resume(): void {
-    checkVerb(this.id, 'resume', this.statusValue);
     if (!this.userPaused) throw new JobError(`Can't resume a job that was not paused`);
+    checkVerb(this.id, 'resume', this.statusValue);
     this.userPaused = false;
     this.pauseCount--;
     this.ioStatus = 'ok';
@@ -403,6 +407,7 @@ export class MirrorJob {
       if (this.userPaused) {
         this.userPaused = false;
         this.pauseCount--;
+        this.ioStatus = 'ok';
       }
     }
     this.kick();
@@ -419,6 +424,7 @@ export class MirrorJob {
 
   complete(): void {
     checkVerb(this.id, 'complete', this.statusValue);
+    if (this.cancelRequested) throw new JobError(`The active block job '${this.id}' cannot be completed`);
     this.completeRequested = true;
     this.kick();
   }
@@ -426,7 +432,7 @@ export class MirrorJob {
   setSpeed(bytesPerSecond: number): void {
     checkVerb(this.id, 'set-speed', this.statusValue);
     if (!Number.isSafeInteger(bytesPerSecond) || bytesPerSecond < 0) {
-      throw new JobError(`Invalid parameter 'speed': ${bytesPerSecond} (expected a non-negative value)`);
+      throw new JobError(`Parameter 'speed' expects a non-negative value`);
     }
     this.rate.setSpeed(bytesPerSecond);
     this.kick();
@@ -843,7 +849,7 @@ export class MirrorJob {
         this.userPaused = true;
         this.pauseCount++;
       }
-      this.ioStatus = ioStatusFor(error.code);
+      if (this.ioStatus === 'ok') this.ioStatus = ioStatusFor(error.code); // the first error wins
     }
     this.emit('BLOCK_JOB_ERROR', {
       device: this.id,
@@ -957,6 +963,7 @@ export class MirrorJob {
   }
 
   private releaseMemory(): void {
+    this.released = true;
     this.dirty.free();
     this.inFlight.free();
     this.backingOff.free();

@@ -80,21 +80,21 @@ export function resolveOptions(
   let granularity = options.granularity ?? 0;
   if (options.granularity !== undefined) {
     if (!Number.isSafeInteger(granularity) || granularity < MIN_GRANULARITY || granularity > MAX_GRANULARITY) {
-      throw new OptionError(`Invalid parameter 'granularity': ${options.granularity} (expected a power of 2 from 512 B to 64 MiB)`);
+      throw new OptionError(`Parameter 'granularity' expects a value in range [512B, 64MB] (got ${options.granularity})`);
     }
-    if (!isPowerOfTwo(granularity)) throw new OptionError('Granularity must be a power of 2');
+    if (!isPowerOfTwo(granularity)) throw new OptionError(`Parameter 'granularity' expects a power of 2 (got ${granularity})`);
   } else {
     granularity = defaultGranularity(context.targetClusterSize);
   }
   const rawBuf = options['buf-size'] ?? DEFAULT_BUF_SIZE;
   if (!Number.isSafeInteger(rawBuf) || rawBuf < 0) {
-    throw new OptionError(`Invalid parameter 'buf-size': ${rawBuf} (expected a non-negative integer)`);
+    throw new OptionError(`Invalid parameter 'buf-size' (got ${rawBuf}; expected a non-negative integer)`);
   }
   // buf-size 0 means the default; anything else is rounded up to the granularity.
   const bufSize = rawBuf === 0 ? DEFAULT_BUF_SIZE : Math.ceil(rawBuf / granularity) * granularity;
   const speed = options.speed ?? 0;
   if (!Number.isSafeInteger(speed) || speed < 0) {
-    throw new OptionError(`Invalid parameter 'speed': ${speed} (expected a non-negative value)`);
+    throw new OptionError(`Parameter 'speed' expects a non-negative value (got ${speed})`);
   }
   const id = options.id ?? 'mirror';
   if (typeof id !== 'string' || !/^[A-Za-z][A-Za-z0-9_.-]{0,127}$/.test(id)) {

@@ -1,0 +1,50 @@
+/**
+ * diskmirror, the command: qemu-img-like, on the same engine as the app.
+ * Errors are one line on stderr and a non-zero exit.
+ */
+import { readFileSync } from 'node:fs';
+import { UsageError } from './args.js';
+import { COMMANDS, type Command } from './commands.js';
+
+const USAGE = `usage: diskmirror COMMAND [options]
+
+commands:
+${Object.values(COMMANDS)
+  .map((c: Command) => `  ${c.usage}`)
+  .join('\n')}
+
+Run "diskmirror COMMAND --help" for a command's options.`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** Runs the command line; resolves with the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    console.log(USAGE);
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === '-V') {
+    console.log(`diskmirror ${version()}`);
+    return 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    console.error(`diskmirror: unknown command '${name}'\n${USAGE}`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    console.log(`usage: diskmirror ${command.usage}\n\n${command.help}`);
+    return 0;
+  }
+  try {
+    return await command.run(rest);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    console.error(`diskmirror ${name}: ${message}`);
+    return err instanceof UsageError ? 2 : (command.errorExit ?? 1);
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * Errors keep their identity across the worker boundary. Comlink's default
+ * "throw" handler keeps only name, message and stack; this one also carries
+ * the fields our error classes have (code, op, offset, bytes, field,
+ * qmpClass) and rebuilds the class on the other side. Installed by both the
+ * worker and the page.
+ */
+import * as Comlink from 'comlink';
+import { BlockError, type BlockOp, type Errno } from '../block/block-device.js';
+import { FormatError } from '../format/image-format.js';
+import { JobError } from '../mirror/job-states.js';
+import { OptionError } from '../mirror/options.js';
+import { CommandError, type QmpErrorClass } from '../mirror/control.js';
+
+interface SerializedError {
+  name: string;
+  message: string;
+  stack?: string;
+  code?: Errno;
+  op?: BlockOp;
+  offset?: number;
+  bytes?: number;
+  detail?: string;
+  field?: string;
+  qmpClass?: string;
+}
+
+type Serialized = { isError: true; value: SerializedError } | { isError: false; value: unknown };
+
+export function serializeError(err: Error): SerializedError {
+  const e = err as Error & Partial<SerializedError>;
+  const out: SerializedError = { name: e.name, message: e.message };
+  if (e.stack) out.stack = e.stack;
+  for (const key of ['code', 'op', 'offset', 'bytes', 'detail', 'field', 'qmpClass'] as const) {
+    const v = e[key];
+    if (typeof v === 'string' || typeof v === 'number') (out as unknown as Record<string, unknown>)[key] = v;
+  }
+  return out;
+}
+
+export function deserializeError(s: SerializedError): Error {
+  let err: Error;
+  switch (s.name) {
+    case 'BlockError':
+      err = new BlockError(s.code ?? 'EIO', s.op ?? 'read', s.offset ?? 0, s.bytes ?? 0, s.detail ?? s.message);
+      break;
+    case 'FormatError':
+      err = new FormatError(s.message, s.field);
+      break;
+    case 'JobError':
+      err = new JobError(s.message, (s.qmpClass as JobError['qmpClass']) ?? 'GenericError');
+      break;
+    case 'CommandError':
+      err = new CommandError((s.qmpClass as QmpErrorClass) ?? 'GenericError', s.message);
+      break;
+    case 'OptionError':
+      err = new OptionError(s.message);
+      break;
+    default:
+      err = Object.assign(new Error(s.message), { name: s.name });
+      if (s.code) Object.assign(err, { code: s.code });
+  }
+  if (s.stack) err.stack = s.stack;
+  return err;
+}
+
+let installed = false;
+
+export function installErrorTransfer(): void {
+  if (installed) return;
+  installed = true;
+  const base = Comlink.transferHandlers.get('throw')!;
+  Comlink.transferHandlers.set('throw', {
+    canHandle: base.canHandle,
+    serialize(wrapper: unknown): [Serialized, Transferable[]] {
+      const value = (wrapper as { value: unknown }).value;
+      if (value instanceof Error) return [{ isError: true, value: serializeError(value) }, []];
+      return [{ isError: false, value }, []];
+    },
+    deserialize(serialized: unknown): never {
+      const s = serialized as Serialized;
+      if (s.isError) throw deserializeError(s.value);
+      throw s.value;
+    },
+  } as Comlink.TransferHandler<unknown, Serialized>);
+}
