@@ -116,6 +116,8 @@ interface Op {
   nbChunks: number;
   offset: number;
   bytes: number;
+  /** Counted as done or dirty again: no longer part of `len` as in flight. */
+  settled: boolean;
   done: Promise<void>;
   /** Runs the op's body, then releases its chunks and wakes the loop. */
   run(body: () => Promise<void>): Promise<void>;
@@ -297,7 +299,7 @@ export class MirrorJob {
 
   stats(): JobStats {
     let inFlightBytes = 0;
-    for (const op of this.ops) inFlightBytes += op.bytes;
+    for (const op of this.ops) if (!op.settled) inFlightBytes += op.bytes;
     return {
       granularity: this.granularity,
       nbChunks: this.nbChunks,
@@ -352,7 +354,7 @@ export class MirrorJob {
 
   private get len(): number {
     let inFlightBytes = 0;
-    for (const op of this.ops) if (op.kind !== 'active-write') inFlightBytes += op.bytes;
+    for (const op of this.ops) if (op.kind !== 'active-write' && !op.settled) inFlightBytes += op.bytes;
     return this.offsetDone + this.dirtyBytes() + inFlightBytes;
   }
 
@@ -685,6 +687,7 @@ export class MirrorJob {
       nbChunks,
       offset,
       bytes,
+      settled: false,
       done,
       run: async (body) => {
         try {
@@ -699,6 +702,7 @@ export class MirrorJob {
           // Another op may share edge chunks with an active write: keep theirs marked.
           for (const other of this.ops) this.inFlight.set(other.firstChunk, other.nbChunks);
           resolve();
+          this.emitProgress(false);
           this.kick();
         }
       },
@@ -749,9 +753,9 @@ export class MirrorJob {
       try {
         this.markWritten(op.firstChunk, op.nbChunks);
         await this.target.discard!(offset, bytes);
-        this.succeeded(op.firstChunk, op.nbChunks, bytes);
+        this.succeeded(op);
       } catch (err) {
-        this.failed('target', 'write', toBlockError(err, 'discard', offset, bytes), op.firstChunk, op.nbChunks);
+        this.failed('target', 'write', toBlockError(err, 'discard', offset, bytes), op);
       }
       return;
     }
@@ -761,7 +765,7 @@ export class MirrorJob {
       await this.source.read(offset, this.pool.view(buffer, bytes));
       this.bytesRead += bytes;
     } catch (err) {
-      this.failed('source', 'read', toBlockError(err, 'read', offset, bytes), op.firstChunk, op.nbChunks);
+      this.failed('source', 'read', toBlockError(err, 'read', offset, bytes), op);
       return;
     }
     // Write runs of non-zero chunks; runs of zero chunks become zero writes (or nothing).
@@ -783,10 +787,10 @@ export class MirrorJob {
         i = j;
       }
     } catch (err) {
-      this.failed('target', 'write', toBlockError(err, 'write', offset, bytes), op.firstChunk, op.nbChunks);
+      this.failed('target', 'write', toBlockError(err, 'write', offset, bytes), op);
       return;
     }
-    this.succeeded(op.firstChunk, op.nbChunks, bytes);
+    this.succeeded(op);
   }
 
   private chunkIsZero(ptr: number, index: number, bytes: number): boolean {
@@ -800,10 +804,10 @@ export class MirrorJob {
     try {
       await this.writeZeroesIfNeeded(first, nb, offset, bytes);
     } catch (err) {
-      this.failed('target', 'write', toBlockError(err, 'write', offset, bytes), op.firstChunk, op.nbChunks);
+      this.failed('target', 'write', toBlockError(err, 'write', offset, bytes), op);
       return;
     }
-    this.succeeded(op.firstChunk, op.nbChunks, op.bytes);
+    this.succeeded(op);
   }
 
   /** Zeroes a range on the target, unless the target is known to read zero there. */
@@ -818,8 +822,12 @@ export class MirrorJob {
     this.written?.set(first, nb);
   }
 
-  private succeeded(first: number, nb: number, bytes: number): void {
-    this.offsetDone += bytes;
+  /** An op's work is done: count it (offset grows only here) and stop counting it in flight. */
+  private succeeded(op: Op): void {
+    const first = op.firstChunk;
+    const nb = op.nbChunks;
+    op.settled = true;
+    this.offsetDone += op.bytes;
     this.attempts.delete(first);
     if (this.failedRanges.size > 0) {
       for (const [key, f] of this.failedRanges) {
@@ -828,13 +836,13 @@ export class MirrorJob {
         if (fFirst >= first && fEnd <= first + nb) this.failedRanges.delete(key);
       }
     }
-    this.emitProgress(false);
   }
 
   /** A failed operation: the range is dirty again first, then the policy decides. */
-  private failed(side: 'source' | 'target', operation: 'read' | 'write', error: BlockError, first: number, nb: number): void {
-    this.dirty.set(first, nb);
-    this.onIoError(side, operation, error, first, nb);
+  private failed(side: 'source' | 'target', operation: 'read' | 'write', error: BlockError, op: Op): void {
+    op.settled = true;
+    this.dirty.set(op.firstChunk, op.nbChunks);
+    this.onIoError(side, operation, error, op.firstChunk, op.nbChunks);
   }
 
   private onIoError(side: 'source' | 'target', operation: 'read' | 'write', error: BlockError, first: number, nb: number): ErrorAction {

@@ -27,6 +27,25 @@ describe('mirror, raw to raw', () => {
     expect(job.stats().dirtyBytes).toBe(0);
   });
 
+  it('progress: offset only grows, and len stays the image size when nothing writes the source', async () => {
+    const size = 6 * MiB + 4096;
+    const src = memoryRaw(size);
+    const job = await MirrorJob.create({ source: src.image, target: blankRaw(size).image, options: { sync: 'full', speed: 24 * MiB, 'buf-size': 4 * MiB } });
+    const seen: { offset: number; len: number }[] = [];
+    job.onProgress((p) => seen.push({ offset: p.offset, len: p.len }));
+    job.start();
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    job.complete();
+    await job.result;
+    expect(seen.length).toBeGreaterThan(5);
+    for (let i = 0; i < seen.length; i++) {
+      expect(seen[i]!.len).toBeLessThanOrEqual(size);
+      expect(seen[i]!.offset).toBeLessThanOrEqual(seen[i]!.len || size);
+      if (i > 0) expect(seen[i]!.offset).toBeGreaterThanOrEqual(seen[i - 1]!.offset);
+    }
+    expect(seen.at(-1)).toEqual({ offset: size, len: size });
+  });
+
   it('pause freezes progress, resume continues', async () => {
     const src = memoryRaw(16 * MiB);
     const dst = blankRaw(16 * MiB);
