@@ -115,15 +115,22 @@ export function bitmapGet(h: usize, chunkF: f64): bool {
   return ((wordAt(levelPtr(h, 0), chunk >> 6) >> (chunk & 63)) & 1) != 0;
 }
 
+/** The bits of word `w` that fall in bits a..b (inclusive). */
+// @ts-ignore: decorator
+@inline function wordMask(w: u64, a: u64, b: u64): u64 {
+  let mask = ALL;
+  if (w == a >> 6) mask &= ALL << (a & 63);
+  if (w == b >> 6) mask &= ALL >> (63 - (b & 63));
+  return mask;
+}
+
 /** Sets bits a..b (inclusive) of one level; returns how many were newly set. */
 function setBits(base: usize, a: u64, b: u64): u64 {
   const wa = a >> 6;
   const wb = b >> 6;
   let added: u64 = 0;
   for (let w = wa; w <= wb; w++) {
-    let mask = ALL;
-    if (w == wa) mask &= ALL << (a & 63);
-    if (w == wb) mask &= ALL >> (63 - (b & 63));
+    const mask = wordMask(w, a, b);
     const p = base + (<usize>w << 3);
     const old = load<u64>(p);
     added += popcnt<u64>(~old & mask);
@@ -138,9 +145,7 @@ function clearBits(base: usize, a: u64, b: u64): u64 {
   const wb = b >> 6;
   let removed: u64 = 0;
   for (let w = wa; w <= wb; w++) {
-    let mask = ALL;
-    if (w == wa) mask &= ALL << (a & 63);
-    if (w == wb) mask &= ALL >> (63 - (b & 63));
+    const mask = wordMask(w, a, b);
     const p = base + (<usize>w << 3);
     const old = load<u64>(p);
     removed += popcnt<u64>(old & mask);
@@ -294,9 +299,7 @@ export function bitmapCountRange(h: usize, startF: f64, lenF: f64): f64 {
   const wb = b >> 6;
   let total: u64 = 0;
   for (let w = wa; w <= wb; w++) {
-    let mask = ALL;
-    if (w == wa) mask &= ALL << (a & 63);
-    if (w == wb) mask &= ALL >> (63 - (b & 63));
+    const mask = wordMask(w, a, b);
     total += popcnt<u64>(wordAt(base, w) & mask);
   }
   return <f64>total;
