@@ -491,8 +491,7 @@ export class MirrorJob {
       return;
     }
     // Write-blocking: wait for operations on these chunks, then hold them.
-    await this.waitForConflicts(firstChunk, endChunk - firstChunk);
-    const op = this.addOp('active-write', firstChunk, endChunk - firstChunk, offset, data.length);
+    const op = await this.addOpWhenFree('active-write', firstChunk, endChunk - firstChunk, offset, data.length);
     this.activeWrites++;
     try {
       await op.run(async () => {
@@ -711,10 +710,14 @@ export class MirrorJob {
     return op;
   }
 
-  private async waitForConflicts(first: number, nb: number): Promise<void> {
+  /**
+   * Adds an op once no other op overlaps its chunks. The check and the add
+   * happen in one synchronous step, so two waiters cannot both get in.
+   */
+  private async addOpWhenFree(kind: OpKind, first: number, nb: number, offset: number, bytes: number): Promise<Op> {
     for (;;) {
       const conflict = [...this.ops].find((op) => op.firstChunk < first + nb && first < op.firstChunk + op.nbChunks);
-      if (!conflict) return;
+      if (!conflict) return this.addOp(kind, first, nb, offset, bytes);
       await conflict.done;
     }
   }

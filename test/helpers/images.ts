@@ -3,6 +3,7 @@ import { MemoryDevice } from '../../src/block/memory.js';
 import { RawImage } from '../../src/format/raw.js';
 import { FaultImage } from '../../src/format/fault-image.js';
 import { pattern } from '../contract/device-contract.js';
+import { rng } from './random.js';
 import type { AnyQmpEvent } from '../../src/mirror/events.js';
 import type { MirrorJob } from '../../src/mirror/mirror-job.js';
 
@@ -64,4 +65,23 @@ export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/** Wraps an image so every read and write takes a random few milliseconds: reorders concurrent I/O. */
+export function withJitter<T extends import('../../src/format/image-format.js').ImageFormat>(image: T, seed = 1, maxMs = 3): T {
+  const next = rng(seed);
+  const delay = () => new Promise<void>((r) => setTimeout(r, Math.floor(next() * (maxMs + 1))));
+  return new Proxy(image, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver);
+      if (typeof value !== 'function') return value;
+      if (prop === 'read' || prop === 'write' || prop === 'writeZeroes') {
+        return async (...args: unknown[]) => {
+          await delay();
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      }
+      return value.bind(target);
+    },
+  });
 }
