@@ -10,4 +10,7 @@ if (!existsSync(fileURLToPath(entry))) {
   process.exit(2);
 }
 const { main } = await import(entry.href);
-process.exitCode = await main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+// Exit once what was written has left: a job interrupted mid-flight may still
+// hold timers, and piped stdout is asynchronous.
+process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));

@@ -1,69 +1,332 @@
 /**
- * diskmirror mirror: runs a mirror job between two image files until READY,
- * completes it, and exits 0; or exits 1 with the error.
+ * diskmirror mirror: a mirror job between two image files.
+ *
+ * Without --qmp it runs until READY, completes and exits 0; a stop (by
+ * policy) pauses and asks, on a terminal, whether to resume or cancel, or
+ * waits for "resume" or "cancel" on stdin. With --qmp it speaks QMP-shaped
+ * JSON lines: events on stdout, commands on stdin, and exits when the job
+ * reaches null. Either way the job checkpoints to a sidecar next to the
+ * target; --resume continues from it; SIGINT and SIGTERM checkpoint and exit
+ * 130.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, renameSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { createInterface, type Interface } from 'node:readline';
 import { parseArgs, UsageError } from './args.js';
 import type { Command } from './commands.js';
 import { checkFormat, createImageFile, openImageFile } from './node-images.js';
+import { readSidecar, SidecarCheckpointer, sidecarPath } from './sidecar.js';
+import { ProgressLine } from './progress.js';
+import { FaultRules } from '../block/fault.js';
+import { FaultImage } from '../format/fault-image.js';
 import type { ImageFormat } from '../format/image-format.js';
-import { MirrorJob } from '../mirror/mirror-job.js';
-import { SYNC_MODES, type SyncMode } from '../mirror/options.js';
+import { CommandError, MirrorControl } from '../mirror/control.js';
+import { ERROR_POLICIES, type ErrorPolicy } from '../mirror/error-policy.js';
+import type { AnyQmpEvent } from '../mirror/events.js';
+import { parseFaultSpec } from '../mirror/fault-spec.js';
+import { type JobResult, MirrorJob } from '../mirror/mirror-job.js';
+import { COPY_MODES, type CopyMode, type MirrorOptions, SYNC_MODES, type SyncMode } from '../mirror/options.js';
 import { parseSize } from '../util/size.js';
 
-export const mirrorCommand: Command = {
-  usage: 'mirror [-f FMT] [-O FMT] [--sync full|top|none] [--granularity N] [--buf-size N] [--speed N] SRC DST',
-  help: [
-    'Mirrors SRC into DST with QEMU\'s mirror semantics, completes once READY, and exits 0.',
-    'DST is created (format -O, default: the source\'s) unless it exists with the same size.',
-  ].join('\n'),
-  async run(argv) {
-    const { options, positionals } = parseArgs(argv, [
-      { name: 'format', short: 'f', value: true },
-      { name: 'target-format', short: 'O', value: true },
-      { name: 'sync', value: true },
-      { name: 'granularity', value: true },
-      { name: 'buf-size', value: true },
-      { name: 'speed', value: true },
-    ]);
-    if (positionals.length !== 2) throw new UsageError('expected SRC and DST');
-    const [srcPath, dstPath] = positionals as [string, string];
-    const sync = (options.sync as string | undefined) ?? 'full';
-    if (!SYNC_MODES.includes(sync as SyncMode)) throw new UsageError(`--sync must be full, top or none, not '${sync}'`);
-    const size = (name: string) => (options[name] === undefined ? undefined : parseSize(options[name] as string, `--${name}`));
-    const srcFormat = checkFormat(options.format as string | undefined);
-    let source: ImageFormat | undefined;
-    let target: ImageFormat | undefined;
-    try {
-      source = await openImageFile(srcPath, srcFormat ? { format: srcFormat } : {});
-      const targetCreated = !existsSync(dstPath);
-      target = targetCreated
-        ? await createImageFile(dstPath, { format: checkFormat(options['target-format'] as string | undefined) ?? source.format, size: source.size })
-        : await openImageFile(dstPath, {});
-      const job = await MirrorJob.create({
-        source,
-        target,
-        targetCreated,
-        options: {
-          sync: sync as SyncMode,
-          ...(size('granularity') !== undefined ? { granularity: size('granularity')! } : {}),
-          ...(size('buf-size') !== undefined ? { 'buf-size': size('buf-size')! } : {}),
-          ...(size('speed') !== undefined ? { speed: size('speed')! } : {}),
-        },
-      });
-      job.on((e) => {
-        if (e.event === 'BLOCK_JOB_READY') job.complete();
-      });
-      job.start();
-      const result = await job.result;
-      if (result.outcome !== 'completed') {
-        console.error(`diskmirror mirror: ${result.error ?? result.outcome}`);
-        return 1;
+const SPECS = [
+  { name: 'format', short: 'f', value: true },
+  { name: 'target-format', short: 'O', value: true },
+  { name: 'sync', value: true },
+  { name: 'granularity', value: true },
+  { name: 'buf-size', value: true },
+  { name: 'speed', value: true },
+  { name: 'on-source-error', value: true },
+  { name: 'on-target-error', value: true },
+  { name: 'copy-mode', value: true },
+  { name: 'inject', value: true, repeat: true },
+  { name: 'id', value: true },
+  { name: 'checkpoint-interval', value: true },
+  { name: 'qmp' },
+  { name: 'resume' },
+  { name: 'progress', short: 'p' },
+];
+
+/** Exit codes. */
+const EXIT = { completed: 0, failed: 1, usage: 2, interrupted: 130 } as const;
+
+function oneOf<T extends string>(option: string, value: unknown, allowed: readonly T[]): T | undefined {
+  if (value === undefined) return undefined;
+  if (!allowed.includes(value as T)) throw new UsageError(`--${option} must be one of ${allowed.join(', ')}, not '${String(value)}'`);
+  return value as T;
+}
+
+interface Opened {
+  source: ImageFormat;
+  target: ImageFormat;
+  job: MirrorJob;
+  control: MirrorControl;
+  sidecar: string;
+}
+
+async function open(argv: string[]): Promise<Opened & { qmp: boolean; progress: boolean }> {
+  const { options: o, positionals } = parseArgs(argv, SPECS);
+  if (positionals.length !== 2) throw new UsageError('expected SRC and DST');
+  const [srcPath, dstPath] = positionals as [string, string];
+  const size = (name: string) => (o[name] === undefined ? undefined : parseSize(o[name] as string, `--${name}`));
+  const qmp = o.qmp === true;
+  const sidecar = sidecarPath(dstPath);
+  const checkpoint = o.resume ? readSidecar(sidecar) : null;
+  if (!o.resume && existsSync(sidecar)) {
+    throw new UsageError(`${dstPath} has an interrupted mirror's checkpoint (${sidecar}): continue it with --resume, or delete that file to start over`);
+  }
+  if (checkpoint && (checkpoint.source !== resolve(srcPath) || checkpoint.target !== resolve(dstPath))) {
+    throw new UsageError(`the checkpoint ${sidecar} is for ${checkpoint.source} -> ${checkpoint.target}, not these images`);
+  }
+  const intervalSeconds = o['checkpoint-interval'] === undefined ? 5 : Number(o['checkpoint-interval']);
+  if (!(intervalSeconds > 0)) throw new UsageError(`--checkpoint-interval must be a positive number of seconds`);
+
+  const options: MirrorOptions = checkpoint
+    ? {
+        // A resumed job keeps the options it was started with.
+        id: checkpoint.options.id,
+        sync: checkpoint.options.sync,
+        granularity: checkpoint.options.granularity,
+        'buf-size': checkpoint.options.bufSize,
+        speed: checkpoint.options.speed,
+        'on-source-error': checkpoint.options.onSourceError,
+        'on-target-error': checkpoint.options.onTargetError,
+        'copy-mode': checkpoint.options.copyMode,
+        unmap: checkpoint.options.unmap,
+        // What the target held before the interruption is not known: write zeroes where needed.
+        'target-is-zero': false,
       }
-      return 0;
+    : { sync: oneOf('sync', o.sync ?? 'full', SYNC_MODES) as SyncMode };
+  if (!checkpoint) {
+    const policy = (name: string) => oneOf<ErrorPolicy>(name, o[name], ERROR_POLICIES);
+    const set = <K extends keyof MirrorOptions>(key: K, value: MirrorOptions[K] | undefined) => {
+      if (value !== undefined) options[key] = value;
+    };
+    set('granularity', size('granularity'));
+    set('buf-size', size('buf-size'));
+    set('speed', size('speed'));
+    set('on-source-error', policy('on-source-error'));
+    set('on-target-error', policy('on-target-error'));
+    set('copy-mode', oneOf<CopyMode>('copy-mode', o['copy-mode'], COPY_MODES));
+    set('id', o.id as string | undefined);
+  } else if (o.speed !== undefined) {
+    options.speed = size('speed')!;
+  }
+  const injected = ((o.inject as string[] | undefined) ?? []).map((spec) => {
+    try {
+      return parseFaultSpec(spec);
+    } catch (err) {
+      throw new UsageError(`--inject: ${(err as Error).message}`);
+    }
+  });
+
+  let source: ImageFormat | undefined;
+  let target: ImageFormat | undefined;
+  try {
+    const srcFormat = checkFormat((o.format as string | undefined) ?? checkpoint?.sourceFormat);
+    // The source is written only by x-source-write (QMP mode); otherwise it is opened read-only.
+    source = await openImageFile(srcPath, { readOnly: !qmp, ...(srcFormat ? { format: srcFormat } : {}) });
+    const targetCreated = !existsSync(dstPath);
+    if (checkpoint && targetCreated) throw new UsageError(`cannot resume: ${dstPath} no longer exists`);
+    const dstFormat = checkFormat((o['target-format'] as string | undefined) ?? checkpoint?.targetFormat);
+    if (targetCreated) {
+      // Made under a temporary name and renamed once whole, so an interruption
+      // never leaves a half-made target behind under the real name.
+      const partial = `${dstPath}.creating`;
+      target = await createImageFile(partial, { format: dstFormat ?? source.format, size: source.size });
+      renameSync(partial, dstPath);
+    } else {
+      target = await openImageFile(dstPath, dstFormat ? { format: dstFormat } : {});
+    }
+    const faults = { source: new FaultRules(), target: new FaultRules() };
+    for (const { side, rule } of injected) faults[side].add(rule);
+    const job = await MirrorJob.create({
+      source: new FaultImage(source, faults.source),
+      target: new FaultImage(target, faults.target),
+      options,
+      targetCreated,
+      ...(checkpoint ? { resume: { bitmap: checkpoint.bitmapBytes } } : {}),
+      checkpointer: new SidecarCheckpointer(sidecar, {
+        source: resolve(srcPath),
+        target: resolve(dstPath),
+        sourceFormat: source.format,
+        targetFormat: target.format,
+      }),
+      checkpointIntervalSeconds: intervalSeconds,
+    });
+    const control = new MirrorControl();
+    control.add(job, faults);
+    return { source, target, job, control, sidecar, qmp, progress: o.progress === true };
+  } catch (err) {
+    await source?.close().catch(() => {});
+    await target?.close().catch(() => {});
+    throw err;
+  }
+}
+
+function describeError(e: AnyQmpEvent): string {
+  if (e.event !== 'BLOCK_JOB_ERROR') return '';
+  const d = e.data;
+  return `${d.operation} error (${d.errno}) at bytes ${d.offset}..${d.offset + d.bytes}: ${d.message}; action: ${d.action}`;
+}
+
+/** QMP mode: events out, commands in, until the job reaches null. */
+function runQmp(opened: Opened, lines: Interface): Promise<number | 'interrupted'> {
+  const { job, control } = opened;
+  const out = (value: unknown) => process.stdout.write(`${JSON.stringify(value)}\n`);
+  job.on(out, { replay: true });
+  return new Promise((resolveRun) => {
+    lines.on('line', (line) => {
+      const text = line.trim();
+      if (!text) return;
+      let request: { execute?: unknown; arguments?: unknown; id?: unknown };
+      try {
+        request = JSON.parse(text) as typeof request;
+      } catch (err) {
+        out({ error: { class: 'GenericError', desc: `JSON parse error: ${(err as Error).message}` } });
+        return;
+      }
+      const withId = (answer: Record<string, unknown>) => (request.id === undefined ? answer : { ...answer, id: request.id });
+      if (typeof request.execute !== 'string') {
+        out(withId({ error: { class: 'GenericError', desc: "QMP input member 'execute' is missing" } }));
+        return;
+      }
+      if (request.execute === 'qmp_capabilities') {
+        out(withId({ return: {} }));
+        return;
+      }
+      control
+        .execute(request.execute, (request.arguments ?? {}) as Record<string, unknown>)
+        .then((value) => out(withId({ return: value })))
+        .catch((err: CommandError) => out(withId({ error: { class: err.qmpClass ?? 'GenericError', desc: err.message } })));
+    });
+    // Nobody left to send commands: keep what was done, as for an interruption.
+    lines.on('close', () => resolveRun('interrupted'));
+    void job.result.then((r) => resolveRun(exitCodeFor(r)));
+  });
+}
+
+/** Plain mode: complete at READY; on a stop, ask (terminal) or wait for a line on stdin. */
+function runPlain(opened: Opened, lines: Interface, progress: ProgressLine | null): Promise<number | 'interrupted'> {
+  const { job } = opened;
+  const interactive = process.stdin.isTTY === true;
+  let stdinClosed = false;
+  return new Promise((resolveRun) => {
+    const ask = () => {
+      progress?.clear();
+      if (stdinClosed) {
+        process.stderr.write('diskmirror mirror: the job is paused and stdin is closed; stopping (resume later with --resume)\n');
+        resolveRun('interrupted');
+        return;
+      }
+      if (interactive) process.stderr.write('The job is paused. Type "resume" (r) or "cancel" (c): ');
+      else process.stderr.write('diskmirror mirror: paused; waiting for "resume" or "cancel" on stdin\n');
+    };
+    job.on((e) => {
+      if (e.event === 'BLOCK_JOB_ERROR') {
+        progress?.clear();
+        process.stderr.write(`diskmirror mirror: ${describeError(e)}\n`);
+      } else if (e.event === 'JOB_STATUS_CHANGE' && (e.data.status === 'paused' || e.data.status === 'standby')) {
+        if (answers.length > 0) queueMicrotask(apply);
+        else ask();
+      } else if (e.event === 'BLOCK_JOB_READY') {
+        job.complete();
+      }
+    });
+    // Answers typed (or piped) before a stop wait for it, in order.
+    const answers: string[] = [];
+    const paused = () => job.status === 'paused' || job.status === 'standby';
+    const apply = () => {
+      while (answers.length > 0 && paused()) {
+        const answer = answers.shift()!;
+        try {
+          if (answer === 'resume' || answer === 'r') job.resume();
+          else job.cancel(true);
+        } catch (err) {
+          process.stderr.write(`diskmirror mirror: ${(err as Error).message}\n`);
+        }
+      }
+    };
+    lines.on('line', (line) => {
+      const answer = line.trim().toLowerCase();
+      if (!answer) return;
+      if (!['resume', 'r', 'cancel', 'c'].includes(answer)) {
+        process.stderr.write(`diskmirror mirror: "${answer}" is neither resume nor cancel\n`);
+        return;
+      }
+      answers.push(answer);
+      apply();
+    });
+    lines.on('close', () => {
+      stdinClosed = true;
+      if (paused() && answers.length === 0) ask();
+    });
+    void job.result.then((r) => {
+      progress?.finish();
+      if (r.outcome === 'failed') process.stderr.write(`diskmirror mirror: the job failed: ${r.error}\n`);
+      if (r.outcome === 'cancelled') process.stderr.write('diskmirror mirror: the job was cancelled; the target is incomplete\n');
+      resolveRun(exitCodeFor(r));
+    });
+  });
+}
+
+function exitCodeFor(result: JobResult): number {
+  return result.outcome === 'completed' ? EXIT.completed : EXIT.failed;
+}
+
+export const mirrorCommand: Command = {
+  usage:
+    'mirror [-f FMT] [-O FMT] [--sync full|top|none] [--granularity N] [--buf-size N] [--speed N] [--on-source-error P] [--on-target-error P] [--copy-mode M] [--inject RULE]... [--qmp] [--resume] [-p] SRC DST',
+  help: [
+    "Mirrors SRC into DST with QEMU's mirror semantics. DST is created (format -O, default: the source's)",
+    'unless it exists with the same size. Without --qmp the job completes once READY.',
+    '',
+    '  --sync full|top|none          what to copy (default full)',
+    '  --granularity N               bytes per dirty bit (512 to 64M, a power of 2)',
+    '  --buf-size N                  most data in flight (default 16M)',
+    '  --speed N                     bytes per second, 0 for no limit',
+    '  --on-source-error P           report, ignore, stop, enospc or auto (default report)',
+    '  --on-target-error P           the same, for target writes and flushes',
+    '  --copy-mode M                 background or write-blocking',
+    '  --inject SIDE:OP:ERRNO:RANGE[:once]',
+    '                                fail matching requests, e.g. source:read:EIO:1M:once,',
+    '                                target:write:ENOSPC:2M- (2 MiB to the end), target:write:EIO:64K+4K',
+    '  --qmp                         JSON events on stdout, QMP commands on stdin; never completes by itself',
+    '  --resume                      continue from the checkpoint next to DST (DST.dmcheckpoint)',
+    '  --checkpoint-interval S       seconds between checkpoints (default 5)',
+    '  -p                            show a progress bar on a terminal',
+    '',
+    'Exit codes: 0 completed, 1 failed or cancelled, 2 bad usage or bad image, 130 interrupted (resumable).',
+  ].join('\n'),
+  errorExit: EXIT.usage,
+  async run(argv) {
+    const opened = await open(argv);
+    const { job, source, target } = opened;
+    const lines = createInterface({ input: process.stdin, terminal: false });
+    const progress = opened.progress && process.stderr.isTTY ? new ProgressLine(process.stderr) : null;
+    if (progress) job.onProgress((p) => progress.update(p.offset, p.len));
+
+    let interrupted: (() => void) | null = null;
+    const onSignal = () => interrupted?.();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    const signalled = new Promise<'interrupted'>((r) => (interrupted = () => r('interrupted')));
+    try {
+      job.start();
+      const outcome = await Promise.race([opened.qmp ? runQmp(opened, lines) : runPlain(opened, lines, progress), signalled]);
+      if (outcome === 'interrupted') {
+        progress?.clear();
+        await job.checkpoint();
+        process.stderr.write(`diskmirror mirror: interrupted; the checkpoint is in ${opened.sidecar} (continue with --resume)\n`);
+        return EXIT.interrupted;
+      }
+      return outcome;
     } finally {
-      await source?.close();
-      await target?.close();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      lines.close();
+      process.stdin.destroy();
+      await source.close().catch(() => {});
+      await target.close().catch(() => {});
     }
   },
 };

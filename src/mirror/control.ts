@@ -162,10 +162,11 @@ export class MirrorControl {
       }
       case 'fault-list': {
         const entry = this.byDevice(args);
+        // One numbering across both sides, source rules first: fault-remove takes it.
         const sides: FaultSide[] = ['source', 'target'];
-        return sides.flatMap((side) =>
-          entry.faults[side].rules.map((rule, index) => ({ side, index, rule: formatFaultSpec({ side, rule }), hits: rule.hits })),
-        );
+        return sides
+          .flatMap((side) => entry.faults[side].rules.map((rule) => ({ side, rule: formatFaultSpec({ side, rule }), hits: rule.hits })))
+          .map((r, index) => ({ side: r.side, index, rule: r.rule, hits: r.hits }));
       }
       case 'fault-remove': {
         const entry = this.byDevice(args);
@@ -174,16 +175,10 @@ export class MirrorControl {
           entry.faults.target.clear();
           return {};
         }
+        // The index as fault-list numbers the rules: source rules first.
         const index = int(args, 'index')!;
-        const side = (str(args, 'side', false) ?? 'any') as FaultSide | 'any';
-        // Without a side, the index counts as fault-list shows it: source rules first.
         const nbSource = entry.faults.source.rules.length;
-        const removed =
-          side === 'any'
-            ? index < nbSource
-              ? entry.faults.source.remove(index)
-              : entry.faults.target.remove(index - nbSource)
-            : entry.faults[side].remove(index);
+        const removed = index < nbSource ? entry.faults.source.remove(index) : entry.faults.target.remove(index - nbSource);
         if (!removed) throw new CommandError('GenericError', `No fault rule at index ${index}`);
         return {};
       }

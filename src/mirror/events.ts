@@ -48,7 +48,7 @@ export interface QmpEvent<N extends EventName = EventName> {
 
 export type AnyQmpEvent = { [N in EventName]: QmpEvent<N> }[EventName];
 
-export function timestamp(nowMs: number = Date.now()): QmpTimestamp {
+export function timestamp(nowMs: number = performance.timeOrigin + performance.now()): QmpTimestamp {
   const micros = Math.round(nowMs * 1000);
   return { seconds: Math.floor(micros / 1e6), microseconds: micros % 1e6 };
 }

@@ -72,10 +72,9 @@ export interface JobResult {
 /** How the picture sees one cell (a range of chunks). */
 export type CellState = 'clean' | 'dirty' | 'inflight' | 'failed' | 'zero';
 
-/** Restores a job's progress from a checkpoint. */
+/** Restores a job's progress from a checkpoint: the chunks still dirty. */
 export interface ResumeState {
   bitmap: Uint8Array;
-  offset: number;
 }
 
 export interface Checkpoint {
@@ -238,8 +237,8 @@ export class MirrorJob {
       params.now ?? (() => Date.now()),
     );
     if (params.resume) {
+      // A resumed job starts a new count: its len is what is still dirty.
       job.dirty.deserialize(params.resume.bitmap);
-      job.offsetDone = params.resume.offset;
     }
     job.setStatus('created');
     job.resuming = Boolean(params.resume);
@@ -480,14 +479,17 @@ export class MirrorJob {
     const firstChunk = Math.floor(offset / this.granularity);
     const endChunk = Math.ceil((offset + data.length) / this.granularity);
     if (this.options.copyMode === 'background' || !this.started) {
+      // Dirty before (so a checkpoint taken meanwhile never calls these chunks
+      // clean) and after (a copy may have taken the old bytes in between).
+      this.dirty.set(firstChunk, endChunk - firstChunk);
       this.activeWrites++;
       try {
         await this.source.write(offset, data);
       } finally {
         this.activeWrites--;
+        this.dirty.set(firstChunk, endChunk - firstChunk);
+        this.kick();
       }
-      this.dirty.set(firstChunk, endChunk - firstChunk);
-      this.kick();
       return;
     }
     // Write-blocking: wait for operations on these chunks, then hold them.

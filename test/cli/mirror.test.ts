@@ -1,54 +1,216 @@
+/**
+ * diskmirror mirror, end to end in a child process: plain mode, QMP mode,
+ * stops and resumes, interruptions, and kills at random moments.
+ */
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pattern } from '../contract/device-contract.js';
+import { assertBuilt, run, QmpSession, BIN } from '../helpers/cli.js';
+import { qemuCompare, requireQemuImg } from '../helpers/qemu-oracle.js';
+import { rng } from '../helpers/random.js';
+import { spawn } from 'node:child_process';
 
-const BIN = new URL('../../bin/diskmirror.js', import.meta.url).pathname;
+const MiB = 1 << 20;
 let dir: string;
-
-export function run(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = execFile(process.execPath, [BIN, ...args], { maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-    if (input !== undefined) child.stdin!.end(input);
-  });
-}
+let n = 0;
 
 beforeAll(() => {
+  assertBuilt();
+  requireQemuImg();
   dir = mkdtempSync(join(tmpdir(), 'diskmirror-cli-'));
-  if (!existsSync(new URL('../../dist/node/src/cli/main.js', import.meta.url))) {
-    throw new Error('dist/node is missing: run `npm run build:node` (npm test does it first)');
-  }
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-describe('diskmirror mirror (raw)', () => {
-  it('creates the target and copies every byte', async () => {
-    const src = join(dir, 'a.raw');
-    const data = pattern(3 * 1024 * 1024 + 777, 5);
-    data.fill(0, 100_000, 900_000);
-    writeFileSync(src, data);
-    const dst = join(dir, 'b.raw');
-    const r = await run(['mirror', src, dst]);
+/** A raw source with data and holes; returns its path and bytes. */
+function source(bytes: number, seed = 1): { path: string; data: Uint8Array } {
+  const path = join(dir, `src${n++}.raw`);
+  const data = pattern(bytes, seed);
+  for (let off = 0; off < bytes; off += 700_000) data.fill(0, off, Math.min(bytes, off + 200_000));
+  writeFileSync(path, data);
+  return { path, data };
+}
+
+const target = () => join(dir, `dst${n++}.raw`);
+
+describe('diskmirror mirror, plain mode', () => {
+  it('creates the target, completes at READY, exits 0; qemu-img compare agrees', async () => {
+    const src = source(3 * MiB + 777);
+    const dst = target();
+    const r = await run(['mirror', src.path, dst]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(Buffer.compare(readFileSync(dst), Buffer.from(data))).toBe(0);
+    expect(qemuCompare(src.path, dst).code).toBe(0);
+    expect(existsSync(`${dst}.dmcheckpoint`)).toBe(false);
   });
 
   it('bad usage is one line on stderr and exit 2', async () => {
-    const r = await run(['mirror', join(dir, 'only-one')]);
-    expect(r.code).toBe(2);
-    expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/expected SRC and DST/);
+    for (const args of [['mirror', 'only-one'], ['mirror', '--sync', 'most', 'a', 'b'], ['mirror', '--inject', 'source:read:EWHAT:1M', 'a', 'b']]) {
+      const r = await run(args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
+    }
   });
 
-  it('a missing source names the file', async () => {
-    const r = await run(['mirror', join(dir, 'nope.raw'), join(dir, 'x.raw')]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/nope\.raw/);
-    expect(r.stderr).toMatch(/ENOENT/);
+  it('a missing source is exit 2, naming the file', async () => {
+    const r = await run(['mirror', join(dir, 'nope.raw'), target()]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/nope\.raw.*ENOENT|ENOENT.*nope\.raw/);
   });
+
+  it('report: the error on stderr, exit 1', async () => {
+    const src = source(2 * MiB);
+    const r = await run(['mirror', '--inject', 'target:write:EIO:1M', src.path, target()]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/write error \(EIO\)/);
+    expect(r.stderr).toMatch(/the job failed: Input\/output error/);
+  });
+
+  it('stop without a terminal: waits for "resume" on stdin, then completes', async () => {
+    const src = source(2 * MiB, 2);
+    const dst = target();
+    const r = await run(['mirror', '--inject', 'source:read:EIO:1M:once', '--on-source-error', 'stop', src.path, dst], 'resume\n');
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/read error \(EIO\)/);
+    expect(qemuCompare(src.path, dst).code).toBe(0);
+  });
+
+  it('stop without a terminal: says it waits, and a later "resume" on stdin completes the job', async () => {
+    const src = source(2 * MiB, 12);
+    const dst = target();
+    const child = spawn(process.execPath, [BIN, 'mirror', '--inject', 'target:write:EIO:1M:once', '--on-target-error', 'stop', src.path, dst]);
+    let stderr = '';
+    const waiting = new Promise<void>((resolve) =>
+      child.stderr.on('data', (d) => {
+        stderr += d;
+        if (stderr.includes('waiting for "resume" or "cancel" on stdin')) resolve();
+      }),
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    await waiting;
+    child.stdin.write('resume\n');
+    expect(await exited).toBe(0);
+    expect(qemuCompare(src.path, dst).code).toBe(0);
+  });
+
+  it('stop, then "cancel" on stdin: exit 1', async () => {
+    const src = source(2 * MiB, 3);
+    const r = await run(['mirror', '--inject', 'source:read:EIO:1M:once', '--on-source-error', 'stop', src.path, target()], 'cancel\n');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/cancelled/);
+  });
+});
+
+describe('diskmirror mirror --qmp', () => {
+  it('source read EIO once with stop: paused, failed; job-resume; READY; job-complete; identical', async () => {
+    const src = source(2 * MiB, 4);
+    const dst = target();
+    const s = new QmpSession(['mirror', '--qmp', '--inject', 'source:read:EIO:1M:once', '--on-source-error', 'stop', src.path, dst]);
+    await s.status('paused');
+    const jobs = (await s.execute('query-block-jobs')).return as Record<string, unknown>[];
+    expect(jobs[0]).toMatchObject({ device: 'mirror', status: 'paused', paused: true, 'io-status': 'failed', type: 'mirror' });
+    const error = await s.event('BLOCK_JOB_ERROR');
+    expect(error.data).toMatchObject({ operation: 'read', action: 'stop', errno: 'EIO', offset: MiB });
+    expect(await s.execute('job-resume', { id: 'mirror' })).toMatchObject({ return: {} });
+    await s.event('BLOCK_JOB_READY');
+    const afterResume = (await s.execute('query-block-jobs')).return as Record<string, unknown>[];
+    expect(afterResume[0]).toMatchObject({ 'io-status': 'ok', ready: true, status: 'ready' });
+    expect(await s.execute('job-complete', { id: 'mirror' })).toMatchObject({ return: {} });
+    expect((await s.exited).code).toBe(0);
+    expect(s.events()).toEqual(['created', 'running', 'BLOCK_JOB_ERROR', 'paused', 'running', 'ready', 'BLOCK_JOB_READY', 'waiting', 'pending', 'BLOCK_JOB_COMPLETED', 'concluded', 'null']);
+    expect(qemuCompare(src.path, dst).code).toBe(0);
+  });
+
+  it('commands: errors in QMP form, faults added and removed live, x-source-write, set-speed', async () => {
+    const src = source(4 * MiB, 5);
+    const dst = target();
+    const s = new QmpSession(['mirror', '--qmp', '--speed', '1M', src.path, dst]);
+    await s.status('running');
+    expect(await s.execute('job-complete', { id: 'mirror' })).toMatchObject({
+      error: { class: 'GenericError', desc: "Job 'mirror' in state 'running' cannot accept command verb 'complete'" },
+    });
+    expect(await s.execute('job-pause', { id: 'nope' })).toMatchObject({ error: { class: 'GenericError', desc: 'Job not found' } });
+    expect(await s.execute('block-job-pause', { device: 'nope' })).toMatchObject({ error: { class: 'DeviceNotActive' } });
+    expect(await s.execute('no-such-command')).toMatchObject({ error: { class: 'CommandNotFound' } });
+    expect(await s.execute('fault-add', { device: 'mirror', rule: 'target:flush:EIO:0' })).toMatchObject({ return: { rule: 'target:flush:EIO:0' } });
+    expect(await s.execute('fault-add', { device: 'mirror', rule: 'source:read:EIO:3M-' })).toMatchObject({ return: {} });
+    expect((await s.execute('fault-list', { device: 'mirror' })).return).toEqual([
+      { side: 'source', index: 0, rule: 'source:read:EIO:3145728-', hits: 0 },
+      { side: 'target', index: 1, rule: 'target:flush:EIO:0', hits: 0 },
+    ]);
+    expect(await s.execute('fault-remove', { device: 'mirror', all: true })).toMatchObject({ return: {} });
+    expect(await s.execute('block-job-set-speed', { device: 'mirror', speed: -5 })).toMatchObject({
+      error: { desc: "Parameter 'speed' expects a non-negative value" },
+    });
+    expect(await s.execute('block-job-set-speed', { device: 'mirror', speed: 0 })).toMatchObject({ return: {} });
+    await s.event('BLOCK_JOB_READY');
+    expect(await s.execute('x-source-write', { device: 'mirror', offset: 1000, bytes: 5000, pattern: 0xee })).toMatchObject({ return: {} });
+    expect(await s.execute('block-job-cancel', { device: 'mirror' })).toMatchObject({ return: {} });
+    expect((await s.exited).code).toBe(0);
+    const written = readFileSync(src.path).subarray(1000, 6000);
+    expect(written.every((b) => b === 0xee)).toBe(true);
+    expect(qemuCompare(src.path, dst).code).toBe(0);
+  });
+
+  it('SIGTERM checkpoints and exits 130; --resume copies only what was still dirty', async () => {
+    const src = source(8 * MiB, 6);
+    const dst = target();
+    const s = new QmpSession(['mirror', '--qmp', '--speed', '4M', '--checkpoint-interval', '0.1', src.path, dst]);
+    await s.status('running');
+    await new Promise((r) => setTimeout(r, 700));
+    s.child.kill('SIGTERM');
+    expect((await s.exited).code).toBe(130);
+    expect(s.stderr).toMatch(/interrupted; the checkpoint is in/);
+    expect(existsSync(`${dst}.dmcheckpoint`)).toBe(true);
+    const r = new QmpSession(['mirror', '--qmp', '--resume', '--speed', '0', src.path, dst]);
+    const ready = await r.event('BLOCK_JOB_READY');
+    const len = (ready.data as { len: number }).len;
+    expect(len).toBeGreaterThan(0);
+    expect(len).toBeLessThan(8 * MiB);
+    await r.execute('job-complete', { id: 'mirror' });
+    expect((await r.exited).code).toBe(0);
+    expect(qemuCompare(src.path, dst).code).toBe(0);
+    expect(existsSync(`${dst}.dmcheckpoint`)).toBe(false);
+  });
+
+  it('an existing checkpoint without --resume is refused with a clear message', async () => {
+    const src = source(MiB, 7);
+    const dst = target();
+    writeFileSync(`${dst}.dmcheckpoint`, '{}');
+    writeFileSync(dst, new Uint8Array(MiB));
+    const r = await run(['mirror', src.path, dst]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--resume/);
+    const bad = await run(['mirror', '--resume', src.path, dst]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/not a diskmirror checkpoint/);
+  });
+});
+
+describe('kill and resume', () => {
+  it('SIGKILL at 20 seeded moments: each resume yields an identical target', async () => {
+    const next = rng(2024);
+    const src = source(6 * MiB, 8);
+    const points = Array.from({ length: 20 }, () => Math.floor(80 + next() * 1400));
+    const killOnce = (dst: string, afterMs: number, resume: boolean) =>
+      new Promise<void>((resolve) => {
+        const args = ['mirror', '--speed', '4M', '--checkpoint-interval', '0.1', ...(resume ? ['--resume'] : []), src.path, dst];
+        const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+        const timer = setTimeout(() => child.kill('SIGKILL'), afterMs);
+        child.on('close', () => (clearTimeout(timer), resolve()));
+      });
+    // Two at a time: the machine has two cores.
+    const one = async (i: number) => {
+      const dst = join(dir, `killed${i}.raw`);
+      await killOnce(dst, points[i]!, false);
+      // A second kill during the resume, for half of the points.
+      if (i % 2 === 0 && existsSync(`${dst}.dmcheckpoint`)) await killOnce(dst, 150 + (i * 37) % 400, true);
+      const resumeArgs = existsSync(`${dst}.dmcheckpoint`) ? ['--resume'] : [];
+      const r = await run(['mirror', ...resumeArgs, '--speed', '0', src.path, dst]);
+      expect(r.code, `point ${i} (${points[i]} ms): ${r.stderr}`).toBe(0);
+      expect(qemuCompare(src.path, dst).code, `point ${i} (${points[i]} ms)`).toBe(0);
+    };
+    for (let i = 0; i < points.length; i += 2) await Promise.all([one(i), one(i + 1)]);
+  }, 240_000);
 });
