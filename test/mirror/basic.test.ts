@@ -90,3 +90,49 @@ describe('mirror, raw to raw', () => {
     await job.result;
   });
 });
+
+describe('limits', () => {
+  it('at most 16 operations in flight, and more than one at once', async () => {
+    const { MirrorJob } = await import('../../src/mirror/mirror-job.js');
+    const { withJitter } = await import('../helpers/images.js');
+    const size = 40 * MiB;
+    const src = memoryRaw(size, 2, false);
+    let inFlight = 0;
+    let most = 0;
+    const counting = new Proxy(withJitter(src.image, 5, 4), {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver);
+        if (prop !== 'read') return typeof v === 'function' ? v.bind(target) : v;
+        return async (offset: number, into: Uint8Array) => {
+          inFlight++;
+          most = Math.max(most, inFlight);
+          try {
+            return await (v as (o: number, i: Uint8Array) => Promise<void>).call(target, offset, into);
+          } finally {
+            inFlight--;
+          }
+        };
+      },
+    });
+    // buf-size 64 MiB: 4 MiB ops, 16 buffers; jitter keeps several reads pending at once.
+    const job = await MirrorJob.create({ source: counting, target: blankRaw(size).image, options: { sync: 'full', 'buf-size': 64 * MiB }, targetCreated: true });
+    job.start();
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    job.complete();
+    await job.result;
+    expect(most).toBeLessThanOrEqual(16);
+    expect(most).toBeGreaterThan(4);
+  });
+
+  it('a speed limit holds the copy back (a lower bound only: slow machines are never too fast)', async () => {
+    const size = 3 * MiB;
+    const job = await MirrorJob.create({ source: memoryRaw(size, 3, false).image, target: blankRaw(size).image, options: { sync: 'full', speed: 6 * MiB } });
+    const start = performance.now();
+    job.start();
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    // 3 MiB at 6 MiB/s: 0.5 s, less one op (1 MiB) that may go in the first slice.
+    expect(performance.now() - start).toBeGreaterThanOrEqual(300);
+    job.complete();
+    await job.result;
+  });
+});
