@@ -148,6 +148,8 @@ export class MirrorJob {
   private readonly backingOff: DirtyBitmap;
   /** Chunks the job wrote data to: no longer known to read as zero. */
   private readonly written: DirtyBitmap | null;
+  /** Chunks last copied as zeroes (for the picture only). */
+  private readonly zeroChunks: DirtyBitmap;
   private readonly pool: BufferPool;
   private readonly opBytes: number;
   private readonly ops = new Set<Op>();
@@ -208,6 +210,7 @@ export class MirrorJob {
     this.inFlight = kernel.newBitmap(this.nbChunks);
     this.backingOff = kernel.newBitmap(this.nbChunks);
     this.written = options.targetIsZero ? kernel.newBitmap(this.nbChunks) : null;
+    this.zeroChunks = kernel.newBitmap(this.nbChunks);
     this.pool = kernel.newPool(opBytes, nbBuffers);
     this.finished = new Promise((resolve) => (this.resolveFinished = resolve));
   }
@@ -330,6 +333,7 @@ export class MirrorJob {
         if (failedChunks.countRange(first, perCell) > 0) out.push('failed');
         else if (this.inFlight.countRange(first, perCell) > 0) out.push('inflight');
         else if (this.dirty.countRange(first, perCell) > 0) out.push('dirty');
+        else if (this.zeroChunks.countRange(first, perCell) === Math.min(perCell, this.nbChunks - first)) out.push('zero');
         else out.push('clean');
       }
     } finally {
@@ -553,11 +557,10 @@ export class MirrorJob {
         sync === 'top'
           ? allocatedHere
           : status.kind === 'data' || !targetIsZero; // zeroes need writing only on a target that is not zero
-      if (wanted) {
-        const first = Math.floor(offset / this.granularity);
-        const end = Math.ceil((offset + status.bytes) / this.granularity);
-        this.dirty.set(first, end - first);
-      }
+      const first = Math.floor(offset / this.granularity);
+      const end = Math.ceil((offset + status.bytes) / this.granularity);
+      if (wanted) this.dirty.set(first, end - first);
+      else if (status.kind !== 'data' && targetIsZero) this.zeroChunks.set(first, end - first);
       offset += status.bytes;
     }
   }
@@ -817,14 +820,19 @@ export class MirrorJob {
 
   /** Zeroes a range on the target, unless the target is known to read zero there. */
   private async writeZeroesIfNeeded(first: number, nb: number, offset: number, bytes: number): Promise<void> {
-    if (this.written && this.written.countRange(first, nb) === 0) return;
+    if (this.written && this.written.countRange(first, nb) === 0) {
+      this.zeroChunks.set(first, nb);
+      return;
+    }
     await this.target.writeZeroes(offset, bytes, { unmap: this.options.unmap });
     this.written?.reset(first, nb);
+    this.zeroChunks.set(first, nb);
     this.bytesWritten += bytes;
   }
 
   private markWritten(first: number, nb: number): void {
     this.written?.set(first, nb);
+    this.zeroChunks.reset(first, nb);
   }
 
   /** An op's work is done: count it (offset grows only here) and stop counting it in flight. */
@@ -981,6 +989,7 @@ export class MirrorJob {
     this.inFlight.free();
     this.backingOff.free();
     this.written?.free();
+    this.zeroChunks.free();
     this.pool.free();
   }
 

@@ -136,3 +136,38 @@ describe('limits', () => {
     await job.result;
   });
 });
+
+describe('the picture', () => {
+  it('shows zero cells for holes, clean for data, and dirty before the copy', async () => {
+    const { MirrorJob } = await import('../../src/mirror/mirror-job.js');
+    const size = 64 * 65536;
+    const src = memoryRaw(size, 4, false);
+    // Cells of one chunk each: chunks 10..19 are zeroes.
+    await src.image.write(10 * 65536, new Uint8Array(10 * 65536));
+    // Reads wait at a gate, so the picture can be taken before anything is copied.
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const gated = new Proxy(src.image, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver);
+        if (prop === 'read') return async (o: number, into: Uint8Array) => (await gate, target.read(o, into));
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const job = await MirrorJob.create({ source: gated, target: blankRaw(size).image, options: { sync: 'full', 'buf-size': 256 * 1024 }, targetCreated: true });
+    job.start();
+    await new Promise((r) => setTimeout(r, 20));
+    const before = job.picture(64);
+    expect(before.filter((c) => c === 'inflight').length).toBeGreaterThan(0);
+    expect(before.filter((c) => c === 'dirty').length).toBeGreaterThan(0);
+    expect(before.filter((c) => c === 'clean' || c === 'zero')).toHaveLength(0);
+    open();
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    const after = job.picture(64);
+    expect(after.slice(10, 20)).toEqual(Array(10).fill('zero'));
+    expect(after.filter((c) => c === 'clean')).toHaveLength(54);
+    expect(job.picture(8)).toHaveLength(8);
+    job.complete();
+    await job.result;
+  });
+});
