@@ -1,194 +1,173 @@
 /**
- * The page: images in OPFS, a mirror form, the job's state, progress and
- * events. Everything that touches bytes runs in the worker; this thread only
- * renders what the worker reports.
+ * The page: images in OPFS, the mirror form, the job with its picture and
+ * errors, faults for teaching, and the event log. Every byte of I/O happens
+ * in the worker; this thread renders what it reports (at most ~10 progress
+ * updates a second per job).
  */
-import { type JobStatus, type JobVerb, verbAllowed } from '../mirror/job-states.js';
+import type { FormatName } from '../format/image-format.js';
 import type { AnyQmpEvent } from '../mirror/events.js';
-import type { JobProgress } from '../worker/worker.js';
-import type { ImageEntry } from '../worker/image-store.js';
+import type { ErrorPolicy } from '../mirror/error-policy.js';
+import type { CopyMode, MirrorOptions, SyncMode } from '../mirror/options.js';
 import { formatSize, parseSize } from '../util/size.js';
+import type { ImageEntry, InterruptedJob, JobProgress, SourceRef } from '../worker/worker.js';
+import { byId, errorText, h } from './dom.js';
 import { worker, Comlink } from './bridge.js';
+import { ImagesSection } from './images.js';
+import { JobPanel } from './job-view.js';
+import { FaultPanel } from './faults.js';
+import { EventLog } from './event-log.js';
 
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const value = (id: string) => byId<HTMLInputElement | HTMLSelectElement>(id).value.trim();
 
-const els = {
-  newDemo: $<HTMLButtonElement>('new-demo'),
-  imagesMessage: $('images-message'),
-  imagesBody: $<HTMLTableElement>('images').tBodies[0]!,
-  form: $<HTMLFormElement>('mirror-form'),
-  source: $<HTMLSelectElement>('source'),
-  target: $<HTMLInputElement>('target'),
-  speed: $<HTMLInputElement>('speed'),
-  names: $<HTMLDataListElement>('image-names'),
-  formError: $('form-error'),
-  state: $('job-state'),
-  progress: $('progress'),
-  progressText: $('progress-text'),
-  events: $<HTMLOListElement>('events'),
-  buttons: {
-    pause: $<HTMLButtonElement>('pause'),
-    resume: $<HTMLButtonElement>('resume'),
-    complete: $<HTMLButtonElement>('complete'),
-    cancel: $<HTMLButtonElement>('cancel'),
+/** Options from the form, QEMU's defaults where a field is empty. */
+function formOptions(): MirrorOptions {
+  const options: MirrorOptions = { sync: value('sync') as SyncMode };
+  if (value('granularity')) options.granularity = parseSize(value('granularity'), 'Granularity');
+  if (value('buf-size')) options['buf-size'] = parseSize(value('buf-size'), 'Buffer size');
+  if (value('speed')) options.speed = parseSize(value('speed'), 'Speed limit');
+  options['on-source-error'] = value('on-source-error') as ErrorPolicy;
+  options['on-target-error'] = value('on-target-error') as ErrorPolicy;
+  options['copy-mode'] = value('copy-mode') as CopyMode;
+  return options;
+}
+
+const log = new EventLog();
+const faults = new FaultPanel(() => panel.currentJob);
+const panel = new JobPanel((id) => {
+  faults.jobEnded(id);
+  void images.refresh();
+  void refreshInterrupted();
+});
+const images = new ImagesSection({
+  onJobStarted: (id) => panel.track(id),
+  importOptions: () => {
+    const o = formOptions();
+    return { speed: o.speed ?? 0, 'on-source-error': o['on-source-error'], 'on-target-error': o['on-target-error'] };
   },
-};
+  onImagesChanged: (list) => void renderSources(list),
+});
 
-let currentJob: string | null = null;
-let currentStatus: JobStatus | null = null;
-let currentIoStatus = 'ok';
-let userPaused = false;
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+async function renderSources(list: ImageEntry[]): Promise<void> {
+  const select = byId<HTMLSelectElement>('source');
+  const selected = select.value;
+  const picked = await worker().pickedFileNames();
+  const options = [
+    ...list.map((img) => new Option(img.name, JSON.stringify({ kind: 'opfs', name: img.name } satisfies SourceRef))),
+    ...picked.map((name) => new Option(`picked file: ${name}`, JSON.stringify({ kind: 'file', name } satisfies SourceRef))),
+  ];
+  select.replaceChildren(...options);
+  if ([...select.options].some((o) => o.value === selected)) select.value = selected;
+  byId('image-names').replaceChildren(...list.map((img) => new Option(img.name)));
 }
 
-async function refreshImages(): Promise<ImageEntry[]> {
-  const images = await worker().listImages();
-  els.imagesBody.replaceChildren(
-    ...images.map((img) => {
-      const tr = document.createElement('tr');
-      for (const text of [img.name, img.format, formatSize(img.virtualSize), formatSize(img.fileSize), img.backingFile ?? '']) {
-        const td = document.createElement('td');
-        td.textContent = text;
-        tr.append(td);
-      }
-      if (img.note) tr.title = img.note;
-      return tr;
-    }),
-  );
-  const selected = els.source.value;
-  els.source.replaceChildren(...images.map((img) => new Option(img.name, img.name)));
-  if (images.some((i) => i.name === selected)) els.source.value = selected;
-  els.names.replaceChildren(...images.map((img) => new Option(img.name)));
-  return images;
+function sourceLabel(ref: SourceRef): string {
+  return ref.kind === 'opfs' ? ref.name : ref.kind === 'file' ? ref.name : ref.url;
 }
 
-function renderButtons(): void {
-  const can = (verb: JobVerb) => currentJob !== null && currentStatus !== null && verbAllowed(verb, currentStatus);
-  els.buttons.pause.disabled = !can('pause') || userPaused;
-  els.buttons.resume.disabled = !can('resume') || !userPaused;
-  els.buttons.complete.disabled = !can('complete');
-  els.buttons.cancel.disabled = !can('cancel');
-}
-
-function renderState(): void {
-  if (!currentJob || !currentStatus) {
-    els.state.textContent = 'No job yet';
-  } else {
-    els.state.textContent = `Job ${currentJob}: ${currentStatus} (io-status ${currentIoStatus})`;
+byId<HTMLFormElement>('mirror-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const error = byId('form-error');
+  error.textContent = '';
+  try {
+    if (!value('source')) throw new Error('Pick a source image (or make the demo image first).');
+    const source = JSON.parse(value('source')) as SourceRef;
+    const target = value('target');
+    if (!target) throw new Error('Name a target image: an existing one, or a new name.');
+    if (source.kind === 'opfs' && source.name === target) throw new Error("Can't mirror an image into itself.");
+    const targetFormat = value('target-format') as FormatName | '';
+    const id = await worker().startMirror({ source, target, options: formOptions(), ...(targetFormat ? { targetFormat } : {}) });
+    panel.track(id);
+    await images.refresh();
+    await faults.refresh();
+    error.textContent = '';
+    byId('job-heading').textContent = `Job: ${sourceLabel(source)} → ${target}`;
+  } catch (err) {
+    error.textContent = errorText(err);
   }
-  renderButtons();
+});
+
+// The speed limit applies live to the job shown.
+byId('speed').addEventListener('change', async () => {
+  const id = panel.currentJob;
+  if (!id) return;
+  try {
+    const speed = value('speed') ? parseSize(value('speed'), 'Speed limit') : 0;
+    await worker().execute('block-job-set-speed', { device: id, speed });
+    byId('form-error').textContent = '';
+  } catch (err) {
+    // Not running any more, or a bad value: say so, the form keeps it for the next job.
+    if (!/not found/.test(errorText(err))) byId('form-error').textContent = errorText(err);
+  }
+});
+
+async function refreshInterrupted(): Promise<void> {
+  let items: InterruptedJob[] = [];
+  try {
+    items = await worker().listInterrupted();
+  } catch {
+    return;
+  }
+  byId('interrupted-section').hidden = items.length === 0;
+  byId('interrupted').replaceChildren(
+    ...items.map((job) =>
+      h(
+        'li',
+        {},
+        h('strong', {}, job.id),
+        `: ${job.source} → ${job.target}, ${job.status} when saved ${new Date(job.savedAt).toLocaleString()}; ${formatSize(job.dirtyBytes)} of ${formatSize(job.size)} left to copy. `,
+        job.problem ? h('span', { class: 'error' }, job.problem, ' ') : '',
+        h('button', { type: 'button', class: 'small', disabled: Boolean(job.problem), 'aria-label': `Resume interrupted job ${job.id}`, onclick: () => void resumeInterrupted(job.id) }, 'Resume'),
+        ' ',
+        h('button', { type: 'button', class: 'small danger', 'aria-label': `Discard interrupted job ${job.id}`, onclick: () => void discardInterrupted(job.id) }, 'Discard'),
+      ),
+    ),
+  );
 }
 
-function renderProgress(p: JobProgress): void {
-  if (p.info.device !== currentJob) return;
-  const { offset, len } = p.info;
-  const done = len === 0 ? (p.info.ready || p.info.status === 'concluded' ? 100 : 0) : Math.floor((offset / len) * 100);
-  els.progress.setAttribute('aria-valuenow', String(done));
-  els.progress.setAttribute('aria-valuetext', `${done}% (${formatSize(offset)} of ${formatSize(len)})`);
-  (els.progress.firstElementChild as HTMLElement).style.width = `${done}%`;
-  els.progressText.textContent = `${formatSize(offset)} of ${formatSize(len)} copied; ${formatSize(p.stats.dirtyBytes)} dirty`;
-  currentIoStatus = p.info['io-status'];
-  userPaused = p.info.paused;
-  currentStatus = p.info.status;
-  renderState();
+async function resumeInterrupted(id: string): Promise<void> {
+  try {
+    const started = await worker().resumeInterrupted(id);
+    panel.track(started);
+    await refreshInterrupted();
+    await images.refresh();
+  } catch (err) {
+    byId('form-error').textContent = errorText(err);
+  }
+}
+
+async function discardInterrupted(id: string): Promise<void> {
+  await worker().discardInterrupted(id);
+  await refreshInterrupted();
 }
 
 function onEvent(e: AnyQmpEvent): void {
-  const li = document.createElement('li');
-  li.textContent = JSON.stringify(e);
-  if (e.event === 'BLOCK_JOB_ERROR' || (e.event === 'BLOCK_JOB_COMPLETED' && e.data.error)) li.className = 'error';
-  els.events.append(li);
-  li.scrollIntoView({ block: 'nearest' });
-  if (e.event === 'JOB_STATUS_CHANGE' && e.data.id === currentJob) {
-    currentStatus = e.data.status;
-    if (e.data.status === 'running' || e.data.status === 'ready') userPaused = false;
-    if (e.data.status === 'null' || e.data.status === 'concluded') void refreshImages();
-    renderState();
-  }
-  if (e.event === 'BLOCK_JOB_ERROR' && e.data.action === 'stop') userPaused = true;
+  log.add(e);
+  panel.onEvent(e);
+  if (e.event === 'BLOCK_JOB_ERROR') void faults.refresh();
 }
 
-async function command(cmd: string): Promise<void> {
-  if (!currentJob) return;
-  els.formError.textContent = '';
-  try {
-    if (cmd === 'pause') {
-      await worker().execute('job-pause', { id: currentJob });
-      userPaused = true;
-    } else if (cmd === 'resume') {
-      await worker().execute('job-resume', { id: currentJob });
-      userPaused = false;
-    } else if (cmd === 'complete') {
-      await worker().execute('job-complete', { id: currentJob });
-    } else if (cmd === 'cancel') {
-      await worker().execute('block-job-cancel', { device: currentJob, force: false });
-    }
-  } catch (err) {
-    els.formError.textContent = errorText(err);
-  }
-  renderState();
+function onProgress(p: JobProgress): void {
+  panel.onProgress(p);
 }
 
-els.newDemo.addEventListener('click', async () => {
-  els.newDemo.disabled = true;
-  els.imagesMessage.textContent = 'Creating the demo image…';
+async function registerServiceWorker(): Promise<void> {
+  if (!('serviceWorker' in navigator) || import.meta.env.DEV) return;
   try {
-    const entry = await worker().createDemoImage();
-    els.imagesMessage.textContent = `Created ${entry.name} (${formatSize(entry.virtualSize)}).`;
-    await refreshImages();
-    els.source.value = entry.name;
-    if (!els.target.value) els.target.value = 'demo-copy.raw';
-  } catch (err) {
-    els.imagesMessage.textContent = `Could not create the demo image: ${errorText(err)}`;
-  } finally {
-    els.newDemo.disabled = false;
+    await navigator.serviceWorker.register('./sw.js', { scope: './' });
+  } catch {
+    // Offline use needs it; the app works online without it.
   }
-});
-
-els.form.addEventListener('submit', async (ev) => {
-  ev.preventDefault();
-  els.formError.textContent = '';
-  const source = els.source.value;
-  const target = els.target.value.trim();
-  if (!source) {
-    els.formError.textContent = 'Pick a source image (or create the demo image first).';
-    return;
-  }
-  if (!target) {
-    els.formError.textContent = 'Name a target image.';
-    return;
-  }
-  let speed = 0;
-  try {
-    speed = els.speed.value.trim() ? parseSize(els.speed.value, 'Speed limit') : 0;
-  } catch (err) {
-    els.formError.textContent = errorText(err);
-    return;
-  }
-  try {
-    currentJob = null;
-    const id = await worker().startMirror({ source, target, options: { sync: 'full', speed } });
-    currentJob = id;
-    currentStatus = 'running';
-    renderState();
-    await refreshImages();
-  } catch (err) {
-    els.formError.textContent = errorText(err);
-  }
-});
-
-for (const [name, button] of Object.entries(els.buttons)) {
-  button.addEventListener('click', () => void command(name));
 }
 
 async function init(): Promise<void> {
-  await worker().subscribe(Comlink.proxy(onEvent), Comlink.proxy(renderProgress));
-  await refreshImages();
-  renderState();
+  if (!navigator.storage?.getDirectory) throw new Error('this browser has no Origin Private File System');
+  await worker().subscribe(Comlink.proxy(onEvent), Comlink.proxy(onProgress));
+  await images.refresh();
+  await refreshInterrupted();
+  void registerServiceWorker();
+  document.body.dataset.ready = 'true';
 }
 
 void init().catch((err) => {
-  els.imagesMessage.textContent = `This browser cannot run diskmirror: ${errorText(err)}`;
+  byId('images-message').textContent = `This browser cannot run diskmirror: ${errorText(err)}`;
 });

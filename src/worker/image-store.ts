@@ -9,6 +9,7 @@ import { openImage } from '../format/open.js';
 import { probeFormat } from '../format/probe.js';
 import { RawImage } from '../format/raw.js';
 import { writeDemoImage, DEMO_IMAGE_BYTES } from '../format/demo.js';
+import { IMAGE_DIRECTORY } from './paths.js';
 
 export interface ImageEntry {
   name: string;
@@ -20,7 +21,7 @@ export interface ImageEntry {
   note?: string;
 }
 
-const DIRECTORY = 'images';
+const DIRECTORY = IMAGE_DIRECTORY;
 const SHA256_LIMIT = 512 << 20;
 
 export function checkImageName(name: string): string {
