@@ -1,9 +1,8 @@
-/** Images as files on disk, for the CLI: open (probing the format), create. */
-import { dirname, resolve as resolvePath } from 'node:path';
+/** Images as files on disk, for the CLI: open (probing the format, following backing chains), create. */
+import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { NodeFileDevice } from '../block/node-file.js';
 import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from '../format/image-format.js';
-import { openImage } from '../format/open.js';
-import { RawImage } from '../format/raw.js';
+import { type BackingResolver, type CreateImageOptions, createImage, openImage } from '../format/open.js';
 
 export function checkFormat(format: string | undefined, what = 'format'): FormatName | undefined {
   if (format === undefined) return undefined;
@@ -13,14 +12,28 @@ export function checkFormat(format: string | undefined, what = 'format'): Format
   return format as FormatName;
 }
 
-export async function openImageFile(path: string, options: { format?: FormatName; readOnly?: boolean } = {}): Promise<ImageFormat> {
+/** Backing files are named relative to the directory of the image that names them. */
+export const nodeResolver: BackingResolver = async (name, options) => {
+  const base = options.from !== undefined ? dirname(options.from) : process.cwd();
+  const path = isAbsolute(name) ? name : resolvePath(base, name);
+  return { device: await NodeFileDevice.open(path, { readOnly: options.readOnly }), name: path };
+};
+
+export interface OpenFileOptions {
+  format?: FormatName;
+  readOnly?: boolean;
+  /** qcow2: store whole, aligned cluster writes compressed. */
+  compress?: boolean;
+}
+
+export async function openImageFile(path: string, options: OpenFileOptions = {}): Promise<ImageFormat> {
   const file = await NodeFileDevice.open(path, { readOnly: options.readOnly ?? false });
   try {
     return await openImage(file, {
-      name: path,
+      name: resolvePath(path),
       ...(options.format ? { format: options.format } : {}),
-      // Backing files are named relative to the image that names them.
-      resolve: (name, o) => NodeFileDevice.open(resolvePath(dirname(path), name), { readOnly: o.readOnly }),
+      ...(options.compress ? { compress: true } : {}),
+      resolve: nodeResolver,
     });
   } catch (err) {
     await file.close();
@@ -28,17 +41,15 @@ export async function openImageFile(path: string, options: { format?: FormatName
   }
 }
 
-export interface CreateOptions {
-  format: FormatName;
-  size: number;
-}
+export type CreateOptions = CreateImageOptions & { compress?: boolean };
 
+/** Creates (or truncates and recreates) an image file and opens it read-write. */
 export async function createImageFile(path: string, options: CreateOptions): Promise<ImageFormat> {
   const file = await NodeFileDevice.open(path, { create: true });
   try {
     if (file.size !== 0) await file.resize(0);
-    if (options.format !== 'raw') throw new FormatError(`Creating ${options.format} images is not supported yet`, 'format');
-    return await RawImage.create(file, options.size);
+    const { compress, ...create } = options;
+    return await createImage(file, create, { name: resolvePath(path), resolve: nodeResolver, ...(compress ? { compress: true } : {}) });
   } catch (err) {
     await file.close();
     throw err;

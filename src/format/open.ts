@@ -1,15 +1,31 @@
 /**
  * Opening an image: probe (or take) the format, and wrap the file in its
  * driver. Backing files are found through `resolve`, relative to the image
- * (the same directory, in OPFS).
+ * that names them (the same directory, in OPFS); a chain may be as deep as
+ * it likes, up to a bound, and a loop in it is an error.
  */
 import type { BlockDevice } from '../block/block-device.js';
 import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from './image-format.js';
 import { probeFormat } from './probe.js';
-import { RawImage } from './raw.js';
+import { createQcow2, type Qcow2CreateOptions } from './qcow2/create.js';
+import { Qcow2Image } from './qcow2/image.js';
+import { type RawPreallocation, RawImage } from './raw.js';
 
-/** Opens a backing file named `name` (as the image's header spells it). */
-export type BackingResolver = (name: string, options: { readOnly: boolean }) => Promise<BlockDevice>;
+/** A backing file as a resolver found it: the device, and a name that identifies it (for loops and messages). */
+export interface ResolvedBacking {
+  device: BlockDevice;
+  name: string;
+}
+
+/**
+ * Opens a backing file named `name` (as the image's header spells it).
+ * `from` is the name of the image that names it (as given to openImage, or
+ * as a resolver returned it), so a resolver can look next to it.
+ */
+export type BackingResolver = (name: string, options: { readOnly: boolean; from?: string }) => Promise<BlockDevice | ResolvedBacking>;
+
+/** Longest backing chain opened (the image itself included). */
+export const MAX_CHAIN_LENGTH = 256;
 
 export interface OpenOptions {
   format?: FormatName;
@@ -17,17 +33,91 @@ export interface OpenOptions {
   resolve?: BackingResolver;
   /** The image's own name, for messages and loop detection. */
   name?: string;
+  /** Open read-only (default: as the device). Backing images are always read-only. */
+  readOnly?: boolean;
+  /** qcow2: store whole, aligned cluster writes compressed (zlib). */
+  compress?: boolean;
 }
 
 export async function openImage(file: BlockDevice, options: OpenOptions = {}): Promise<ImageFormat> {
-  if (options.format !== undefined && !FORMAT_NAMES.includes(options.format)) {
-    throw new FormatError(`Unknown image format '${options.format}' (expected raw or qcow2)`, 'format');
+  return openLink(file, options, [options.name ?? 'image']);
+}
+
+function checkFormatName(format: string | undefined, what: string): FormatName | undefined {
+  if (format !== undefined && !FORMAT_NAMES.includes(format as FormatName)) {
+    throw new FormatError(`Unknown ${what} '${format}' (expected raw or qcow2)`, 'format');
   }
-  const format = options.format ?? (await probeFormat(file));
+  return format as FormatName | undefined;
+}
+
+async function openLink(file: BlockDevice, options: OpenOptions, chain: string[]): Promise<ImageFormat> {
+  const format = checkFormatName(options.format, 'image format') ?? (await probeFormat(file));
+  if (options.compress && format !== 'qcow2') throw new FormatError('Compressed writes need a qcow2 image', 'format');
   switch (format) {
     case 'raw':
       return new RawImage(file);
     case 'qcow2':
-      throw new FormatError('qcow2 images are not supported yet', 'format');
+      return Qcow2Image.open(file, {
+        ...(options.readOnly !== undefined ? { readOnly: options.readOnly } : {}),
+        ...(options.compress ? { compress: true } : {}),
+        openBacking: (name, backingFormat) => openBacking(name, backingFormat, options, chain),
+      });
   }
+}
+
+async function openBacking(name: string, backingFormat: string | undefined, options: OpenOptions, chain: string[]): Promise<ImageFormat> {
+  const from = chain[chain.length - 1]!;
+  if (!options.resolve) {
+    throw new FormatError(`Image '${from}' has a backing file '${name}' and there is no way to open it here`, 'backing_file');
+  }
+  if (chain.length >= MAX_CHAIN_LENGTH) {
+    throw new FormatError(`Backing chain of '${chain[0]}' is longer than ${MAX_CHAIN_LENGTH} images`, 'backing_file');
+  }
+  const format = checkFormatName(backingFormat, `backing file format for '${name}'`);
+  let resolved: BlockDevice | ResolvedBacking;
+  try {
+    resolved = await options.resolve(name, { readOnly: true, from });
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    throw new FormatError(`Could not open backing file '${name}' of '${from}': ${message}`, 'backing_file', { cause: err });
+  }
+  const device = 'device' in resolved ? resolved.device : resolved;
+  const key = 'device' in resolved ? resolved.name : name;
+  if (chain.includes(key)) {
+    await device.close().catch(() => {});
+    throw new FormatError(`Backing file loop: '${from}' names '${name}', which is already in the chain (${[...chain, key].join(' -> ')})`, 'backing_file');
+  }
+  try {
+    return await openLink(device, { ...(format ? { format } : {}), resolve: options.resolve, name: key, readOnly: true }, [...chain, key]);
+  } catch (err) {
+    await device.close().catch(() => {});
+    throw err;
+  }
+}
+
+export interface CreateImageOptions extends Omit<Qcow2CreateOptions, 'preallocation'> {
+  format: FormatName;
+  /** raw: off or full; qcow2: off or metadata. */
+  preallocation?: 'off' | 'metadata' | 'full';
+}
+
+/**
+ * Creates an image of `options.format` on an empty device and opens it
+ * (read-write) with `open` (for the backing file, if any).
+ */
+export async function createImage(file: BlockDevice, options: CreateImageOptions, open: OpenOptions = {}): Promise<ImageFormat> {
+  const format = checkFormatName(options.format, 'image format');
+  if (format === 'raw') {
+    const qcow2Only = (['compat', 'clusterSize', 'refcountBits', 'extendedL2', 'compressionType', 'lazyRefcounts', 'backingFile', 'backingFormat'] as const).filter(
+      (k) => options[k] !== undefined,
+    );
+    if (qcow2Only.length > 0) throw new FormatError(`raw images take no '${qcow2Only[0]}' option`, qcow2Only[0]);
+    const prealloc = options.preallocation ?? 'off';
+    if (prealloc !== 'off' && prealloc !== 'full') throw new FormatError(`Unsupported preallocation mode '${prealloc}' for raw (expected off or full)`, 'preallocation');
+    return RawImage.create(file, options.size, { preallocation: prealloc as RawPreallocation });
+  }
+  const { format: _format, preallocation, ...rest } = options;
+  if (preallocation === 'full') throw new FormatError("Unsupported preallocation mode 'full' for qcow2 (expected off or metadata)", 'preallocation');
+  await createQcow2(file, { ...rest, ...(preallocation ? { preallocation } : {}) });
+  return openLink(file, { ...open, format: 'qcow2', readOnly: false }, [open.name ?? 'image']);
 }

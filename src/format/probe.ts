@@ -1,8 +1,9 @@
 /** Probing by magic: qcow2 starts with "QFI\xfb"; anything else is raw. */
 import type { BlockDevice } from '../block/block-device.js';
 import type { FormatName } from './image-format.js';
+import { QCOW2_MAGIC } from './qcow2/constants.js';
 
-export const QCOW2_MAGIC = 0x514649fb;
+export { QCOW2_MAGIC };
 
 export async function probeFormat(file: BlockDevice): Promise<FormatName> {
   if (file.size < 4) return 'raw';

@@ -2,20 +2,38 @@
 import { type BlockDevice, BlockError, checkRequest } from '../block/block-device.js';
 import { type BlockStatus, type ImageFormat, type ImageInfo, type WriteZeroesOptions, zeroBuffer } from './image-format.js';
 
+export type RawPreallocation = 'off' | 'full';
+
+/** Zeroes at the end of the file are made by truncating when at least this long (a hole on sparse files). */
+const TRUNCATE_ZEROES_BYTES = 64 << 10;
+
 export class RawImage implements ImageFormat {
   readonly format = 'raw' as const;
 
   constructor(readonly file: BlockDevice) {}
 
-  /** A new raw image of `bytes` (sparse where the device allows) on an empty device. */
-  static async create(file: BlockDevice, bytes: number): Promise<RawImage> {
+  /**
+   * A new raw image of `bytes` on an empty device: sparse (a hole where the
+   * device allows), or with `preallocation: 'full'` every byte written.
+   */
+  static async create(file: BlockDevice, bytes: number, options: { preallocation?: RawPreallocation } = {}): Promise<RawImage> {
     checkRequest('resize', 0, bytes, 0, false);
     if (!file.resize) {
       if (file.size !== bytes) throw new BlockError('ENOTSUP', 'resize', 0, bytes, 'the device cannot be resized');
     } else {
+      if (file.size !== 0) await file.resize(0);
       await file.resize(bytes);
     }
-    return new RawImage(file);
+    const image = new RawImage(file);
+    if (options.preallocation === 'full') {
+      for (let done = 0; done < bytes; ) {
+        const piece = zeroBuffer(bytes - done);
+        await file.write(done, piece);
+        done += piece.length;
+      }
+      await file.flush();
+    }
+    return image;
   }
 
   get size(): number {
@@ -59,9 +77,20 @@ export class RawImage implements ImageFormat {
     return { offset, bytes: Math.max(0, Math.min(bytes, this.file.size - offset)), kind: 'data', depth: 0, hostOffset: offset };
   }
 
-  async writeZeroes(offset: number, bytes: number, _options: WriteZeroesOptions): Promise<void> {
+  /**
+   * Zeroes: a range that runs to the end of the file becomes a hole by
+   * truncating and growing again (zeroes on every platform, sparse where
+   * the file system allows); elsewhere zeroes are written, since a discard
+   * is not guaranteed to read back as zeroes.
+   */
+  async writeZeroes(offset: number, bytes: number, options: WriteZeroesOptions): Promise<void> {
     checkRequest('write', offset, bytes, this.file.size, true);
-    // A discard is not guaranteed to read back as zeroes, so zeroes are written.
+    const size = this.file.size;
+    if (options.unmap && this.file.resize && offset + bytes === size && bytes >= TRUNCATE_ZEROES_BYTES) {
+      await this.file.resize(offset);
+      await this.file.resize(size);
+      return;
+    }
     for (let done = 0; done < bytes; ) {
       const piece = zeroBuffer(bytes - done);
       await this.file.write(offset + done, piece);

@@ -1,0 +1,502 @@
+/**
+ * The qcow2 header: parsing with every field validated before it is trusted,
+ * header extensions, the feature name table, and building a header for a
+ * new image. A bad field gives a FormatError naming the field and its value.
+ */
+import { FormatError } from '../image-format.js';
+import {
+  AUTOCLEAR_BITMAPS,
+  AUTOCLEAR_NAMES,
+  BITMAP_EXT_BYTES,
+  COMPAT_NAMES,
+  COMPRESSION_NAMES,
+  COMPRESSION_ZLIB,
+  type CompressionType,
+  CRYPT_NONE,
+  EXT_BACKING_FORMAT,
+  EXT_BITMAPS,
+  EXT_DATA_FILE,
+  EXT_END,
+  EXT_FEATURE_TABLE,
+  EXT_HEADER_BYTES,
+  FEATURE_NAME_BYTES,
+  FEATURE_NAME_ENTRY_BYTES,
+  FEATURE_TYPE_AUTOCLEAR,
+  FEATURE_TYPE_COMPATIBLE,
+  FEATURE_TYPE_INCOMPATIBLE,
+  HDR_AUTOCLEAR_FEATURES,
+  HDR_BACKING_FILE_OFFSET,
+  HDR_BACKING_FILE_SIZE,
+  HDR_CLUSTER_BITS,
+  HDR_COMPATIBLE_FEATURES,
+  HDR_COMPRESSION_TYPE,
+  HDR_CRYPT_METHOD,
+  HDR_HEADER_LENGTH,
+  HDR_INCOMPATIBLE_FEATURES,
+  HDR_L1_SIZE,
+  HDR_L1_TABLE_OFFSET,
+  HDR_MAGIC,
+  HDR_NB_SNAPSHOTS,
+  HDR_REFCOUNT_ORDER,
+  HDR_REFCOUNT_TABLE_CLUSTERS,
+  HDR_REFCOUNT_TABLE_OFFSET,
+  HDR_SIZE,
+  HDR_SNAPSHOTS_OFFSET,
+  HDR_VERSION,
+  INCOMPAT_COMPRESSION,
+  INCOMPAT_DATA_FILE,
+  INCOMPAT_EXTL2,
+  INCOMPAT_KNOWN,
+  INCOMPAT_NAMES,
+  L1E_BYTES,
+  MAX_BACKING_FILE_NAME_BYTES,
+  MAX_CLUSTER_BITS,
+  MAX_HEADER_EXTENSIONS,
+  MAX_HOST_OFFSET,
+  MAX_L1_BYTES,
+  MAX_REFCOUNT_ORDER,
+  MAX_REFTABLE_BYTES,
+  MAX_SNAPSHOTS,
+  MAX_VIRTUAL_SIZE,
+  MIN_CLUSTER_BITS,
+  MIN_CLUSTER_BITS_EXTENDED_L2,
+  QCOW2_MAGIC,
+  V2_HEADER_BYTES,
+  V3_HEADER_BYTES,
+  V3_MIN_HEADER_BYTES,
+  VERSION_2,
+  VERSION_3,
+  L2E_BYTES,
+  L2E_EXTENDED_BYTES,
+} from './constants.js';
+
+export interface FeatureName {
+  type: number;
+  bit: number;
+  name: string;
+}
+
+export interface BitmapsExtension {
+  nbBitmaps: number;
+  directoryBytes: number;
+  directoryOffset: number;
+}
+
+export interface UnknownExtension {
+  type: number;
+  data: Uint8Array;
+}
+
+export interface Qcow2Header {
+  version: 2 | 3;
+  backingFileOffset: number;
+  backingFileBytes: number;
+  clusterBits: number;
+  clusterSize: number;
+  virtualSize: number;
+  cryptMethod: number;
+  l1Size: number;
+  l1TableOffset: number;
+  refcountTableOffset: number;
+  refcountTableClusters: number;
+  nbSnapshots: number;
+  snapshotsOffset: number;
+  /** Feature bit sets (bits 0..31 of each 64-bit field; higher bits are kept in *Hi). */
+  incompatible: number;
+  incompatibleHi: number;
+  compatible: number;
+  compatibleHi: number;
+  autoclear: number;
+  autoclearHi: number;
+  refcountOrder: number;
+  headerLength: number;
+  compressionType: CompressionType;
+  extendedL2: boolean;
+  /** Bytes of one L2 entry (8, or 16 with extended L2). */
+  l2EntryBytes: number;
+  /** Entries in one L2 table. */
+  l2Entries: number;
+  backingFile?: string;
+  backingFormat?: string;
+  featureNames: FeatureName[];
+  bitmaps?: BitmapsExtension;
+  unknownExtensions: UnknownExtension[];
+  /** Where the extension area ended (the end marker's offset). */
+  extensionsEnd: number;
+}
+
+/** A 64-bit field as a safe number; refuses what a JS number cannot represent. */
+function u64(view: DataView, at: number, field: string, max = Number.MAX_SAFE_INTEGER): number {
+  const hi = view.getUint32(at, false);
+  const lo = view.getUint32(at + 4, false);
+  const value = hi * 2 ** 32 + lo;
+  if (hi >= 2 ** 21 || value > max) {
+    throw new FormatError(`qcow2 header field ${field} is ${BigInt(hi) * 2n ** 32n + BigInt(lo)}: too large`, field);
+  }
+  return value;
+}
+
+function bitNames(bits: number, hiBits: number, names: Record<number, string>, table: FeatureName[], type: number): string[] {
+  const out: string[] = [];
+  for (let bit = 0; bit < 64; bit++) {
+    const set = bit < 32 ? (bits >>> bit) & 1 : (hiBits >>> (bit - 32)) & 1;
+    if (!set) continue;
+    const fromTable = table.find((f) => f.type === type && f.bit === bit)?.name;
+    out.push(fromTable || names[bit] || `unknown feature bit ${bit}`);
+  }
+  return out;
+}
+
+/** Names of set feature bits, preferring the image's own feature name table. */
+export function featureNames(header: Qcow2Header, kind: 'incompatible' | 'compatible' | 'autoclear', onlyUnknown = false): string[] {
+  const [bits, hi, names, type, known] =
+    kind === 'incompatible'
+      ? [header.incompatible, header.incompatibleHi, INCOMPAT_NAMES, FEATURE_TYPE_INCOMPATIBLE, INCOMPAT_KNOWN]
+      : kind === 'compatible'
+        ? [header.compatible, header.compatibleHi, COMPAT_NAMES, FEATURE_TYPE_COMPATIBLE, 1]
+        : [header.autoclear, header.autoclearHi, AUTOCLEAR_NAMES, FEATURE_TYPE_AUTOCLEAR, 3];
+  const mask = onlyUnknown ? bits & ~known : bits;
+  return bitNames(mask >>> 0, hi, onlyUnknown ? {} : names, header.featureNames, type);
+}
+
+/**
+ * Parses and validates the header in `cluster0` (the first cluster of the
+ * file, or all of it if shorter). `fileBytes` is the file's size.
+ */
+export function parseHeader(cluster0: Uint8Array, fileBytes: number): Qcow2Header {
+  if (cluster0.length < V2_HEADER_BYTES) {
+    throw new FormatError(`qcow2 image is ${fileBytes} bytes: too short for a header`, 'header');
+  }
+  const view = new DataView(cluster0.buffer, cluster0.byteOffset, cluster0.byteLength);
+  const magic = view.getUint32(HDR_MAGIC, false);
+  if (magic !== QCOW2_MAGIC) throw new FormatError(`qcow2 magic is 0x${magic.toString(16)}, not 0x514649fb`, 'magic');
+  const version = view.getUint32(HDR_VERSION, false);
+  if (version !== VERSION_2 && version !== VERSION_3) {
+    throw new FormatError(`Unsupported qcow2 version ${version} (expected 2 or 3)`, 'version');
+  }
+  const clusterBits = view.getUint32(HDR_CLUSTER_BITS, false);
+  if (clusterBits < MIN_CLUSTER_BITS || clusterBits > MAX_CLUSTER_BITS) {
+    throw new FormatError(`qcow2 cluster_bits is ${clusterBits} (expected ${MIN_CLUSTER_BITS} to ${MAX_CLUSTER_BITS})`, 'cluster_bits');
+  }
+  const clusterSize = 2 ** clusterBits;
+
+  let headerLength = V2_HEADER_BYTES;
+  let incompatible = 0;
+  let incompatibleHi = 0;
+  let compatible = 0;
+  let compatibleHi = 0;
+  let autoclear = 0;
+  let autoclearHi = 0;
+  let refcountOrder = 4;
+  let compressionByte = COMPRESSION_ZLIB;
+  if (version === VERSION_3) {
+    if (cluster0.length < V3_MIN_HEADER_BYTES) {
+      throw new FormatError(`qcow2 image is ${fileBytes} bytes: too short for a version 3 header`, 'header_length');
+    }
+    headerLength = view.getUint32(HDR_HEADER_LENGTH, false);
+    if (headerLength < V3_MIN_HEADER_BYTES) {
+      throw new FormatError(`qcow2 header_length is ${headerLength} (at least ${V3_MIN_HEADER_BYTES})`, 'header_length');
+    }
+    if (headerLength > clusterSize) {
+      throw new FormatError(`qcow2 header_length is ${headerLength}, more than the cluster size ${clusterSize}`, 'header_length');
+    }
+    if (headerLength > cluster0.length) {
+      throw new FormatError(`qcow2 header_length is ${headerLength}, past the end of the file (${fileBytes} bytes)`, 'header_length');
+    }
+    incompatibleHi = view.getUint32(HDR_INCOMPATIBLE_FEATURES, false);
+    incompatible = view.getUint32(HDR_INCOMPATIBLE_FEATURES + 4, false);
+    compatibleHi = view.getUint32(HDR_COMPATIBLE_FEATURES, false);
+    compatible = view.getUint32(HDR_COMPATIBLE_FEATURES + 4, false);
+    autoclearHi = view.getUint32(HDR_AUTOCLEAR_FEATURES, false);
+    autoclear = view.getUint32(HDR_AUTOCLEAR_FEATURES + 4, false);
+    refcountOrder = view.getUint32(HDR_REFCOUNT_ORDER, false);
+    if (refcountOrder > MAX_REFCOUNT_ORDER) {
+      throw new FormatError(`qcow2 refcount_order is ${refcountOrder} (expected 0 to ${MAX_REFCOUNT_ORDER})`, 'refcount_order');
+    }
+    if (headerLength > HDR_COMPRESSION_TYPE) compressionByte = cluster0[HDR_COMPRESSION_TYPE]!;
+  }
+
+  // Extensions first: the feature name table names any unknown bit we refuse.
+  const backingFileOffset = u64(view, HDR_BACKING_FILE_OFFSET, 'backing_file_offset');
+  const backingFileBytes = view.getUint32(HDR_BACKING_FILE_SIZE, false);
+  const extEnd = backingFileOffset !== 0 ? backingFileOffset : clusterSize;
+  const ext = parseExtensions(cluster0, headerLength, Math.min(extEnd, clusterSize));
+
+  const header: Qcow2Header = {
+    version: version as 2 | 3,
+    backingFileOffset,
+    backingFileBytes,
+    clusterBits,
+    clusterSize,
+    virtualSize: 0,
+    cryptMethod: view.getUint32(HDR_CRYPT_METHOD, false),
+    l1Size: view.getUint32(HDR_L1_SIZE, false),
+    l1TableOffset: 0,
+    refcountTableOffset: 0,
+    refcountTableClusters: view.getUint32(HDR_REFCOUNT_TABLE_CLUSTERS, false),
+    nbSnapshots: view.getUint32(HDR_NB_SNAPSHOTS, false),
+    snapshotsOffset: 0,
+    incompatible,
+    incompatibleHi,
+    compatible,
+    compatibleHi,
+    autoclear,
+    autoclearHi,
+    refcountOrder,
+    headerLength,
+    compressionType: 'zlib',
+    extendedL2: (incompatible & INCOMPAT_EXTL2) !== 0,
+    l2EntryBytes: L2E_BYTES,
+    l2Entries: 0,
+    featureNames: ext.featureNames,
+    unknownExtensions: ext.unknown,
+    extensionsEnd: ext.end,
+  };
+  if (ext.backingFormat !== undefined) header.backingFormat = ext.backingFormat;
+  if (ext.bitmaps && (autoclear & AUTOCLEAR_BITMAPS) !== 0) header.bitmaps = ext.bitmaps;
+
+  // Incompatible features: refuse what we do not know, by name.
+  const unknown = featureNames(header, 'incompatible', true);
+  if (unknown.length > 0) {
+    throw new FormatError(`Unsupported qcow2 feature(s): ${unknown.join(', ')}`, 'incompatible_features');
+  }
+  if (incompatible & INCOMPAT_DATA_FILE) {
+    throw new FormatError('Unsupported qcow2 feature(s): external data file', 'incompatible_features');
+  }
+  if (header.cryptMethod !== CRYPT_NONE) {
+    throw new FormatError(`qcow2 crypt_method is ${header.cryptMethod}: encrypted images are not supported`, 'crypt_method');
+  }
+  if (header.extendedL2) {
+    if (clusterBits < MIN_CLUSTER_BITS_EXTENDED_L2) {
+      throw new FormatError(`qcow2 cluster_bits is ${clusterBits}: extended L2 entries need at least ${MIN_CLUSTER_BITS_EXTENDED_L2}`, 'cluster_bits');
+    }
+    header.l2EntryBytes = L2E_EXTENDED_BYTES;
+  }
+  header.l2Entries = clusterSize / header.l2EntryBytes;
+
+  // Compression type.
+  if (compressionByte !== COMPRESSION_ZLIB && !(incompatible & INCOMPAT_COMPRESSION)) {
+    throw new FormatError(`qcow2 compression_type is ${compressionByte} but the compression type feature bit is clear`, 'compression_type');
+  }
+  if (compressionByte === COMPRESSION_ZLIB && incompatible & INCOMPAT_COMPRESSION) {
+    throw new FormatError('qcow2 compression type feature bit is set with compression_type 0 (zlib)', 'compression_type');
+  }
+  const compressionType = COMPRESSION_NAMES[compressionByte];
+  if (!compressionType) throw new FormatError(`Unknown qcow2 compression_type ${compressionByte}`, 'compression_type');
+  header.compressionType = compressionType;
+
+  // Sizes and table positions.
+  header.virtualSize = u64(view, HDR_SIZE, 'size', MAX_VIRTUAL_SIZE);
+  const l2Coverage = header.l2Entries * clusterSize;
+  const minL1 = Math.ceil(header.virtualSize / l2Coverage);
+  if (header.l1Size > MAX_L1_BYTES / L1E_BYTES) {
+    throw new FormatError(`qcow2 l1_size is ${header.l1Size} entries: the active L1 table is too large`, 'l1_size');
+  }
+  if (header.l1Size < minL1) {
+    throw new FormatError(`qcow2 l1_size is ${header.l1Size} entries, too small for the virtual size ${header.virtualSize} (needs ${minL1})`, 'l1_size');
+  }
+  header.l1TableOffset = u64(view, HDR_L1_TABLE_OFFSET, 'l1_table_offset');
+  checkTableOffset(header, 'l1_table_offset', header.l1TableOffset, header.l1Size * L1E_BYTES, header.l1Size > 0);
+  header.refcountTableOffset = u64(view, HDR_REFCOUNT_TABLE_OFFSET, 'refcount_table_offset');
+  if (header.refcountTableClusters === 0) {
+    throw new FormatError('qcow2 refcount_table_clusters is 0: the image has no refcount table', 'refcount_table_clusters');
+  }
+  if (header.refcountTableClusters > MAX_REFTABLE_BYTES / clusterSize) {
+    throw new FormatError(`qcow2 refcount_table_clusters is ${header.refcountTableClusters}: the refcount table is too large`, 'refcount_table_clusters');
+  }
+  checkTableOffset(header, 'refcount_table_offset', header.refcountTableOffset, header.refcountTableClusters * clusterSize, true);
+  if (header.nbSnapshots > MAX_SNAPSHOTS) {
+    throw new FormatError(`qcow2 nb_snapshots is ${header.nbSnapshots} (at most ${MAX_SNAPSHOTS})`, 'nb_snapshots');
+  }
+  header.snapshotsOffset = u64(view, HDR_SNAPSHOTS_OFFSET, 'snapshots_offset');
+  if (header.nbSnapshots > 0) checkTableOffset(header, 'snapshots_offset', header.snapshotsOffset, header.nbSnapshots * 40, true);
+
+  // The backing file name lives in the first cluster.
+  if (backingFileOffset !== 0) {
+    if (backingFileOffset > clusterSize) {
+      throw new FormatError(`qcow2 backing_file_offset is ${backingFileOffset}, past the first cluster`, 'backing_file_offset');
+    }
+    if (backingFileBytes > Math.min(MAX_BACKING_FILE_NAME_BYTES, clusterSize - backingFileOffset)) {
+      throw new FormatError(`qcow2 backing_file_size is ${backingFileBytes}: the backing file name is too long`, 'backing_file_size');
+    }
+    if (backingFileOffset + backingFileBytes > cluster0.length) {
+      throw new FormatError(`qcow2 backing file name (${backingFileBytes} bytes at ${backingFileOffset}) is past the end of the file`, 'backing_file_offset');
+    }
+    if (backingFileBytes > 0) {
+      header.backingFile = new TextDecoder('utf-8', { fatal: false }).decode(cluster0.subarray(backingFileOffset, backingFileOffset + backingFileBytes));
+      if (header.backingFile.includes('\0')) {
+        throw new FormatError('qcow2 backing file name contains a NUL byte', 'backing_file_offset');
+      }
+    }
+  }
+  if (version === VERSION_2 && refcountOrder !== 4) {
+    throw new FormatError(`qcow2 version 2 refcount_order is ${refcountOrder} (must be 4)`, 'refcount_order');
+  }
+  return header;
+}
+
+function checkTableOffset(header: Qcow2Header, field: string, offset: number, bytes: number, required: boolean): void {
+  if (!required) return;
+  if (offset % header.clusterSize !== 0) {
+    throw new FormatError(`qcow2 ${field} is ${offset}: not aligned to the cluster size ${header.clusterSize}`, field);
+  }
+  if (offset + bytes > MAX_HOST_OFFSET) throw new FormatError(`qcow2 ${field} is ${offset}: the table ends past 2^56`, field);
+}
+
+interface ParsedExtensions {
+  backingFormat?: string;
+  featureNames: FeatureName[];
+  bitmaps?: BitmapsExtension;
+  unknown: UnknownExtension[];
+  end: number;
+}
+
+function parseExtensions(cluster0: Uint8Array, start: number, end: number): ParsedExtensions {
+  const view = new DataView(cluster0.buffer, cluster0.byteOffset, cluster0.byteLength);
+  const out: ParsedExtensions = { featureNames: [], unknown: [], end: start };
+  const limit = Math.min(end, cluster0.length);
+  let offset = start;
+  for (let n = 0; n < MAX_HEADER_EXTENSIONS; n++) {
+    if (offset >= limit) {
+      out.end = offset;
+      return out; // the area is used up: the list ends here (as QEMU reads it)
+    }
+    if (offset + EXT_HEADER_BYTES > limit) {
+      throw new FormatError(`qcow2 header extension at ${offset} runs past the end of the extension area (${limit})`, 'header_extension_length');
+    }
+    const type = view.getUint32(offset, false);
+    const length = view.getUint32(offset + 4, false);
+    if (type === EXT_END) {
+      out.end = offset;
+      return out;
+    }
+    const dataAt = offset + EXT_HEADER_BYTES;
+    if (length > limit - dataAt) {
+      throw new FormatError(`qcow2 header extension 0x${type.toString(16)} length is ${length}: past the end of the extension area (${limit - dataAt} bytes left)`, 'header_extension_length');
+    }
+    const data = cluster0.subarray(dataAt, dataAt + length);
+    switch (type) {
+      case EXT_BACKING_FORMAT:
+        if (length > 15) throw new FormatError(`qcow2 backing format extension length is ${length} (at most 15)`, 'backing_format');
+        out.backingFormat = new TextDecoder().decode(data).replace(/\0+$/, '');
+        break;
+      case EXT_FEATURE_TABLE:
+        for (let i = 0; i + FEATURE_NAME_ENTRY_BYTES <= length; i += FEATURE_NAME_ENTRY_BYTES) {
+          const raw = data.subarray(i + 2, i + 2 + FEATURE_NAME_BYTES);
+          const nul = raw.indexOf(0);
+          out.featureNames.push({ type: data[i]!, bit: data[i + 1]!, name: new TextDecoder().decode(nul >= 0 ? raw.subarray(0, nul) : raw) });
+        }
+        break;
+      case EXT_BITMAPS: {
+        if (length !== BITMAP_EXT_BYTES) {
+          throw new FormatError(`qcow2 bitmaps extension length is ${length} (expected ${BITMAP_EXT_BYTES})`, 'bitmaps_extension');
+        }
+        const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
+        out.bitmaps = {
+          nbBitmaps: v.getUint32(0, false),
+          directoryBytes: u64(v, 8, 'bitmap_directory_size'),
+          directoryOffset: u64(v, 16, 'bitmap_directory_offset'),
+        };
+        break;
+      }
+      case EXT_DATA_FILE:
+      default:
+        out.unknown.push({ type, data: data.slice() });
+    }
+    offset = dataAt + Math.ceil(length / 8) * 8;
+  }
+  throw new FormatError(`qcow2 header has more than ${MAX_HEADER_EXTENSIONS} extensions`, 'header_extension');
+}
+
+// ---- building a header for a new image ---------------------------------------------
+
+export interface NewHeader {
+  version: 2 | 3;
+  clusterBits: number;
+  virtualSize: number;
+  l1Size: number;
+  l1TableOffset: number;
+  refcountTableOffset: number;
+  refcountTableClusters: number;
+  refcountOrder: number;
+  incompatible: number;
+  compatible: number;
+  compressionType: CompressionType;
+  backingFile?: string;
+  backingFormat?: string;
+}
+
+const FEATURE_TABLE: FeatureName[] = [
+  { type: FEATURE_TYPE_INCOMPATIBLE, bit: 0, name: 'dirty bit' },
+  { type: FEATURE_TYPE_INCOMPATIBLE, bit: 1, name: 'corrupt bit' },
+  { type: FEATURE_TYPE_INCOMPATIBLE, bit: 2, name: 'external data file' },
+  { type: FEATURE_TYPE_INCOMPATIBLE, bit: 3, name: 'compression type' },
+  { type: FEATURE_TYPE_INCOMPATIBLE, bit: 4, name: 'extended L2 entries' },
+  { type: FEATURE_TYPE_COMPATIBLE, bit: 0, name: 'lazy refcounts' },
+  { type: FEATURE_TYPE_AUTOCLEAR, bit: 0, name: 'bitmaps' },
+  { type: FEATURE_TYPE_AUTOCLEAR, bit: 1, name: 'raw external data' },
+];
+
+/** The first cluster of a new image: header, extensions, backing file name. */
+export function buildHeader(h: NewHeader): Uint8Array {
+  const clusterSize = 2 ** h.clusterBits;
+  const out = new Uint8Array(clusterSize);
+  const view = new DataView(out.buffer);
+  const headerLength = h.version === VERSION_3 ? V3_HEADER_BYTES : V2_HEADER_BYTES;
+  view.setUint32(HDR_MAGIC, QCOW2_MAGIC, false);
+  view.setUint32(HDR_VERSION, h.version, false);
+  view.setUint32(HDR_CLUSTER_BITS, h.clusterBits, false);
+  setU64(view, HDR_SIZE, h.virtualSize);
+  view.setUint32(HDR_CRYPT_METHOD, CRYPT_NONE, false);
+  view.setUint32(HDR_L1_SIZE, h.l1Size, false);
+  setU64(view, HDR_L1_TABLE_OFFSET, h.l1TableOffset);
+  setU64(view, HDR_REFCOUNT_TABLE_OFFSET, h.refcountTableOffset);
+  view.setUint32(HDR_REFCOUNT_TABLE_CLUSTERS, h.refcountTableClusters, false);
+  if (h.version === VERSION_3) {
+    setU64(view, HDR_INCOMPATIBLE_FEATURES, h.incompatible);
+    setU64(view, HDR_COMPATIBLE_FEATURES, h.compatible);
+    view.setUint32(HDR_REFCOUNT_ORDER, h.refcountOrder, false);
+    view.setUint32(HDR_HEADER_LENGTH, headerLength, false);
+    out[HDR_COMPRESSION_TYPE] = h.compressionType === 'zstd' ? 1 : 0;
+  }
+  let at = headerLength;
+  const ext = (type: number, data: Uint8Array) => {
+    view.setUint32(at, type, false);
+    view.setUint32(at + 4, data.length, false);
+    out.set(data, at + 8);
+    at += 8 + Math.ceil(data.length / 8) * 8;
+  };
+  if (h.backingFormat !== undefined) ext(EXT_BACKING_FORMAT, new TextEncoder().encode(h.backingFormat));
+  // QEMU writes the feature name table for version 3 when there is room for it.
+  if (h.version === VERSION_3 && clusterSize > 4096) {
+    const table = new Uint8Array(FEATURE_TABLE.length * FEATURE_NAME_ENTRY_BYTES);
+    FEATURE_TABLE.forEach((f, i) => {
+      table[i * FEATURE_NAME_ENTRY_BYTES] = f.type;
+      table[i * FEATURE_NAME_ENTRY_BYTES + 1] = f.bit;
+      table.set(new TextEncoder().encode(f.name), i * FEATURE_NAME_ENTRY_BYTES + 2);
+    });
+    ext(EXT_FEATURE_TABLE, table);
+  }
+  at += EXT_HEADER_BYTES; // end marker (zeroes)
+  if (h.backingFile !== undefined) {
+    const name = new TextEncoder().encode(h.backingFile);
+    if (name.length === 0 || name.length > MAX_BACKING_FILE_NAME_BYTES) {
+      throw new FormatError(`Backing file name is ${name.length} bytes (expected 1 to ${MAX_BACKING_FILE_NAME_BYTES})`, 'backing_file');
+    }
+    if (at + name.length > clusterSize) throw new FormatError(`Backing file name does not fit in the first cluster`, 'backing_file');
+    setU64(view, HDR_BACKING_FILE_OFFSET, at);
+    view.setUint32(HDR_BACKING_FILE_SIZE, name.length, false);
+    out.set(name, at);
+    at += name.length;
+  }
+  return out.subarray(0, Math.max(at, headerLength));
+}
+
+export function setU64(view: DataView, at: number, value: number): void {
+  view.setUint32(at, Math.floor(value / 2 ** 32), false);
+  view.setUint32(at + 4, value >>> 0, false);
+}
+
+export function getU64(view: DataView, at: number): number {
+  return view.getUint32(at, false) * 2 ** 32 + view.getUint32(at + 4, false);
+}

@@ -1,0 +1,678 @@
+/**
+ * A qcow2 image: the ImageFormat over a file. Thin wiring of the header,
+ * the cluster map, refcounts, the metadata caches and compression; the
+ * backing image (any ImageFormat) is opened by the caller (see open.ts).
+ */
+import { type BlockDevice, BlockError, checkRequest, closedError, readOnlyError } from '../../block/block-device.js';
+import { type BlockStatus, type BlockStatusKind, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../image-format.js';
+import { MetadataCache, type MetadataIo } from './cache.js';
+import { ClusterMap, type WritePlan } from './cluster.js';
+import { compressCluster, decompressCluster } from './compress.js';
+import {
+  AUTOCLEAR_BITMAPS,
+  COMPAT_LAZY_REFCOUNTS,
+  HDR_AUTOCLEAR_FEATURES,
+  HDR_INCOMPATIBLE_FEATURES,
+  INCOMPAT_CORRUPT,
+  INCOMPAT_DIRTY,
+  L1E_BYTES,
+  MAX_HOST_OFFSET,
+  V2_HEADER_BYTES,
+  V3_MIN_HEADER_BYTES,
+  VERSION_3,
+} from './constants.js';
+import { type Qcow2Header, featureNames, parseHeader, setU64 } from './header.js';
+import type { SubclusterKind } from './l2-entry.js';
+import { parseCompressed } from './l2-entry.js';
+import { Mutex, RangeLocks } from './locks.js';
+import { Refcounts } from './refcount.js';
+import { readSnapshots, type SnapshotTable } from './snapshot.js';
+
+export interface Qcow2OpenOptions {
+  /** Open read-only (default: as the file). */
+  readOnly?: boolean;
+  /** Opens the backing image the header names; required when it names one. */
+  openBacking?: (name: string, format: string | undefined) => Promise<ImageFormat>;
+  /** Bytes of L2 tables kept in memory (default 32 MiB). */
+  l2CacheBytes?: number;
+  /** Bytes of refcount blocks kept in memory (default 4 MiB). */
+  refcountCacheBytes?: number;
+  /** Write whole, aligned clusters compressed (zlib images only), as `qemu-img convert -c`. */
+  compress?: boolean;
+  /** Skip repairing a dirty image on a writable open (check uses this to look at it as it is). */
+  noRepair?: boolean;
+}
+
+const DEFAULT_L2_CACHE_BYTES = 32 << 20;
+const DEFAULT_REFCOUNT_CACHE_BYTES = 4 << 20;
+/** A write is planned in steps of at most this many bytes (and one L2 table). */
+const MAX_PLAN_BYTES = 32 << 20;
+
+type Piece = { offset: number; bytes: number; kind: SubclusterKind; host: number; hi: number; lo: number };
+
+export class Qcow2Image implements ImageFormat {
+  readonly format = 'qcow2' as const;
+  readonly header: Qcow2Header;
+  readonly map: ClusterMap;
+  readonly io: MetadataIo;
+  private refcountsValue: Refcounts | null = null;
+  private backingImage: ImageFormat | null = null;
+  private closed = false;
+  private readonly writable: boolean;
+  private compressWrites = false;
+  /** The first change of this session happened (header updated: dirty bit, autoclear). */
+  private touched = false;
+  /** This session set the dirty bit (lazy refcounts). */
+  private markedDirty = false;
+  private readonly lock = new Mutex();
+  private readonly ranges = new RangeLocks();
+  private lastCompressed: { hi: number; lo: number; data: Uint8Array } | null = null;
+  private snapshotsValue: SnapshotTable | null = null;
+
+  private constructor(
+    readonly file: BlockDevice,
+    header: Qcow2Header,
+    l1: Uint32Array,
+    writable: boolean,
+    private readonly options: Qcow2OpenOptions,
+  ) {
+    this.header = header;
+    this.writable = writable;
+    const io: MetadataIo = {
+      read: (offset, into) => readPadded(file, offset, into),
+      write: (offset, data) => {
+        if (offset + data.length > MAX_HOST_OFFSET) throw new FormatError(`qcow2 write at ${offset} past 2^56`, 'offset');
+        return file.write(offset, data);
+      },
+      flush: () => file.flush(),
+    };
+    this.io = io;
+    const l2Entries = Math.max(4, Math.floor((options.l2CacheBytes ?? DEFAULT_L2_CACHE_BYTES) / header.clusterSize));
+    this.map = new ClusterMap({
+      header,
+      io,
+      l2Cache: new MetadataCache(io, 'L2', header.clusterSize, l2Entries),
+      l1,
+      hasBacking: () => this.backingImage !== null,
+    });
+    this.map.lazyRefcounts = (header.compatible & COMPAT_LAZY_REFCOUNTS) !== 0 && header.version === VERSION_3;
+  }
+
+  /** Opens a qcow2 image on `file`: header, L1 table, and the backing image. */
+  static async open(file: BlockDevice, options: Qcow2OpenOptions = {}): Promise<Qcow2Image> {
+    const readOnly = options.readOnly ?? file.readOnly;
+    if (!readOnly && file.readOnly) throw readOnlyError('open', 0, 0);
+    const head = new Uint8Array(Math.min(file.size, V3_MIN_HEADER_BYTES));
+    await file.read(0, head);
+    if (head.length < V2_HEADER_BYTES) throw new FormatError(`qcow2 image is ${file.size} bytes: too short for a header`, 'header');
+    const clusterBits = new DataView(head.buffer).getUint32(20, false);
+    const clusterBytes = clusterBits >= 9 && clusterBits <= 21 ? 2 ** clusterBits : V3_MIN_HEADER_BYTES;
+    const cluster0 = new Uint8Array(Math.min(file.size, clusterBytes));
+    await file.read(0, cluster0);
+    const header = parseHeader(cluster0, file.size);
+    if (!readOnly && header.incompatible & INCOMPAT_CORRUPT) {
+      throw new FormatError('qcow2 image is marked corrupt: it can only be opened read-only (check it, then repair it with QEMU)', 'incompatible_features');
+    }
+    const l1Raw = new Uint8Array(header.l1Size * L1E_BYTES);
+    await readPadded(file, header.l1TableOffset, l1Raw);
+    const image = new Qcow2Image(file, header, ClusterMap.parseL1(l1Raw), !readOnly, options);
+    try {
+      if (header.backingFile !== undefined) {
+        if (!options.openBacking) {
+          throw new FormatError(`qcow2 image has a backing file '${header.backingFile}' and no way to open it`, 'backing_file');
+        }
+        image.backingImage = await options.openBacking(header.backingFile, header.backingFormat);
+      }
+      if (!readOnly) {
+        await image.loadRefcounts();
+        if (options.compress) image.compress = true;
+        if (header.incompatible & INCOMPAT_DIRTY && !options.noRepair) await image.repairDirty();
+      }
+    } catch (err) {
+      await image.backingImage?.close().catch(() => {});
+      throw err;
+    }
+    return image;
+  }
+
+  // ---- properties -----------------------------------------------------------------------
+
+  get size(): number {
+    return this.header.virtualSize;
+  }
+
+  get readOnly(): boolean {
+    return !this.writable;
+  }
+
+  get backing(): ImageFormat | null {
+    return this.backingImage;
+  }
+
+  get clusterSize(): number {
+    return this.header.clusterSize;
+  }
+
+  /** Whether whole, aligned cluster writes are stored compressed. */
+  get compress(): boolean {
+    return this.compressWrites;
+  }
+
+  set compress(on: boolean) {
+    if (on && this.header.compressionType !== 'zlib') {
+      throw new FormatError(`Compressed writes need compression_type zlib (this image uses ${this.header.compressionType})`, 'compression_type');
+    }
+    if (on && !this.writable) throw readOnlyError('write', 0, 0);
+    this.compressWrites = on;
+  }
+
+  /** Refcounts (loaded on demand for read-only images). */
+  async refcounts(): Promise<Refcounts> {
+    if (!this.refcountsValue) await this.loadRefcounts();
+    return this.refcountsValue!;
+  }
+
+  async snapshots(): Promise<SnapshotTable> {
+    this.snapshotsValue ??= await readSnapshots(this.io, this.header);
+    return this.snapshotsValue;
+  }
+
+  private async loadRefcounts(): Promise<void> {
+    const h = this.header;
+    const refcounts = await Refcounts.load(
+      {
+        read: this.io.read,
+        write: this.io.write,
+        flush: this.io.flush,
+        fileBytes: () => this.file.size,
+        beforeMetadataWrite: () => this.beforeMetadataWrite(),
+      },
+      {
+        clusterBits: h.clusterBits,
+        refcountOrder: h.refcountOrder,
+        tableOffset: h.refcountTableOffset,
+        tableClusters: h.refcountTableClusters,
+        cacheEntries: Math.floor((this.options.refcountCacheBytes ?? DEFAULT_REFCOUNT_CACHE_BYTES) / h.clusterSize),
+      },
+    );
+    this.refcountsValue = refcounts;
+    if (this.writable) this.map.refcounts = refcounts;
+  }
+
+  // ---- reading ---------------------------------------------------------------------------
+
+  async read(offset: number, into: Uint8Array): Promise<void> {
+    if (this.closed) throw closedError('read', offset, into.length);
+    checkRequest('read', offset, into.length, this.size, true);
+    await this.readGuest(offset, into);
+  }
+
+  /** Reads guest bytes as the image holds them now (no locks: callers hold what they need). */
+  private async readGuest(offset: number, into: Uint8Array): Promise<void> {
+    const pieces: Piece[] = [];
+    await this.map.walk(offset, into.length, (off, bytes, kind, host, hi, lo) => {
+      const last = pieces[pieces.length - 1];
+      if (last && last.kind === kind && kind === 'normal' && last.host + last.bytes === host) last.bytes += bytes;
+      else if (last && last.kind === kind && kind !== 'normal' && kind !== 'compressed') last.bytes += bytes;
+      else pieces.push({ offset: off, bytes, kind, host, hi, lo });
+      return true;
+    });
+    for (const p of pieces) {
+      const view = into.subarray(p.offset - offset, p.offset - offset + p.bytes);
+      switch (p.kind) {
+        case 'normal':
+          await readPadded(this.file, p.host, view);
+          break;
+        case 'zero-plain':
+        case 'zero-alloc':
+          view.fill(0);
+          break;
+        case 'unallocated-plain':
+        case 'unallocated-alloc':
+          await this.readBacking(p.offset, view);
+          break;
+        case 'compressed': {
+          const cluster = await this.compressedCluster(p.hi, p.lo, p.offset);
+          const within = p.offset % this.header.clusterSize;
+          view.set(cluster.subarray(within, within + p.bytes));
+          break;
+        }
+        default:
+          throw new FormatError(`qcow2 invalid cluster at guest offset ${p.offset}`, 'l2_entry');
+      }
+    }
+  }
+
+  private async readBacking(offset: number, into: Uint8Array): Promise<void> {
+    const backing = this.backingImage;
+    const inside = backing ? Math.max(0, Math.min(into.length, backing.size - offset)) : 0;
+    if (inside > 0) await backing!.read(offset, into.subarray(0, inside));
+    if (inside < into.length) into.fill(0, inside);
+  }
+
+  private async compressedCluster(hi: number, lo: number, guestOffset: number): Promise<Uint8Array> {
+    const last = this.lastCompressed;
+    if (last && last.hi === hi && last.lo === lo) return last.data;
+    const cs = this.header.clusterSize;
+    const d = parseCompressed(hi, lo, this.header.clusterBits);
+    if (d.bytes <= 0 || d.hostOffset + d.bytes > MAX_HOST_OFFSET) {
+      throw new FormatError(`qcow2 compressed cluster at guest offset ${guestOffset} has a bad descriptor (offset ${d.hostOffset}, ${d.bytes} bytes)`, 'l2_entry');
+    }
+    if (d.hostOffset < cs) {
+      throw new FormatError(`qcow2 compressed cluster at guest offset ${guestOffset} points into the header (offset ${d.hostOffset})`, 'l2_entry');
+    }
+    const raw = new Uint8Array(d.bytes);
+    await readPadded(this.file, d.hostOffset, raw);
+    const data = new Uint8Array(cs);
+    decompressCluster(this.header.compressionType, raw, data, `at guest offset ${guestOffset - (guestOffset % cs)} (host offset ${d.hostOffset})`);
+    this.lastCompressed = { hi, lo, data };
+    return data;
+  }
+
+  /** True if [offset, offset + bytes) is known to read as zeroes from the metadata alone. */
+  private async readsAsZero(offset: number, bytes: number): Promise<boolean> {
+    let zero = true;
+    const backingSize = this.backingImage ? this.backingImage.size : 0;
+    await this.map.walk(offset, bytes, (off, len, kind) => {
+      if (kind === 'zero-plain' || kind === 'zero-alloc') return true;
+      if ((kind === 'unallocated-plain' || kind === 'unallocated-alloc') && off >= backingSize) return true;
+      zero = false;
+      return false;
+    });
+    return zero;
+  }
+
+  // ---- block status ----------------------------------------------------------------------
+
+  /**
+   * Status of the extent at `offset`, resolved through the backing chain.
+   * With `contiguous`, data extents also end where the host offset jumps
+   * (what `map` prints); otherwise they run on (what the mirror wants).
+   */
+  async blockStatus(offset: number, bytes: number, options: { contiguous?: boolean } = {}): Promise<BlockStatus> {
+    if (this.closed) throw closedError('read', offset, bytes);
+    checkRequest('read', offset, 0, this.size, true);
+    const want = Math.max(0, Math.min(bytes, this.size - offset));
+    if (want === 0) return { offset, bytes: 0, kind: 'unallocated', depth: 0 };
+    let kind: BlockStatusKind | null = null;
+    let total = 0;
+    let host = -1;
+    let compressed = false;
+    let contiguousHost = true;
+    await this.map.walk(offset, want, (_off, len, sk, h) => {
+      const k = statusKind(sk);
+      const isCompressed = sk === 'compressed';
+      const pieceHost = k === 'data' && !isCompressed ? h : -1;
+      if (kind === null) {
+        kind = k;
+        host = pieceHost;
+        compressed = isCompressed;
+      } else {
+        if (k !== kind) return false;
+        if (k === 'data') {
+          const follows = !isCompressed && !compressed && host >= 0 && pieceHost === host + total;
+          if (!follows) {
+            if (options.contiguous) return false;
+            contiguousHost = false;
+          }
+        }
+      }
+      total += len;
+      return true;
+    });
+    const k = kind as BlockStatusKind | null;
+    if (k === 'unallocated') {
+      const backing = this.backingImage;
+      if (!backing) return { offset, bytes: total, kind: 'unallocated', depth: 1 };
+      if (offset >= backing.size) return { offset, bytes: total, kind: 'unallocated', depth: 1 };
+      const below =
+        backing instanceof Qcow2Image
+          ? await backing.blockStatus(offset, Math.min(total, backing.size - offset), options)
+          : await backing.blockStatus(offset, Math.min(total, backing.size - offset));
+      const out: BlockStatus = { offset, bytes: Math.min(below.bytes, total), kind: below.kind, depth: below.depth + 1 };
+      if (below.hostOffset !== undefined) out.hostOffset = below.hostOffset;
+      return out;
+    }
+    const out: BlockStatus = { offset, bytes: total, kind: k ?? 'unallocated', depth: 0 };
+    if (k === 'data' && host >= 0 && contiguousHost) out.hostOffset = host;
+    return out;
+  }
+
+  // ---- writing ------------------------------------------------------------------------------
+
+  private checkWritable(op: 'write' | 'discard', offset: number, bytes: number): void {
+    if (this.closed) throw closedError(op, offset, bytes);
+    if (!this.writable) throw readOnlyError(op, offset, bytes);
+    checkRequest(op, offset, bytes, this.size, true);
+  }
+
+  /** The first change of a session: clear autoclear bits we do not maintain, set the dirty bit for lazy refcounts. */
+  private async beforeMetadataWrite(): Promise<void> {
+    if (this.touched) return;
+    this.touched = true;
+    const h = this.header;
+    if (h.version !== VERSION_3) return;
+    const lazy = this.map.lazyRefcounts;
+    const autoclear = h.autoclear | h.autoclearHi;
+    if (!lazy && autoclear === 0) return;
+    const raw = new Uint8Array(8);
+    if (lazy) {
+      h.incompatible = (h.incompatible | INCOMPAT_DIRTY) >>> 0;
+      const view = new DataView(raw.buffer);
+      view.setUint32(0, h.incompatibleHi, false);
+      view.setUint32(4, h.incompatible, false);
+      await this.file.write(HDR_INCOMPATIBLE_FEATURES, raw.slice());
+      this.markedDirty = true;
+    }
+    if (autoclear !== 0) {
+      // This writer keeps no bitmaps up to date: they become inconsistent, as the spec wants.
+      h.autoclear = 0;
+      h.autoclearHi = 0;
+      delete h.bitmaps;
+      await this.file.write(HDR_AUTOCLEAR_FEATURES, new Uint8Array(8));
+    }
+    await this.file.flush();
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    this.checkWritable('write', offset, data.length);
+    if (data.length === 0) return;
+    const cs = this.header.clusterSize;
+    const release = await this.ranges.acquire(Math.floor(offset / cs), Math.ceil((offset + data.length) / cs));
+    try {
+      await this.beforeMetadataWrite();
+      if (this.compressWrites) await this.writeCompressed(offset, data);
+      else await this.writeLocked(offset, data);
+    } finally {
+      release();
+    }
+  }
+
+  /** Writes with the clusters' range lock held. */
+  private async writeLocked(offset: number, data: Uint8Array): Promise<void> {
+    const coverage = this.map.l2Coverage;
+    let done = 0;
+    while (done < data.length) {
+      const off = offset + done;
+      const tableEnd = (Math.floor(off / coverage) + 1) * coverage;
+      const n = Math.min(data.length - done, tableEnd - off, MAX_PLAN_BYTES);
+      const fileBytes = this.file.size;
+      const plan = await this.lock.run(() => this.map.prepareWrite(off, n, fileBytes));
+      try {
+        await this.executeWrite(plan, off, data.subarray(done, done + n));
+      } catch (err) {
+        await this.lock.run(() => this.map.abortWrite(plan)).catch(() => {});
+        throw err;
+      }
+      await this.lock.run(() => this.map.commitWrite(plan));
+      done += n;
+    }
+  }
+
+  /** The data I/O of a plan: old content copied where needed, then the new bytes, in as few writes as contiguity allows. */
+  private async executeWrite(plan: WritePlan, offset: number, data: Uint8Array): Promise<void> {
+    let runHost = -1;
+    let runStart = 0;
+    let runEnd = 0;
+    const flushRun = async () => {
+      if (runHost >= 0 && runEnd > runStart) await this.file.write(runHost, data.subarray(runStart, runEnd));
+      runHost = -1;
+    };
+    for (const cw of plan.clusters) {
+      for (const [a, b] of cw.fills) {
+        if (cw.fresh && (await this.readsAsZero(cw.guestOffset + a, b - a))) continue;
+        const old = new Uint8Array(b - a);
+        await this.readGuest(cw.guestOffset + a, old);
+        await this.file.write(cw.hostOffset + a, old);
+      }
+      const start = cw.guestOffset + cw.from - offset;
+      const end = cw.guestOffset + cw.to - offset;
+      const host = cw.hostOffset + cw.from;
+      if (runHost >= 0 && runHost + (runEnd - runStart) === host && runEnd === start) {
+        runEnd = end;
+      } else {
+        await flushRun();
+        runHost = host;
+        runStart = start;
+        runEnd = end;
+      }
+    }
+    await flushRun();
+  }
+
+  /** Compressed writes: each whole, aligned cluster without a host cluster is stored compressed. */
+  private async writeCompressed(offset: number, data: Uint8Array): Promise<void> {
+    const cs = this.header.clusterSize;
+    let plainFrom = -1;
+    const flushPlain = async (to: number) => {
+      if (plainFrom >= 0 && to > plainFrom) await this.writeLocked(offset + plainFrom, data.subarray(plainFrom, to));
+      plainFrom = -1;
+    };
+    for (let at = 0; at < data.length; ) {
+      const off = offset + at;
+      const clusterEnd = Math.min(data.length, at + (cs - (off % cs)));
+      const whole = off % cs === 0 && clusterEnd - at === cs;
+      if (whole && (await this.lock.run(() => this.map.canCompress(off)))) {
+        const packed = compressCluster(this.header.compressionType, data.subarray(at, clusterEnd));
+        if (packed) {
+          await flushPlain(at);
+          const host = await this.lock.run(async () => (await this.refcounts()).allocateBytes(packed.length));
+          try {
+            await this.file.write(host, packed);
+          } catch (err) {
+            await this.lock.run(async () => (await this.refcounts()).freeBytes(host, packed.length)).catch(() => {});
+            throw err;
+          }
+          await this.lock.run(() => this.map.linkCompressed(off, host, packed.length));
+          at = clusterEnd;
+          continue;
+        }
+      }
+      if (plainFrom < 0) plainFrom = at;
+      at = clusterEnd;
+    }
+    await flushPlain(data.length);
+  }
+
+  async writeZeroes(offset: number, bytes: number, options: WriteZeroesOptions): Promise<void> {
+    this.checkWritable('write', offset, bytes);
+    if (bytes === 0) return;
+    const cs = this.header.clusterSize;
+    const release = await this.ranges.acquire(Math.floor(offset / cs), Math.ceil((offset + bytes) / cs));
+    try {
+      await this.beforeMetadataWrite();
+      const end = offset + bytes;
+      // A partial cluster at the end of the image counts as whole (QEMU does the same).
+      const fullStart = Math.ceil(offset / cs) * cs;
+      const fullEnd = end === this.size ? Math.ceil(end / cs) * cs : Math.floor(end / cs) * cs;
+      if (fullEnd <= fullStart) {
+        await this.zeroPartial(offset, bytes);
+        return;
+      }
+      if (offset < fullStart) await this.zeroPartial(offset, fullStart - offset);
+      await this.zeroWhole(fullStart / cs, (fullEnd - fullStart) / cs, options.unmap);
+      if (fullEnd < end) await this.zeroPartial(fullEnd, end - fullEnd);
+    } finally {
+      release();
+    }
+  }
+
+  private async zeroWhole(first: number, count: number, unmap: boolean): Promise<void> {
+    const perTable = this.map.l2Entries;
+    const v3 = this.header.version === VERSION_3;
+    for (let c = first; c < first + count; ) {
+      const n = Math.min(first + count - c, (Math.floor(c / perTable) + 1) * perTable - c);
+      if (v3) {
+        await this.lock.run(() => this.map.zeroClusters(c, n, unmap));
+      } else if (!this.backingImage && unmap) {
+        await this.lock.run(() => this.map.deallocateClusters(c, n));
+      } else {
+        const cs = this.header.clusterSize;
+        const start = c * cs;
+        const stop = Math.min(this.size, (c + n) * cs);
+        if (!(await this.readsAsZero(start, stop - start))) await this.writeZeroData(start, stop - start);
+      }
+      c += n;
+    }
+  }
+
+  /** Zeroes part of one cluster: subcluster zero bits where aligned, else zero data, unless it already reads as zero. */
+  private async zeroPartial(offset: number, bytes: number): Promise<void> {
+    if (await this.readsAsZero(offset, bytes)) return;
+    if (this.header.extendedL2) {
+      const cs = this.header.clusterSize;
+      const scb = this.map.subclusterBytes;
+      const clusterStart = Math.floor(offset / cs) * cs;
+      const end = offset + bytes;
+      const a = Math.ceil(offset / scb) * scb;
+      const b = end === this.size ? Math.ceil(end / scb) * scb : Math.floor(end / scb) * scb;
+      if (b > a) {
+        const ok = await this.lock.run(() => this.map.zeroSubclusters(clusterStart, (a - clusterStart) / scb, (b - clusterStart) / scb));
+        if (ok) {
+          if (offset < a) await this.writeZeroData(offset, a - offset);
+          if (b < end) await this.writeZeroData(b, end - b);
+          return;
+        }
+      }
+    }
+    await this.writeZeroData(offset, bytes);
+  }
+
+  private async writeZeroData(offset: number, bytes: number): Promise<void> {
+    const piece = new Uint8Array(Math.min(bytes, 4 << 20));
+    for (let done = 0; done < bytes; done += piece.length) {
+      await this.writeLocked(offset + done, piece.subarray(0, Math.min(piece.length, bytes - done)));
+    }
+  }
+
+  /** Discards whole clusters (partial ones are left alone), as QEMU's qcow2 discard. */
+  async discard(offset: number, bytes: number): Promise<void> {
+    this.checkWritable('discard', offset, bytes);
+    const cs = this.header.clusterSize;
+    const end = offset + bytes;
+    const fullStart = Math.ceil(offset / cs) * cs;
+    const fullEnd = end === this.size ? Math.ceil(end / cs) * cs : Math.floor(end / cs) * cs;
+    if (fullEnd <= fullStart) return;
+    const release = await this.ranges.acquire(fullStart / cs, fullEnd / cs);
+    try {
+      await this.beforeMetadataWrite();
+      const perTable = this.map.l2Entries;
+      const first = fullStart / cs;
+      const count = (fullEnd - fullStart) / cs;
+      for (let c = first; c < first + count; ) {
+        const n = Math.min(first + count - c, (Math.floor(c / perTable) + 1) * perTable - c);
+        await this.lock.run(() => this.map.discardClusters(c, n));
+        c += n;
+      }
+    } finally {
+      release();
+    }
+  }
+
+  /** Writes every dirty table (refcounts before the L2 tables that need them) and flushes the file. */
+  async flush(): Promise<void> {
+    if (this.closed) throw closedError('flush', 0, 0);
+    if (!this.writable) return;
+    await this.lock.run(async () => {
+      await this.map.l2Cache.flush();
+      if (this.refcountsValue) await this.refcountsValue.flush();
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    let failure: unknown;
+    try {
+      if (this.writable) {
+        await this.flush();
+        if (this.markedDirty) await this.markClean();
+      }
+    } catch (err) {
+      failure = err;
+    }
+    this.closed = true;
+    this.map.l2Cache.clear();
+    this.refcountsValue?.cache.clear();
+    await this.backingImage?.close().catch((err: unknown) => (failure ??= err));
+    await this.file.close().catch((err: unknown) => (failure ??= err));
+    if (failure) throw failure;
+  }
+
+  /** Clears the dirty bit once everything is on disk (lazy refcounts). */
+  private async markClean(): Promise<void> {
+    const h = this.header;
+    h.incompatible = (h.incompatible & ~INCOMPAT_DIRTY) >>> 0;
+    const raw = new Uint8Array(8);
+    const view = new DataView(raw.buffer);
+    view.setUint32(0, h.incompatibleHi, false);
+    view.setUint32(4, h.incompatible, false);
+    await this.file.write(HDR_INCOMPATIBLE_FEATURES, raw);
+    await this.file.flush();
+    this.markedDirty = false;
+  }
+
+  /** A dirty image (lazy refcounts, not closed cleanly): rebuild the refcounts, then clear the bit. */
+  private async repairDirty(): Promise<void> {
+    const { repairRefcounts } = await import('./check.js');
+    await repairRefcounts(this);
+    await this.markClean();
+  }
+
+  async resize(bytes: number): Promise<void> {
+    throw new BlockError('ENOTSUP', 'resize', 0, bytes, 'resizing qcow2 images is not supported');
+  }
+
+  async info(): Promise<ImageInfo> {
+    const h = this.header;
+    const info: ImageInfo = {
+      format: 'qcow2',
+      virtualSize: h.virtualSize,
+      fileSize: this.file.size,
+      clusterSize: h.clusterSize,
+      compat: h.version === VERSION_3 ? '1.1' : '0.10',
+    };
+    if (h.backingFile !== undefined) info.backingFile = h.backingFile;
+    if (h.backingFormat === 'raw' || h.backingFormat === 'qcow2') info.backingFormat = h.backingFormat;
+    if (this.backingImage) info.backing = await this.backingImage.info();
+    let snapshots: SnapshotTable | undefined;
+    try {
+      snapshots = await this.snapshots();
+    } catch {
+      snapshots = undefined;
+    }
+    info.details = {
+      refcountBits: 1 << h.refcountOrder,
+      lazyRefcounts: (h.compatible & COMPAT_LAZY_REFCOUNTS) !== 0,
+      corrupt: (h.incompatible & INCOMPAT_CORRUPT) !== 0,
+      dirty: (h.incompatible & INCOMPAT_DIRTY) !== 0,
+      extendedL2: h.extendedL2,
+      compressionType: h.compressionType,
+      bitmaps: (h.autoclear & AUTOCLEAR_BITMAPS) !== 0,
+      unknownCompatibleFeatures: featureNames(h, 'compatible', true),
+      snapshots: snapshots?.snapshots.map((s) => ({ id: s.id, name: s.name, vmStateBytes: s.vmStateBytes, dateSeconds: s.dateSeconds })) ?? [],
+    };
+    return info;
+  }
+}
+
+function statusKind(kind: SubclusterKind): BlockStatusKind {
+  switch (kind) {
+    case 'normal':
+    case 'compressed':
+      return 'data';
+    case 'zero-plain':
+    case 'zero-alloc':
+      return 'zero';
+    default:
+      return 'unallocated';
+  }
+}
+
+/** Reads `into` from `offset`; what lies past the end of the file reads as zeroes. */
+export async function readPadded(file: BlockDevice, offset: number, into: Uint8Array): Promise<void> {
+  const inside = Math.max(0, Math.min(into.length, file.size - offset));
+  if (inside > 0) await file.read(offset, into.subarray(0, inside));
+  if (inside < into.length) into.fill(0, inside);
+}
+
+export { setU64 };
