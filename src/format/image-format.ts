@@ -29,6 +29,15 @@ export interface BlockStatus {
   hostOffset?: number;
 }
 
+export interface BlockStatusOptions {
+  /**
+   * Data extents also end where the data stops being stored contiguously in
+   * the file (so `hostOffset` describes all of the extent), as `map` prints
+   * them. Without it, data extents run on across host discontinuities.
+   */
+  contiguous?: boolean;
+}
+
 export interface ImageInfo {
   format: FormatName;
   virtualSize: number;
@@ -52,8 +61,12 @@ export interface WriteZeroesOptions {
 
 export interface ImageFormat extends BlockDevice {
   readonly format: FormatName;
-  /** Status of the extent starting at `offset`, at most `bytes` long (clamped to the image). */
-  blockStatus(offset: number, bytes: number): Promise<BlockStatus>;
+  /**
+   * Status of the extent starting at `offset`, at most `bytes` long (clamped
+   * to the image), resolved through the backing chain: `unallocated` only
+   * when no image of the chain has the range, `depth` tells which image does.
+   */
+  blockStatus(offset: number, bytes: number, options?: BlockStatusOptions): Promise<BlockStatus>;
   writeZeroes(offset: number, bytes: number, options: WriteZeroesOptions): Promise<void>;
   info(): Promise<ImageInfo>;
 }
