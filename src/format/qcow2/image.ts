@@ -486,7 +486,10 @@ export class Qcow2Image implements ImageFormat {
       const fullStart = Math.ceil(offset / cs) * cs;
       const fullEnd = end === this.size ? Math.ceil(end / cs) * cs : Math.floor(end / cs) * cs;
       if (fullEnd <= fullStart) {
-        await this.zeroPartial(offset, bytes);
+        // No whole cluster: at most two partial ones.
+        const split = Math.min(end, fullStart);
+        await this.zeroPartial(offset, split - offset);
+        if (split < end) await this.zeroPartial(split, end - split);
         return;
       }
       if (offset < fullStart) await this.zeroPartial(offset, fullStart - offset);

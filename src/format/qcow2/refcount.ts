@@ -225,7 +225,7 @@ export class Refcounts {
   async allocate(count: number): Promise<number> {
     await this.host.beforeMetadataWrite();
     for (let attempt = 0; ; attempt++) {
-      if (attempt > 64) throw new FormatError('internal: cluster allocation does not settle');
+      if (attempt > 1024) throw new FormatError('internal: cluster allocation does not settle');
       const first = await this.findFree(count, this.freeHint);
       if (await this.ensureBlocks(first, count)) continue; // structure changed: search again
       await this.update(first, count, 1);
@@ -344,26 +344,41 @@ export class Refcounts {
   }
 
   /**
-   * A new refcount block for table index `t`, placed inside the range it
-   * covers (all of which is free, having no block), so it counts itself.
+   * A new refcount block for table index `t`, placed at the first free
+   * cluster (QEMU's alloc_refcount_block): if that cluster lies in the range
+   * the block covers, the block counts itself; otherwise the cluster is
+   * counted by the block of its own range (created first if missing).
    */
   private async createBlock(t: number): Promise<void> {
-    const base = t * this.perBlock;
-    const index = base === 0 ? 1 : base;
-    const block = new Uint8Array(this.clusterSize);
-    setRefcountEntry(block, index - base, this.bits, 1);
-    const offset = index * this.clusterSize;
-    // Refcount changes made so far go first, then the block, then the table entry.
-    await this.cache.flush();
-    await this.host.write(offset, block);
-    await this.host.flush();
-    const entry = new Uint8Array(REFT_ENTRY_BYTES);
-    setU64(new DataView(entry.buffer), 0, offset);
-    await this.host.write(this.tableOffset + t * REFT_ENTRY_BYTES, entry);
-    await this.host.flush();
-    this.table[t] = offset;
-    await this.cache.install(offset, block, false);
-    this.highWater = Math.max(this.highWater, index + 1);
+    for (let attempt = 0; ; attempt++) {
+      if (attempt > 64) throw new FormatError('internal: refcount block placement does not settle');
+      const index = await this.findFree(1, this.freeHint);
+      const home = Math.floor(index / this.perBlock);
+      const block = new Uint8Array(this.clusterSize);
+      if (home === t) {
+        setRefcountEntry(block, index - t * this.perBlock, this.bits, 1);
+      } else if (this.blockOffset(home) === 0) {
+        if (home >= this.table.length) await this.growTable(home);
+        else await this.createBlock(home);
+        continue;
+      } else {
+        await this.update(index, 1, 1);
+      }
+      const offset = index * this.clusterSize;
+      // Refcount changes made so far go first, then the block, then the table entry.
+      await this.cache.flush();
+      await this.host.write(offset, block);
+      await this.host.flush();
+      const entry = new Uint8Array(REFT_ENTRY_BYTES);
+      setU64(new DataView(entry.buffer), 0, offset);
+      await this.host.write(this.tableOffset + t * REFT_ENTRY_BYTES, entry);
+      await this.host.flush();
+      this.table[t] = offset;
+      await this.cache.install(offset, block, false);
+      this.highWater = Math.max(this.highWater, index + 1);
+      this.freeHint = Math.max(this.freeHint, index + 1);
+      return;
+    }
   }
 
   /** One past the highest cluster in use (from the counts, the file size and this session's allocations). */
