@@ -1,6 +1,11 @@
 /** The command table: each command names its usage, help text and runner. */
 import { infoCommand } from './cmd-info.js';
 import { mirrorCommand } from './cmd-mirror.js';
+import { checkCommand } from './cmd-check.js';
+import { compareCommand } from './cmd-compare.js';
+import { convertCommand } from './cmd-convert.js';
+import { createCommand } from './cmd-create.js';
+import { mapCommand } from './cmd-map.js';
 
 export interface Command {
   usage: string;
@@ -13,4 +18,9 @@ export interface Command {
 export const COMMANDS: Record<string, Command> = {
   info: infoCommand,
   mirror: mirrorCommand,
+  check: checkCommand,
+  map: mapCommand,
+  create: createCommand,
+  compare: compareCommand,
+  convert: convertCommand,
 };

@@ -1,0 +1,62 @@
+/**
+ * diskmirror map: where the data of an image is, as qemu-img map prints it
+ * (JSON: start, length, depth, present, zero, data, offset), following the
+ * backing chain.
+ */
+import { parseArgs, UsageError } from './args.js';
+import type { Command } from './commands.js';
+import { checkFormat, openImageFile } from './node-images.js';
+import { type MapExtent, mapImage } from '../format/map.js';
+
+export function extentJson(e: MapExtent): string {
+  const offset = e.offset !== undefined ? `, "offset": ${e.offset}` : '';
+  return `{ "start": ${e.start}, "length": ${e.length}, "depth": ${e.depth}, "present": ${e.present}, "zero": ${e.zero}, "data": ${e.data}${offset}}`;
+}
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+export const mapCommand: Command = {
+  usage: 'map [-f FMT] [--output=human|json] IMAGE',
+  help: [
+    'Prints which ranges of IMAGE hold data, read as zeroes, or come from a backing image.',
+    'JSON extents: start, length, depth (0: the image itself), present, zero, data, offset (in the file, for data stored as is).',
+  ].join('\n'),
+  errorExit: 1,
+  async run(argv) {
+    const { options, positionals } = parseArgs(argv, [
+      { name: 'format', short: 'f', value: true },
+      { name: 'output', value: true },
+    ]);
+    if (positionals.length !== 1) throw new UsageError('expected exactly one IMAGE');
+    const output = (options.output as string | undefined) ?? 'human';
+    if (output !== 'human' && output !== 'json') throw new UsageError(`--output must be human or json, not '${output}'`);
+    const format = checkFormat(options.format as string | undefined);
+    const image = await openImageFile(positionals[0]!, { readOnly: true, ...(format ? { format } : {}) });
+    try {
+      const out: string[] = [];
+      const write = (s: string) => {
+        out.push(s);
+        if (out.length >= 4096) process.stdout.write(out.splice(0).join(''));
+      };
+      if (output === 'json') {
+        let first = true;
+        write('[');
+        await mapImage(image, (e) => {
+          write(`${first ? '' : ',\n'}${extentJson(e)}`);
+          first = false;
+        });
+        write(']\n');
+      } else {
+        write(`${'Offset'.padEnd(20)}${'Length'.padEnd(20)}${'Mapped to'.padEnd(20)}File\n`);
+        await mapImage(image, (e) => {
+          if (!e.data || e.offset === undefined) return;
+          write(`${hex(e.start).padEnd(20)}${hex(e.length).padEnd(20)}${hex(e.offset).padEnd(20)}${e.depth === 0 ? positionals[0] : `(backing depth ${e.depth})`}\n`);
+        });
+      }
+      process.stdout.write(out.join(''));
+      return 0;
+    } finally {
+      await image.close();
+    }
+  },
+};
