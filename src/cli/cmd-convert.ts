@@ -8,7 +8,7 @@
 import { parseArgs, UsageError } from './args.js';
 import type { Command } from './commands.js';
 import { parseCreateOptions } from './image-options.js';
-import { checkFormat, createImageFile, openImageFile } from './node-images.js';
+import { type CacheMode, checkFormat, createImageFile, openImageFile } from './node-images.js';
 import { type BlockStatus, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../format/image-format.js';
 import { type BlockJobInfo, MirrorJob } from '../mirror/mirror-job.js';
 import { parseSize } from '../util/size.js';
@@ -61,6 +61,8 @@ export interface ConvertOptions {
   onProgress?: (info: BlockJobInfo) => void;
   /** Bytes per mirror chunk (default: the target's cluster size, at least 64 KiB). */
   granularity?: number;
+  /** Flushes of the target (default unsafe, as qemu-img convert). */
+  cache?: CacheMode;
 }
 
 /** Converts `src` into a new image at `dst`; resolves when DST is complete and closed. */
@@ -72,7 +74,7 @@ export async function convertImage(src: string, dst: string, o: ConvertOptions):
     const size = Math.ceil(source.size / 512) * 512;
     if (size !== source.size) source = new ZeroPadded(source, size);
     if (o.compress && o.targetFormat !== 'qcow2') throw new UsageError('-c (compressed) needs -O qcow2');
-    target = await createImageFile(dst, { format: o.targetFormat, size, ...o.create, ...(o.compress ? { compress: true } : {}) });
+    target = await createImageFile(dst, { format: o.targetFormat, size, ...o.create, cache: o.cache ?? 'unsafe', ...(o.compress ? { compress: true } : {}) });
     const info = await target.info();
     const granularity = o.granularity ?? (info.clusterSize && info.clusterSize > 65536 ? info.clusterSize : undefined);
     const job = await MirrorJob.create({
@@ -116,11 +118,13 @@ function progressBar(): { update(info: BlockJobInfo): void; done(): void } {
 }
 
 export const convertCommand: Command = {
-  usage: 'convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-p] [-q] SRC DST',
+  usage: 'convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-p] [-q] [-t unsafe|writeback] SRC DST',
   help: [
     'Copies SRC (any format, backing chain followed) into a new image DST (format -O, default raw),',
     'with the mirror engine: zero ranges are skipped, DST is complete when this exits 0.',
     '-o takes the options of create; -c stores whole clusters compressed (qcow2, zlib); -p shows progress.',
+    '-t: the cache mode of DST. unsafe (the default, as qemu-img convert) skips flushes; writeback',
+    '  flushes as it goes and at the end, so DST is on disk when this exits.',
   ].join('\n'),
   errorExit: 1,
   async run(argv) {
@@ -132,6 +136,7 @@ export const convertCommand: Command = {
       { name: 'progress', short: 'p' },
       { name: 'quiet', short: 'q' },
       { name: 'granularity', value: true },
+      { name: 'cache', short: 't', value: true },
     ]);
     if (positionals.length !== 2) throw new UsageError('expected SRC and DST');
     const [src, dst] = positionals as [string, string];
@@ -141,6 +146,8 @@ export const convertCommand: Command = {
     if (create.size !== undefined) throw new UsageError('convert takes the size from SRC (no size option)');
     if (create.backingFile !== undefined) throw new UsageError('convert makes a complete copy: no backing_file option');
     const compress = Boolean(options.compress);
+    const cache = (options.cache as string | undefined) ?? 'unsafe';
+    if (cache !== 'unsafe' && cache !== 'writeback') throw new UsageError(`-t must be unsafe or writeback, not '${cache}'`);
     const bar = options.progress && !options.quiet && process.stdout.isTTY ? progressBar() : null;
     const granularity = options.granularity !== undefined ? parseSize(options.granularity as string, '--granularity') : undefined;
     await convertImage(src, dst, {
@@ -150,6 +157,7 @@ export const convertCommand: Command = {
       compress,
       ...(bar ? { onProgress: bar.update } : {}),
       ...(granularity ? { granularity } : {}),
+      cache,
     });
     bar?.done();
     return 0;

@@ -1,5 +1,6 @@
 /** Images as files on disk, for the CLI: open (probing the format, following backing chains), create. */
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
+import type { BlockDevice } from '../block/block-device.js';
 import { NodeFileDevice } from '../block/node-file.js';
 import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from '../format/image-format.js';
 import { type BackingResolver, type CreateImageOptions, createImage, openImage } from '../format/open.js';
@@ -41,14 +42,47 @@ export async function openImageFile(path: string, options: OpenFileOptions = {})
   }
 }
 
-export type CreateOptions = CreateImageOptions & { compress?: boolean };
+/**
+ * How a created image treats flushes: 'writeback' flushes when asked;
+ * 'unsafe' ignores flushes while the image is open and flushes nothing
+ * (qemu-img convert's default for its target: a copy cut short is useless
+ * anyway, and the ordering flushes cost more than the copy).
+ */
+export type CacheMode = 'writeback' | 'unsafe';
+
+/** A device whose flushes do nothing. */
+class UnsafeCacheDevice implements BlockDevice {
+  constructor(private readonly inner: BlockDevice) {}
+  get size(): number {
+    return this.inner.size;
+  }
+  get readOnly(): boolean {
+    return this.inner.readOnly;
+  }
+  read(offset: number, into: Uint8Array): Promise<void> {
+    return this.inner.read(offset, into);
+  }
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.inner.write(offset, data);
+  }
+  async flush(): Promise<void> {}
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+  resize(bytes: number): Promise<void> {
+    return this.inner.resize!(bytes);
+  }
+}
+
+export type CreateOptions = CreateImageOptions & { compress?: boolean; cache?: CacheMode };
 
 /** Creates (or truncates and recreates) an image file and opens it read-write. */
 export async function createImageFile(path: string, options: CreateOptions): Promise<ImageFormat> {
-  const file = await NodeFileDevice.open(path, { create: true });
+  const node = await NodeFileDevice.open(path, { create: true });
+  const file: BlockDevice = options.cache === 'unsafe' ? new UnsafeCacheDevice(node) : node;
   try {
-    if (file.size !== 0) await file.resize(0);
-    const { compress, ...create } = options;
+    if (file.size !== 0) await file.resize!(0);
+    const { compress, cache: _cache, ...create } = options;
     return await createImage(file, create, { name: resolvePath(path), resolve: nodeResolver, ...(compress ? { compress: true } : {}) });
   } catch (err) {
     await file.close();
