@@ -7,7 +7,8 @@ import { expect } from 'vitest';
 import { openImageFile } from '../../src/cli/node-images.js';
 import type { ImageFormat } from '../../src/format/image-format.js';
 import { mapImage, type MapExtent } from '../../src/format/map.js';
-import { normalizeRanges, qemuImg, qemuIo, qemuMap } from '../helpers/qemu.js';
+import { convertImage } from '../../src/cli/cmd-convert.js';
+import { normalizeRanges, qemuCheck, qemuCompare, qemuImg, qemuIo, qemuMap } from '../helpers/qemu.js';
 import { randInt, rng } from '../helpers/random.js';
 
 /** Test data that compresses in places: per 4 KiB block random bytes, text, a byte run, or zeroes. */
@@ -76,6 +77,20 @@ export async function verifyAgainstQemu(path: string, scratch: string): Promise<
     await verifyMap(image, path);
   } finally {
     await image.close();
+  }
+}
+
+/** diskmirror convert to qcow2 and to raw: qemu-img checks the qcow2 and compares both with the source. */
+export async function verifyConvert(path: string, scratch: string): Promise<void> {
+  for (const targetFormat of ['qcow2', 'raw'] as const) {
+    const out = `${scratch}.${targetFormat}`;
+    await convertImage(path, out, { targetFormat, create: {}, compress: false });
+    if (targetFormat === 'qcow2') {
+      const check = await qemuCheck(out);
+      expect(check.code, `qemu-img check of the converted image: ${check.stderr}`).toBe(0);
+    }
+    const cmp = await qemuCompare(path, out);
+    expect(cmp.stdout + cmp.stderr, `qemu-img compare ${path} ${out}`).toMatch(/^Images are identical/);
   }
 }
 

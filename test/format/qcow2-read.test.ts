@@ -9,7 +9,7 @@ import { Qcow2Image } from '../../src/format/qcow2/image.js';
 import { createQcow2 } from '../../src/format/qcow2/create.js';
 import { NodeFileDevice } from '../../src/block/node-file.js';
 import { haveQemu, qemuImg, qemuIo, run, tempDir } from '../helpers/qemu.js';
-import { qemuIoBatched, randomOps, verifyAgainstQemu, verifyMap, writeMixed } from './qcow2-images.js';
+import { qemuIoBatched, randomOps, verifyAgainstQemu, verifyConvert, verifyMap, writeMixed } from './qcow2-images.js';
 
 const MiB = 1 << 20;
 let dir: ReturnType<typeof tempDir>;
@@ -278,6 +278,7 @@ describe('qcow2 read: snapshots, lazy refcounts, preallocation, size, fragmentat
     } finally {
       await image.close();
     }
+    await verifyConvert(path, name('raw'));
   });
 
   it('a fragmented image from many random writes', async () => {
