@@ -57,7 +57,9 @@ export class JobPanel {
     byId<HTMLSelectElement>('job-select').addEventListener('change', (e) => this.select((e.target as HTMLSelectElement).value));
     byId('stop-resume').addEventListener('click', () => void this.dialogAction('resume'));
     byId('stop-cancel').addEventListener('click', () => void this.dialogAction('cancel'));
-    this.dialog.addEventListener('cancel', (e) => e.preventDefault()); // Escape must not hide a stopped job
+    // Escape (or Close) leaves the job paused: free some space or remove a fault, then Resume from the panel.
+    this.dialog.addEventListener('cancel', () => (this.dialogJob = null));
+    byId('stop-close').addEventListener('click', () => this.closeDialog());
     byId('bitmap-legend').replaceChildren(
       ...(Object.keys(COLOURS) as CellState[]).map((k) => h('span', {}, h('i', { style: `background:${COLOURS[k]}` }), LABELS[k])),
     );
@@ -239,7 +241,7 @@ export class JobPanel {
     byId('stop-title').textContent = `Job ${id} stopped: ${side} ${error.operation} error`;
     byId('stop-text').textContent =
       `The ${side} ${error.operation === 'read' ? 'read' : 'write'} of ${range} failed with ${error.errno}. ` +
-      `The on-${side}-error policy paused the job; the range stays dirty and is retried on Resume. (${error.message})`;
+      `The on-${side}-error policy paused the job; the range stays dirty and is retried on Resume. Close keeps the job paused (to remove a fault or free space first). (${error.message})`;
     this.dialogJob = id;
     if (!this.dialog.open) this.dialog.showModal();
   }

@@ -40,11 +40,12 @@ self.addEventListener('fetch', (event) => {
         try {
           return await fetch(request);
         } catch {
-          return (await cache.match(new URL('./', self.registration.scope).href)) ?? Response.error();
+          return (await cache.match(new URL('./', self.registration.scope).href, { ignoreVary: true })) ?? Response.error();
         }
       }
       // Hashed assets never change: cache first.
-      const hit = await cache.match(request);
+      // ignoreVary: the server may vary on Origin, and module scripts carry one.
+      const hit = await cache.match(request, { ignoreVary: true });
       if (hit) return hit;
       return fetch(request);
     })(),

@@ -1,0 +1,77 @@
+/** Steps a person takes in the app, by the names they see. */
+import type { Page, TestInfo } from '@playwright/test';
+import { expect } from './fixtures.js';
+
+export async function openApp(page: Page): Promise<void> {
+  page.on('dialog', (d) => void d.accept()); // confirm() before a delete
+  await page.goto('/');
+  await expect(page.locator('body[data-ready="true"]')).toBeAttached();
+}
+
+export async function makeDemo(page: Page): Promise<void> {
+  await page.getByRole('button', { name: 'New demo image' }).click();
+  await expect(page.getByRole('rowheader', { name: 'demo.raw', exact: true })).toBeVisible();
+}
+
+export interface MirrorForm {
+  source: string;
+  target: string;
+  targetFormat?: 'raw' | 'qcow2';
+  speed?: string;
+  onSourceError?: string;
+  onTargetError?: string;
+  copyMode?: string;
+  sync?: string;
+}
+
+export async function startMirror(page: Page, f: MirrorForm): Promise<void> {
+  await page.getByRole('combobox', { name: 'Source', exact: true }).selectOption({ label: f.source });
+  await page.getByLabel('Target', { exact: true }).fill(f.target);
+  await page.getByLabel('Target format').selectOption(f.targetFormat ?? '');
+  if (f.sync) await page.getByLabel('Sync').selectOption(f.sync);
+  await page.getByLabel('Speed limit').fill(f.speed ?? '');
+  await page.getByLabel('On source error').selectOption(f.onSourceError ?? 'report');
+  await page.getByLabel('On target error').selectOption(f.onTargetError ?? 'report');
+  await page.getByLabel('Copy mode').selectOption(f.copyMode ?? 'background');
+  await page.getByRole('button', { name: 'Start mirror' }).click();
+  await expect(page.getByRole('status', { name: 'Job state' })).toContainText(/running|ready/);
+}
+
+export const jobState = (page: Page) => page.getByRole('status', { name: 'Job state' });
+
+export async function waitReadyAndComplete(page: Page): Promise<void> {
+  await expect(jobState(page)).toContainText('— ready', { timeout: 60_000 });
+  await page.getByRole('button', { name: 'Complete', exact: true }).click();
+  await expect(jobState(page)).toContainText(/— (concluded|null)/, { timeout: 60_000 });
+}
+
+export async function addFault(page: Page, f: { side: string; op: string; errno: string; offset: string; length: string; once: boolean }): Promise<void> {
+  await page.getByLabel('Fault side').selectOption(f.side);
+  await page.getByLabel('Fault operation').selectOption(f.op);
+  await page.getByLabel('Fault error').selectOption(f.errno);
+  await page.getByLabel('Fault offset').fill(f.offset);
+  await page.getByLabel('Fault length').fill(f.length);
+  await page.getByLabel('Once').setChecked(f.once);
+  await page.getByRole('button', { name: 'Add fault' }).click();
+  await expect(page.getByRole('list', { name: 'Fault rules' }).getByRole('listitem').first()).toBeVisible();
+}
+
+/** SHA-256 of an image file in OPFS, computed in the page. */
+export async function opfsHash(page: Page, name: string): Promise<string> {
+  return page.evaluate(async (n) => {
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('images');
+    const file = await (await dir.getFileHandle(n)).getFile();
+    const digest = await crypto.subtle.digest('SHA-256', await file.arrayBuffer());
+    return [...new Uint8Array(digest)].map((x) => x.toString(16).padStart(2, '0')).join('');
+  }, name);
+}
+
+/** The events in the log, parsed. */
+export async function loggedEvents(page: Page): Promise<{ event: string; data: Record<string, unknown> }[]> {
+  const lines = await page.getByRole('log', { name: 'Events' }).getByRole('listitem').allTextContents();
+  return lines.map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown> });
+}
+
+export async function shot(page: Page, testInfo: TestInfo, name: string): Promise<void> {
+  await page.screenshot({ path: testInfo.outputPath(`${name}.png`), fullPage: true });
+}
