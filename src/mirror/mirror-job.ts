@@ -964,6 +964,8 @@ export class MirrorJob {
       }
     } else {
       this.setStatus('aborting');
+      // A failed job can be resumed once its cause is fixed: keep its latest state.
+      if (outcome === 'failed') await this.checkpoint();
       if (outcome === 'failed') {
         result.error = describeFailure(this.failure!);
         result.errno = this.failure!.code;
@@ -979,7 +981,8 @@ export class MirrorJob {
       while (!this.dismissRequested) await this.sleep();
     }
     this.setStatus('null');
-    if (this.checkpointer && outcome === 'completed') await this.checkpointer.remove(this.id).catch(() => {});
+    // A failed job keeps its checkpoint (fix the cause, then resume); a finished or cancelled one is done with it.
+    if (this.checkpointer && outcome !== 'failed') await this.checkpointer.remove(this.id).catch(() => {});
     this.resolveFinished(result);
   }
 

@@ -61,10 +61,13 @@ describe('diskmirror mirror, plain mode', () => {
 
   it('report: the error on stderr, exit 1', async () => {
     const src = source(2 * MiB);
-    const r = await run(['mirror', '--inject', 'target:write:EIO:1M', src.path, target()]);
+    const dst = target();
+    const r = await run(['mirror', '--inject', 'target:write:EIO:1M', src.path, dst]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/write error \(EIO\)/);
     expect(r.stderr).toMatch(/the job failed: Input\/output error/);
+    // A failed job keeps its checkpoint: fix the cause and --resume.
+    expect(existsSync(`${dst}.dmcheckpoint`)).toBe(true);
   });
 
   it('stop without a terminal: waits for "resume" on stdin, then completes', async () => {
@@ -96,9 +99,12 @@ describe('diskmirror mirror, plain mode', () => {
 
   it('stop, then "cancel" on stdin: exit 1', async () => {
     const src = source(2 * MiB, 3);
-    const r = await run(['mirror', '--inject', 'source:read:EIO:1M:once', '--on-source-error', 'stop', src.path, target()], 'cancel\n');
+    const dst = target();
+    const r = await run(['mirror', '--inject', 'source:read:EIO:1M:once', '--on-source-error', 'stop', src.path, dst], 'cancel\n');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/cancelled/);
+    // Cancelled on purpose: nothing to resume.
+    expect(existsSync(`${dst}.dmcheckpoint`)).toBe(false);
   });
 });
 
