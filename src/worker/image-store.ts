@@ -5,9 +5,8 @@
 import { BlockError } from '../block/block-device.js';
 import { OpfsDevice } from '../block/opfs.js';
 import { type FormatName, type ImageFormat, FormatError } from '../format/image-format.js';
-import { openImage } from '../format/open.js';
+import { createImage, openImage, type BackingResolver } from '../format/open.js';
 import { probeFormat } from '../format/probe.js';
-import { RawImage } from '../format/raw.js';
 import { writeDemoImage, DEMO_IMAGE_BYTES } from '../format/demo.js';
 import { IMAGE_DIRECTORY } from './paths.js';
 
@@ -85,32 +84,37 @@ export class ImageStore {
     return entry;
   }
 
+  /** Backing files live in the same directory, named as the image's header names them. */
+  private async resolver(): Promise<BackingResolver> {
+    const dir = await this.directory();
+    return async (backing, o) => {
+      // A path names the file by its last part: everything lives in one directory here.
+      const base = backing.split(/[/\\]/).pop() ?? backing;
+      return { device: await OpfsDevice.open(dir, checkImageName(base), { readOnly: o.readOnly }), name: base };
+    };
+  }
+
   /** Opens an image for a job; the caller closes it. */
   async open(name: string, options: { readOnly?: boolean; format?: FormatName } = {}): Promise<ImageFormat> {
     const dir = await this.directory();
     const device = await OpfsDevice.open(dir, checkImageName(name), { readOnly: options.readOnly ?? false });
     try {
-      return await openImage(device, {
-        name,
-        ...(options.format ? { format: options.format } : {}),
-        resolve: (backing, o) => OpfsDevice.open(dir, checkImageName(backing), { readOnly: o.readOnly }),
-      });
+      return await openImage(device, { name, ...(options.format ? { format: options.format } : {}), resolve: await this.resolver() });
     } catch (err) {
       await device.close();
       throw err;
     }
   }
 
-  /** Creates a blank image; refuses to overwrite an existing one. */
+  /** Creates a blank image (qcow2 with QEMU's defaults, or sparse raw); refuses to overwrite one. */
   async create(name: string, format: FormatName, virtualSize: number): Promise<ImageFormat> {
     if (await this.exists(name)) throw new BlockError('EEXIST', 'open', 0, 0, `an image named "${name}" already exists`);
-    if (format !== 'raw') throw new FormatError(`Creating ${format} images is not supported yet`, 'format');
     const dir = await this.directory();
     const device = await OpfsDevice.open(dir, checkImageName(name), { create: true });
     try {
-      return await RawImage.create(device, virtualSize);
+      return await createImage(device, { format, size: virtualSize }, { name, resolve: await this.resolver() });
     } catch (err) {
-      await device.close();
+      await device.close().catch(() => {});
       await this.remove(name).catch(() => {});
       throw err;
     }

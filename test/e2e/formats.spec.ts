@@ -1,0 +1,85 @@
+/**
+ * Images qemu-img made, brought into the page, mirrored into OPFS in both
+ * formats, downloaded, and judged by qemu-img compare and check.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test, expect } from './fixtures.js';
+import { jobState, openApp, shot, startMirror, waitReadyAndComplete } from './app.js';
+import { startFileServer, type FileServer } from '../helpers/file-server.js';
+import { qemuCheck, qemuCompare, requireQemuImg } from '../helpers/qemu-oracle.js';
+
+let dir: string;
+let server: FileServer;
+
+test.beforeAll(async () => {
+  requireQemuImg();
+  dir = mkdtempSync(join(tmpdir(), 'diskmirror-e2e-formats-'));
+  const q = join(dir, 'made.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', q, '12M']);
+  execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xa5 0 3M', '-c', 'write -z 4M 2M', '-c', 'write -P 0x3c 7M 512K', '-c', 'write -c -P 0x11 9M 128K', '-c', 'discard 1M 64K', q]);
+  const r = join(dir, 'made.raw');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'raw', r, '10M']);
+  execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 512K 2M', '-c', 'write -P 0x77 8M 1M', r]);
+  server = await startFileServer(dir);
+});
+test.afterAll(async () => {
+  await server?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function importUrl(page: import('@playwright/test').Page, name: string): Promise<void> {
+  await page.getByLabel('Image URL').fill(server.url(name));
+  await page.getByRole('button', { name: 'Import from URL' }).click();
+  await waitReadyAndComplete(page);
+  await expect(page.getByRole('rowheader', { name, exact: true })).toBeVisible();
+}
+
+async function download(page: import('@playwright/test').Page, name: string, path: string): Promise<void> {
+  const event = page.waitForEvent('download');
+  await page.getByRole('button', { name: `Download ${name}`, exact: true }).click();
+  await (await event).saveAs(path);
+}
+
+test('qcow2 and raw images made by qemu-img, mirrored into OPFS as raw and as qcow2, download equal to the originals', async ({ page }, testInfo) => {
+  test.setTimeout(240_000);
+  await page.addInitScript(() => delete (window as unknown as { showSaveFilePicker?: unknown }).showSaveFilePicker);
+  await openApp(page);
+  await importUrl(page, 'made.qcow2');
+  await importUrl(page, 'made.raw');
+  await expect(page.getByRole('row', { name: /made\.qcow2/ }).getByRole('cell', { name: 'qcow2', exact: true })).toBeVisible();
+  for (const source of ['made.qcow2', 'made.raw']) {
+    for (const format of ['raw', 'qcow2'] as const) {
+      const target = `${source.replace('.', '-')}-copy.${format}`;
+      await startMirror(page, { source, target, targetFormat: format });
+      await waitReadyAndComplete(page);
+      const out = testInfo.outputPath(target);
+      await download(page, target, out);
+      const compare = qemuCompare(join(dir, source), out);
+      expect(compare.code, `${source} -> ${target}: ${compare.output}`).toBe(0);
+      if (format === 'qcow2') {
+        const check = qemuCheck(out);
+        expect(check.code, `${target}: ${check.output}`).toBe(0);
+      }
+    }
+  }
+  await shot(page, testInfo, 'formats');
+});
+
+test('a blank qcow2 made by Create image passes qemu-img check and reads as zeroes', async ({ page }, testInfo) => {
+  await page.addInitScript(() => delete (window as unknown as { showSaveFilePicker?: unknown }).showSaveFilePicker);
+  await openApp(page);
+  await page.getByLabel('Image name').fill('blank.qcow2');
+  await page.getByLabel('Image size').fill('3G');
+  await page.getByLabel('Image format').selectOption('qcow2');
+  await page.getByRole('button', { name: 'Create image' }).click();
+  const row = page.getByRole('row', { name: /blank\.qcow2/ });
+  await expect(row.getByRole('cell', { name: '3.00 GiB' })).toBeVisible();
+  const out = testInfo.outputPath('blank.qcow2');
+  await download(page, 'blank.qcow2', out);
+  expect(qemuCheck(out).code).toBe(0);
+  expect(execFileSync('qemu-img', ['info', '--output=json', out], { encoding: 'utf8' })).toMatch(/"virtual-size": 3221225472/);
+  await expect(jobState(page)).toContainText('No job yet');
+});
