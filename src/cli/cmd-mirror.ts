@@ -10,7 +10,7 @@
  * 130.
  */
 import { existsSync, renameSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { parseArgs, UsageError } from './args.js';
 import type { Command } from './commands.js';
@@ -129,10 +129,20 @@ async function open(argv: string[]): Promise<Opened & { qmp: boolean; progress: 
     if (checkpoint && targetCreated) throw new UsageError(`cannot resume: ${dstPath} no longer exists`);
     const dstFormat = checkFormat((o['target-format'] as string | undefined) ?? checkpoint?.targetFormat);
     if (targetCreated) {
+      // sync=top copies only the top image: the new target sits on the source's backing file, as drive-mirror makes it.
+      const format = dstFormat ?? source.format;
+      const sourceInfo = await source.info();
+      const onBacking = options.sync === 'top' && sourceInfo.backingFile !== undefined;
+      if (onBacking && format !== 'qcow2') {
+        throw new UsageError(`--sync top needs a target that can have a backing file: use -O qcow2 (the source's backing file is ${sourceInfo.backingFile})`);
+      }
+      const backing = onBacking
+        ? { backingFile: resolve(dirname(resolve(srcPath)), sourceInfo.backingFile!), ...(sourceInfo.backingFormat ? { backingFormat: sourceInfo.backingFormat } : {}) }
+        : {};
       // Made under a temporary name and renamed once whole, so an interruption
       // never leaves a half-made target behind under the real name.
       const partial = `${dstPath}.creating`;
-      target = await createImageFile(partial, { format: dstFormat ?? source.format, size: source.size });
+      target = await createImageFile(partial, { format, size: source.size, ...backing });
       renameSync(partial, dstPath);
     } else {
       target = await openImageFile(dstPath, dstFormat ? { format: dstFormat } : {});
