@@ -69,14 +69,16 @@ export class ImageStore {
     const entry: ImageEntry = { name, format: 'raw', virtualSize: file.size, fileSize: file.size };
     try {
       const device = await OpfsDevice.open(dir, name, { readOnly: true });
+      let image: ImageFormat | undefined;
       try {
         entry.format = await probeFormat(device);
-        const image = await openImage(device, { format: entry.format, name });
+        image = await openImage(device, { format: entry.format, name, resolve: await this.resolver() });
         const info = await image.info();
         entry.virtualSize = info.virtualSize;
         if (info.backingFile) entry.backingFile = info.backingFile;
       } finally {
-        await device.close();
+        // Closing the image closes its backing chain too.
+        await (image ?? device).close();
       }
     } catch (err) {
       entry.note = err instanceof BlockError && err.code === 'EBUSY' ? 'in use' : (err as Error).message;
@@ -107,12 +109,13 @@ export class ImageStore {
   }
 
   /** Creates a blank image (qcow2 with QEMU's defaults, or sparse raw); refuses to overwrite one. */
-  async create(name: string, format: FormatName, virtualSize: number): Promise<ImageFormat> {
+  async create(name: string, format: FormatName, virtualSize: number, backing?: { file: string; format?: FormatName }): Promise<ImageFormat> {
     if (await this.exists(name)) throw new BlockError('EEXIST', 'open', 0, 0, `an image named "${name}" already exists`);
     const dir = await this.directory();
     const device = await OpfsDevice.open(dir, checkImageName(name), { create: true });
     try {
-      return await createImage(device, { format, size: virtualSize }, { name, resolve: await this.resolver() });
+      const onBacking = backing ? { backingFile: backing.file, ...(backing.format ? { backingFormat: backing.format } : {}) } : {};
+      return await createImage(device, { format, size: virtualSize, ...onBacking }, { name, resolve: await this.resolver() });
     } catch (err) {
       await device.close().catch(() => {});
       await this.remove(name).catch(() => {});

@@ -122,7 +122,17 @@ async function launch(l: Launch): Promise<string> {
     checkImageName(l.target);
     const targetCreated = !(await store.exists(l.target));
     if (l.resume && targetCreated) throw new BlockError('ENOENT', 'open', 0, 0, `the target "${l.target}" is gone; the job cannot resume`);
-    target = targetCreated ? await store.create(l.target, l.targetFormat, l.source.size) : await store.open(l.target);
+    if (targetCreated) {
+      // sync=top copies only the top image: a new target sits on the source's backing file (same directory).
+      const info = await l.source.info();
+      const backing = l.options.sync === 'top' && info.backingFile ? { file: info.backingFile.split(/[/\\]/).pop()!, ...(info.backingFormat ? { format: info.backingFormat } : {}) } : undefined;
+      if (backing && l.targetFormat !== 'qcow2') {
+        throw new FormatError(`sync "top" needs a target that can have a backing file: choose qcow2 (the source's backing file is ${info.backingFile})`, 'format');
+      }
+      target = await store.create(l.target, l.targetFormat, l.source.size, backing);
+    } else {
+      target = await store.open(l.target);
+    }
     const faults = { source: new FaultRules(), target: new FaultRules() };
     const job = await MirrorJob.create({
       source: new FaultImage(l.source, faults.source),

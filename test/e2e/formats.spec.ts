@@ -23,6 +23,10 @@ test.beforeAll(async () => {
   const r = join(dir, 'made.raw');
   execFileSync('qemu-img', ['create', '-q', '-f', 'raw', r, '10M']);
   execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 512K 2M', '-c', 'write -P 0x77 8M 1M', r]);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', join(dir, 'base.qcow2'), '6M']);
+  execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x61 0 6M', join(dir, 'base.qcow2')]);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', join(dir, 'over.qcow2')]);
+  execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x62 1M 256K', '-c', 'write -z 3M 1M', join(dir, 'over.qcow2')]);
   server = await startFileServer(dir);
 });
 test.afterAll(async () => {
@@ -82,4 +86,25 @@ test('a blank qcow2 made by Create image passes qemu-img check and reads as zero
   expect(qemuCheck(out).code).toBe(0);
   expect(execFileSync('qemu-img', ['info', '--output=json', out], { encoding: 'utf8' })).toMatch(/"virtual-size": 3221225472/);
   await expect(jobState(page)).toContainText('No job yet');
+});
+
+test('sync top over a backing chain in OPFS: the copy keeps the backing file and holds only the top', async ({ page }, testInfo) => {
+  await page.addInitScript(() => delete (window as unknown as { showSaveFilePicker?: unknown }).showSaveFilePicker);
+  await openApp(page);
+  await importUrl(page, 'base.qcow2');
+  await importUrl(page, 'over.qcow2');
+  await expect(page.getByRole('row', { name: /over\.qcow2/ }).getByRole('cell', { name: 'base.qcow2', exact: true })).toBeVisible();
+  await startMirror(page, { source: 'over.qcow2', target: 'over-top.qcow2', targetFormat: 'qcow2', sync: 'top' });
+  await waitReadyAndComplete(page);
+  // Downloaded next to the original base, the copy reads like the original overlay.
+  const out = join(dir, 'over-top.qcow2');
+  await download(page, 'over-top.qcow2', out);
+  const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', out], { encoding: 'utf8' })) as { 'backing-filename'?: string };
+  expect(info['backing-filename']).toBe('base.qcow2');
+  expect(qemuCompare(join(dir, 'over.qcow2'), out).code).toBe(0);
+  expect(qemuCheck(out).code).toBe(0);
+  const map = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', out], { encoding: 'utf8' })) as { depth: number; length: number }[];
+  const ownBytes = map.filter((e) => e.depth === 0).reduce((n, e) => n + e.length, 0);
+  expect(ownBytes).toBe(256 * 1024 + 1024 * 1024);
+  await shot(page, testInfo, 'sync-top');
 });
