@@ -20,6 +20,7 @@ import { ProgressLine } from './progress.js';
 import { FaultRules } from '../block/fault.js';
 import { FaultImage } from '../format/fault-image.js';
 import type { ImageFormat } from '../format/image-format.js';
+import { repairLeaks } from '../format/repair.js';
 import { CommandError, MirrorControl } from '../mirror/control.js';
 import { ERROR_POLICIES, type ErrorPolicy } from '../mirror/error-policy.js';
 import type { AnyQmpEvent } from '../mirror/events.js';
@@ -146,6 +147,8 @@ async function open(argv: string[]): Promise<Opened & { qmp: boolean; progress: 
       renameSync(partial, dstPath);
     } else {
       target = await openImageFile(dstPath, dstFormat ? { format: dstFormat } : {});
+      // An interrupted job may have left leaked clusters in a qcow2 target: give them back first.
+      await repairLeaks(target);
     }
     const faults = { source: new FaultRules(), target: new FaultRules() };
     for (const { side, rule } of injected) faults[side].add(rule);

@@ -531,6 +531,11 @@ export class MirrorJob {
       this.setStatus('running');
       this.busy = true;
       if (!this.resuming) await this.dirtyInit();
+      // The first checkpoint lands before any data moves: from here on, an interruption can resume.
+      if (this.checkpointer && !this.cancelRequested && !this.failure) {
+        this.lastCheckpoint = this.now();
+        await this.saveCheckpoint();
+      }
       if (!this.cancelRequested && !this.failure) await this.copyLoop();
     } catch (err) {
       // An error outside any policy (a bug, or the initial scan failing) fails the job.

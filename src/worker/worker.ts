@@ -11,6 +11,7 @@ import { HttpDevice } from '../block/http.js';
 import { FaultImage } from '../format/fault-image.js';
 import { type FormatName, type ImageFormat, FormatError } from '../format/image-format.js';
 import { openImage } from '../format/open.js';
+import { repairLeaks } from '../format/repair.js';
 import { RawImage } from '../format/raw.js';
 import { MirrorControl } from '../mirror/control.js';
 import type { AnyQmpEvent } from '../mirror/events.js';
@@ -132,6 +133,8 @@ async function launch(l: Launch): Promise<string> {
       target = await store.create(l.target, l.targetFormat, l.source.size, backing);
     } else {
       target = await store.open(l.target);
+      // An interrupted job may have left leaked clusters in a qcow2 target: give them back first.
+      await repairLeaks(target);
     }
     const faults = { source: new FaultRules(), target: new FaultRules() };
     const job = await MirrorJob.create({
