@@ -181,6 +181,7 @@ export class JobPanel {
       ['Throughput', view.paused || view.done ? '–' : `${formatSize(Math.max(0, view.rate))}/s`],
       ['ETA', view.done || view.paused ? '–' : view.ready ? 'ready: Complete to finish' : view.rate > 0 ? formatDuration((len - offset) / view.rate) : '–'],
       ['io-status', view.ioStatus],
+      ['Speed limit', p && p.info.speed > 0 ? `${formatSize(p.info.speed)}/s` : 'none'],
     ];
     if (p?.guest?.running) rows.push(['Guest', `${p.guest.writes} writes, ${formatSize(p.guest.bytesWritten)}`]);
     byId('job-stats').replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
