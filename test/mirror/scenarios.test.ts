@@ -296,3 +296,44 @@ describe('verbs refused in the wrong state change nothing', () => {
     expect(rec.names().slice(-6)).toEqual(['waiting', 'pending', 'BLOCK_JOB_PENDING', 'BLOCK_JOB_COMPLETED', 'concluded', 'null']);
   });
 });
+
+describe('errors after READY', () => {
+  it('stop: READY -> STANDBY, resume -> READY; the job stays ready', async () => {
+    const { job, rec, target, equal } = await setup({ options: { 'on-target-error': 'stop' } });
+    job.start();
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    target.faults.add(once('write', 100_000));
+    await job.sourceWrite(90_000, new Uint8Array(20_000).fill(9));
+    await waitForEvent(job, isStatus('standby'));
+    expect(job.query()).toMatchObject({ status: 'standby', ready: true, paused: true, 'io-status': 'failed' });
+    job.resume();
+    await waitForEvent(job, (e) => e.event === 'JOB_STATUS_CHANGE' && e.data.status === 'ready' && rec.names().includes('standby'));
+    await readyThenComplete(job);
+    expect(rec.names()).toEqual(['created', 'running', 'ready', 'BLOCK_JOB_READY', 'ERROR:write:stop', 'standby', 'ready', 'waiting', 'pending', 'BLOCK_JOB_COMPLETED', 'concluded', 'null']);
+    expect(equal()).toBe(true);
+  });
+
+  it('ignore: the error does not take the job out of READY', async () => {
+    const { job, rec, target, equal } = await setup({ options: { 'on-target-error': 'ignore' } });
+    job.start();
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    target.faults.add(once('write', 100_000));
+    await job.sourceWrite(90_000, new Uint8Array(20_000).fill(9));
+    await waitForEvent(job, isEvent('BLOCK_JOB_ERROR'));
+    expect(job.status).toBe('ready');
+    expect(job.ready).toBe(true);
+    await readyThenComplete(job);
+    expect(rec.names().filter((n) => n === 'ready')).toHaveLength(1);
+    expect(equal()).toBe(true);
+  });
+
+  it('report after READY fails the job: READY -> ABORTING', async () => {
+    const { job, rec, target } = await setup();
+    job.start();
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    target.faults.add(once('write', 100_000));
+    await job.sourceWrite(90_000, new Uint8Array(20_000).fill(9));
+    expect(await job.result).toMatchObject({ outcome: 'failed', error: 'Input/output error' });
+    expect(rec.names().slice(-6)).toEqual(['BLOCK_JOB_READY', 'ERROR:write:report', 'aborting', 'BLOCK_JOB_COMPLETED', 'concluded', 'null']);
+  });
+});
