@@ -179,7 +179,8 @@ async function open(argv: string[]): Promise<Opened & { qmp: boolean; progress: 
 function describeError(e: AnyQmpEvent): string {
   if (e.event !== 'BLOCK_JOB_ERROR') return '';
   const d = e.data;
-  return `${d.operation} error (${d.errno}) at bytes ${d.offset}..${d.offset + d.bytes}: ${d.message}; action: ${d.action}`;
+  const where = d.bytes > 0 ? `bytes ${d.offset}-${d.offset + d.bytes - 1}` : 'a flush';
+  return `${d.operation} error (${d.errno}) at ${where}: ${d.message}; action: ${d.action}`;
 }
 
 /** QMP mode: events out, commands in, until the job reaches null. */
@@ -316,7 +317,8 @@ export const mirrorCommand: Command = {
     const { job, source, target } = opened;
     const lines = createInterface({ input: process.stdin, terminal: false });
     const progress = opened.progress && process.stderr.isTTY ? new ProgressLine(process.stderr) : null;
-    if (progress) job.onProgress((p) => progress.update(p.offset, p.len));
+    // The bar stays quiet while a paused job waits for an answer.
+    if (progress) job.onProgress((p) => p.paused || progress.update(p.offset, p.len));
 
     let interrupted: (() => void) | null = null;
     const onSignal = () => interrupted?.();
