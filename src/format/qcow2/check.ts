@@ -62,30 +62,32 @@ class Counter {
     this.max = Math.min(bits >= 32 ? 0xffffffff : 2 ** bits - 1, 0xffffffff);
   }
 
-  /** Counts one reference to every cluster [offset, offset + bytes) touches. */
-  inc(offset: number, bytes: number): void {
-    if (bytes <= 0) return;
+  /** Counts `times` references to every cluster [offset, offset + bytes) touches. */
+  inc(offset: number, bytes: number, times = 1): void {
+    if (bytes <= 0 || times <= 0) return;
     const cs = 2 ** this.clusterBits;
     if (offset + bytes - this.fileBytes >= cs) {
-      report(this.result, 'corruptions', `ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${offset.toString(16)} size 0x${bytes.toString(16)}`);
+      report(this.result, 'corruptions', `ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${offset.toString(16)} size 0x${bytes.toString(16)}`, times);
       return;
     }
     const first = Math.floor(offset / cs);
     const last = Math.floor((offset + bytes - 1) / cs);
     for (let k = first; k <= last; k++) {
       if (k >= this.nbClusters) continue; // within the half-used last cluster
-      if (this.counts[k]! >= this.max) {
-        report(this.result, 'corruptions', `ERROR: overflow cluster offset=0x${(k * cs).toString(16)}`);
+      const now = this.counts[k]!;
+      if (now + times > this.max) {
+        report(this.result, 'corruptions', `ERROR: overflow cluster offset=0x${(k * cs).toString(16)}`, now + times - this.max);
+        this.counts[k] = this.max;
         continue;
       }
-      this.counts[k]!++;
+      this.counts[k] = now + times;
     }
   }
 }
 
-function report(result: CheckResult, kind: 'corruptions' | 'leaks' | 'checkErrors', message: string): void {
-  result[kind]++;
-  if (result.messages.length < MAX_MESSAGES) result.messages.push(message);
+function report(result: CheckResult, kind: 'corruptions' | 'leaks' | 'checkErrors', message: string, times = 1): void {
+  result[kind] += times;
+  if (result.messages.length < MAX_MESSAGES) result.messages.push(times > 1 ? `${message} (${times} times)` : message);
 }
 
 /** Reads the stored refcounts, block by block, remembering blocks that cannot be read. */
@@ -105,10 +107,12 @@ class StoredRefcounts {
     this.bad = new Uint8Array(entries);
     const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     for (let t = 0; t < entries; t++) {
-      const v = getU64(view, t * 8);
-      const offset = v - (v % 512);
-      this.table[t] = offset;
-      if (offset % h.clusterSize !== 0) this.bad[t] = 1;
+      const hi = view.getUint32(t * 8, false);
+      const lo = view.getUint32(t * 8 + 4, false);
+      // As QEMU: reserved bits are masked off; an unaligned block or one past 2^63 cannot be read.
+      const alignedLo = (lo & ~0x1ff) >>> 0;
+      this.table[t] = hi * 2 ** 32 + alignedLo;
+      if (alignedLo % h.clusterSize !== 0 || hi >= 0x80000000) this.bad[t] = 1;
     }
     this.perBlock = (h.clusterSize * 8) >> h.refcountOrder;
   }
@@ -157,10 +161,22 @@ async function calculate(image: Qcow2Image): Promise<Calculated> {
   const counter = new Counter(nbClusters, h.clusterBits, fileBytes, 1 << h.refcountOrder, result);
   counter.inc(0, cs); // header
 
-  await checkL1(image, counter, result, h.l1TableOffset, h.l1Size, true);
+  // L2 tables are walked once each, counted as many times as L1 entries name them.
+  const visits = new Map<number, { times: number; active: number }>();
+  await checkL1(image, counter, result, h.l1TableOffset, h.l1Size, true, visits);
 
   const snapshots = await image.snapshots();
+  if (h.version === VERSION_3) {
+    snapshots.snapshots.forEach((sn, i) => {
+      if (sn.extraBytes < 16) report(result, 'corruptions', `ERROR snapshot table entry ${i} is incomplete`);
+    });
+  }
   for (const sn of snapshots.snapshots) {
+    if (sn.l1TableOffset >= 2 ** 63) {
+      // Not a countable offset (QEMU's check fails on it as well).
+      report(result, 'checkErrors', `ERROR snapshot ${sn.id} (${sn.name}) l1_offset=0x${sn.l1TableOffset.toString(16)}: past 2^63`);
+      continue;
+    }
     if (sn.l1TableOffset % cs !== 0) {
       report(result, 'corruptions', `ERROR snapshot ${sn.id} (${sn.name}) l1_offset=0x${sn.l1TableOffset.toString(16)}: L1 table is not cluster aligned; snapshot table entry corrupted`);
       continue;
@@ -169,7 +185,14 @@ async function calculate(image: Qcow2Image): Promise<Calculated> {
       report(result, 'corruptions', `ERROR snapshot ${sn.id} (${sn.name}) l1_size=0x${sn.l1Size.toString(16)}: L1 table is too large; snapshot table entry corrupted`);
       continue;
     }
-    await checkL1(image, counter, result, sn.l1TableOffset, sn.l1Size, false);
+    await checkL1(image, counter, result, sn.l1TableOffset, sn.l1Size, false, visits);
+  }
+  const table = new Uint8Array(cs);
+  let nextContiguous = 0;
+  for (const [l2Offset, v] of visits) {
+    if (l2Offset >= fileBytes) continue; // reads as zeroes: no references
+    await image.io.read(l2Offset, table);
+    nextContiguous = checkL2(image, counter, result, table, v.times, v.active, nextContiguous);
   }
   counter.inc(h.snapshotsOffset, snapshots.bytes);
 
@@ -208,16 +231,24 @@ async function calculate(image: Qcow2Image): Promise<Calculated> {
   return { result, counter, stored: new StoredRefcounts(image, reftable), reftable };
 }
 
-async function checkL1(image: Qcow2Image, counter: Counter, result: CheckResult, l1Offset: number, l1Size: number, active: boolean): Promise<void> {
+async function checkL1(
+  image: Qcow2Image,
+  counter: Counter,
+  result: CheckResult,
+  l1Offset: number,
+  l1Size: number,
+  active: boolean,
+  visits: Map<number, { times: number; active: number }>,
+): Promise<void> {
   if (l1Size === 0) return;
   const h = image.header;
   const cs = h.clusterSize;
   counter.inc(l1Offset, l1Size * L1E_BYTES);
-  const l1 = new Uint8Array(l1Size * L1E_BYTES);
+  // Entries past the end of the file read as zeroes: only the part inside is read.
+  const inside = Math.max(0, Math.min(l1Size, Math.ceil((image.file.size - l1Offset) / L1E_BYTES)));
+  const l1 = new Uint8Array(inside * L1E_BYTES);
   await image.io.read(l1Offset, l1);
-  const l2 = new Uint8Array(cs);
-  let nextContiguous = 0;
-  for (let i = 0; i < l1Size; i++) {
+  for (let i = 0; i < inside; i++) {
     const hi = u32(l1, i * 8);
     const lo = u32(l1, i * 8 + 4);
     if (hi === 0 && lo === 0) continue;
@@ -229,12 +260,15 @@ async function checkL1(image: Qcow2Image, counter: Counter, result: CheckResult,
     if (l2Offset % cs !== 0) {
       report(result, 'corruptions', `ERROR l2_offset=${l2Offset.toString(16)}: Table is not cluster aligned; L1 entry corrupted`);
     }
-    await image.io.read(l2Offset, l2);
-    nextContiguous = checkL2(image, counter, result, l2, active, nextContiguous);
+    const v = visits.get(l2Offset) ?? { times: 0, active: 0 };
+    v.times++;
+    if (active) v.active++;
+    visits.set(l2Offset, v);
   }
 }
 
-function checkL2(image: Qcow2Image, counter: Counter, result: CheckResult, table: Uint8Array, active: boolean, nextContiguous: number): number {
+/** Counts the references of one L2 table, `times` over (`active` of them from the active L1). */
+function checkL2(image: Qcow2Image, counter: Counter, result: CheckResult, table: Uint8Array, times: number, active: number, nextContiguous: number): number {
   const h = image.header;
   const cs = h.clusterSize;
   const eb = h.l2EntryBytes;
@@ -246,31 +280,29 @@ function checkL2(image: Qcow2Image, counter: Counter, result: CheckResult, table
     const bmLo = h.extendedL2 ? u32(table, at + 12) : 0;
     const kind = classifyL2(hi, lo, h.extendedL2);
     if (kind !== 'compressed' && (hi & L2E_RESERVED_HI || lo & L2E_RESERVED_LO)) {
-      report(result, 'corruptions', `ERROR found l2 entry with reserved bits set: ${hex64(hi, lo)}`);
+      report(result, 'corruptions', `ERROR found l2 entry with reserved bits set: ${hex64(hi, lo)}`, times);
     }
     switch (kind) {
       case 'compressed': {
         const d = parseCompressed(hi, lo, h.clusterBits);
         if (isCopied(hi)) {
-          report(result, 'corruptions', `ERROR: coffset=0x${d.hostOffset.toString(16)}: copied flag must never be set for compressed clusters`);
+          report(result, 'corruptions', `ERROR: coffset=0x${d.hostOffset.toString(16)}: copied flag must never be set for compressed clusters`, times);
         }
         if (bmHi !== 0 || bmLo !== 0) {
-          report(result, 'corruptions', `ERROR compressed cluster ${i} with non-zero subcluster allocation bitmap, entry=${hex64(hi, lo)}`);
+          report(result, 'corruptions', `ERROR compressed cluster ${i} with non-zero subcluster allocation bitmap, entry=${hex64(hi, lo)}`, times);
           break;
         }
-        counter.inc(d.hostOffset, d.bytes);
-        if (active) {
-          result.allocatedClusters++;
-          result.compressedClusters++;
-          result.fragmentedClusters++;
-        }
+        counter.inc(d.hostOffset, d.bytes, times);
+        result.allocatedClusters += active;
+        result.compressedClusters += active;
+        result.fragmentedClusters += active;
         break;
       }
       case 'zero-alloc':
       case 'normal': {
         const offset = entryOffset(hi, lo);
         if ((bmHi & bmLo) !== 0) {
-          report(result, 'corruptions', `ERROR offset=${offset.toString(16)}: Allocated cluster has corrupted subcluster allocation bitmap`);
+          report(result, 'corruptions', `ERROR offset=${offset.toString(16)}: Allocated cluster has corrupted subcluster allocation bitmap`, times);
         }
         if (offset % cs !== 0) {
           const containsData = h.extendedL2 ? bmLo !== 0 : kind === 'normal';
@@ -280,18 +312,19 @@ function checkL2(image: Qcow2Image, counter: Counter, result: CheckResult, table
             containsData
               ? `ERROR offset=${offset.toString(16)}: Data cluster is not properly aligned; L2 entry corrupted.`
               : `ERROR offset=${offset.toString(16)}: Preallocated cluster is not properly aligned; L2 entry corrupted.`,
+            times,
           );
         }
-        if (active) {
-          result.allocatedClusters++;
-          if (nextContiguous && offset !== nextContiguous) result.fragmentedClusters++;
+        if (active > 0) {
+          result.allocatedClusters += active;
+          if (nextContiguous && offset !== nextContiguous) result.fragmentedClusters += active;
           nextContiguous = offset + cs;
         }
-        counter.inc(offset, cs);
+        counter.inc(offset, cs, times);
         break;
       }
       case 'unallocated':
-        if (bmLo !== 0) report(result, 'corruptions', 'ERROR: Unallocated cluster has non-zero subcluster allocation bitmap');
+        if (bmLo !== 0) report(result, 'corruptions', 'ERROR: Unallocated cluster has non-zero subcluster allocation bitmap', times);
         break;
       case 'zero-plain':
         break;
@@ -366,6 +399,7 @@ async function checkCopied(image: Qcow2Image, stored: StoredRefcounts, result: C
   const cs = h.clusterSize;
   const l1 = image.map.l1;
   const table = new Uint8Array(cs);
+  const named = new Map<number, number>(); // L2 offset -> how many L1 entries name it
   for (let i = 0; i < l1.length / 2; i++) {
     const hi = l1[i * 2]!;
     const lo = l1[i * 2 + 1]!;
@@ -376,6 +410,10 @@ async function checkCopied(image: Qcow2Image, stored: StoredRefcounts, result: C
       if (fix) await fix('l1', i, l2Offset, refcount === 1);
       else report(result, 'corruptions', `ERROR OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex64(hi, lo)} refcount=${refcount}`);
     }
+    named.set(l2Offset, (named.get(l2Offset) ?? 0) + 1);
+  }
+  for (const [l2Offset, times] of named) {
+    if (l2Offset >= image.file.size) continue; // reads as zeroes
     await image.io.read(l2Offset, table);
     for (let j = 0; j < h.l2Entries; j++) {
       const at = j * h.l2EntryBytes;
@@ -387,7 +425,7 @@ async function checkCopied(image: Qcow2Image, stored: StoredRefcounts, result: C
       if (rc < 0) continue;
       if ((rc === 1) !== isCopied(ehi)) {
         if (fix) await fix('l2', j, l2Offset, rc === 1);
-        else report(result, 'corruptions', `ERROR OFLAG_COPIED data cluster: l2_entry=${hex64(ehi, elo)} refcount=${rc}`);
+        else report(result, 'corruptions', `ERROR OFLAG_COPIED data cluster: l2_entry=${hex64(ehi, elo)} refcount=${rc}`, times);
       }
     }
   }

@@ -6,6 +6,7 @@
 import { FormatError } from '../image-format.js';
 import {
   AUTOCLEAR_BITMAPS,
+  AUTOCLEAR_DATA_FILE_RAW,
   AUTOCLEAR_NAMES,
   BITMAP_EXT_BYTES,
   COMPAT_NAMES,
@@ -260,6 +261,9 @@ export function parseHeader(cluster0: Uint8Array, fileBytes: number): Qcow2Heade
   if (unknown.length > 0) {
     throw new FormatError(`Unsupported qcow2 feature(s): ${unknown.join(', ')}`, 'incompatible_features');
   }
+  if (autoclear & AUTOCLEAR_DATA_FILE_RAW && !(incompatible & INCOMPAT_DATA_FILE)) {
+    throw new FormatError('qcow2 autoclear bit data-file-raw is set without an external data file', 'autoclear_features');
+  }
   if (incompatible & INCOMPAT_DATA_FILE) {
     throw new FormatError('Unsupported qcow2 feature(s): external data file', 'incompatible_features');
   }
@@ -286,21 +290,21 @@ export function parseHeader(cluster0: Uint8Array, fileBytes: number): Qcow2Heade
   header.compressionType = compressionType;
 
   // Sizes and table positions.
-  header.virtualSize = u64(view, HDR_SIZE, 'size', MAX_VIRTUAL_SIZE);
+  // QEMU counts the virtual size in whole 512-byte sectors: a partial last sector is not part of the image.
+  const rawSize = u64(view, HDR_SIZE, 'size', MAX_VIRTUAL_SIZE);
+  header.virtualSize = rawSize - (rawSize % 512);
   const l2Coverage = header.l2Entries * clusterSize;
-  const minL1 = Math.ceil(header.virtualSize / l2Coverage);
+  const minL1 = Math.ceil(rawSize / l2Coverage);
   if (header.l1Size > MAX_L1_BYTES / L1E_BYTES) {
     throw new FormatError(`qcow2 l1_size is ${header.l1Size} entries: the active L1 table is too large`, 'l1_size');
   }
   if (header.l1Size < minL1) {
     throw new FormatError(`qcow2 l1_size is ${header.l1Size} entries, too small for the virtual size ${header.virtualSize} (needs ${minL1})`, 'l1_size');
   }
-  header.l1TableOffset = u64(view, HDR_L1_TABLE_OFFSET, 'l1_table_offset');
-  checkTableOffset(header, 'l1_table_offset', header.l1TableOffset, header.l1Size * L1E_BYTES, header.l1Size > 0);
-  header.refcountTableOffset = u64(view, HDR_REFCOUNT_TABLE_OFFSET, 'refcount_table_offset');
-  if (header.refcountTableClusters === 0) {
-    throw new FormatError('qcow2 refcount_table_clusters is 0: the image has no refcount table', 'refcount_table_clusters');
-  }
+  header.l1TableOffset = tableOffset(view, HDR_L1_TABLE_OFFSET, 'l1_table_offset', clusterSize);
+  checkTableOffset(header, 'l1_table_offset', header.l1TableOffset, header.l1Size * L1E_BYTES, true);
+  header.refcountTableOffset = tableOffset(view, HDR_REFCOUNT_TABLE_OFFSET, 'refcount_table_offset', clusterSize);
+  // No refcount table: readable (and checkable), never writable (Qcow2Image refuses a writable open).
   if (header.refcountTableClusters > MAX_REFTABLE_BYTES / clusterSize) {
     throw new FormatError(`qcow2 refcount_table_clusters is ${header.refcountTableClusters}: the refcount table is too large`, 'refcount_table_clusters');
   }
@@ -308,8 +312,8 @@ export function parseHeader(cluster0: Uint8Array, fileBytes: number): Qcow2Heade
   if (header.nbSnapshots > MAX_SNAPSHOTS) {
     throw new FormatError(`qcow2 nb_snapshots is ${header.nbSnapshots} (at most ${MAX_SNAPSHOTS})`, 'nb_snapshots');
   }
-  header.snapshotsOffset = u64(view, HDR_SNAPSHOTS_OFFSET, 'snapshots_offset');
-  if (header.nbSnapshots > 0) checkTableOffset(header, 'snapshots_offset', header.snapshotsOffset, header.nbSnapshots * 40, true);
+  header.snapshotsOffset = tableOffset(view, HDR_SNAPSHOTS_OFFSET, 'snapshots_offset', clusterSize);
+  checkTableOffset(header, 'snapshots_offset', header.snapshotsOffset, header.nbSnapshots * 40, true);
 
   // The backing file name lives in the first cluster.
   if (backingFileOffset !== 0) {
@@ -335,12 +339,23 @@ export function parseHeader(cluster0: Uint8Array, fileBytes: number): Qcow2Heade
   return header;
 }
 
-function checkTableOffset(header: Qcow2Header, field: string, offset: number, bytes: number, required: boolean): void {
-  if (!required) return;
-  if (offset % header.clusterSize !== 0) {
-    throw new FormatError(`qcow2 ${field} is ${offset}: not aligned to the cluster size ${header.clusterSize}`, field);
+/**
+ * A table offset: cluster aligned (checked on the exact low bits) and below
+ * 2^63 as QEMU requires. Past 2^53 it is kept approximately: it lies past
+ * the end of any file, where reads give zeroes (as in QEMU).
+ */
+function tableOffset(view: DataView, at: number, field: string, clusterSize: number): number {
+  const hi = view.getUint32(at, false);
+  const lo = view.getUint32(at + 4, false);
+  if (lo % clusterSize !== 0) {
+    throw new FormatError(`qcow2 ${field} is ${BigInt(hi) * 2n ** 32n + BigInt(lo)}: not aligned to the cluster size ${clusterSize}`, field);
   }
-  if (offset + bytes > MAX_HOST_OFFSET) throw new FormatError(`qcow2 ${field} is ${offset}: the table ends past 2^56`, field);
+  if (hi >= 0x80000000) throw new FormatError(`qcow2 ${field} is ${BigInt(hi) * 2n ** 32n + BigInt(lo)}: past 2^63`, field);
+  return hi * 2 ** 32 + lo;
+}
+
+function checkTableOffset(_header: Qcow2Header, field: string, offset: number, bytes: number, _required: boolean): void {
+  if (offset + bytes >= 2 ** 63) throw new FormatError(`qcow2 ${field} is ${offset}: the table ends past 2^63`, field);
 }
 
 interface ParsedExtensions {
@@ -366,13 +381,14 @@ function parseExtensions(cluster0: Uint8Array, start: number, end: number): Pars
     }
     const type = view.getUint32(offset, false);
     const length = view.getUint32(offset + 4, false);
+    const dataAt = offset + EXT_HEADER_BYTES;
+    // The length is checked before the type, the end marker's included (as QEMU reads it).
+    if (length > limit - dataAt) {
+      throw new FormatError(`qcow2 header extension 0x${type.toString(16)} length is ${length}: past the end of the extension area (${limit - dataAt} bytes left)`, 'header_extension_length');
+    }
     if (type === EXT_END) {
       out.end = offset;
       return out;
-    }
-    const dataAt = offset + EXT_HEADER_BYTES;
-    if (length > limit - dataAt) {
-      throw new FormatError(`qcow2 header extension 0x${type.toString(16)} length is ${length}: past the end of the extension area (${limit - dataAt} bytes left)`, 'header_extension_length');
     }
     const data = cluster0.subarray(dataAt, dataAt + length);
     switch (type) {

@@ -113,6 +113,9 @@ export class Qcow2Image implements ImageFormat {
     if (!readOnly && header.incompatible & INCOMPAT_CORRUPT) {
       throw new FormatError('qcow2 image is marked corrupt: it can only be opened read-only (check it, then repair it with QEMU)', 'incompatible_features');
     }
+    if (!readOnly && header.refcountTableClusters === 0) {
+      throw new FormatError('qcow2 refcount_table_clusters is 0: the image has no refcount table and cannot be written', 'refcount_table_clusters');
+    }
     const l1Raw = new Uint8Array(header.l1Size * L1E_BYTES);
     await readPadded(file, header.l1TableOffset, l1Raw);
     const image = new Qcow2Image(file, header, ClusterMap.parseL1(l1Raw), !readOnly, options);
