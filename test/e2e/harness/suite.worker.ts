@@ -74,7 +74,56 @@ async function runCases(cases: { name: string; run(): Promise<void> }[]): Promis
   return results;
 }
 
-self.onmessage = async (e: MessageEvent<{ suite: string }>) => {
+/**
+ * OPFS copy speed: a plain loop of sync-handle reads and writes (the most
+ * OPFS allows) against the mirror job over the same file, in one run.
+ */
+async function benchOpfs(megabytes: number): Promise<Record<string, number>> {
+  const { MirrorJob } = await import('../../../src/mirror/mirror-job.js');
+  const { RawImage } = await import('../../../src/format/raw.js');
+  const dir = await opfsDir();
+  const bytes = megabytes << 20;
+  const chunk = 1 << 20;
+  const src = await OpfsDevice.open(dir, 'bench-src', { create: true });
+  const buf = new Uint8Array(chunk);
+  for (let off = 0; off < bytes; off += chunk) {
+    for (let i = 0; i < chunk; i += 65536) crypto.getRandomValues(buf.subarray(i, i + 65536));
+    await src.write(off, buf);
+  }
+  await src.flush();
+  const results: Record<string, number> = {};
+  for (let round = 0; round < 2; round++) {
+    // Peer: read 1 MiB, write 1 MiB, straight through the handles.
+    for (const name of ['bench-plain', 'bench-mirror']) await dir.removeEntry(name).catch(() => {});
+    const plain = await OpfsDevice.open(dir, 'bench-plain', { create: true });
+    let t0 = performance.now();
+    for (let off = 0; off < bytes; off += chunk) {
+      await src.read(off, buf);
+      await plain.write(off, buf);
+    }
+    await plain.flush();
+    results[`plain_ms_${round}`] = performance.now() - t0;
+    await plain.close();
+    const target = await OpfsDevice.open(dir, 'bench-mirror', { create: true });
+    await target.resize(bytes);
+    t0 = performance.now();
+    const job = await MirrorJob.create({ source: new RawImage(src), target: new RawImage(target), options: { sync: 'full' }, targetCreated: true });
+    job.on((ev) => ev.event === 'BLOCK_JOB_READY' && job.complete());
+    job.start();
+    await job.result;
+    results[`mirror_ms_${round}`] = performance.now() - t0;
+    await target.close();
+  }
+  await src.close();
+  for (const name of ['bench-src', 'bench-plain', 'bench-mirror']) await dir.removeEntry(name).catch(() => {});
+  return results;
+}
+
+self.onmessage = async (e: MessageEvent<{ suite: string; megabytes?: number }>) => {
+  if (e.data.suite === 'bench-opfs') {
+    self.postMessage(await benchOpfs(e.data.megabytes ?? 256));
+    return;
+  }
   if (e.data.suite === 'opfs-contract') {
     const cases = [
       ...deviceContract(opfsFactory),
