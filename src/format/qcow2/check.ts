@@ -437,6 +437,8 @@ async function checkCopied(image: Qcow2Image, stored: StoredRefcounts, result: C
  * refcount change cannot fix.
  */
 export async function repairRefcounts(image: Qcow2Image): Promise<void> {
+  // The count reads tables from the file: what the caches hold goes there first.
+  if (!image.readOnly) await image.flush();
   const { result, counter } = await calculate(image);
   if (result.corruptions > 0 || result.checkErrors > 0) {
     throw new FormatError(`qcow2 image is dirty and could not be repaired: ${result.messages[0] ?? 'corrupt metadata'}`, 'incompatible_features');
