@@ -4,7 +4,7 @@
  * and refcount-block boundaries, growing the refcount table) pass
  * `qemu-img check` and compare equal to the bytes written.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NodeFileDevice } from '../../src/block/node-file.js';
 import { createImageFile, openImageFile } from '../../src/cli/node-images.js';
@@ -312,6 +312,24 @@ describe('qcow2 write: errors', () => {
     } finally {
       await image.close();
     }
+  });
+
+  it('refcounts that call metadata free: the write is refused and the image marked corrupt (QEMU\'s overlap check)', async () => {
+    const path = name();
+    await qemuImg('create', '-f', 'qcow2', path, '4M');
+    await qemuIo(path, ['write -P 0x11 0 64k']);
+    // Cluster 3 holds the L1 table; say it is free.
+    const bytes = readFileSync(path);
+    const block = Number(bytes.readBigUInt64BE(Number(bytes.readBigUInt64BE(48))));
+    expect(Number(bytes.readBigUInt64BE(40))).toBe(3 * 65536);
+    bytes.writeUInt16BE(0, block + 3 * 2);
+    writeFileSync(path, bytes);
+    const image = await openImageFile(path);
+    await expect(image.write(MiB, new Uint8Array(65536).fill(1))).rejects.toThrow(/corrupt.*active L1 table/);
+    await image.close().catch(() => {});
+    const info = JSON.parse((await run('qemu-img', ['info', '--output=json', path])).stdout);
+    expect(info['format-specific'].data.corrupt).toBe(true);
+    await expect(openImageFile(path)).rejects.toThrow(/marked corrupt/);
   });
 
   it('create options are checked as qemu-img checks them', async () => {

@@ -23,7 +23,7 @@ import {
 } from './constants.js';
 import { type Qcow2Header, featureNames, parseHeader, setU64 } from './header.js';
 import type { SubclusterKind } from './l2-entry.js';
-import { parseCompressed } from './l2-entry.js';
+import { entryOffset, parseCompressed } from './l2-entry.js';
 import { Mutex, RangeLocks } from './locks.js';
 import { Refcounts } from './refcount.js';
 import { readSnapshots, type SnapshotTable } from './snapshot.js';
@@ -189,6 +189,7 @@ export class Qcow2Image implements ImageFormat {
         flush: this.io.flush,
         fileBytes: () => this.file.size,
         beforeMetadataWrite: () => this.beforeMetadataWrite(),
+        checkFree: (first, count) => this.checkFree(first, count),
       },
       {
         clusterBits: h.clusterBits,
@@ -200,6 +201,54 @@ export class Qcow2Image implements ImageFormat {
     );
     this.refcountsValue = refcounts;
     if (this.writable) this.map.refcounts = refcounts;
+  }
+
+  /**
+   * QEMU's metadata overlap check: clusters the refcounts call free must not
+   * hold the header, the L1 tables, the refcount table or blocks, the
+   * snapshot table or an active L2 table. If they do, the image is marked
+   * corrupt and the write refused.
+   */
+  private async checkFree(first: number, count: number): Promise<void> {
+    const cs = this.header.clusterSize;
+    const start = first * cs;
+    const end = (first + count) * cs;
+    const overlaps = (offset: number, bytes: number) => bytes > 0 && offset < end && start < offset + bytes;
+    const h = this.header;
+    const refcounts = this.refcountsValue!;
+    let what = '';
+    if (start < cs) what = 'the header';
+    else if (overlaps(h.l1TableOffset, h.l1Size * L1E_BYTES)) what = 'the active L1 table';
+    else if (overlaps(refcounts.tableOffset, refcounts.tableClusters * cs)) what = 'the refcount table';
+    else if (refcounts.hasBlockIn(first, count)) what = 'a refcount block';
+    else {
+      const l1 = this.map.l1;
+      for (let i = 0; i < l1.length / 2 && !what; i++) {
+        const l2 = entryOffset(l1[i * 2]!, l1[i * 2 + 1]!);
+        if (l2 !== 0 && overlaps(l2, cs)) what = 'an active L2 table';
+      }
+      if (!what && h.nbSnapshots > 0) {
+        const sn = await this.snapshots();
+        if (overlaps(h.snapshotsOffset, sn.bytes)) what = 'the snapshot table';
+        for (const s of sn.snapshots) if (!what && overlaps(s.l1TableOffset, s.l1Size * L1E_BYTES)) what = `the L1 table of snapshot ${s.name}`;
+      }
+    }
+    if (what) await this.signalCorruption(`clusters ${first}..${first + count - 1} are free by their refcounts but hold ${what}`);
+  }
+
+  /** Marks the image corrupt (as QEMU does) and refuses the operation. */
+  private async signalCorruption(message: string): Promise<never> {
+    const h = this.header;
+    if (this.writable && h.version === VERSION_3) {
+      h.incompatible = (h.incompatible | INCOMPAT_CORRUPT) >>> 0;
+      const raw = new Uint8Array(8);
+      const view = new DataView(raw.buffer);
+      view.setUint32(0, h.incompatibleHi, false);
+      view.setUint32(4, h.incompatible, false);
+      await this.file.write(HDR_INCOMPATIBLE_FEATURES, raw).catch(() => {});
+      await this.file.flush().catch(() => {});
+    }
+    throw new FormatError(`qcow2 image is corrupt: ${message}; it is marked corrupt and can only be opened read-only now`, 'refcounts');
   }
 
   // ---- reading ---------------------------------------------------------------------------

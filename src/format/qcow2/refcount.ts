@@ -83,6 +83,11 @@ export interface RefcountHost extends MetadataIo {
   fileBytes(): number;
   /** Called before any metadata change (first write of a session: dirty bit, autoclear). */
   beforeMetadataWrite(): Promise<void>;
+  /**
+   * Called with clusters about to be allocated: throws if they hold
+   * metadata (refcounts that say otherwise mean corruption).
+   */
+  checkFree(first: number, count: number): Promise<void>;
 }
 
 export interface RefcountParams {
@@ -228,6 +233,7 @@ export class Refcounts {
       if (attempt > 1024) throw new FormatError('internal: cluster allocation does not settle');
       const first = await this.findFree(count, this.freeHint);
       if (await this.ensureBlocks(first, count)) continue; // structure changed: search again
+      await this.host.checkFree(first, count);
       await this.update(first, count, 1);
       this.freeHint = first + count;
       this.highWater = Math.max(this.highWater, first + count);
@@ -255,6 +261,7 @@ export class Refcounts {
       } else {
         fresh = await this.findFree(1, this.freeHint);
         if (await this.ensureBlocks(fresh, 1)) continue; // structure changed: search again
+        await this.host.checkFree(fresh, 1);
         if (offset !== 0 && fresh === Math.ceil(offset / this.clusterSize)) {
           // The next cluster follows on: the data straddles both.
           first = Math.floor(offset / this.clusterSize);
@@ -285,6 +292,17 @@ export class Refcounts {
     const first = Math.floor(hostOffset / this.clusterSize);
     const last = Math.floor((hostOffset + bytes - 1) / this.clusterSize);
     await this.update(first, last - first + 1, -1);
+  }
+
+  /** Whether a refcount block lies in clusters [first, first + count). */
+  hasBlockIn(first: number, count: number): boolean {
+    const start = first * this.clusterSize;
+    const end = (first + count) * this.clusterSize;
+    for (let t = 0; t < this.table.length; t++) {
+      const v = this.table[t]!;
+      if (v > 0 && v >= start && v < end) return true;
+    }
+    return false;
   }
 
   /** Writes dirty refcount blocks and flushes the file. */
