@@ -69,6 +69,14 @@ export interface ImageFormat extends BlockDevice {
   blockStatus(offset: number, bytes: number, options?: BlockStatusOptions): Promise<BlockStatus>;
   writeZeroes(offset: number, bytes: number, options: WriteZeroesOptions): Promise<void>;
   info(): Promise<ImageInfo>;
+  /**
+   * Makes the range read from the backing image again (zeroes past its end,
+   * or without one), dropping what this image holds there: QEMU's "full
+   * discard". Formats without backing files leave it out. Unlike `discard`
+   * (which may leave zeroes, as QEMU's discard does on a qcow2 overlay), the
+   * result is exact.
+   */
+  deallocate?(offset: number, bytes: number): Promise<void>;
 }
 
 /** A format or image could not be opened or is corrupt: names the field and the value. */

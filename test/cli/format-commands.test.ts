@@ -4,7 +4,7 @@
  * the 1 GiB convert round trip.
  */
 import { randomFillSync } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { haveQemu, qemuCheck, qemuCompare, qemuImg, qemuIo, qemuMap, run, tempDir } from '../helpers/qemu.js';
 
@@ -240,6 +240,7 @@ describe('diskmirror convert', () => {
     closeSync(fd);
     const source = name();
     await qemuImg('convert', '-f', 'raw', '-O', 'qcow2', seed, source);
+    rmSync(seed);
     const mid = name('raw');
     const back = name();
     const t0 = performance.now();

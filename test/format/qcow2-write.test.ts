@@ -207,6 +207,35 @@ describe('qcow2 write: growth and boundaries', () => {
   });
 });
 
+describe('qcow2 write: deallocate (full discard)', () => {
+  it('ranges read from the backing image again, aligned or not, with and without subclusters', async () => {
+    const base = name('raw');
+    const baseData = mixedData(4 * MiB, 81);
+    writeFileSync(base, baseData);
+    for (const options of [{}, { extendedL2: true, clusterSize: 32768 }, { clusterSize: 4096, compat: '0.10' as const }]) {
+      const top = name();
+      const file = await NodeFileDevice.open(top, { create: true });
+      await createQcow2(file, { size: 4 * MiB, backingFile: base, backingFormat: 'raw', ...options });
+      await file.close();
+      const image = (await openImageFile(top)) as Qcow2Image;
+      const model = baseData.slice();
+      try {
+        await apply(image, model, randomPlan(4 * MiB, 40, 82, 300 << 10, 1).map((op) => ({ ...op, kind: 'write' as const })));
+        const next = rng(83);
+        for (let i = 0; i < 30; i++) {
+          const bytes = 1 + randInt(next, 400 << 10);
+          const offset = randInt(next, 4 * MiB - bytes);
+          await image.deallocate(offset, bytes);
+          model.set(baseData.subarray(offset, offset + bytes), offset);
+        }
+      } finally {
+        await image.close();
+      }
+      await verify(top, model);
+    }
+  });
+});
+
 describe('qcow2 write: snapshots, lazy refcounts, compressed writes', () => {
   it('copies clusters and L2 tables shared with an internal snapshot; the snapshot keeps its data', async () => {
     const path = name();

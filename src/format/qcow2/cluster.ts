@@ -547,6 +547,37 @@ export class ClusterMap {
     }, !this.hasBacking());
   }
 
+  /** A full discard of whole clusters: they read from the backing image again. */
+  async fullDiscardClusters(first: number, count: number): Promise<void> {
+    await this.changeClusters(first, count, (_hi, _lo, _bmHi, _bmLo, kind) => {
+      const allocated = kind === 'normal' || kind === 'zero-alloc' || kind === 'compressed';
+      return [0, 0, 0, 0, allocated];
+    }, true);
+  }
+
+  /**
+   * Subclusters [s0, s1) of the cluster at `guestOffset` read from the
+   * backing image again (extended L2): both bits cleared. False if the
+   * cluster is compressed (the caller copies instead).
+   */
+  async unallocateSubclusters(guestOffset: number, s0: number, s1: number): Promise<boolean> {
+    const l1Index = Math.floor(guestOffset / this.l2Coverage);
+    const index = (guestOffset - l1Index * this.l2Coverage) / this.clusterSize;
+    let l2 = this.l2Offset(l1Index);
+    if (l2 === 0) return true; // nothing allocated: it reads from the backing image already
+    const before = await this.l2Cache.get(l2);
+    const [hi0, lo0] = this.readEntry(before, index);
+    if (classifyL2(hi0, lo0, true) === 'compressed') return false;
+    l2 = await this.writableL2(l1Index);
+    const table = await this.l2Cache.get(l2);
+    const [hi, lo, bmHi, bmLo] = this.readEntry(table, index);
+    if (classifyL2(hi, lo, true) === 'compressed') return false;
+    const mask = subclusterMask(s0, s1);
+    this.putEntry(table, index, hi, lo, (bmHi & ~mask) >>> 0, (bmLo & ~mask) >>> 0);
+    this.l2Cache.markDirty(l2);
+    return true;
+  }
+
   /** Deallocates whole clusters (v2 without a backing file: they read as zeroes). */
   async deallocateClusters(first: number, count: number): Promise<void> {
     await this.changeClusters(first, count, (_hi, _lo, _bmHi, _bmLo, kind) => {

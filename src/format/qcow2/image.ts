@@ -624,6 +624,71 @@ export class Qcow2Image implements ImageFormat {
     }
   }
 
+  /**
+   * Makes [offset, offset + bytes) read from the backing image again (a full
+   * discard): whole clusters are unmapped, whole subclusters (extended L2)
+   * unallocated, and what remains of partial clusters gets the backing
+   * image's bytes written.
+   */
+  async deallocate(offset: number, bytes: number): Promise<void> {
+    this.checkWritable('discard', offset, bytes);
+    if (bytes === 0) return;
+    const cs = this.header.clusterSize;
+    const end = offset + bytes;
+    const release = await this.ranges.acquire(Math.floor(offset / cs), Math.ceil(end / cs));
+    try {
+      await this.beforeMetadataWrite();
+      const fullStart = Math.ceil(offset / cs) * cs;
+      const fullEnd = end === this.size ? Math.ceil(end / cs) * cs : Math.floor(end / cs) * cs;
+      if (fullEnd > fullStart) {
+        const perTable = this.map.l2Entries;
+        const first = fullStart / cs;
+        const count = (fullEnd - fullStart) / cs;
+        for (let c = first; c < first + count; ) {
+          const n = Math.min(first + count - c, (Math.floor(c / perTable) + 1) * perTable - c);
+          await this.lock.run(() => this.map.fullDiscardClusters(c, n));
+          c += n;
+        }
+        if (offset < fullStart) await this.deallocatePartial(offset, fullStart - offset);
+        if (fullEnd < end) await this.deallocatePartial(fullEnd, end - fullEnd);
+      } else {
+        const split = Math.min(end, fullStart);
+        await this.deallocatePartial(offset, split - offset);
+        if (split < end) await this.deallocatePartial(split, end - split);
+      }
+    } finally {
+      release();
+    }
+  }
+
+  /** Part of one cluster reads from the backing image again. */
+  private async deallocatePartial(offset: number, bytes: number): Promise<void> {
+    let copyFrom = offset;
+    let copyTo = offset + bytes;
+    if (this.header.extendedL2) {
+      const cs = this.header.clusterSize;
+      const scb = this.map.subclusterBytes;
+      const clusterStart = Math.floor(offset / cs) * cs;
+      const end = offset + bytes;
+      const a = Math.ceil(offset / scb) * scb;
+      const b = end === this.size ? Math.ceil(end / scb) * scb : Math.floor(end / scb) * scb;
+      if (b > a && (await this.lock.run(() => this.map.unallocateSubclusters(clusterStart, (a - clusterStart) / scb, (b - clusterStart) / scb)))) {
+        if (offset < a) await this.copyFromBacking(offset, a - offset);
+        if (b < end) await this.copyFromBacking(b, end - b);
+        return;
+      }
+      copyFrom = offset;
+      copyTo = end;
+    }
+    await this.copyFromBacking(copyFrom, copyTo - copyFrom);
+  }
+
+  private async copyFromBacking(offset: number, bytes: number): Promise<void> {
+    const data = new Uint8Array(bytes);
+    await this.readBacking(offset, data);
+    await this.writeLocked(offset, data);
+  }
+
   /** Writes every dirty table (refcounts before the L2 tables that need them) and flushes the file. */
   async flush(): Promise<void> {
     if (this.closed) throw closedError('flush', 0, 0);
