@@ -249,6 +249,23 @@ export class ClusterMap {
     await this.io.flush();
     this.l1[i * 2] = hi;
     this.l1[i * 2 + 1] = lo;
+    this.l2Clusters = null;
+  }
+
+  /** Clusters holding active L2 tables (built on first use). */
+  private l2Clusters: Set<number> | null = null;
+
+  /** Whether an active L2 table lies in clusters [first, first + count). */
+  hasL2In(first: number, count: number): boolean {
+    if (!this.l2Clusters) {
+      this.l2Clusters = new Set();
+      for (let i = 0; i < this.l1.length / 2; i++) {
+        const offset = entryOffset(this.l1[i * 2]!, this.l1[i * 2 + 1]!);
+        if (offset !== 0) this.l2Clusters.add(Math.floor(offset / this.clusterSize));
+      }
+    }
+    for (let c = first; c < first + count; c++) if (this.l2Clusters.has(c)) return true;
+    return false;
   }
 
   /**

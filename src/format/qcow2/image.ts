@@ -23,7 +23,7 @@ import {
 } from './constants.js';
 import { type Qcow2Header, featureNames, parseHeader, setU64 } from './header.js';
 import type { SubclusterKind } from './l2-entry.js';
-import { entryOffset, parseCompressed } from './l2-entry.js';
+import { parseCompressed } from './l2-entry.js';
 import { Mutex, RangeLocks } from './locks.js';
 import { Refcounts } from './refcount.js';
 import { readSnapshots, type SnapshotTable } from './snapshot.js';
@@ -221,13 +221,9 @@ export class Qcow2Image implements ImageFormat {
     else if (overlaps(h.l1TableOffset, h.l1Size * L1E_BYTES)) what = 'the active L1 table';
     else if (overlaps(refcounts.tableOffset, refcounts.tableClusters * cs)) what = 'the refcount table';
     else if (refcounts.hasBlockIn(first, count)) what = 'a refcount block';
+    else if (this.map.hasL2In(first, count)) what = 'an active L2 table';
     else {
-      const l1 = this.map.l1;
-      for (let i = 0; i < l1.length / 2 && !what; i++) {
-        const l2 = entryOffset(l1[i * 2]!, l1[i * 2 + 1]!);
-        if (l2 !== 0 && overlaps(l2, cs)) what = 'an active L2 table';
-      }
-      if (!what && h.nbSnapshots > 0) {
+      if (h.nbSnapshots > 0) {
         const sn = await this.snapshots();
         if (overlaps(h.snapshotsOffset, sn.bytes)) what = 'the snapshot table';
         for (const s of sn.snapshots) if (!what && overlaps(s.l1TableOffset, s.l1Size * L1E_BYTES)) what = `the L1 table of snapshot ${s.name}`;

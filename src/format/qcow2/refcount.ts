@@ -296,14 +296,16 @@ export class Refcounts {
 
   /** Whether a refcount block lies in clusters [first, first + count). */
   hasBlockIn(first: number, count: number): boolean {
-    const start = first * this.clusterSize;
-    const end = (first + count) * this.clusterSize;
-    for (let t = 0; t < this.table.length; t++) {
-      const v = this.table[t]!;
-      if (v > 0 && v >= start && v < end) return true;
+    if (!this.blockClusters) {
+      this.blockClusters = new Set();
+      for (const v of this.table) if (v > 0) this.blockClusters.add(v / this.clusterSize);
     }
+    for (let c = first; c < first + count; c++) if (this.blockClusters.has(c)) return true;
     return false;
   }
+
+  /** Clusters holding refcount blocks (built on first use, kept up to date). */
+  private blockClusters: Set<number> | null = null;
 
   /** Writes dirty refcount blocks and flushes the file. */
   flush(): Promise<void> {
@@ -392,6 +394,7 @@ export class Refcounts {
       await this.host.write(this.tableOffset + t * REFT_ENTRY_BYTES, entry);
       await this.host.flush();
       this.table[t] = offset;
+      this.blockClusters?.add(index);
       await this.cache.install(offset, block, false);
       this.highWater = Math.max(this.highWater, index + 1);
       this.freeHint = Math.max(this.freeHint, index + 1);
@@ -499,6 +502,7 @@ export class Refcounts {
     const oldOffset = this.tableOffset;
     const oldClusters = this.tableClusters;
     this.table = newTable;
+    this.blockClusters = null;
     this.tableOffset = tableStart * this.clusterSize;
     this.tableClusters = tableClusters;
     for (const [t, data] of newBlocks) await this.cache.install(newTable[t]!, data, false);
