@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 
 const MIB = 1 << 20;
 const SIZE_MIB = Number(process.env.BENCH_CONVERT_MIB ?? 1024);
-const ROUNDS = Number(process.env.BENCH_CONVERT_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_CONVERT_ROUNDS ?? 4);
 const BIN = fileURLToPath(new URL('../../../bin/diskmirror.js', import.meta.url));
 
 function run(program: string, args: string[]): number {
@@ -57,7 +57,10 @@ function main(): void {
     } as const;
     const best: Record<string, { toRaw: number; toQcow2: number }> = {};
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [name, convert] of Object.entries(tools)) {
+      // Alternate which tool goes first, so neither always follows the other's file deletions.
+      const order = Object.entries(tools);
+      if (round % 2 === 1) order.reverse();
+      for (const [name, convert] of order) {
         const raw = join(dir, `${name}.raw`);
         const back = join(dir, `${name}.qcow2`);
         rmSync(raw, { force: true });
