@@ -15,9 +15,17 @@ ${Object.values(COMMANDS)
 
 Run "diskmirror COMMAND --help" for a command's options.`;
 
+/** The version in the project's package.json, found by walking up from this module (bundled or not). */
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
+  for (let dir = new URL('./', import.meta.url); ; dir = new URL('../', dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL('package.json', dir), 'utf8')) as { name?: string; version: string };
+      if (pkg.name === 'diskmirror') return pkg.version;
+    } catch {
+      // not here: one level up
+    }
+    if (dir.pathname === '/') return 'unknown';
+  }
 }
 
 /** Runs the command line; resolves with the exit code. */

@@ -20,8 +20,8 @@ function dm(...args: string[]) {
 
 beforeAll(() => {
   if (!haveQemu()) throw new Error('qemu-img and qemu-io are needed (apt-get install qemu-utils)');
-  if (!existsSync(new URL('../../dist/node/src/cli/main.js', import.meta.url))) {
-    throw new Error('dist/node is missing: run `npm run build:node` (npm test does it first)');
+  if (!existsSync(new URL('../../dist/cli/diskmirror.mjs', import.meta.url))) {
+    throw new Error('the CLI is not built: run `npm run build:node` (npm test does it first)');
   }
   dir = tempDir('diskmirror-cmds-');
 });
