@@ -4,13 +4,23 @@
  * discards count as writes.
  */
 import { FaultRules } from '../block/fault.js';
-import type { BlockStatus, ImageFormat, ImageInfo, WriteZeroesOptions } from './image-format.js';
+import type { BlockStatus, BlockStatusOptions, ImageFormat, ImageInfo, WriteZeroesOptions } from './image-format.js';
 
 export class FaultImage implements ImageFormat {
+  /** Present when the inner format has it (a write, for the fault rules). */
+  readonly deallocate?: (offset: number, bytes: number) => Promise<void>;
+
   constructor(
     readonly inner: ImageFormat,
     readonly faults: FaultRules = new FaultRules(),
-  ) {}
+  ) {
+    if (inner.deallocate) {
+      this.deallocate = async (offset, bytes) => {
+        this.faults.check('write', offset, bytes);
+        return inner.deallocate!(offset, bytes);
+      };
+    }
+  }
 
   get format() {
     return this.inner.format;
@@ -49,8 +59,8 @@ export class FaultImage implements ImageFormat {
     return this.inner.flush();
   }
 
-  blockStatus(offset: number, bytes: number): Promise<BlockStatus> {
-    return this.inner.blockStatus(offset, bytes);
+  blockStatus(offset: number, bytes: number, options?: BlockStatusOptions): Promise<BlockStatus> {
+    return this.inner.blockStatus(offset, bytes, options);
   }
 
   info(): Promise<ImageInfo> {

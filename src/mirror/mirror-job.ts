@@ -736,14 +736,15 @@ export class MirrorJob {
   private async perform(op: Op, buffer: { ptr: number; bytes: number }): Promise<void> {
     let { offset, bytes } = op;
     const g = this.granularity;
-    let kind: 'copy' | 'zero' | 'discard' = 'copy';
+    let kind: 'copy' | 'zero' | 'deallocate' = 'copy';
     try {
       const status = await this.source.blockStatus(offset, bytes);
       // A status shorter than one chunk: copy the chunk, whatever it holds.
       const statusBytes = status.bytes >= bytes ? bytes : Math.floor(status.bytes / g) * g;
       if (statusBytes >= g || statusBytes === bytes) {
         if (status.kind !== 'data' && this.options.sync !== 'top') kind = 'zero';
-        else if (this.options.sync === 'top' && status.depth > 0) kind = this.options.unmap && this.target.discard ? 'discard' : 'copy';
+        // sync=top: what the backing chain holds stays there (the target reads it through the same backing file).
+        else if (this.options.sync === 'top' && status.depth > 0) kind = this.target.deallocate ? 'deallocate' : 'copy';
         else if (status.kind === 'zero') kind = 'zero';
         if (statusBytes < bytes) {
           // Give back the chunks past the extent: they are dirty again, for a later op.
@@ -762,10 +763,10 @@ export class MirrorJob {
       await this.zeroRange(op, op.firstChunk, op.nbChunks);
       return;
     }
-    if (kind === 'discard') {
+    if (kind === 'deallocate') {
       try {
         this.markWritten(op.firstChunk, op.nbChunks);
-        await this.target.discard!(offset, bytes);
+        await this.target.deallocate!(offset, bytes);
         this.succeeded(op);
       } catch (err) {
         this.failed('target', 'write', toBlockError(err, 'discard', offset, bytes), op);

@@ -52,6 +52,17 @@ describe('backing chains', () => {
     expect(qemuCheck(join(dir, 'top-copy.qcow2')).code).toBe(0);
   });
 
+  it('sync=top with clusters smaller than the granularity: backing data stays in the backing file', async () => {
+    sh('qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', '-b', 'base.qcow2', '-F', 'qcow2', 'small.qcow2');
+    // Small writes far apart: each 64 KiB chunk holds a few allocated 4 KiB clusters and much backing data.
+    sh('qemu-io', '-f', 'qcow2', '-c', 'write -P 0x55 70000 5000', '-c', 'write -P 0x66 300000 200000', '-c', 'write -z 1048576 8192', 'small.qcow2');
+    const out = join(dir, 'small-copy.qcow2');
+    const r = await run(['mirror', '--sync', 'top', '--granularity', '64K', join(dir, 'small.qcow2'), out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(qemuCompare(join(dir, 'small.qcow2'), out).code).toBe(0);
+    expect(qemuCheck(out).code).toBe(0);
+  });
+
   it('sync=top into a new raw target is refused: raw cannot keep the backing file', async () => {
     const r = await run(['mirror', '--sync', 'top', '-O', 'raw', join(dir, 'top.qcow2'), join(dir, 'top-copy.raw')]);
     expect(r.code).toBe(2);
