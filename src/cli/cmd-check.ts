@@ -4,9 +4,8 @@
  * format without checks (raw). What it finds goes to stderr, the summary to
  * stdout, as qemu-img does.
  */
-import { parseArgs, UsageError } from './args.js';
 import type { Command } from './commands.js';
-import { checkFormat, openImageFile } from './node-images.js';
+import { openForReading, parseSingleImage } from './node-images.js';
 import { checkImage, type CheckResult } from '../format/qcow2/check.js';
 import { Qcow2Image } from '../format/qcow2/image.js';
 
@@ -53,16 +52,9 @@ export const checkCommand: Command = {
   ].join('\n'),
   errorExit: CHECK_EXIT.failed,
   async run(argv) {
-    const { options, positionals } = parseArgs(argv, [
-      { name: 'format', short: 'f', value: true },
-      { name: 'output', value: true },
-    ]);
-    if (positionals.length !== 1) throw new UsageError('expected exactly one IMAGE');
-    const output = (options.output as string | undefined) ?? 'human';
-    if (output !== 'human' && output !== 'json') throw new UsageError(`--output must be human or json, not '${output}'`);
-    const path = positionals[0]!;
-    const format = checkFormat(options.format as string | undefined);
-    const image = await openImageFile(path, { readOnly: true, ...(format ? { format } : {}) });
+    const args = parseSingleImage(argv);
+    const { path, output } = args;
+    const image = await openForReading(args);
     try {
       if (!(image instanceof Qcow2Image)) {
         console.error(`diskmirror check: ${image.format} images have no metadata to check`);

@@ -6,9 +6,8 @@
  */
 import { statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
-import { parseArgs, UsageError } from './args.js';
 import type { Command } from './commands.js';
-import { checkFormat, openImageFile } from './node-images.js';
+import { openForReading, parseSingleImage } from './node-images.js';
 import type { ImageInfo } from '../format/image-format.js';
 import { formatSize } from '../util/size.js';
 
@@ -113,17 +112,9 @@ export const infoCommand: Command = {
   ].join('\n'),
   errorExit: 1,
   async run(argv) {
-    const { options, positionals } = parseArgs(argv, [
-      { name: 'format', short: 'f', value: true },
-      { name: 'output', value: true },
-      { name: 'backing-chain' },
-    ]);
-    if (positionals.length !== 1) throw new UsageError('expected exactly one IMAGE');
-    const output = (options.output as string | undefined) ?? 'human';
-    if (output !== 'human' && output !== 'json') throw new UsageError(`--output must be human or json, not '${output}'`);
-    const path = positionals[0]!;
-    const format = checkFormat(options.format as string | undefined);
-    const image = await openImageFile(path, { readOnly: true, ...(format ? { format } : {}) });
+    const args = parseSingleImage(argv, [{ name: 'backing-chain' }]);
+    const { path, output, options } = args;
+    const image = await openForReading(args);
     try {
       const info = toQemuInfo(path, await image.info());
       if (output === 'json') {

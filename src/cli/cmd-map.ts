@@ -3,9 +3,8 @@
  * (JSON: start, length, depth, present, zero, data, offset), following the
  * backing chain.
  */
-import { parseArgs, UsageError } from './args.js';
 import type { Command } from './commands.js';
-import { checkFormat, openImageFile } from './node-images.js';
+import { openForReading, parseSingleImage } from './node-images.js';
 import { type MapExtent, mapImage } from '../format/map.js';
 
 export function extentJson(e: MapExtent): string {
@@ -23,15 +22,9 @@ export const mapCommand: Command = {
   ].join('\n'),
   errorExit: 1,
   async run(argv) {
-    const { options, positionals } = parseArgs(argv, [
-      { name: 'format', short: 'f', value: true },
-      { name: 'output', value: true },
-    ]);
-    if (positionals.length !== 1) throw new UsageError('expected exactly one IMAGE');
-    const output = (options.output as string | undefined) ?? 'human';
-    if (output !== 'human' && output !== 'json') throw new UsageError(`--output must be human or json, not '${output}'`);
-    const format = checkFormat(options.format as string | undefined);
-    const image = await openImageFile(positionals[0]!, { readOnly: true, ...(format ? { format } : {}) });
+    const args = parseSingleImage(argv);
+    const { output } = args;
+    const image = await openForReading(args);
     try {
       const out: string[] = [];
       const write = (s: string) => {
@@ -50,7 +43,7 @@ export const mapCommand: Command = {
         write(`${'Offset'.padEnd(20)}${'Length'.padEnd(20)}${'Mapped to'.padEnd(20)}File\n`);
         await mapImage(image, (e) => {
           if (!e.data || e.offset === undefined) return;
-          write(`${hex(e.start).padEnd(20)}${hex(e.length).padEnd(20)}${hex(e.offset).padEnd(20)}${e.depth === 0 ? positionals[0] : `(backing depth ${e.depth})`}\n`);
+          write(`${hex(e.start).padEnd(20)}${hex(e.length).padEnd(20)}${hex(e.offset).padEnd(20)}${e.depth === 0 ? args.path : `(backing depth ${e.depth})`}\n`);
         });
       }
       process.stdout.write(out.join(''));

@@ -1,6 +1,7 @@
 /** Images as files on disk, for the CLI: open (probing the format, following backing chains), create. */
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import type { BlockDevice } from '../block/block-device.js';
+import { type OptionSpec, type ParsedArgs, parseArgs, UsageError } from './args.js';
 import { NodeFileDevice } from '../block/node-file.js';
 import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from '../format/image-format.js';
 import { type BackingResolver, type CreateImageOptions, createImage, openImage } from '../format/open.js';
@@ -88,4 +89,25 @@ export async function createImageFile(path: string, options: CreateOptions): Pro
     await file.close();
     throw err;
   }
+}
+
+/** The arguments of a command that reads one image: [-f FMT] [--output=human|json] IMAGE, plus its own flags. */
+export interface SingleImageArgs {
+  path: string;
+  output: 'human' | 'json';
+  format: FormatName | undefined;
+  options: ParsedArgs['options'];
+}
+
+export function parseSingleImage(argv: string[], extra: OptionSpec[] = []): SingleImageArgs {
+  const { options, positionals } = parseArgs(argv, [{ name: 'format', short: 'f', value: true }, { name: 'output', value: true }, ...extra]);
+  if (positionals.length !== 1) throw new UsageError('expected exactly one IMAGE');
+  const output = (options.output as string | undefined) ?? 'human';
+  if (output !== 'human' && output !== 'json') throw new UsageError(`--output must be human or json, not '${output}'`);
+  return { path: positionals[0]!, output, format: checkFormat(options.format as string | undefined), options };
+}
+
+/** Opens the image of a single-image command, read-only. */
+export function openForReading(args: SingleImageArgs): Promise<ImageFormat> {
+  return openImageFile(args.path, { readOnly: true, ...(args.format ? { format: args.format } : {}) });
 }

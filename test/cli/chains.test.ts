@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { assertBuilt, run, BIN } from '../helpers/cli.js';
-import { qemuCheck, qemuCompare, requireQemuImg } from '../helpers/qemu-oracle.js';
+import { qemuCheck, qemuCompare, requireQemu } from '../helpers/qemu.js';
 import { rng } from '../helpers/random.js';
 
 let dir: string;
@@ -30,7 +30,7 @@ function topExtents(path: string): [number, number, boolean][] {
 
 beforeAll(() => {
   assertBuilt();
-  requireQemuImg();
+  requireQemu();
   dir = mkdtempSync(join(tmpdir(), 'diskmirror-chains-'));
   sh('qemu-img', 'create', '-q', '-f', 'qcow2', 'base.qcow2', '16M');
   sh('qemu-io', '-f', 'qcow2', '-c', 'write -P 0x11 0 16M', 'base.qcow2');
@@ -48,8 +48,8 @@ describe('backing chains', () => {
     expect(r.code).toBe(0);
     expect(sh('qemu-img', 'info', '--output=json', 'top-copy.qcow2')).toMatch(/"backing-filename": ".*mid\.qcow2"/);
     expect(topExtents(join(dir, 'top-copy.qcow2'))).toEqual(topExtents(join(dir, 'top.qcow2')));
-    expect(qemuCompare(join(dir, 'top.qcow2'), join(dir, 'top-copy.qcow2')).code).toBe(0);
-    expect(qemuCheck(join(dir, 'top-copy.qcow2')).code).toBe(0);
+    expect((await qemuCompare(join(dir, 'top.qcow2'), join(dir, 'top-copy.qcow2'))).code).toBe(0);
+    expect((await qemuCheck(join(dir, 'top-copy.qcow2'))).code).toBe(0);
   });
 
   it('sync=top with clusters smaller than the granularity: backing data stays in the backing file', async () => {
@@ -59,8 +59,8 @@ describe('backing chains', () => {
     const out = join(dir, 'small-copy.qcow2');
     const r = await run(['mirror', '--sync', 'top', '--granularity', '64K', join(dir, 'small.qcow2'), out]);
     expect(r.code, r.stderr).toBe(0);
-    expect(qemuCompare(join(dir, 'small.qcow2'), out).code).toBe(0);
-    expect(qemuCheck(out).code).toBe(0);
+    expect((await qemuCompare(join(dir, 'small.qcow2'), out)).code).toBe(0);
+    expect((await qemuCheck(out)).code).toBe(0);
   });
 
   it('sync=top into a new raw target is refused: raw cannot keep the backing file', async () => {
@@ -75,9 +75,9 @@ describe('backing chains', () => {
       const out = join(dir, `flat.${format}`);
       const r = await run(['mirror', '-O', format, join(dir, 'top.qcow2'), out]);
       expect(r.code, r.stderr).toBe(0);
-      expect(qemuCompare(join(dir, 'top.qcow2'), out).code).toBe(0);
+      expect((await qemuCompare(join(dir, 'top.qcow2'), out)).code).toBe(0);
       if (format === 'qcow2') {
-        expect(qemuCheck(out).code).toBe(0);
+        expect((await qemuCheck(out)).code).toBe(0);
         expect(sh('qemu-img', 'info', '--output=json', out)).not.toMatch(/backing-filename/);
       }
     }
@@ -93,8 +93,8 @@ describe('backing chains', () => {
     await s.execute('x-source-write', { offset: 5 << 20, bytes: 100_000, pattern: 0x99 });
     await s.execute('job-complete', { id: 'mirror' });
     expect((await s.exited).code).toBe(0);
-    expect(qemuCompare(join(dir, 'none-src.qcow2'), out).code).toBe(0);
-    expect(qemuCheck(out).code).toBe(0);
+    expect((await qemuCompare(join(dir, 'none-src.qcow2'), out)).code).toBe(0);
+    expect((await qemuCheck(out)).code).toBe(0);
   });
 });
 
@@ -121,9 +121,9 @@ describe('kill and resume into qcow2', () => {
       if (resume.length) resumed++;
       const r = await run(['mirror', ...resume, '--speed', '0', src, dst]);
       expect(r.code, `point ${i} (${points[i]} ms): ${r.stderr}`).toBe(0);
-      expect(qemuCompare(src, dst).code, `point ${i}`).toBe(0);
-      const check = qemuCheck(dst);
-      expect(check.code, `point ${i}: ${check.output}`).toBe(0);
+      expect((await qemuCompare(src, dst)).code, `point ${i}`).toBe(0);
+      const check = await qemuCheck(dst);
+      expect(check.code, `point ${i}: ${JSON.stringify(check)}`).toBe(0);
     };
     for (let i = 0; i < points.length; i += 2) await Promise.all([one(i), one(i + 1)]);
     // Most kills landed mid-copy, so most runs really resumed from a checkpoint.

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pattern } from '../contract/device-contract.js';
 import { assertBuilt, run, QmpSession, BIN } from '../helpers/cli.js';
-import { qemuCompare, requireQemuImg } from '../helpers/qemu-oracle.js';
+import { qemuCompare, requireQemu } from '../helpers/qemu.js';
 import { rng } from '../helpers/random.js';
 import { spawn } from 'node:child_process';
 
@@ -18,7 +18,7 @@ let n = 0;
 
 beforeAll(() => {
   assertBuilt();
-  requireQemuImg();
+  requireQemu();
   dir = mkdtempSync(join(tmpdir(), 'diskmirror-cli-'));
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -41,7 +41,7 @@ describe('diskmirror mirror, plain mode', () => {
     const r = await run(['mirror', src.path, dst]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(qemuCompare(src.path, dst).code).toBe(0);
+    expect((await qemuCompare(src.path, dst)).code).toBe(0);
     expect(existsSync(`${dst}.dmcheckpoint`)).toBe(false);
   });
 
@@ -76,7 +76,7 @@ describe('diskmirror mirror, plain mode', () => {
     const r = await run(['mirror', '--inject', 'source:read:EIO:1M:once', '--on-source-error', 'stop', src.path, dst], 'resume\n');
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/read error \(EIO\)/);
-    expect(qemuCompare(src.path, dst).code).toBe(0);
+    expect((await qemuCompare(src.path, dst)).code).toBe(0);
   });
 
   it('stop without a terminal: says it waits, and a later "resume" on stdin completes the job', async () => {
@@ -94,7 +94,7 @@ describe('diskmirror mirror, plain mode', () => {
     await waiting;
     child.stdin.write('resume\n');
     expect(await exited).toBe(0);
-    expect(qemuCompare(src.path, dst).code).toBe(0);
+    expect((await qemuCompare(src.path, dst)).code).toBe(0);
   });
 
   it('stop, then "cancel" on stdin: exit 1', async () => {
@@ -125,7 +125,7 @@ describe('diskmirror mirror --qmp', () => {
     expect(await s.execute('job-complete', { id: 'mirror' })).toMatchObject({ return: {} });
     expect((await s.exited).code).toBe(0);
     expect(s.events()).toEqual(['created', 'running', 'BLOCK_JOB_ERROR', 'paused', 'running', 'ready', 'BLOCK_JOB_READY', 'waiting', 'pending', 'BLOCK_JOB_COMPLETED', 'concluded', 'null']);
-    expect(qemuCompare(src.path, dst).code).toBe(0);
+    expect((await qemuCompare(src.path, dst)).code).toBe(0);
   });
 
   it('commands: errors in QMP form, faults added and removed live, x-source-write, set-speed', async () => {
@@ -156,7 +156,7 @@ describe('diskmirror mirror --qmp', () => {
     expect((await s.exited).code).toBe(0);
     const written = readFileSync(src.path).subarray(1000, 6000);
     expect(written.every((b) => b === 0xee)).toBe(true);
-    expect(qemuCompare(src.path, dst).code).toBe(0);
+    expect((await qemuCompare(src.path, dst)).code).toBe(0);
   });
 
   it('SIGTERM checkpoints and exits 130; --resume copies only what was still dirty', async () => {
@@ -176,7 +176,7 @@ describe('diskmirror mirror --qmp', () => {
     expect(len).toBeLessThan(8 * MiB);
     await r.execute('job-complete', { id: 'mirror' });
     expect((await r.exited).code).toBe(0);
-    expect(qemuCompare(src.path, dst).code).toBe(0);
+    expect((await qemuCompare(src.path, dst)).code).toBe(0);
     expect(existsSync(`${dst}.dmcheckpoint`)).toBe(false);
   });
 
@@ -217,7 +217,7 @@ describe('kill and resume', () => {
       if (resumeArgs.length) resumed++;
       const r = await run(['mirror', ...resumeArgs, '--speed', '0', src.path, dst]);
       expect(r.code, `point ${i} (${points[i]} ms): ${r.stderr}`).toBe(0);
-      expect(qemuCompare(src.path, dst).code, `point ${i} (${points[i]} ms)`).toBe(0);
+      expect((await qemuCompare(src.path, dst)).code, `point ${i} (${points[i]} ms)`).toBe(0);
     };
     for (let i = 0; i < points.length; i += 2) await Promise.all([one(i), one(i + 1)]);
     // Most kills landed mid-copy, so most runs really resumed from a checkpoint.

@@ -9,13 +9,13 @@ import { join } from 'node:path';
 import { test, expect } from './fixtures.js';
 import { jobState, openApp, shot, startMirror, waitReadyAndComplete } from './app.js';
 import { startFileServer, type FileServer } from '../helpers/file-server.js';
-import { qemuCheck, qemuCompare, requireQemuImg } from '../helpers/qemu-oracle.js';
+import { qemuCheck, qemuCompare, requireQemu } from '../helpers/qemu.js';
 
 let dir: string;
 let server: FileServer;
 
 test.beforeAll(async () => {
-  requireQemuImg();
+  requireQemu();
   dir = mkdtempSync(join(tmpdir(), 'diskmirror-e2e-formats-'));
   const q = join(dir, 'made.qcow2');
   execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', q, '12M']);
@@ -61,11 +61,11 @@ test('qcow2 and raw images made by qemu-img, mirrored into OPFS as raw and as qc
       await waitReadyAndComplete(page);
       const out = testInfo.outputPath(target);
       await download(page, target, out);
-      const compare = qemuCompare(join(dir, source), out);
-      expect(compare.code, `${source} -> ${target}: ${compare.output}`).toBe(0);
+      const compare = await qemuCompare(join(dir, source), out);
+      expect(compare.code, `${source} -> ${target}: ${compare.stdout + compare.stderr}`).toBe(0);
       if (format === 'qcow2') {
-        const check = qemuCheck(out);
-        expect(check.code, `${target}: ${check.output}`).toBe(0);
+        const check = await qemuCheck(out);
+        expect(check.code, `${target}: ${JSON.stringify(check)}`).toBe(0);
       }
     }
   }
@@ -83,7 +83,7 @@ test('a blank qcow2 made by Create image passes qemu-img check and reads as zero
   await expect(row.getByRole('cell', { name: '3.00 GiB' })).toBeVisible();
   const out = testInfo.outputPath('blank.qcow2');
   await download(page, 'blank.qcow2', out);
-  expect(qemuCheck(out).code).toBe(0);
+  expect((await qemuCheck(out)).code).toBe(0);
   expect(execFileSync('qemu-img', ['info', '--output=json', out], { encoding: 'utf8' })).toMatch(/"virtual-size": 3221225472/);
   await expect(jobState(page)).toContainText('No job yet');
 });
@@ -101,8 +101,8 @@ test('sync top over a backing chain in OPFS: the copy keeps the backing file and
   await download(page, 'over-top.qcow2', out);
   const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', out], { encoding: 'utf8' })) as { 'backing-filename'?: string };
   expect(info['backing-filename']).toBe('base.qcow2');
-  expect(qemuCompare(join(dir, 'over.qcow2'), out).code).toBe(0);
-  expect(qemuCheck(out).code).toBe(0);
+  expect((await qemuCompare(join(dir, 'over.qcow2'), out)).code).toBe(0);
+  expect((await qemuCheck(out)).code).toBe(0);
   const map = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', out], { encoding: 'utf8' })) as { depth: number; length: number }[];
   const ownBytes = map.filter((e) => e.depth === 0).reduce((n, e) => n + e.length, 0);
   expect(ownBytes).toBe(256 * 1024 + 1024 * 1024);

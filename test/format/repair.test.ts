@@ -6,14 +6,14 @@ import { join } from 'node:path';
 import { createImageFile, openImageFile } from '../../src/cli/node-images.js';
 import { repairLeaks } from '../../src/format/repair.js';
 import { Qcow2Image } from '../../src/format/qcow2/image.js';
-import { qemuCheck, requireQemuImg } from '../helpers/qemu-oracle.js';
+import { qemuCheck, requireQemu } from '../helpers/qemu.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'diskmirror-repair-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('repairLeaks', () => {
   it('frees clusters counted but not referenced; qemu-img check goes from 3 (leaks) to 0', async () => {
-    requireQemuImg();
+    requireQemu();
     const path = join(dir, 'leaky.qcow2');
     const image = await createImageFile(path, { format: 'qcow2', size: 4 << 20 });
     await image.write(0, new Uint8Array(256 << 10).fill(7));
@@ -28,12 +28,12 @@ describe('repairLeaks', () => {
     await refcounts.set(first + 1, 1);
     await refcounts.flush();
     await image.close();
-    expect(qemuCheck(path).code).toBe(3);
+    expect((await qemuCheck(path)).code).toBe(3);
 
     const reopened = await openImageFile(path);
     expect(await repairLeaks(reopened)).toEqual({ leaks: 2 });
     await reopened.close();
-    expect(qemuCheck(path).code).toBe(0);
+    expect((await qemuCheck(path)).code).toBe(0);
     const again = await openImageFile(path);
     expect(await repairLeaks(again)).toEqual({ leaks: 0 });
     await again.close();

@@ -6,6 +6,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { MapExtent } from '../../src/format/map.js';
 
 export interface RunResult {
   code: number;
@@ -50,20 +51,18 @@ export function haveQemu(): boolean {
   }
 }
 
+/** Fails a suite that needs the oracle, saying how to get it. */
+export function requireQemu(): void {
+  if (!haveQemu()) throw new Error('qemu-img and qemu-io are required: sudo apt-get install -y qemu-utils (.ci/run installs them)');
+}
+
 export function tempDir(prefix = 'diskmirror-'): { path: string; file(name: string): string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
   return { path, file: (name) => join(path, name), remove: () => rmSync(path, { recursive: true, force: true }) };
 }
 
-export interface QemuMapEntry {
-  start: number;
-  length: number;
-  depth: number;
-  present: boolean;
-  zero: boolean;
-  data: boolean;
-  offset?: number;
-}
+/** qemu-img map's JSON extents have the fields diskmirror's map prints. */
+export type QemuMapEntry = MapExtent;
 
 export async function qemuMap(image: string): Promise<QemuMapEntry[]> {
   return JSON.parse(await qemuImg('map', '--output=json', image)) as QemuMapEntry[];

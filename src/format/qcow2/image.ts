@@ -567,16 +567,26 @@ export class Qcow2Image implements ImageFormat {
     }
   }
 
+  /**
+   * The whole subclusters inside [offset, offset + bytes) of one cluster,
+   * as byte offsets a..b (the image's last subcluster counts as whole when
+   * the range runs to the end).
+   */
+  private wholeSubclusters(offset: number, bytes: number): { clusterStart: number; a: number; b: number; scb: number } {
+    const cs = this.header.clusterSize;
+    const scb = this.map.subclusterBytes;
+    const end = offset + bytes;
+    const a = Math.ceil(offset / scb) * scb;
+    const b = end === this.size ? Math.ceil(end / scb) * scb : Math.floor(end / scb) * scb;
+    return { clusterStart: Math.floor(offset / cs) * cs, a, b, scb };
+  }
+
   /** Zeroes part of one cluster: subcluster zero bits where aligned, else zero data, unless it already reads as zero. */
   private async zeroPartial(offset: number, bytes: number): Promise<void> {
     if (await this.readsAsZero(offset, bytes)) return;
     if (this.header.extendedL2) {
-      const cs = this.header.clusterSize;
-      const scb = this.map.subclusterBytes;
-      const clusterStart = Math.floor(offset / cs) * cs;
+      const { clusterStart, a, b, scb } = this.wholeSubclusters(offset, bytes);
       const end = offset + bytes;
-      const a = Math.ceil(offset / scb) * scb;
-      const b = end === this.size ? Math.ceil(end / scb) * scb : Math.floor(end / scb) * scb;
       if (b > a) {
         const ok = await this.lock.run(() => this.map.zeroSubclusters(clusterStart, (a - clusterStart) / scb, (b - clusterStart) / scb));
         if (ok) {
@@ -662,12 +672,8 @@ export class Qcow2Image implements ImageFormat {
     let copyFrom = offset;
     let copyTo = offset + bytes;
     if (this.header.extendedL2) {
-      const cs = this.header.clusterSize;
-      const scb = this.map.subclusterBytes;
-      const clusterStart = Math.floor(offset / cs) * cs;
+      const { clusterStart, a, b, scb } = this.wholeSubclusters(offset, bytes);
       const end = offset + bytes;
-      const a = Math.ceil(offset / scb) * scb;
-      const b = end === this.size ? Math.ceil(end / scb) * scb : Math.floor(end / scb) * scb;
       if (b > a && (await this.lock.run(() => this.map.unallocateSubclusters(clusterStart, (a - clusterStart) / scb, (b - clusterStart) / scb)))) {
         if (offset < a) await this.copyFromBacking(offset, a - offset);
         if (b < end) await this.copyFromBacking(b, end - b);
