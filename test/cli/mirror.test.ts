@@ -178,7 +178,7 @@ describe('diskmirror mirror --qmp', () => {
     const ready = await r.event('BLOCK_JOB_READY');
     const len = (ready.data as { len: number }).len;
     expect(len, r.stderr).toBeGreaterThan(0);
-    expect(len, r.stderr).toBeLessThan(8 * MiB - MiB);
+    expect(len, r.stderr).toBeLessThanOrEqual(8 * MiB - MiB); // at least the 1 MiB done before the signal is not copied again
     await r.execute('job-complete', { id: 'mirror' });
     expect((await r.exited).code).toBe(0);
     expect((await qemuCompare(src.path, dst)).code).toBe(0);
