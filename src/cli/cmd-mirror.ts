@@ -78,6 +78,13 @@ async function open(argv: string[]): Promise<Opened & { qmp: boolean; progress: 
   if (checkpoint && (checkpoint.source !== resolve(srcPath) || checkpoint.target !== resolve(dstPath))) {
     throw new UsageError(`the checkpoint ${sidecar} is for ${checkpoint.source} -> ${checkpoint.target}, not these images`);
   }
+  if (checkpoint) {
+    // A resumed job keeps the options it started with; only how it runs may change.
+    const fixed = ['format', 'target-format', 'sync', 'granularity', 'buf-size', 'on-source-error', 'on-target-error', 'copy-mode', 'id'].filter((k) => o[k] !== undefined);
+    if (fixed.length > 0) throw new UsageError(`--resume continues with the options the job started with; drop --${fixed.join(', --')}`);
+  } else if (o.resume) {
+    process.stderr.write(`diskmirror mirror: no checkpoint at ${sidecar}: mirroring everything\n`);
+  }
   const intervalSeconds = o['checkpoint-interval'] === undefined ? 5 : Number(o['checkpoint-interval']);
   if (!(intervalSeconds > 0)) throw new UsageError(`--checkpoint-interval must be a positive number of seconds`);
 
@@ -325,13 +332,21 @@ export const mirrorCommand: Command = {
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     const signalled = new Promise<'interrupted'>((r) => (interrupted = () => r('interrupted')));
+    let interruptedExit = false;
     try {
       job.start();
       const outcome = await Promise.race([opened.qmp ? runQmp(opened, lines) : runPlain(opened, lines, progress), signalled]);
       if (outcome === 'interrupted') {
         progress?.clear();
-        await job.checkpoint();
-        process.stderr.write(`diskmirror mirror: interrupted; the checkpoint is in ${opened.sidecar} (continue with --resume)\n`);
+        interruptedExit = true;
+        const saved = await job.checkpoint();
+        process.stderr.write(
+          saved
+            ? `diskmirror mirror: interrupted; the checkpoint is in ${opened.sidecar} (continue with --resume)\n`
+            : existsSync(opened.sidecar)
+              ? `diskmirror mirror: interrupted; the last checkpoint could not be updated, ${opened.sidecar} holds an earlier one (continue with --resume)\n`
+              : `diskmirror mirror: interrupted before a checkpoint could be stored; run the mirror again\n`,
+        );
         return EXIT.interrupted;
       }
       return outcome;
@@ -340,8 +355,12 @@ export const mirrorCommand: Command = {
       process.off('SIGTERM', onSignal);
       lines.close();
       process.stdin.destroy();
-      await source.close().catch(() => {});
-      await target.close().catch(() => {});
+      // An interrupted job still has I/O under way: the checkpoint holds what counts, and the
+      // process exits without closing (a close would flush metadata mid-write).
+      if (!interruptedExit) {
+        await source.close().catch(() => {});
+        await target.close().catch(() => {});
+      }
     }
   },
 };

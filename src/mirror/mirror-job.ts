@@ -132,6 +132,10 @@ const BACKOFF_FIRST_MS = 10;
 const BACKOFF_MAX_MS = 1000;
 const PROGRESS_INTERVAL_MS = 100;
 const HISTORY_LIMIT = 1000;
+/** The backoff counter of target flushes (chunk indices are never negative). */
+const FLUSH_KEY = -1;
+/** Bytes before level 0 in a serialized bitmap (see DirtyBitmap.serialize). */
+const SERIAL_HEADER = 16;
 /** Block status is asked in pieces of at most this many bytes during the initial scan. */
 const DIRTY_INIT_STEP = 1 << 30;
 
@@ -166,7 +170,6 @@ export class MirrorJob {
   private pauseCount = 0;
   private userPaused = false;
   private cancelRequested = false;
-  private forceCancel = false;
   private completeRequested = false;
   private finalizeRequested = false;
   private dismissRequested = false;
@@ -224,7 +227,10 @@ export class MirrorJob {
     }
     if (target.readOnly) throw new OptionError('The target image is read-only');
     const targetInfo = await target.info();
-    const options = resolveOptions(params.options, {
+    // sync=top on an image without a backing file copies everything, as full does.
+    const sourceInfo = await source.info();
+    const requested = params.options.sync === 'top' && !sourceInfo.backingFile ? { ...params.options, sync: 'full' as const } : params.options;
+    const options = resolveOptions(requested, {
       targetClusterSize: targetInfo.clusterSize,
       // A target the job created reads as zeroes, unless it has a backing file.
       targetIsZero: Boolean(params.targetCreated) && !targetInfo.backingFile,
@@ -249,6 +255,13 @@ export class MirrorJob {
   }
 
   private resuming = false;
+  /** The initial scan is complete (or was not needed): checkpoints describe the whole image. */
+  private scanned = false;
+  /** Background source writes under way: their chunks count as dirty in checkpoints. */
+  private readonly pendingWrites = new Map<number, { first: number; nb: number; done: Promise<void> }>();
+  private nextWrite = 0;
+  /** A source write happened since the last checkpoint: flush the source too. */
+  private sourceWritten = false;
   /** The kernel memory is freed once the job concluded; counts read as zero from then on. */
   private released = false;
 
@@ -324,35 +337,35 @@ export class MirrorJob {
     const out: CellState[] = [];
     if (this.released) return out;
     const perCell = Math.max(1, Math.ceil(this.nbChunks / Math.max(1, cells)));
-    const failedChunks = this.kernel.newBitmap(this.nbChunks);
-    try {
-      for (const f of this.failedRanges.values()) {
-        failedChunks.set(Math.floor(f.offset / this.granularity), Math.ceil(f.bytes / this.granularity));
-      }
-      for (let first = 0; first < this.nbChunks; first += perCell) {
-        if (failedChunks.countRange(first, perCell) > 0) out.push('failed');
-        else if (this.inFlight.countRange(first, perCell) > 0) out.push('inflight');
-        else if (this.dirty.countRange(first, perCell) > 0) out.push('dirty');
-        else if (this.zeroChunks.countRange(first, perCell) === Math.min(perCell, this.nbChunks - first)) out.push('zero');
-        else out.push('clean');
-      }
-    } finally {
-      failedChunks.free();
+    // Failed ranges as chunk spans; nothing is allocated in kernel memory while I/O may be in flight.
+    const failed = [...this.failedRanges.values()].map((f) => {
+      const first = Math.floor(f.offset / this.granularity);
+      return [first, first + Math.max(1, Math.ceil(f.bytes / this.granularity))] as const;
+    });
+    for (let first = 0; first < this.nbChunks; first += perCell) {
+      const end = first + perCell;
+      if (failed.some(([a, b]) => a < end && first < b)) out.push('failed');
+      else if (this.inFlight.countRange(first, perCell) > 0) out.push('inflight');
+      else if (this.dirty.countRange(first, perCell) > 0) out.push('dirty');
+      else if (this.zeroChunks.countRange(first, perCell) === Math.min(perCell, this.nbChunks - first)) out.push('zero');
+      else out.push('clean');
     }
     return out;
   }
 
   /** The dirty bitmap as stored in checkpoints. */
   serializeBitmap(): Uint8Array {
-    // Chunks in flight are not clean yet: a checkpoint counts them dirty.
-    const copy = this.kernel.newBitmap(this.nbChunks);
-    try {
-      copy.merge(this.dirty);
-      copy.merge(this.inFlight);
-      return copy.serialize();
-    } finally {
-      copy.free();
+    if (this.released) throw new JobError(`Job '${this.id}' has concluded; it has no bitmap any more`);
+    // Chunks in flight, and chunks a source write is changing, are not clean yet.
+    // The union is built here, not in kernel memory: no allocation may grow
+    // linear memory (and detach the views of I/O under way) while the job runs.
+    const out = this.dirty.serialize();
+    const inFlight = this.inFlight.serialize();
+    for (let i = SERIAL_HEADER; i < out.length; i++) out[i]! |= inFlight[i]!;
+    for (const w of this.pendingWrites.values()) {
+      for (let c = w.first; c < Math.min(w.first + w.nb, this.nbChunks); c++) out[SERIAL_HEADER + (c >>> 3)]! |= 1 << (c & 7);
     }
+    return out;
   }
 
   private get len(): number {
@@ -403,17 +416,23 @@ export class MirrorJob {
    */
   cancel(force = true): void {
     checkVerb(this.id, 'cancel', this.statusValue);
-    if (!force && this.isReady) {
+    if (!force && this.isReady && !this.cancelRequested) {
       this.completeRequested = true;
     } else {
+      // Before READY every cancel is a force cancel (QEMU's mirror_cancel); a force is never undone.
       this.cancelRequested = true;
-      this.forceCancel = force;
       // A cancelled job leaves its pause so it can wind down.
       if (this.userPaused) {
         this.userPaused = false;
         this.pauseCount--;
         this.ioStatus = 'ok';
       }
+    }
+    // Never started: it concludes at once, as QEMU's never-started jobs do.
+    if (!this.started) {
+      this.started = true;
+      void this.conclude('cancelled');
+      return;
     }
     this.kick();
   }
@@ -482,26 +501,41 @@ export class MirrorJob {
     if (data.length === 0) return;
     const firstChunk = Math.floor(offset / this.granularity);
     const endChunk = Math.ceil((offset + data.length) / this.granularity);
+    this.sourceWritten = true;
     if (this.options.copyMode === 'background' || !this.started) {
-      // Dirty before (so a checkpoint taken meanwhile never calls these chunks
-      // clean) and after (a copy may have taken the old bytes in between).
+      // Dirty before (so the loop re-copies whatever it takes meanwhile) and after (a
+      // copy may have taken the old bytes in between). Until it lands, the range also
+      // counts as dirty in checkpoints, whatever the loop did with the bits.
+      const id = this.nextWrite++;
+      let landed!: () => void;
+      this.pendingWrites.set(id, { first: firstChunk, nb: endChunk - firstChunk, done: new Promise<void>((r) => (landed = r)) });
       this.dirty.set(firstChunk, endChunk - firstChunk);
       this.activeWrites++;
       try {
         await this.source.write(offset, data);
       } finally {
         this.activeWrites--;
-        this.dirty.set(firstChunk, endChunk - firstChunk);
+        if (!this.released) this.dirty.set(firstChunk, endChunk - firstChunk);
+        this.pendingWrites.delete(id);
+        landed();
         this.kick();
       }
       return;
     }
     // Write-blocking: wait for operations on these chunks, then hold them.
     const op = await this.addOpWhenFree('active-write', firstChunk, endChunk - firstChunk, offset, data.length);
+    let sourceError: unknown;
     this.activeWrites++;
     try {
       await op.run(async () => {
-        await this.source.write(offset, data);
+        try {
+          await this.source.write(offset, data);
+        } catch (err) {
+          // The guest's write failed: it hears so, and whatever part landed is copied later.
+          sourceError = err;
+          this.dirty.set(firstChunk, endChunk - firstChunk);
+          return;
+        }
         try {
           this.markWritten(firstChunk, endChunk - firstChunk);
           await this.target.write(offset, data);
@@ -521,6 +555,7 @@ export class MirrorJob {
       this.activeWrites--;
       this.kick();
     }
+    if (sourceError !== undefined) throw toBlockError(sourceError, 'write', offset, data.length);
   }
 
   // ---- the loop ---------------------------------------------------------------
@@ -531,6 +566,8 @@ export class MirrorJob {
       this.setStatus('running');
       this.busy = true;
       if (!this.resuming) await this.dirtyInit();
+      // Until the scan is done the bitmap is incomplete: no checkpoint may be taken before this.
+      this.scanned = true;
       // The first checkpoint lands before any data moves: from here on, an interruption can resume.
       if (this.checkpointer && !this.cancelRequested && !this.failure) {
         this.lastCheckpoint = this.now();
@@ -574,9 +611,9 @@ export class MirrorJob {
   private async copyLoop(): Promise<void> {
     let cursor = 0;
     for (;;) {
-      if (this.failure || (this.cancelRequested && (this.forceCancel || !this.isReady))) return;
+      if (this.failure || this.cancelRequested) return;
       await this.pausePoint();
-      if (this.failure || this.cancelRequested) continue;
+      if (this.failure || this.cancelRequested) return;
       this.expireBackoffs();
       this.maybeCheckpoint();
 
@@ -587,11 +624,11 @@ export class MirrorJob {
           if (this.failure) return;
           if (!flushed) {
             this.writesClosed = false;
-            await this.sleep(this.backoffDelay(-1));
+            await this.sleep(this.backoffDelay(FLUSH_KEY));
             continue;
           }
-          // Source writes may have landed while the flush ran.
-          if (this.dirty.count !== 0 || this.ops.size !== 0 || this.activeWrites !== 0) {
+          // Source writes may have landed while the flush ran, or a cancel arrived.
+          if (this.dirty.count !== 0 || this.ops.size !== 0 || this.activeWrites !== 0 || this.cancelRequested) {
             this.writesClosed = false;
             continue;
           }
@@ -635,7 +672,7 @@ export class MirrorJob {
   private async pausePoint(): Promise<void> {
     if (!this.pauseRequested() || this.cancelRequested) return;
     await this.drain();
-    if (!this.pauseRequested() || this.cancelRequested) return;
+    if (!this.pauseRequested() || this.cancelRequested || this.failure) return;
     const resumeTo: JobStatus = this.isReady ? 'ready' : 'running';
     this.setStatus(this.isReady ? 'standby' : 'paused');
     this.busy = false;
@@ -869,8 +906,11 @@ export class MirrorJob {
     const action = errorAction(policy, error.code);
     const offset = first * this.granularity;
     const bytes = Math.max(0, Math.min(nb * this.granularity, this.size - offset));
-    const prior = this.failedRanges.get(first);
-    this.failedRanges.set(first, { offset, bytes, side, errno: error.code, attempts: (prior?.attempts ?? 0) + 1 });
+    // A flush has no range: it is not a failed range of the picture, nor does it back off a chunk.
+    if (nb > 0) {
+      const prior = this.failedRanges.get(first);
+      this.failedRanges.set(first, { offset, bytes, side, errno: error.code, attempts: (prior?.attempts ?? 0) + 1 });
+    }
     if (action === 'stop') {
       if (!this.userPaused) {
         this.userPaused = true;
@@ -888,7 +928,7 @@ export class MirrorJob {
       message: error.message,
     });
     if (action === 'report') this.failure ??= error;
-    if (action === 'ignore') this.startBackoff(first, nb);
+    if (action === 'ignore' && nb > 0) this.startBackoff(first, nb);
     this.kick();
     return action;
   }
@@ -930,6 +970,7 @@ export class MirrorJob {
   private async flushTarget(): Promise<boolean> {
     try {
       await this.target.flush();
+      this.attempts.delete(FLUSH_KEY);
       return true;
     } catch (err) {
       this.onIoError('target', 'write', toBlockError(err, 'flush', 0, 0), 0, 0);
@@ -944,9 +985,11 @@ export class MirrorJob {
     void this.saveCheckpoint();
   }
 
-  /** Waits for every operation in flight. */
+  /** Waits for every operation in flight, source writes included. */
   private async drain(): Promise<void> {
-    while (this.ops.size > 0) await Promise.all([...this.ops].map((op) => op.done));
+    while (this.ops.size > 0 || this.pendingWrites.size > 0) {
+      await Promise.all([...[...this.ops].map((op) => op.done), ...[...this.pendingWrites.values()].map((w) => w.done)]);
+    }
   }
 
   private async conclude(outcome: JobOutcome): Promise<void> {
@@ -1012,15 +1055,24 @@ export class MirrorJob {
     void this.saveCheckpoint();
   }
 
-  private checkpointing: Promise<void> | null = null;
+  private checkpointing: Promise<boolean> | null = null;
 
-  /** Flush the target, then store the bitmap: a checkpoint never calls a non-durable chunk clean. */
-  private async saveCheckpoint(): Promise<void> {
-    if (!this.checkpointer || this.checkpointing) return this.checkpointing ?? undefined;
+  /**
+   * Flush the target (and the source, if the guest wrote to it), then store
+   * the bitmap: a checkpoint never calls clean a chunk whose data is not
+   * durable on both sides. Resolves with whether it was stored.
+   */
+  private async saveCheckpoint(): Promise<boolean> {
+    // Before the initial scan is complete the bitmap does not describe the image.
+    if (!this.checkpointer || !this.scanned || this.released) return false;
+    if (this.checkpointing) return this.checkpointing;
     const bitmap = this.serializeBitmap();
     const offset = this.offsetDone;
-    const run = async () => {
+    const flushSource = this.sourceWritten;
+    this.sourceWritten = false;
+    const run = async (): Promise<boolean> => {
       try {
+        if (flushSource) await this.source.flush();
         await this.target.flush();
         await this.checkpointer!.save({
           id: this.id,
@@ -1031,8 +1083,11 @@ export class MirrorJob {
           bitmap,
           savedAt: this.now(),
         });
+        return true;
       } catch {
         // A checkpoint that cannot be written is skipped; the next one tries again.
+        if (flushSource) this.sourceWritten = true;
+        return false;
       } finally {
         this.checkpointing = null;
       }
@@ -1041,10 +1096,10 @@ export class MirrorJob {
     return this.checkpointing;
   }
 
-  /** Stores a checkpoint now (for a clean interruption: SIGINT, a closing tab). */
-  async checkpoint(): Promise<void> {
+  /** Stores a checkpoint now (for a clean interruption: SIGINT, a closing tab); false if none could be. */
+  async checkpoint(): Promise<boolean> {
     await this.checkpointing;
-    await this.saveCheckpoint();
+    return this.saveCheckpoint();
   }
 
   // ---- plumbing ------------------------------------------------------------------

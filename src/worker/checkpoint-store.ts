@@ -50,6 +50,9 @@ function database(): Promise<IDBPDatabase<DiskmirrorDB>> {
     upgrade(d) {
       if (!d.objectStoreNames.contains('checkpoints')) d.createObjectStore('checkpoints', { keyPath: 'id' });
     },
+  }).catch((err) => {
+    db = undefined; // try again next time instead of failing for good
+    throw err;
   });
   return db;
 }

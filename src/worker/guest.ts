@@ -18,6 +18,8 @@ export interface GuestStats {
 
 export class GuestWriter {
   private stopped = true;
+  /** Each start runs its own loop; an older loop ends when it sees a newer generation. */
+  private generation = 0;
   private stats: GuestStats;
   private loop: Promise<void> | null = null;
 
@@ -44,7 +46,8 @@ export class GuestWriter {
     this.setRate(this.stats.bytesPerSecond);
     this.stopped = false;
     this.stats.running = true;
-    this.loop = this.run();
+    const generation = ++this.generation;
+    this.loop = this.run(generation);
   }
 
   async stop(): Promise<void> {
@@ -52,13 +55,14 @@ export class GuestWriter {
     await this.loop;
   }
 
-  private async run(): Promise<void> {
+  private async run(generation: number): Promise<void> {
     const size = this.job.size;
     const buffer = new Uint8Array(MAX_WRITE_BYTES);
-    while (!this.stopped) {
+    const mine = () => !this.stopped && generation === this.generation;
+    while (mine()) {
       const tickStart = performance.now();
       let budget = Math.max(512, Math.round((this.stats.bytesPerSecond * TICK_MS) / 1000));
-      while (budget > 0 && !this.stopped && size > 0) {
+      while (budget > 0 && mine() && size > 0) {
         const bytes = Math.min(budget, 512 * (1 + Math.floor(Math.random() * (MAX_WRITE_BYTES / 512))), size);
         const offset = Math.floor(Math.random() * Math.floor((size - bytes) / 512 + 1)) * 512;
         const data = buffer.subarray(0, bytes);
@@ -77,6 +81,6 @@ export class GuestWriter {
       const rest = TICK_MS - (performance.now() - tickStart);
       if (rest > 0) await new Promise((r) => setTimeout(r, rest));
     }
-    this.stats.running = false;
+    if (generation === this.generation) this.stats.running = false;
   }
 }

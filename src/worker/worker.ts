@@ -97,11 +97,13 @@ async function openSource(ref: SourceRef): Promise<ImageFormat> {
   return openImage(device, { name: ref.url, resolve: (name) => HttpDevice.open(new URL(name, ref.url).href) });
 }
 
-function uniqueJobId(wanted?: string): string {
+/** A job id not used by a running job nor by an interrupted one (whose checkpoint it would overwrite). */
+async function uniqueJobId(wanted?: string): Promise<string> {
+  const stored = new Set((await listCheckpoints()).map((c) => c.id));
   if (wanted) return wanted;
   let id: string;
   do id = `mirror${nextJob++}`;
-  while (jobs.has(id));
+  while (jobs.has(id) || stored.has(id));
   return id;
 }
 
@@ -116,10 +118,10 @@ interface Launch {
 
 /** Creates (or opens) the target, builds the job with faults and a checkpointer, starts it. */
 async function launch(l: Launch): Promise<string> {
-  const id = uniqueJobId(l.options.id);
-  if (jobs.has(id)) throw new BlockError('EEXIST', 'open', 0, 0, `a job named "${id}" is already running`);
   let target: ImageFormat | undefined;
   try {
+    const id = l.resume ? l.resume.id : await uniqueJobId(l.options.id);
+    if (jobs.has(id)) throw new BlockError('EEXIST', 'open', 0, 0, `a job named "${id}" is already running`);
     checkImageName(l.target);
     const targetCreated = !(await store.exists(l.target));
     if (l.resume && targetCreated) throw new BlockError('ENOENT', 'open', 0, 0, `the target "${l.target}" is gone; the job cannot resume`);
