@@ -220,6 +220,7 @@ export class DirtyBitmap {
   /** this |= other (same size). */
   merge(other: DirtyBitmap): void {
     if (other.kernel !== this.kernel) throw new RangeError('merge: bitmaps of different kernels');
+    if (other.freed) throw new KernelError('merge: the other bitmap was freed');
     if (other.size !== this.size) {
       throw new RangeError(`merge: sizes differ (${this.size} and ${other.size} chunks)`);
     }
