@@ -77,6 +77,8 @@ async function download(name: string): Promise<void> {
 
 export class ImagesSection {
   private images: ImageEntry[] = [];
+  /** Imports under way: job id -> the image's name. */
+  private readonly imports = new Map<string, string>();
 
   constructor(private readonly hooks: ImagesHooks) {
     byId('new-demo').addEventListener('click', () => void this.demo());
@@ -175,6 +177,7 @@ export class ImagesSection {
     say(`Importing ${file.name} (${formatSize(file.size)}) as ${name}…`);
     await this.act(async () => {
       const id = await worker().importFile(file, name, this.hooks.importOptions());
+      this.imports.set(id, name);
       this.hooks.onJobStarted(id);
       await this.refresh();
     });
@@ -196,9 +199,24 @@ export class ImagesSection {
     say(`Importing ${url} as ${name}…`);
     await this.act(async () => {
       const id = await worker().importUrl(url, name, this.hooks.importOptions());
+      this.imports.set(id, name);
       this.hooks.onJobStarted(id);
       await this.refresh();
     });
+  }
+
+  /** A job ended: if it was an import, say how it went. */
+  jobEnded(id: string, outcome: 'completed' | 'cancelled' | 'failed', error?: string): void {
+    const name = this.imports.get(id);
+    if (name === undefined) return;
+    this.imports.delete(id);
+    say(
+      outcome === 'completed'
+        ? `Imported ${name}.`
+        : outcome === 'cancelled'
+          ? `The import of ${name} was cancelled; what was copied so far is in ${name}.`
+          : `The import of ${name} failed: ${error ?? 'an error'}.`,
+    );
   }
 
   private async create(): Promise<void> {

@@ -143,6 +143,8 @@ async function discardInterrupted(id: string): Promise<void> {
 function onEvent(e: AnyQmpEvent): void {
   log.add(e);
   panel.onEvent(e);
+  if (e.event === 'BLOCK_JOB_COMPLETED') images.jobEnded(e.data.device, e.data.error ? 'failed' : 'completed', e.data.error);
+  if (e.event === 'BLOCK_JOB_CANCELLED') images.jobEnded(e.data.device, 'cancelled');
   if (e.event === 'BLOCK_JOB_ERROR') void faults.refresh();
 }
 

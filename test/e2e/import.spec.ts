@@ -41,6 +41,7 @@ test('Import from URL with failing Range requests: on-source-error ignore retrie
   await page.getByRole('button', { name: 'Complete', exact: true }).click();
   await expect(jobState(page)).toContainText(/— (concluded|null)/);
   await expect(page.getByRole('rowheader', { name: 'disk.img', exact: true })).toBeVisible();
+  await expect(page.getByText('Imported disk.img.')).toBeVisible();
   expect(server.failures).toBeGreaterThan(0);
   const errors = (await loggedEvents(page)).filter((e) => e.event === 'BLOCK_JOB_ERROR');
   expect(errors.length).toBeGreaterThan(0);
