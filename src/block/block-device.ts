@@ -31,27 +31,28 @@ export function isErrno(value: unknown): value is Errno {
 
 export type BlockOp = 'open' | 'read' | 'write' | 'flush' | 'discard' | 'resize' | 'close';
 
-const DESCRIPTIONS: Record<Errno, string> = {
-  EIO: 'input/output error',
-  ENOSPC: 'no space left on device',
-  ENOENT: 'no such file',
-  EBUSY: 'device or resource busy',
-  EACCES: 'permission denied',
-  EPERM: 'operation not permitted',
-  EROFS: 'read-only device',
-  EINVAL: 'invalid argument',
-  ENOTSUP: 'operation not supported',
-  EFBIG: 'file too large',
-  ECANCELED: 'operation canceled',
-  EEXIST: 'file exists',
-  EBADF: 'device is closed',
-  ENOMEM: 'out of memory',
-  ETIMEDOUT: 'timed out',
-  ESTALE: 'the resource changed underneath',
+/** Each code's strerror() text, as QEMU reports it (e.g. in BLOCK_JOB_COMPLETED's error). */
+const STRERROR: Record<Errno, string> = {
+  EIO: 'Input/output error',
+  ENOSPC: 'No space left on device',
+  ENOENT: 'No such file or directory',
+  EBUSY: 'Device or resource busy',
+  EACCES: 'Permission denied',
+  EPERM: 'Operation not permitted',
+  EROFS: 'Read-only file system',
+  EINVAL: 'Invalid argument',
+  ENOTSUP: 'Operation not supported',
+  EFBIG: 'File too large',
+  ECANCELED: 'Operation canceled',
+  EEXIST: 'File exists',
+  EBADF: 'Bad file descriptor',
+  ENOMEM: 'Cannot allocate memory',
+  ETIMEDOUT: 'Connection timed out',
+  ESTALE: 'Stale file handle',
 };
 
 export function describeErrno(code: Errno): string {
-  return DESCRIPTIONS[code];
+  return STRERROR[code];
 }
 
 /** A failed device operation: which one, where, and why. */

@@ -11,7 +11,7 @@
  * flushed, the job is READY and keeps mirroring source writes until it is
  * completed or cancelled.
  */
-import { type Errno, BlockError, checkRequest, toBlockError } from '../block/block-device.js';
+import { type Errno, BlockError, checkRequest, describeErrno, toBlockError } from '../block/block-device.js';
 import type { ImageFormat } from '../format/image-format.js';
 import { type DirtyBitmap, type BufferPool, Kernel } from '../kernel/kernel.js';
 import { type ErrorAction, type IoStatus, errorAction, ioStatusFor } from './error-policy.js';
@@ -1016,7 +1016,7 @@ export class MirrorJob {
       // A failed job can be resumed once its cause is fixed: keep its latest state.
       if (outcome === 'failed') await this.checkpoint();
       if (outcome === 'failed') {
-        result.error = describeFailure(this.failure!);
+        result.error = describeErrno(this.failure!.code); // strerror() text, as QEMU reports it
         result.errno = this.failure!.code;
         this.emit('BLOCK_JOB_COMPLETED', { ...this.progressData(), error: result.error });
       } else {
@@ -1148,24 +1148,4 @@ export class MirrorJob {
       if (ms !== undefined) this.timer = setTimeout(() => this.kick(), ms);
     });
   }
-}
-
-/** QEMU puts strerror() text in BLOCK_JOB_COMPLETED's error. */
-export function describeFailure(error: BlockError): string {
-  const text: Partial<Record<Errno, string>> = {
-    EIO: 'Input/output error',
-    ENOSPC: 'No space left on device',
-    EPERM: 'Operation not permitted',
-    EACCES: 'Permission denied',
-    ENOENT: 'No such file or directory',
-    EINVAL: 'Invalid argument',
-    ENOTSUP: 'Operation not supported',
-    EROFS: 'Read-only file system',
-    EFBIG: 'File too large',
-    ECANCELED: 'Operation canceled',
-    EBUSY: 'Device or resource busy',
-    ETIMEDOUT: 'Connection timed out',
-    ESTALE: 'Stale file handle',
-  };
-  return text[error.code] ?? error.message;
 }

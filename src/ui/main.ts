@@ -10,6 +10,7 @@ import type { ErrorPolicy } from '../mirror/error-policy.js';
 import type { CopyMode, MirrorOptions, SyncMode } from '../mirror/options.js';
 import { formatSize, parseSize } from '../util/size.js';
 import type { ImageEntry, InterruptedJob, JobProgress, SourceRef } from '../worker/worker.js';
+import { describeSource } from '../worker/source-ref.js';
 import { byId, errorText, h } from './dom.js';
 import { worker, Comlink } from './bridge.js';
 import { ImagesSection } from './images.js';
@@ -60,10 +61,6 @@ async function renderSources(list: ImageEntry[]): Promise<void> {
   byId('image-names').replaceChildren(...list.map((img) => new Option(img.name)));
 }
 
-function sourceLabel(ref: SourceRef): string {
-  return ref.kind === 'opfs' ? ref.name : ref.kind === 'file' ? ref.name : ref.url;
-}
-
 byId<HTMLFormElement>('mirror-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   const error = byId('form-error');
@@ -80,7 +77,7 @@ byId<HTMLFormElement>('mirror-form').addEventListener('submit', async (e) => {
     await images.refresh();
     await faults.refresh();
     error.textContent = '';
-    byId('job-heading').textContent = `Job: ${sourceLabel(source)} → ${target}`;
+    byId('job-heading').textContent = `Job: ${describeSource(source)} → ${target}`;
   } catch (err) {
     error.textContent = errorText(err);
   }

@@ -8,16 +8,9 @@ import { type DBSchema, type IDBPDatabase, openDB } from 'idb';
 import type { FormatName } from '../format/image-format.js';
 import type { Checkpoint, Checkpointer } from '../mirror/mirror-job.js';
 import type { ResolvedOptions } from '../mirror/options.js';
+import type { SourceRef } from './source-ref.js';
 
-/**
- * Where a job reads from: an image in OPFS, a URL, or a picked file. `raw`
- * reads the container's bytes as they are (an import copies the file, format
- * and all).
- */
-export type SourceRef =
-  | { kind: 'opfs'; name: string }
-  | { kind: 'url'; url: string; raw?: boolean }
-  | { kind: 'file'; name: string; raw?: boolean };
+export type { SourceRef } from './source-ref.js';
 
 export interface StoredCheckpoint {
   id: string;

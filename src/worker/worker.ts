@@ -21,6 +21,7 @@ import { installErrorTransfer } from './error-transfer.js';
 import { type ImageEntry, ImageStore, checkImageName } from './image-store.js';
 import { IdbCheckpointer, type SourceRef, type StoredCheckpoint, deleteCheckpoint, getCheckpoint, listCheckpoints } from './checkpoint-store.js';
 import { GuestWriter, type GuestStats } from './guest.js';
+import { describeSource } from './source-ref.js';
 
 installErrorTransfer();
 
@@ -74,10 +75,6 @@ const pickedFiles = new Map<string, File>();
 const eventSinks = new Set<EventSink>();
 const progressSinks = new Set<ProgressSink>();
 let nextJob = 0;
-
-function describeSource(ref: SourceRef): string {
-  return ref.kind === 'opfs' ? ref.name : ref.kind === 'url' ? ref.url : `file: ${ref.name}`;
-}
 
 async function closeQuietly(image: ImageFormat | undefined): Promise<void> {
   await image?.close().catch(() => {});
