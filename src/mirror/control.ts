@@ -3,6 +3,11 @@
  * as JSON lines over stdio, the worker exposes it to the page. Commands take
  * QMP's argument names and answer what QEMU answers, or throw a
  * CommandError carrying QMP's error class.
+ *
+ * Each command's parameters are data (COMMAND_PARAMS), checked by one
+ * function (checkArguments) the way QEMU's generated QAPI visitors check
+ * them: members in schema order (missing, then wrongly typed), then any
+ * member the schema does not name. A refused command changes nothing.
  */
 import { FaultRules } from '../block/fault.js';
 import { type FaultSide, formatFaultSpec, parseFaultSpec } from './fault-spec.js';
@@ -36,35 +41,141 @@ export interface JobInfo {
   error?: string;
 }
 
+// ---- parameters as data ---------------------------------------------------------
+
+/** QAPI's built-in types a parameter can have here, with the word QEMU's errors use for each. */
+const PARAM_TYPES = {
+  str: { expected: 'string', accepts: (v: unknown) => typeof v === 'string' },
+  // QAPI's int is int64; JSON numbers past 2^53 lose precision here, but still count as integers.
+  int: { expected: 'integer', accepts: (v: unknown) => typeof v === 'number' && Number.isInteger(v) && Math.abs(v) < 2 ** 63 },
+  bool: { expected: 'boolean', accepts: (v: unknown) => typeof v === 'boolean' },
+  array: { expected: 'array', accepts: (v: unknown) => Array.isArray(v) },
+} as const;
+
+export type ParamType = keyof typeof PARAM_TYPES;
+
+export interface ParamSpec {
+  readonly name: string;
+  readonly type: ParamType;
+  readonly required: boolean;
+}
+
+const req = <N extends string, T extends ParamType>(name: N, type: T) => ({ name, type, required: true }) as const;
+const opt = <N extends string, T extends ParamType>(name: N, type: T) => ({ name, type, required: false }) as const;
+
+/**
+ * Every command and its parameters, in schema order. QEMU's commands as
+ * QEMU 7.2 declares them (qapi/control.json, qapi/block-core.json,
+ * qapi/job.json); diskmirror's own (fault-*, x-source-write) take an
+ * optional `device`: without it, the only job.
+ */
+export const COMMAND_PARAMS = {
+  qmp_capabilities: [opt('enable', 'array')],
+  'query-block-jobs': [],
+  'query-jobs': [],
+  'job-pause': [req('id', 'str')],
+  'job-resume': [req('id', 'str')],
+  'job-cancel': [req('id', 'str')],
+  'job-complete': [req('id', 'str')],
+  'job-finalize': [req('id', 'str')],
+  'job-dismiss': [req('id', 'str')],
+  'block-job-pause': [req('device', 'str')],
+  'block-job-resume': [req('device', 'str')],
+  'block-job-cancel': [req('device', 'str'), opt('force', 'bool')],
+  'block-job-complete': [req('device', 'str')],
+  'block-job-set-speed': [req('device', 'str'), req('speed', 'int')],
+  'fault-add': [opt('device', 'str'), req('rule', 'str')],
+  'fault-list': [opt('device', 'str')],
+  'fault-remove': [opt('device', 'str'), opt('all', 'bool'), opt('index', 'int')],
+  'x-source-write': [opt('device', 'str'), req('offset', 'int'), req('bytes', 'int'), opt('pattern', 'int')],
+} as const satisfies Record<string, readonly ParamSpec[]>;
+
+export type CommandName = keyof typeof COMMAND_PARAMS;
+
+interface TypeOf {
+  str: string;
+  int: number;
+  bool: boolean;
+  array: unknown[];
+}
+
+/** A command's checked arguments, typed from its row of the table. */
+export type ArgsOf<C extends CommandName> = {
+  [P in (typeof COMMAND_PARAMS)[C][number] as P['name']]: P['required'] extends true ? TypeOf[P['type']] : TypeOf[P['type']] | undefined;
+};
+
+export function isCommandName(name: string): name is CommandName {
+  return Object.hasOwn(COMMAND_PARAMS, name);
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+const generic = (message: string) => new CommandError('GenericError', message);
+
+/**
+ * Checks `args` against the command's parameters as QEMU's QAPI input
+ * visitor does, with QEMU's texts; returns them typed. Absent arguments
+ * are an empty object, as in QMP.
+ */
+export function checkArguments<C extends CommandName>(command: C, args: unknown): ArgsOf<C> {
+  const given = args === undefined ? {} : args;
+  if (!isObject(given)) throw generic("QMP input member 'arguments' must be an object");
+  const params: readonly ParamSpec[] = COMMAND_PARAMS[command];
+  for (const param of params) {
+    if (!Object.hasOwn(given, param.name)) {
+      if (param.required) throw generic(`Parameter '${param.name}' is missing`);
+      continue;
+    }
+    const type = PARAM_TYPES[param.type];
+    if (!type.accepts(given[param.name])) throw generic(`Invalid parameter type for '${param.name}', expected: ${type.expected}`);
+  }
+  for (const name of Object.keys(given)) {
+    if (!params.some((p) => p.name === name)) throw generic(`Parameter '${name}' is unexpected`);
+  }
+  return given as ArgsOf<C>;
+}
+
+/** A QMP request once it passed QEMU's checks (qmp_dispatch_check_obj). */
+export interface QmpRequest {
+  execute: string;
+  arguments: Record<string, unknown>;
+}
+
+/**
+ * Checks one JSON value read from a QMP client, member by member in the
+ * order given, with QEMU's texts. `id` is allowed and left to the caller
+ * (it comes back in the answer); `exec-oob` is refused, as by a monitor
+ * without the oob capability.
+ */
+export function checkRequest(value: unknown): QmpRequest {
+  if (!isObject(value)) throw generic('QMP input must be a JSON object');
+  let execute: string | undefined;
+  for (const [name, member] of Object.entries(value)) {
+    if (name === 'execute') {
+      if (typeof member !== 'string') throw generic("QMP input member 'execute' must be a string");
+      execute = member;
+    } else if (name === 'arguments') {
+      if (!isObject(member)) throw generic("QMP input member 'arguments' must be an object");
+    } else if (name !== 'id') {
+      throw generic(`QMP input member '${name}' is unexpected`);
+    }
+  }
+  if (execute === undefined) throw generic("QMP input lacks member 'execute'");
+  return { execute, arguments: (value.arguments as Record<string, unknown> | undefined) ?? {} };
+}
+
+// ---- the commands ---------------------------------------------------------------
+
 interface Entry {
   job: MirrorJob;
   faults: JobFaults;
 }
 
-type Args = Record<string, unknown>;
+type Handlers = { [C in CommandName]: (args: ArgsOf<C>) => unknown };
 
-function str(args: Args, name: string, required = true): string | undefined {
-  const v = args[name];
-  if (v === undefined && !required) return undefined;
-  if (typeof v !== 'string') throw new CommandError('GenericError', `Parameter '${name}' is missing or not a string`);
-  return v;
-}
-
-function int(args: Args, name: string, required = true): number | undefined {
-  const v = args[name];
-  if (v === undefined && !required) return undefined;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v)) {
-    throw new CommandError('GenericError', `Parameter '${name}' is missing or not an integer`);
-  }
-  return v;
-}
-
-function bool(args: Args, name: string): boolean | undefined {
-  const v = args[name];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'boolean') throw new CommandError('GenericError', `Parameter '${name}' expects a boolean`);
-  return v;
-}
+const X_SOURCE_WRITE_MAX_BYTES = 64 << 20;
 
 export class MirrorControl {
   private readonly jobs = new Map<string, Entry>();
@@ -84,10 +195,16 @@ export class MirrorControl {
     return [...this.jobs.values()].map((e) => e.job);
   }
 
-  /** Runs one command; the answer is what QMP's "return" would carry. */
-  async execute(command: string, args: Args = {}): Promise<unknown> {
+  /**
+   * Runs one command; the answer is what QMP's "return" would carry. An
+   * unknown command is CommandNotFound before its arguments are looked at,
+   * as in QEMU; arguments the table refuses run nothing.
+   */
+  async execute(command: string, args?: unknown): Promise<unknown> {
+    if (!isCommandName(command)) throw new CommandError('CommandNotFound', `The command ${command} has not been found`);
+    const checked = checkArguments(command, args);
     try {
-      return await this.dispatch(command, args ?? {});
+      return await (this.handlers[command] as (a: typeof checked) => unknown)(checked);
     } catch (err) {
       if (err instanceof CommandError) throw err;
       if (err instanceof JobError) throw new CommandError(err.qmpClass, err.message);
@@ -95,105 +212,85 @@ export class MirrorControl {
     }
   }
 
-  private byJobId(args: Args): Entry {
-    const id = str(args, 'id')!;
+  private byJobId(id: string): Entry {
     const entry = this.jobs.get(id);
     if (!entry) throw new CommandError('GenericError', 'Job not found');
     return entry;
   }
 
-  private byDevice(args: Args): Entry {
-    // Without a device, the only job will do (as a convenience for the CLI).
-    const device = str(args, 'device', this.jobs.size !== 1);
-    const entry = device === undefined ? [...this.jobs.values()][0] : this.jobs.get(device);
-    if (!entry) throw new CommandError('DeviceNotActive', `Block job '${device}' not found`);
-    return entry;
+  /** A block job by device; diskmirror's own commands may leave it out when there is one job. */
+  private byDevice(device: string | undefined): Entry {
+    const entry = device === undefined ? (this.jobs.size === 1 ? [...this.jobs.values()][0] : undefined) : this.jobs.get(device);
+    if (entry) return entry;
+    if (device === undefined) throw new CommandError('GenericError', "Parameter 'device' is missing");
+    throw new CommandError('DeviceNotActive', `Block job '${device}' not found`);
   }
 
-  private async dispatch(command: string, args: Args): Promise<unknown> {
-    switch (command) {
-      case 'query-block-jobs':
-        return this.list().filter((j) => j.status !== 'null').map((j) => j.query());
-      case 'query-jobs':
-        return this.list().map((j): JobInfo => {
-          const q = j.query();
-          const info: JobInfo = { id: j.id, type: 'mirror', status: q.status, 'current-progress': q.offset, 'total-progress': q.len };
-          if (q.error) info.error = q.error;
-          return info;
-        });
-      case 'job-pause':
-        this.byJobId(args).job.pause();
-        return {};
-      case 'job-resume':
-        this.byJobId(args).job.resume();
-        return {};
-      case 'job-cancel':
-        this.byJobId(args).job.cancel(true);
-        return {};
-      case 'job-complete':
-        this.byJobId(args).job.complete();
-        return {};
-      case 'job-finalize':
-        this.byJobId(args).job.finalize();
-        return {};
-      case 'job-dismiss':
-        this.byJobId(args).job.dismiss();
-        return {};
-      case 'block-job-pause':
-        this.byDevice(args).job.pause();
-        return {};
-      case 'block-job-resume':
-        this.byDevice(args).job.resume();
-        return {};
-      case 'block-job-cancel':
-        this.byDevice(args).job.blockJobCancel(bool(args, 'force') ?? false);
-        return {};
-      case 'block-job-complete':
-        this.byDevice(args).job.complete();
-        return {};
-      case 'block-job-set-speed':
-        this.byDevice(args).job.setSpeed(int(args, 'speed')!);
-        return {};
-      case 'fault-add': {
-        const entry = this.byDevice(args);
-        const spec = parseFaultSpec(str(args, 'rule')!);
-        entry.faults[spec.side].add(spec.rule);
-        return { rule: formatFaultSpec(spec) };
-      }
-      case 'fault-list': {
-        const entry = this.byDevice(args);
-        // One numbering across both sides, source rules first: fault-remove takes it.
-        const sides: FaultSide[] = ['source', 'target'];
-        return sides
-          .flatMap((side) => entry.faults[side].rules.map((rule) => ({ side, rule: formatFaultSpec({ side, rule }), hits: rule.hits })))
-          .map((r, index) => ({ side: r.side, index, rule: r.rule, hits: r.hits }));
-      }
-      case 'fault-remove': {
-        const entry = this.byDevice(args);
-        if (bool(args, 'all')) {
-          entry.faults.source.clear();
-          entry.faults.target.clear();
-          return {};
-        }
-        // The index as fault-list numbers the rules: source rules first.
-        const index = int(args, 'index')!;
-        const nbSource = entry.faults.source.rules.length;
-        const removed = index < nbSource ? entry.faults.source.remove(index) : entry.faults.target.remove(index - nbSource);
-        if (!removed) throw new CommandError('GenericError', `No fault rule at index ${index}`);
+  private readonly handlers: Handlers = {
+    qmp_capabilities: ({ enable }) => {
+      // Each element must be a QMPCapability ('oob' is the only one), and this
+      // monitor offers none (QEMU offers 'oob' only on a monitor with its own I/O thread).
+      const caps = enable ?? [];
+      caps.forEach((cap, i) => {
+        if (typeof cap !== 'string') throw generic(`Invalid parameter type for 'enable[${i}]', expected: string`);
+        if (cap !== 'oob') throw generic(`Parameter 'enable[${i}]' does not accept value '${cap}'`);
+      });
+      if (caps.length > 0) throw generic(`Capability '${String(caps[0])}' not available`);
+      return {};
+    },
+    'query-block-jobs': () => this.list().filter((j) => j.status !== 'null').map((j) => j.query()),
+    'query-jobs': () =>
+      this.list().map((j): JobInfo => {
+        const q = j.query();
+        const info: JobInfo = { id: j.id, type: 'mirror', status: q.status, 'current-progress': q.offset, 'total-progress': q.len };
+        if (q.error) info.error = q.error;
+        return info;
+      }),
+    'job-pause': ({ id }) => (this.byJobId(id).job.pause(), {}),
+    'job-resume': ({ id }) => (this.byJobId(id).job.resume(), {}),
+    'job-cancel': ({ id }) => (this.byJobId(id).job.cancel(true), {}),
+    'job-complete': ({ id }) => (this.byJobId(id).job.complete(), {}),
+    'job-finalize': ({ id }) => (this.byJobId(id).job.finalize(), {}),
+    'job-dismiss': ({ id }) => (this.byJobId(id).job.dismiss(), {}),
+    'block-job-pause': ({ device }) => (this.byDevice(device).job.pause(), {}),
+    'block-job-resume': ({ device }) => (this.byDevice(device).job.resume(), {}),
+    'block-job-cancel': ({ device, force }) => (this.byDevice(device).job.blockJobCancel(force ?? false), {}),
+    'block-job-complete': ({ device }) => (this.byDevice(device).job.complete(), {}),
+    'block-job-set-speed': ({ device, speed }) => (this.byDevice(device).job.setSpeed(speed), {}),
+    'fault-add': ({ device, rule }) => {
+      const entry = this.byDevice(device);
+      const spec = parseFaultSpec(rule);
+      entry.faults[spec.side].add(spec.rule);
+      return { rule: formatFaultSpec(spec) };
+    },
+    'fault-list': ({ device }) => {
+      const entry = this.byDevice(device);
+      // One numbering across both sides, source rules first: fault-remove takes it.
+      const sides: FaultSide[] = ['source', 'target'];
+      return sides
+        .flatMap((side) => entry.faults[side].rules.map((rule) => ({ side, rule: formatFaultSpec({ side, rule }), hits: rule.hits })))
+        .map((r, index) => ({ side: r.side, index, rule: r.rule, hits: r.hits }));
+    },
+    'fault-remove': ({ device, all, index }) => {
+      const entry = this.byDevice(device);
+      if (all) {
+        entry.faults.source.clear();
+        entry.faults.target.clear();
         return {};
       }
-      case 'x-source-write': {
-        const entry = this.byDevice(args);
-        const offset = int(args, 'offset')!;
-        const bytes = int(args, 'bytes')!;
-        const pattern = int(args, 'pattern', false) ?? 0;
-        if (pattern < 0 || pattern > 255) throw new CommandError('GenericError', `Parameter 'pattern' must be a byte value (0-255)`);
-        if (bytes < 0 || bytes > 64 << 20) throw new CommandError('GenericError', `Parameter 'bytes' must be 0 to 64 MiB`);
-        await entry.job.sourceWrite(offset, new Uint8Array(bytes).fill(pattern));
-        return {};
-      }
-      default:
-        throw new CommandError('CommandNotFound', `The command ${command} has not been found`);
-    }
-  }
+      if (index === undefined) throw generic("Parameter 'index' is missing");
+      // The index as fault-list numbers the rules: source rules first.
+      const nbSource = entry.faults.source.rules.length;
+      const removed = index < nbSource ? entry.faults.source.remove(index) : entry.faults.target.remove(index - nbSource);
+      if (!removed) throw generic(`No fault rule at index ${index}`);
+      return {};
+    },
+    'x-source-write': async ({ device, offset, bytes, pattern = 0 }) => {
+      const entry = this.byDevice(device);
+      if (pattern < 0 || pattern > 255) throw generic(`Parameter 'pattern' must be a byte value (0-255)`);
+      if (bytes < 0 || bytes > X_SOURCE_WRITE_MAX_BYTES) throw generic(`Parameter 'bytes' must be 0 to 64 MiB`);
+      await entry.job.sourceWrite(offset, new Uint8Array(bytes).fill(pattern));
+      return {};
+    },
+  };
 }
