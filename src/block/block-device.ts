@@ -67,7 +67,8 @@ export class BlockError extends Error {
     readonly detail: string,
     options?: { cause?: unknown },
   ) {
-    super(`${op} of ${bytes} bytes at offset ${offset}: ${code} (${detail})`, options);
+    // An open has no range: the words come first ("x.raw is a FIFO, not an image file (EINVAL)").
+    super(op === 'open' && bytes === 0 ? `${detail} (${code})` : `${op} of ${bytes} bytes at offset ${offset}: ${code} (${detail})`, options);
   }
 }
 
@@ -93,6 +94,24 @@ export interface BlockDevice {
   resize?(bytes: number): Promise<void>;
   /** Drops a range: it may read back as zeroes or as what it was; advisory. */
   discard?(offset: number, bytes: number): Promise<void>;
+  /** What identifies the file under the device now (devices over files have one). */
+  identity?(): Promise<FileIdentity>;
+  /**
+   * Whether the file stores bytes at `offset` (a hole reads as zeroes and
+   * takes no space), and for how many bytes from there the answer holds
+   * (at least 1, at most `bytes`). Devices that cannot tell leave it out.
+   */
+  allocation?(offset: number, bytes: number): Promise<{ allocated: boolean; bytes: number }>;
+}
+
+/** What identifies a file: the same key is the same file, whatever name reached it. */
+export interface FileIdentity {
+  /** `node:DEV:INODE` under Node, `opfs:NAME` for the app's images. */
+  key: string;
+  /** Bytes in the file. */
+  size: number;
+  /** Last modification, in milliseconds (fractions where the platform has them). */
+  modifiedMs: number;
 }
 
 /** Checks a request's offset and length; reads must also stay inside `size`. */
@@ -117,4 +136,42 @@ export function readOnlyError(op: BlockOp, offset: number, bytes: number): Block
 
 export function closedError(op: BlockOp, offset: number, bytes: number): BlockError {
   return new BlockError('EBADF', op, offset, bytes, 'the device is closed');
+}
+
+/**
+ * An image this command or job may not touch: another process or job holds
+ * it, or it is the very file on the other side. Nothing was written.
+ */
+export class ImageConflictError extends Error {
+  override name = 'ImageConflictError';
+  readonly code: Errno = 'EBUSY';
+  constructor(
+    /** The image as the user named it. */
+    readonly image: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export type LockMode = 'shared' | 'exclusive';
+
+/**
+ * QEMU's "Failed to get "write" lock": a shared lock (to read) meets a
+ * writer, or an exclusive one (to write) meets anybody.
+ */
+export class LockError extends ImageConflictError {
+  override name = 'LockError';
+  constructor(
+    image: string,
+    readonly mode: LockMode,
+    /** Who holds it, in words: `diskmirror (pid 42)`, `the job "mirror0"`. */
+    readonly holder: string,
+  ) {
+    super(
+      image,
+      mode === 'exclusive' ? `Failed to get "write" lock: ${image} is in use by ${holder}` : `Failed to get shared "write" lock: ${image} is being written by ${holder}`,
+    );
+  }
 }

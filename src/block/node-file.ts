@@ -2,24 +2,50 @@
  * A file under Node, read and written with positional I/O on one descriptor,
  * so concurrent requests at different offsets never step on each other.
  * Node's error codes (ENOSPC, EIO, ENOENT...) are kept as they are.
+ *
+ * Only regular files and block devices are images: a FIFO, a socket, a
+ * directory or a character device is refused at open, without blocking (the
+ * open is non-blocking, so a FIFO with no writer cannot hang it). The file is
+ * locked while open (see node-lock.ts), and holes are found with SEEK_DATA /
+ * SEEK_HOLE where fs-ext is there.
  */
 import * as fs from 'node:fs';
 import {
   type BlockDevice,
   type BlockOp,
+  type FileIdentity,
+  type LockMode,
   BlockError,
   checkRequest,
   closedError,
   isErrno,
   readOnlyError,
 } from './block-device.js';
+import { SEEK_DATA, SEEK_HOLE, ext, fsExt } from './fs-ext.js';
+import { type FileLock, lockFile } from './node-lock.js';
 
 export interface NodeFileOptions {
   readOnly?: boolean;
   /** Create the file if missing (never for a read-only open). */
   create?: boolean;
-  /** Fail if the file exists (with create). */
+  /** With create: fail if anything (a file, a symlink, even a dangling one) is there. */
   exclusive?: boolean;
+  /** The lock taken while open; default shared when read-only, else exclusive; false for none. */
+  lock?: LockMode | false;
+}
+
+/** What a file that is not an image is, for the message that refuses it. */
+function kindOf(stat: fs.Stats): string | null {
+  if (stat.isFile() || stat.isBlockDevice()) return null;
+  if (stat.isDirectory()) return 'a directory';
+  if (stat.isFIFO()) return 'a FIFO';
+  if (stat.isSocket()) return 'a socket';
+  if (stat.isCharacterDevice()) return 'a character device';
+  return 'not a regular file';
+}
+
+export function fileIdentity(stat: fs.Stats): FileIdentity {
+  return { key: `node:${stat.dev}:${stat.ino}`, size: stat.size, modifiedMs: stat.mtimeMs };
 }
 
 function nodeError(err: NodeJS.ErrnoException, op: BlockOp, offset: number, bytes: number, path: string): BlockError {
@@ -35,30 +61,83 @@ function call<T>(op: BlockOp, offset: number, bytes: number, path: string, fn: (
 
 export class NodeFileDevice implements BlockDevice {
   private closed = false;
+  /** SEEK_DATA is not supported on this file (a block device, an old file system). */
+  private noSeekData = false;
 
   private constructor(
     private readonly fd: number,
     readonly path: string,
     private length: number,
     readonly readOnly: boolean,
+    private readonly stat: fs.Stats,
+    private readonly lock: FileLock | null,
   ) {}
 
   static async open(path: string, options: NodeFileOptions = {}): Promise<NodeFileDevice> {
     const readOnly = options.readOnly ?? false;
-    let flags = readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR;
+    let flags = (readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | fs.constants.O_NONBLOCK;
     if (!readOnly && options.create) flags |= fs.constants.O_CREAT;
-    if (!readOnly && options.create && options.exclusive) flags |= fs.constants.O_EXCL;
-    const fd = await call<number>('open', 0, 0, path, (cb) => fs.open(path, flags, 0o644, cb));
+    if (!readOnly && options.create && options.exclusive) flags |= fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
+    let fd: number;
+    try {
+      fd = await call<number>('open', 0, 0, path, (cb) => fs.open(path, flags, 0o644, cb));
+    } catch (err) {
+      const cause = (err as BlockError).cause as NodeJS.ErrnoException | undefined;
+      // A socket cannot be opened at all; say what it is.
+      if (cause?.code === 'ENXIO') throw new BlockError('EINVAL', 'open', 0, 0, `${path} is a socket or a FIFO with no reader, not an image file`, { cause });
+      if (cause?.code === 'EISDIR') throw new BlockError('EINVAL', 'open', 0, 0, `${path} is a directory, not an image file`, { cause });
+      throw err;
+    }
     try {
       const stat = await call<fs.Stats>('open', 0, 0, path, (cb) => fs.fstat(fd, cb));
-      if (!stat.isFile() && !stat.isBlockDevice()) {
-        throw new BlockError('EINVAL', 'open', 0, 0, `${path} is not a regular file`);
-      }
-      return new NodeFileDevice(fd, path, stat.size, readOnly);
+      const kind = kindOf(stat);
+      if (kind) throw new BlockError('EINVAL', 'open', 0, 0, `${path} is ${kind}, not an image file`);
+      const mode = options.lock ?? (readOnly ? 'shared' : 'exclusive');
+      const lock = mode ? await lockFile(fd, path, mode, !readOnly) : null;
+      const size = stat.isBlockDevice() ? await blockDeviceSize(fd, path) : stat.size;
+      return new NodeFileDevice(fd, path, size, readOnly, stat, lock);
     } catch (err) {
       fs.closeSync(fd);
       throw err;
     }
+  }
+
+  /** The file's identity now (size and modification time change as it is written). */
+  async identity(): Promise<FileIdentity> {
+    if (this.closed) throw closedError('open', 0, 0);
+    const stat = await call<fs.Stats>('open', 0, 0, this.path, (cb) => fs.fstat(this.fd, cb));
+    return fileIdentity(stat);
+  }
+
+  /** The identity the file had when opened (device and inode do not change). */
+  get openedAs(): FileIdentity {
+    return fileIdentity(this.stat);
+  }
+
+  async allocation(offset: number, bytes: number): Promise<{ allocated: boolean; bytes: number }> {
+    if (this.closed) throw closedError('read', offset, bytes);
+    const end = Math.min(offset + bytes, this.length);
+    const fx = fsExt();
+    if (!fx || this.noSeekData || offset >= end) return { allocated: true, bytes: Math.max(1, end - offset) };
+    const seek = (whence: number) => ext<number>((cb) => fx.seek(this.fd, offset, whence, cb));
+    let data: number;
+    try {
+      data = await seek(SEEK_DATA);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // ENXIO: no data from offset to the end of the file.
+      if (code === 'ENXIO') return { allocated: false, bytes: end - offset };
+      this.noSeekData = true;
+      return { allocated: true, bytes: end - offset };
+    }
+    if (data > offset) return { allocated: false, bytes: Math.min(data, end) - offset };
+    let hole: number;
+    try {
+      hole = await seek(SEEK_HOLE);
+    } catch {
+      return { allocated: true, bytes: end - offset };
+    }
+    return { allocated: true, bytes: Math.max(1, Math.min(hole, end) - offset) };
   }
 
   get size(): number {
@@ -112,6 +191,22 @@ export class NodeFileDevice implements BlockDevice {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.lock?.release();
     await call<void>('close', 0, 0, this.path, (cb) => fs.close(this.fd, (err) => cb(err, undefined)));
+  }
+}
+
+/** A block device's size: its end, found by seeking there (fstat says 0). */
+async function blockDeviceSize(fd: number, path: string): Promise<number> {
+  const fx = fsExt();
+  if (fx) return ext<number>((cb) => fx.seek(fd, 0, fx.constants.SEEK_END ?? 2, cb));
+  // Without fs-ext: read the size sysfs gives for the device.
+  const stat = fs.fstatSync(fd);
+  const major = Math.floor(stat.rdev / 256) & 0xfff;
+  const minor = (stat.rdev & 0xff) | (Math.floor(stat.rdev / 4096) & ~0xff);
+  try {
+    return Number(fs.readFileSync(`/sys/dev/block/${major}:${minor}/size`, 'utf8').trim()) * 512;
+  } catch (err) {
+    throw new BlockError('ENOTSUP', 'open', 0, 0, `${path}: the size of this block device cannot be found`, { cause: err });
   }
 }

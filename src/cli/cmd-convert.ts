@@ -8,7 +8,9 @@
 import { parseArgs, UsageError } from './args.js';
 import type { Command } from './commands.js';
 import { parseCreateOptions } from './image-options.js';
-import { type CacheMode, checkFormat, createImageFile, openImageFile } from './node-images.js';
+import { type CacheMode, checkFormat, openImageChain, prepareImageFile, store } from './node-images.js';
+import { type NewImage, refuseOverlap } from '../format/image-access.js';
+import { resolveOptions } from '../mirror/options.js';
 import { type BlockStatus, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../format/image-format.js';
 import { type BlockJobInfo, MirrorJob } from '../mirror/mirror-job.js';
 import { parseSize } from '../util/size.js';
@@ -65,16 +67,24 @@ export interface ConvertOptions {
   cache?: CacheMode;
 }
 
-/** Converts `src` into a new image at `dst`; resolves when DST is complete and closed. */
+/**
+ * Converts `src` into a new image at `dst`; resolves when DST is complete and
+ * closed. DST is made aside and renamed into place only when whole: a
+ * failure leaves whatever DST was before untouched.
+ */
 export async function convertImage(src: string, dst: string, o: ConvertOptions): Promise<void> {
-  let source: ImageFormat | undefined;
-  let target: ImageFormat | undefined;
+  // Everything that can be refused is refused before a file is touched.
+  if (o.compress && o.targetFormat !== 'qcow2') throw new UsageError('-c (compressed) needs -O qcow2');
+  if (o.granularity !== undefined) checkGranularity(o.granularity);
+  const opened = await openImageChain(src, { readOnly: true, ...(o.sourceFormat ? { format: o.sourceFormat } : {}) });
+  let source: ImageFormat = opened.image;
+  let created: NewImage | undefined;
   try {
-    source = await openImageFile(src, { readOnly: true, ...(o.sourceFormat ? { format: o.sourceFormat } : {}) });
+    refuseOverlap(opened, src, dst, await store.identify(dst));
     const size = Math.ceil(source.size / 512) * 512;
     if (size !== source.size) source = new ZeroPadded(source, size);
-    if (o.compress && o.targetFormat !== 'qcow2') throw new UsageError('-c (compressed) needs -O qcow2');
-    target = await createImageFile(dst, { format: o.targetFormat, size, ...o.create, cache: o.cache ?? 'unsafe', ...(o.compress ? { compress: true } : {}) });
+    created = await prepareImageFile(dst, { format: o.targetFormat, size, ...o.create, cache: o.cache ?? 'unsafe', ...(o.compress ? { compress: true } : {}) });
+    const target = created.image;
     const info = await target.info();
     const granularity = o.granularity ?? (info.clusterSize && info.clusterSize > 65536 ? info.clusterSize : undefined);
     const job = await MirrorJob.create({
@@ -91,10 +101,22 @@ export async function convertImage(src: string, dst: string, o: ConvertOptions):
     const result = await job.result;
     if (result.outcome !== 'completed') throw new FormatError(`copying failed: ${result.error ?? result.outcome}`);
     await target.flush();
+    await target.close();
+    await created.publish();
+  } catch (err) {
+    await created?.discard();
+    throw err;
   } finally {
-    const closing = [source?.close(), target?.close()];
-    const results = await Promise.allSettled(closing);
-    for (const r of results) if (r.status === 'rejected') throw r.reason;
+    await source.close();
+  }
+}
+
+/** --granularity as the job checks it, before anything is opened. */
+function checkGranularity(granularity: number): void {
+  try {
+    resolveOptions({ sync: 'full', granularity }, { targetIsZero: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
 }
 

@@ -6,7 +6,8 @@ import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { parseArgs, UsageError } from './args.js';
 import type { Command } from './commands.js';
 import { describeCreate, parseCreateOptions } from './image-options.js';
-import { checkFormat, createImageFile, openImageFile } from './node-images.js';
+import { checkFormat, createImageFile, openImageFile, store } from './node-images.js';
+import { ImageConflictError } from '../block/block-device.js';
 import { FormatError } from '../format/image-format.js';
 import { parseSize } from '../util/size.js';
 
@@ -20,6 +21,8 @@ export const createCommand: Command = {
     'A backing file is named relative to IMAGE; without SIZE the image is as large as it.',
   ].join('\n'),
   errorExit: 1,
+  // qemu-img create exits 1 for every error, bad usage included.
+  usageExit: 1,
   async run(argv) {
     const { options, positionals } = parseArgs(argv, [
       { name: 'format', short: 'f', value: true },
@@ -41,9 +44,14 @@ export const createCommand: Command = {
     delete fields.size;
     if (fields.backingFile !== undefined) {
       if (format !== 'qcow2') throw new UsageError(`${format} images cannot have a backing file`);
+      // Before a word is printed or a file touched, as qemu-img refuses it.
+      if (store.backingName(fields.backingFile, path) === store.resolve(path)) {
+        throw new ImageConflictError(path, `${path}: Trying to create an image with the same filename as the backing file; nothing was written`);
+      }
       // Opening the backing image checks it exists and gives its format and size.
       const backingPath = isAbsolute(fields.backingFile) ? fields.backingFile : resolvePath(dirname(resolvePath(path)), fields.backingFile);
       const backing = await openImageFile(backingPath, { readOnly: true, ...(fields.backingFormat ? { format: fields.backingFormat } : {}) }).catch((err: unknown) => {
+        if (err instanceof ImageConflictError) throw err;
         throw new FormatError(`Could not open backing file '${fields.backingFile}': ${err instanceof Error ? err.message : String(err)}`, 'backing_file');
       });
       try {

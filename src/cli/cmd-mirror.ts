@@ -9,24 +9,27 @@
  * target; --resume continues from it; SIGINT and SIGTERM checkpoint and exit
  * 130.
  */
-import { existsSync, renameSync } from 'node:fs';
+import { existsSync, lstatSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { parseArgs, UsageError } from './args.js';
+import { type ParsedArgs, parseArgs, UsageError } from './args.js';
 import type { Command } from './commands.js';
-import { checkFormat, createImageFile, openImageFile } from './node-images.js';
-import { readSidecar, SidecarCheckpointer, sidecarPath } from './sidecar.js';
+import { checkFormat, openImageChain, store } from './node-images.js';
+import { type ReadSidecar, type SidecarImages, readSidecar, SIDECAR_SUFFIX, SidecarCheckpointer, sidecarPath } from './sidecar.js';
 import { ProgressLine } from './progress.js';
 import { EXIT, runPlain, runQmp } from './mirror-io.js';
 import { FaultRules } from '../block/fault.js';
+import { ImageConflictError } from '../block/block-device.js';
 import { FaultImage } from '../format/fault-image.js';
+import { type NewImage, type OpenedImage, WritableOnDemand, createInStore, refuseOverlap } from '../format/image-access.js';
+import { type ImageStamp, describeChange, stampImage } from '../format/image-stamp.js';
 import type { ImageFormat } from '../format/image-format.js';
 import { repairLeaks } from '../format/repair.js';
 import { MirrorControl } from '../mirror/control.js';
 import { ERROR_POLICIES, type ErrorPolicy } from '../mirror/error-policy.js';
 import { parseFaultSpec } from '../mirror/fault-spec.js';
 import { MirrorJob } from '../mirror/mirror-job.js';
-import { COPY_MODES, type CopyMode, type MirrorOptions, SYNC_MODES, type SyncMode } from '../mirror/options.js';
+import { COPY_MODES, type CopyMode, type MirrorOptions, type ResolvedOptions, SYNC_MODES, type SyncMode, resolveOptions } from '../mirror/options.js';
 import { parseSize } from '../util/size.js';
 
 const SPECS = [
@@ -59,63 +62,102 @@ interface Opened {
   job: MirrorJob;
   control: MirrorControl;
   sidecar: string;
+  checkpointer: SidecarCheckpointer;
+  /** The stamps of both images, once closed (opened again read-only to read them). */
+  stamps(): Promise<SidecarImages>;
+  /** The target was made by this run: removed again if the job ends before writing anything. */
+  created: { remove(): Promise<void> } | null;
+}
+
+/** The options a job keeps for its whole life; a resume must not change them. */
+const FIXED: { option: string; field: keyof ResolvedOptions }[] = [
+  { option: 'sync', field: 'sync' },
+  { option: 'granularity', field: 'granularity' },
+  { option: 'buf-size', field: 'bufSize' },
+  { option: 'on-source-error', field: 'onSourceError' },
+  { option: 'on-target-error', field: 'onTargetError' },
+  { option: 'copy-mode', field: 'copyMode' },
+  { option: 'id', field: 'id' },
+];
+
+/** The command line as MirrorOptions; every value is checked here, before any file is touched. */
+function mirrorOptions(o: ParsedArgs['options']): MirrorOptions {
+  const size = (name: string) => (o[name] === undefined ? undefined : parseSize(o[name] as string, `--${name}`));
+  const policy = (name: string) => oneOf<ErrorPolicy>(name, o[name], ERROR_POLICIES);
+  const options: MirrorOptions = { sync: oneOf('sync', o.sync ?? 'full', SYNC_MODES) as SyncMode };
+  const set = <K extends keyof MirrorOptions>(key: K, value: MirrorOptions[K] | undefined) => {
+    if (value !== undefined) options[key] = value;
+  };
+  set('granularity', size('granularity'));
+  set('buf-size', size('buf-size'));
+  set('speed', size('speed'));
+  set('on-source-error', policy('on-source-error'));
+  set('on-target-error', policy('on-target-error'));
+  set('copy-mode', oneOf<CopyMode>('copy-mode', o['copy-mode'], COPY_MODES));
+  set('id', o.id as string | undefined);
+  try {
+    resolveOptions(options, { targetIsZero: false });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  return options;
+}
+
+/**
+ * A resumed job keeps the options it started with: the same command line,
+ * with --resume added, is accepted; an option that differs is named.
+ */
+function checkResumeOptions(o: ParsedArgs['options'], given: MirrorOptions, checkpoint: ReadSidecar, context: { targetClusterSize?: number; sourceHasBacking: boolean }): void {
+  const requested = given.sync === 'top' && !context.sourceHasBacking ? { ...given, sync: 'full' as const } : given;
+  const resolved = resolveOptions(requested, { ...(context.targetClusterSize ? { targetClusterSize: context.targetClusterSize } : {}), targetIsZero: false });
+  const differ: string[] = [];
+  for (const { option, field } of FIXED) {
+    if (o[option] === undefined) continue;
+    if (resolved[field] !== checkpoint.options[field]) differ.push(`--${option} ${String(o[option])} (the job started with ${String(checkpoint.options[field])})`);
+  }
+  if (o.format !== undefined && o.format !== checkpoint.sourceFormat) differ.push(`-f ${String(o.format)} (the source is ${checkpoint.sourceFormat})`);
+  if (o['target-format'] !== undefined && o['target-format'] !== checkpoint.targetFormat) differ.push(`-O ${String(o['target-format'])} (the target is ${checkpoint.targetFormat})`);
+  if (differ.length > 0) {
+    throw new UsageError(`--resume continues the job with the options it started with; these differ: ${differ.join(', ')}. Drop them, or delete ${checkpoint.target}${SIDECAR_SUFFIX} to start over`);
+  }
+}
+
+async function stampChain(opened: OpenedImage, digest: boolean): Promise<ImageStamp[]> {
+  const [top, ...backing] = opened.chain;
+  // The top may have changed (a guest wrote it); backing files are held shared and stamped as opened.
+  const identity = (await store.identify(top!.name)) ?? top!.identity;
+  const out = [await stampImage(opened.image, top!.name, identity, { digest })];
+  for (const file of backing) out.push({ name: file.name, key: file.identity.key, size: file.identity.size, modifiedMs: file.identity.modifiedMs });
+  return out;
+}
+
+/** Refuses a resume onto images that changed since the checkpoint, naming what changed. */
+async function checkResumeImages(checkpoint: ReadSidecar, source: OpenedImage, target: OpenedImage): Promise<void> {
+  const how = `delete ${checkpoint.target}${SIDECAR_SUFFIX} and run the mirror again without --resume (everything is copied again)`;
+  const sourceNow = await stampChain(source, true);
+  const chainBefore = checkpoint.images.source;
+  for (let i = 0; i < Math.max(chainBefore.length, sourceNow.length); i++) {
+    const before = chainBefore[i];
+    if (!before) throw new ImageConflictError(checkpoint.source, `cannot resume: the source's backing chain changed (${sourceNow[i]!.name} is new in it); ${how}`);
+    const change = describeChange(before, sourceNow[i] ?? null, { exact: true });
+    if (change) throw new ImageConflictError(checkpoint.source, `cannot resume: the ${i === 0 ? 'source' : 'backing file'} ${change}; ${how}`);
+  }
+  const targetNow = (await stampChain(target, checkpoint.final))[0]!;
+  // After a kill the job itself wrote the target after its last checkpoint, until the heartbeat stopped.
+  const change = describeChange(checkpoint.images.target, targetNow, { exact: checkpoint.final, writesEndedMs: checkpoint.touchedMs, slackMs: 2000 });
+  if (change) throw new ImageConflictError(checkpoint.target, `cannot resume: the target ${change}; ${how}`);
 }
 
 async function open(argv: string[]): Promise<Opened & { qmp: boolean; progress: boolean }> {
   const { options: o, positionals } = parseArgs(argv, SPECS);
   if (positionals.length !== 2) throw new UsageError('expected SRC and DST');
   const [srcPath, dstPath] = positionals as [string, string];
-  const size = (name: string) => (o[name] === undefined ? undefined : parseSize(o[name] as string, `--${name}`));
   const qmp = o.qmp === true;
-  const sidecar = sidecarPath(dstPath);
-  const checkpoint = o.resume ? readSidecar(sidecar) : null;
-  if (!o.resume && existsSync(sidecar)) {
-    throw new UsageError(`${dstPath} has an interrupted mirror's checkpoint (${sidecar}): continue it with --resume, or delete that file to start over`);
-  }
-  if (checkpoint && (checkpoint.source !== resolve(srcPath) || checkpoint.target !== resolve(dstPath))) {
-    throw new UsageError(`the checkpoint ${sidecar} is for ${checkpoint.source} -> ${checkpoint.target}, not these images`);
-  }
-  if (checkpoint) {
-    // A resumed job keeps the options it started with; only how it runs may change.
-    const fixed = ['format', 'target-format', 'sync', 'granularity', 'buf-size', 'on-source-error', 'on-target-error', 'copy-mode', 'id'].filter((k) => o[k] !== undefined);
-    if (fixed.length > 0) throw new UsageError(`--resume continues with the options the job started with; drop --${fixed.join(', --')}`);
-  } else if (o.resume) {
-    process.stderr.write(`diskmirror mirror: no checkpoint at ${sidecar}: mirroring everything\n`);
-  }
+  const given = mirrorOptions(o);
+  const srcFormat = checkFormat(o.format as string | undefined);
+  const dstFormat = checkFormat(o['target-format'] as string | undefined);
   const intervalSeconds = o['checkpoint-interval'] === undefined ? 5 : Number(o['checkpoint-interval']);
   if (!(intervalSeconds > 0)) throw new UsageError(`--checkpoint-interval must be a positive number of seconds`);
-
-  const options: MirrorOptions = checkpoint
-    ? {
-        // A resumed job keeps the options it was started with.
-        id: checkpoint.options.id,
-        sync: checkpoint.options.sync,
-        granularity: checkpoint.options.granularity,
-        'buf-size': checkpoint.options.bufSize,
-        speed: checkpoint.options.speed,
-        'on-source-error': checkpoint.options.onSourceError,
-        'on-target-error': checkpoint.options.onTargetError,
-        'copy-mode': checkpoint.options.copyMode,
-        unmap: checkpoint.options.unmap,
-        // What the target held before the interruption is not known: write zeroes where needed.
-        'target-is-zero': false,
-      }
-    : { sync: oneOf('sync', o.sync ?? 'full', SYNC_MODES) as SyncMode };
-  if (!checkpoint) {
-    const policy = (name: string) => oneOf<ErrorPolicy>(name, o[name], ERROR_POLICIES);
-    const set = <K extends keyof MirrorOptions>(key: K, value: MirrorOptions[K] | undefined) => {
-      if (value !== undefined) options[key] = value;
-    };
-    set('granularity', size('granularity'));
-    set('buf-size', size('buf-size'));
-    set('speed', size('speed'));
-    set('on-source-error', policy('on-source-error'));
-    set('on-target-error', policy('on-target-error'));
-    set('copy-mode', oneOf<CopyMode>('copy-mode', o['copy-mode'], COPY_MODES));
-    set('id', o.id as string | undefined);
-  } else if (o.speed !== undefined) {
-    options.speed = size('speed')!;
-  }
   const injected = ((o.inject as string[] | undefined) ?? []).map((spec) => {
     try {
       return parseFaultSpec(spec);
@@ -123,59 +165,128 @@ async function open(argv: string[]): Promise<Opened & { qmp: boolean; progress: 
       throw new UsageError(`--inject: ${(err as Error).message}`);
     }
   });
+  const sidecar = sidecarPath(dstPath);
 
-  let source: ImageFormat | undefined;
-  let target: ImageFormat | undefined;
+  // The source first, read-only and shared (a guest's first write reopens it for writing).
+  const openSource = (readOnly: boolean) => openImageChain(srcPath, { readOnly, ...(srcFormat ? { format: srcFormat } : {}) });
+  const sourceOpened = await openSource(true);
+  const source: ImageFormat = qmp ? new WritableOnDemand(sourceOpened, openSource) : sourceOpened.image;
+  const currentSource = () => (source instanceof WritableOnDemand ? source.current : sourceOpened);
+  let target: OpenedImage | undefined;
+  let created: NewImage | undefined;
   try {
-    const srcFormat = checkFormat((o.format as string | undefined) ?? checkpoint?.sourceFormat);
-    // The source is written only by x-source-write (QMP mode); otherwise it is opened read-only.
-    source = await openImageFile(srcPath, { readOnly: !qmp, ...(srcFormat ? { format: srcFormat } : {}) });
-    const targetCreated = !existsSync(dstPath);
-    if (checkpoint && targetCreated) throw new UsageError(`cannot resume: ${dstPath} no longer exists`);
-    const dstFormat = checkFormat((o['target-format'] as string | undefined) ?? checkpoint?.targetFormat);
-    if (targetCreated) {
+    const existing = await store.identify(dstPath);
+    refuseOverlap(sourceOpened, srcPath, dstPath, existing);
+    let checkpoint: ReadSidecar | null = null;
+    let options: MirrorOptions = given;
+    if (existing) {
+      // The target is held exclusively before its checkpoint is read: a running job's is not ours to take.
+      target = await openImageChain(dstPath, dstFormat ? { format: dstFormat } : {});
+      if (!o.resume && lstatSync(sidecar, { throwIfNoEntry: false })) {
+        throw new UsageError(`${dstPath} has an interrupted mirror's checkpoint (${sidecar}): continue it with --resume, or delete that file to start over`);
+      }
+      checkpoint = o.resume ? readSidecar(sidecar) : null;
+      if (checkpoint) {
+        if (checkpoint.source !== resolve(srcPath) || checkpoint.target !== resolve(dstPath)) {
+          throw new UsageError(`the checkpoint ${sidecar} is for ${checkpoint.source} -> ${checkpoint.target}, not these images`);
+        }
+        const sourceInfo = await source.info();
+        const targetInfo = await target.image.info();
+        checkResumeOptions(o, given, checkpoint, { ...(targetInfo.clusterSize ? { targetClusterSize: targetInfo.clusterSize } : {}), sourceHasBacking: sourceInfo.backingFile !== undefined });
+        await checkResumeImages(checkpoint, sourceOpened, target);
+        const c = checkpoint.options;
+        options = {
+          id: c.id,
+          sync: c.sync,
+          granularity: c.granularity,
+          'buf-size': c.bufSize,
+          speed: given.speed ?? c.speed,
+          'on-source-error': c.onSourceError,
+          'on-target-error': c.onTargetError,
+          'copy-mode': c.copyMode,
+          unmap: c.unmap,
+          // What the target holds is not known: zeroes are written where the target does not read as zero already.
+          'target-is-zero': false,
+        };
+      } else if (o.resume) {
+        process.stderr.write(`diskmirror mirror: no checkpoint at ${sidecar}: mirroring everything\n`);
+      }
+      // An interrupted job may have left leaked clusters in a qcow2 target: give them back first.
+      await repairLeaks(target.image);
+    } else {
+      if (lstatSync(sidecar, { throwIfNoEntry: false })) {
+        throw new UsageError(`${sidecar} is the checkpoint of a mirror into ${dstPath}, which no longer exists: delete it to start over`);
+      }
       // sync=top copies only the top image: the new target sits on the source's backing file, as drive-mirror makes it.
       const format = dstFormat ?? source.format;
       const sourceInfo = await source.info();
-      const onBacking = options.sync === 'top' && sourceInfo.backingFile !== undefined;
+      const onBacking = given.sync === 'top' && sourceInfo.backingFile !== undefined;
       if (onBacking && format !== 'qcow2') {
         throw new UsageError(`--sync top needs a target that can have a backing file: use -O qcow2 (the source's backing file is ${sourceInfo.backingFile})`);
       }
       const backing = onBacking
         ? { backingFile: resolve(dirname(resolve(srcPath)), sourceInfo.backingFile!), ...(sourceInfo.backingFormat ? { backingFormat: sourceInfo.backingFormat } : {}) }
         : {};
-      // Made under a temporary name and renamed once whole, so an interruption
-      // never leaves a half-made target behind under the real name.
-      const partial = `${dstPath}.creating`;
-      target = await createImageFile(partial, { format, size: source.size, ...backing });
-      renameSync(partial, dstPath);
-    } else {
-      target = await openImageFile(dstPath, dstFormat ? { format: dstFormat } : {});
-      // An interrupted job may have left leaked clusters in a qcow2 target: give them back first.
-      await repairLeaks(target);
+      // Made aside and given its name once formatted; never over a file that appeared meanwhile.
+      created = await createInStore(store, dstPath, { format, size: source.size, ...backing }, { replace: false });
+      await created.publish();
+      target = { image: created.image, name: created.name, chain: [{ name: created.name, identity: created.identity }] };
     }
+    const targetOpened = target;
     const faults = { source: new FaultRules(), target: new FaultRules() };
     for (const { side, rule } of injected) faults[side].add(rule);
+    const stamps = async (digestTarget: boolean): Promise<SidecarImages> => ({
+      source: await stampChain(currentSource(), true),
+      target: (await stampChain(targetOpened, digestTarget))[0]!,
+    });
+    const checkpointer = new SidecarCheckpointer(
+      sidecar,
+      { source: resolve(srcPath), target: resolve(dstPath), sourceFormat: source.format, targetFormat: targetOpened.image.format },
+      () => stamps(false),
+    );
     const job = await MirrorJob.create({
       source: new FaultImage(source, faults.source),
-      target: new FaultImage(target, faults.target),
+      target: new FaultImage(targetOpened.image, faults.target),
       options,
-      targetCreated,
+      targetCreated: created !== undefined,
       ...(checkpoint ? { resume: { bitmap: checkpoint.bitmapBytes } } : {}),
-      checkpointer: new SidecarCheckpointer(sidecar, {
-        source: resolve(srcPath),
-        target: resolve(dstPath),
-        sourceFormat: source.format,
-        targetFormat: target.format,
-      }),
+      checkpointer,
       checkpointIntervalSeconds: intervalSeconds,
     });
     const control = new MirrorControl();
     control.add(job, faults);
-    return { source, target, job, control, sidecar, qmp, progress: o.progress === true };
+    const made = created;
+    // Once the images are closed: open them again read-only (nothing writes on such an open) and stamp them.
+    const stampsAfterClose = async (): Promise<SidecarImages> => {
+      const s = await openSource(true);
+      try {
+        const t = await openImageChain(dstPath, { readOnly: true, format: targetOpened.image.format });
+        try {
+          return { source: await stampChain(s, true), target: (await stampChain(t, true))[0]! };
+        } finally {
+          await t.image.close();
+        }
+      } finally {
+        await s.image.close();
+      }
+    };
+    return {
+      source,
+      target: targetOpened.image,
+      job,
+      control,
+      sidecar,
+      checkpointer,
+      stamps: stampsAfterClose,
+      created: made ? { remove: () => store.remove(made.name) } : null,
+      qmp,
+      progress: o.progress === true,
+    };
   } catch (err) {
-    await source?.close().catch(() => {});
-    await target?.close().catch(() => {});
+    await source.close().catch(() => {});
+    await target?.image.close().catch(() => {});
+    // A target this run made, before any data moved: it goes again.
+    if (created) await store.remove(created.name).catch(() => {});
     throw err;
   }
 }
@@ -218,14 +329,34 @@ export const mirrorCommand: Command = {
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     const signalled = new Promise<'interrupted'>((r) => (interrupted = () => r('interrupted')));
-    let interruptedExit = false;
+    // Images are closed at the end, unless I/O is still under way (a close would flush metadata mid-write).
+    let closeImages = true;
+    const closeBoth = async () => {
+      closeImages = false;
+      await source.close().catch(() => {});
+      await target.close().catch(() => {});
+    };
+    const seal = async () => {
+      try {
+        return opened.checkpointer.seal(await opened.stamps());
+      } catch {
+        return false;
+      }
+    };
     try {
       job.start();
       const outcome = await Promise.race([opened.qmp ? runQmp(opened, lines) : runPlain(opened, lines, progress), signalled]);
       if (outcome === 'interrupted') {
         progress?.clear();
-        interruptedExit = true;
-        const saved = await job.checkpoint();
+        // Stop writing, let what is in flight land, then checkpoint: the images are then exactly as the checkpoint says.
+        const { quiet, saved } = await job.halt();
+        if (quiet) {
+          await closeBoth();
+          if (saved) await seal();
+        } else {
+          closeImages = false;
+          opened.checkpointer.stop();
+        }
         process.stderr.write(
           saved
             ? `diskmirror mirror: interrupted; the checkpoint is in ${opened.sidecar} (continue with --resume)\n`
@@ -235,18 +366,25 @@ export const mirrorCommand: Command = {
         );
         return EXIT.interrupted;
       }
+      await closeBoth();
+      if (outcome !== EXIT.completed) {
+        if (opened.created && job.stats().bytesWritten === 0) {
+          // Nothing was copied into the target this run made: it goes, with its checkpoint.
+          await opened.created.remove().catch(() => {});
+          await opened.checkpointer.remove().catch(() => {});
+        } else if (existsSync(opened.sidecar)) {
+          // A failed job keeps its checkpoint (fix the cause, then --resume): seal it now that nothing writes.
+          await seal();
+        }
+      }
       return outcome;
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      opened.checkpointer.stop();
       lines.close();
       process.stdin.destroy();
-      // An interrupted job still has I/O under way: the checkpoint holds what counts, and the
-      // process exits without closing (a close would flush metadata mid-write).
-      if (!interruptedExit) {
-        await source.close().catch(() => {});
-        await target.close().catch(() => {});
-      }
+      if (closeImages) await closeBoth();
     }
   },
 };

@@ -13,6 +13,8 @@ export interface Command {
   run(argv: string[]): Promise<number>;
   /** Exit code for an error that is not a usage error (default 1). */
   errorExit?: number;
+  /** Exit code for bad usage (default 2). */
+  usageExit?: number;
 }
 
 export const COMMANDS: Record<string, Command> = {

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { UsageError } from './args.js';
+import { ImageConflictError } from '../block/block-device.js';
 import { COMMANDS, type Command } from './commands.js';
 
 const USAGE = `usage: diskmirror COMMAND [options]
@@ -53,6 +54,8 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     console.error(`diskmirror ${name}: ${message}`);
-    return err instanceof UsageError ? 2 : (command.errorExit ?? 1);
+    // An image refused because it is in use or is the other side: exit 1, as qemu-img.
+    if (err instanceof ImageConflictError) return 1;
+    return err instanceof UsageError ? (command.usageExit ?? 2) : (command.errorExit ?? 1);
   }
 }

@@ -1,10 +1,17 @@
-/** Images as files on disk, for the CLI: open (probing the format, following backing chains), create. */
-import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
-import type { BlockDevice } from '../block/block-device.js';
+/**
+ * Images as files on disk, for the CLI: open (probing the format, following
+ * backing chains) and create, always through image-access.ts, so every file
+ * is locked and a new one appears under its name only when it is whole.
+ */
 import { type OptionSpec, type ParsedArgs, parseArgs, UsageError } from './args.js';
-import { NodeFileDevice } from '../block/node-file.js';
+import type { BlockDevice } from '../block/block-device.js';
+import { NodeFileStore } from '../block/node-store.js';
 import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from '../format/image-format.js';
-import { type BackingResolver, type CreateImageOptions, createImage, openImage } from '../format/open.js';
+import { type NewImage, type OpenedImage, createInStore, openChain } from '../format/image-access.js';
+import type { CreateImageOptions } from '../format/open.js';
+
+/** Files as the command sees them: paths relative to the working directory. */
+export const store = new NodeFileStore();
 
 export function checkFormat(format: string | undefined, what = 'format'): FormatName | undefined {
   if (format === undefined) return undefined;
@@ -14,13 +21,6 @@ export function checkFormat(format: string | undefined, what = 'format'): Format
   return format as FormatName;
 }
 
-/** Backing files are named relative to the directory of the image that names them. */
-export const nodeResolver: BackingResolver = async (name, options) => {
-  const base = options.from !== undefined ? dirname(options.from) : process.cwd();
-  const path = isAbsolute(name) ? name : resolvePath(base, name);
-  return { device: await NodeFileDevice.open(path, { readOnly: options.readOnly }), name: path };
-};
-
 export interface OpenFileOptions {
   format?: FormatName;
   readOnly?: boolean;
@@ -28,19 +28,17 @@ export interface OpenFileOptions {
   compress?: boolean;
 }
 
+/** Opens an image file and its backing chain, locked (shared read-only, exclusive read-write). */
+export function openImageChain(path: string, options: OpenFileOptions = {}): Promise<OpenedImage> {
+  return openChain(store, path, {
+    readOnly: options.readOnly ?? false,
+    ...(options.format ? { format: options.format } : {}),
+    ...(options.compress ? { compress: true } : {}),
+  });
+}
+
 export async function openImageFile(path: string, options: OpenFileOptions = {}): Promise<ImageFormat> {
-  const file = await NodeFileDevice.open(path, { readOnly: options.readOnly ?? false });
-  try {
-    return await openImage(file, {
-      name: resolvePath(path),
-      ...(options.format ? { format: options.format } : {}),
-      ...(options.compress ? { compress: true } : {}),
-      resolve: nodeResolver,
-    });
-  } catch (err) {
-    await file.close();
-    throw err;
-  }
+  return (await openImageChain(path, options)).image;
 }
 
 /**
@@ -77,18 +75,29 @@ class UnsafeCacheDevice implements BlockDevice {
 
 export type CreateOptions = CreateImageOptions & { compress?: boolean; cache?: CacheMode };
 
-/** Creates (or truncates and recreates) an image file and opens it read-write. */
+/**
+ * Makes a new image that will replace whatever `path` names once published
+ * (made aside, so a failure leaves the old file as it was).
+ */
+export function prepareImageFile(path: string, options: CreateOptions): Promise<NewImage> {
+  const { compress, cache, ...create } = options;
+  return createInStore(store, path, create, {
+    replace: true,
+    ...(cache === 'unsafe' ? { wrap: (device: BlockDevice) => new UnsafeCacheDevice(device) } : {}),
+    ...(compress ? { compress: true } : {}),
+  });
+}
+
+/** Creates an image file (replacing one of that name) and opens it read-write. */
 export async function createImageFile(path: string, options: CreateOptions): Promise<ImageFormat> {
-  const node = await NodeFileDevice.open(path, { create: true });
-  const file: BlockDevice = options.cache === 'unsafe' ? new UnsafeCacheDevice(node) : node;
+  const created = await prepareImageFile(path, options);
   try {
-    if (file.size !== 0) await file.resize!(0);
-    const { compress, cache: _cache, ...create } = options;
-    return await createImage(file, create, { name: resolvePath(path), resolve: nodeResolver, ...(compress ? { compress: true } : {}) });
+    await created.publish();
   } catch (err) {
-    await file.close();
+    await created.discard();
     throw err;
   }
+  return created.image;
 }
 
 /** The arguments of a command that reads one image: [-f FMT] [--output=human|json] IMAGE, plus its own flags. */

@@ -1,21 +1,37 @@
 /**
  * Checkpoints under Node: a sidecar file next to the target
- * (TARGET.dmcheckpoint), written atomically (temporary file, fsync, rename,
- * fsync of the directory), so a crash leaves the old checkpoint or the new
- * one, never half of one. The job flushes the target before it hands over a
- * checkpoint, so a chunk the sidecar calls clean is durable.
+ * (TARGET.dmcheckpoint), written atomically (a new file made exclusively
+ * under a fresh name, never through a symlink, fsync, rename, fsync of the
+ * directory), so a crash leaves the old checkpoint or the new one, never half
+ * of one. The job flushes the target before it hands over a checkpoint, so a
+ * chunk the sidecar calls clean is durable.
+ *
+ * A sidecar also names what it belongs to: a stamp of each image (see
+ * image-stamp.ts). While the job runs, the sidecar's modification time is
+ * touched every second: after a kill, it tells when the job's writes ended.
+ * A checkpoint sealed after the job stopped writing (a signal, a failure)
+ * is `final`: its images may not have changed at all.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync, existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import * as fs from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { FormatName } from '../format/image-format.js';
+import type { ImageStamp } from '../format/image-stamp.js';
 import type { Checkpoint, Checkpointer } from '../mirror/mirror-job.js';
 import type { ResolvedOptions } from '../mirror/options.js';
 
 export const SIDECAR_SUFFIX = '.dmcheckpoint';
+const VERSION = 2;
+const HEARTBEAT_MS = 1000;
+
+export interface SidecarImages {
+  /** The source's chain, the image first. */
+  source: ImageStamp[];
+  target: ImageStamp;
+}
 
 export interface SidecarContents {
   kind: 'diskmirror-checkpoint';
-  version: 1;
+  version: typeof VERSION;
   source: string;
   target: string;
   sourceFormat: FormatName;
@@ -26,66 +42,137 @@ export interface SidecarContents {
   savedAt: number;
   /** The serialized dirty bitmap, base64. */
   bitmap: string;
+  images: SidecarImages;
+  /** Sealed after the job's last write: the images are exactly as stamped. */
+  final: boolean;
 }
 
 export function sidecarPath(targetPath: string): string {
   return resolve(targetPath) + SIDECAR_SUFFIX;
 }
 
+let counter = 0;
+
+/** Replaces `path` with `text` atomically; the temporary file is new, never a planted one. */
 function writeAtomically(path: string, text: string): void {
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w', 0o644);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+  const dir = dirname(path);
+  let tmp = '';
+  let fd = -1;
+  for (let attempt = 0; fd < 0; attempt++) {
+    tmp = join(dir, `${basename(path)}.tmp-${process.pid}-${counter++}${Math.random().toString(36).slice(2, 8)}`);
+    try {
+      fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 5) throw err;
+    }
   }
-  renameSync(tmp, path);
-  const dir = openSync(dirname(path), 'r');
   try {
-    fsyncSync(dir);
+    try {
+      fs.writeSync(fd, text);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, path);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  const dirFd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(dirFd);
   } finally {
-    closeSync(dir);
+    fs.closeSync(dirFd);
   }
 }
 
 export class SidecarCheckpointer implements Checkpointer {
+  private heartbeat: ReturnType<typeof setInterval> | null = null;
+  private last: SidecarContents | null = null;
+  /** The job is done with its checkpoint: a save still under way must not bring it back. */
+  private removed = false;
+
   constructor(
-    private readonly path: string,
+    readonly path: string,
     private readonly context: { source: string; target: string; sourceFormat: FormatName; targetFormat: FormatName },
+    /** The images' stamps now (called after the job flushed them). */
+    private readonly stamps: () => Promise<SidecarImages>,
   ) {}
 
   async save(checkpoint: Checkpoint): Promise<void> {
     const contents: SidecarContents = {
       kind: 'diskmirror-checkpoint',
-      version: 1,
+      version: VERSION,
       ...this.context,
       size: checkpoint.size,
       options: checkpoint.options,
       status: checkpoint.status,
       savedAt: checkpoint.savedAt,
       bitmap: Buffer.from(checkpoint.bitmap).toString('base64'),
+      images: await this.stamps(),
+      final: false,
     };
+    if (this.removed) return;
     writeAtomically(this.path, JSON.stringify(contents));
+    this.last = contents;
+    this.heartbeat ??= setInterval(() => {
+      const now = new Date();
+      try {
+        fs.utimesSync(this.path, now, now);
+      } catch {
+        // Gone (the job finished and removed it): nothing to keep fresh.
+      }
+    }, HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
+
+  /**
+   * Marks the last checkpoint final, with `images` stamped after the job's
+   * last write and the images closed. False when there is none to seal.
+   */
+  seal(images: SidecarImages): boolean {
+    this.stop();
+    if (!this.last) return false;
+    this.last = { ...this.last, images, final: true };
+    writeAtomically(this.path, JSON.stringify(this.last));
+    return true;
+  }
+
+  /** Stops touching the sidecar. */
+  stop(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
   }
 
   async remove(): Promise<void> {
-    rmSync(this.path, { force: true });
+    this.removed = true;
+    this.stop();
+    fs.rmSync(this.path, { force: true });
   }
 }
 
+export interface ReadSidecar extends SidecarContents {
+  bitmapBytes: Uint8Array;
+  /** When the job's writes ended, at the latest (the sidecar's last heartbeat). */
+  touchedMs: number;
+}
+
 /** Reads a sidecar; null when there is none. A damaged one is an error that names the file. */
-export function readSidecar(path: string): (SidecarContents & { bitmapBytes: Uint8Array }) | null {
-  if (!existsSync(path)) return null;
+export function readSidecar(path: string): ReadSidecar | null {
+  const link = fs.lstatSync(path, { throwIfNoEntry: false });
+  if (!link) return null;
+  if (!link.isFile()) throw new Error(`checkpoint ${path} is not a regular file (a symlink or something else); refusing to read it`);
   let parsed: SidecarContents;
   try {
-    parsed = JSON.parse(readFileSync(path, 'utf8')) as SidecarContents;
+    parsed = JSON.parse(fs.readFileSync(path, 'utf8')) as SidecarContents;
   } catch (err) {
     throw new Error(`checkpoint ${path} is unreadable: ${(err as Error).message}`);
   }
-  if (parsed?.kind !== 'diskmirror-checkpoint' || parsed.version !== 1 || typeof parsed.bitmap !== 'string') {
-    throw new Error(`checkpoint ${path} is not a diskmirror checkpoint (version 1)`);
+  if (parsed?.kind !== 'diskmirror-checkpoint' || typeof parsed.bitmap !== 'string') {
+    throw new Error(`checkpoint ${path} is not a diskmirror checkpoint`);
   }
-  return { ...parsed, bitmapBytes: new Uint8Array(Buffer.from(parsed.bitmap, 'base64')) };
+  if (parsed.version !== VERSION || !parsed.images?.target || !Array.isArray(parsed.images.source)) {
+    throw new Error(`checkpoint ${path} was written by another version of diskmirror and cannot be resumed; delete it and run the mirror again`);
+  }
+  return { ...parsed, bitmapBytes: new Uint8Array(Buffer.from(parsed.bitmap, 'base64')), touchedMs: link.mtimeMs };
 }

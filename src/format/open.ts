@@ -4,7 +4,7 @@
  * that names them (the same directory, in OPFS); a chain may be as deep as
  * it likes, up to a bound, and a loop in it is an error.
  */
-import type { BlockDevice } from '../block/block-device.js';
+import { type BlockDevice, ImageConflictError } from '../block/block-device.js';
 import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from './image-format.js';
 import { probeFormat } from './probe.js';
 import { createQcow2, type Qcow2CreateOptions } from './qcow2/create.js';
@@ -78,6 +78,8 @@ async function openBacking(name: string, backingFormat: string | undefined, opti
   try {
     resolved = await options.resolve(name, { readOnly: true, from });
   } catch (err) {
+    // A backing file in use elsewhere is a conflict, said as such (QEMU: "Failed to get ... lock").
+    if (err instanceof ImageConflictError) throw err;
     const message = err instanceof Error ? err.message : String(err);
     throw new FormatError(`Could not open backing file '${name}' of '${from}': ${message}`, 'backing_file', { cause: err });
   }

@@ -1,4 +1,8 @@
-/** raw: the guest bytes are the file's bytes. Everything is data. */
+/**
+ * raw: the guest bytes are the file's bytes. Where the file can tell its
+ * holes (SEEK_HOLE under Node), a hole is a zero extent: it is neither read
+ * by a copy nor written again with zeroes.
+ */
 import { type BlockDevice, BlockError, checkRequest } from '../block/block-device.js';
 import { type BlockStatus, type ImageFormat, type ImageInfo, type WriteZeroesOptions, zeroBuffer } from './image-format.js';
 
@@ -74,7 +78,19 @@ export class RawImage implements ImageFormat {
 
   async blockStatus(offset: number, bytes: number): Promise<BlockStatus> {
     checkRequest('read', offset, 0, this.file.size, true);
-    return { offset, bytes: Math.max(0, Math.min(bytes, this.file.size - offset)), kind: 'data', depth: 0, hostOffset: offset };
+    const length = Math.max(0, Math.min(bytes, this.file.size - offset));
+    if (length > 0 && this.file.allocation) {
+      const a = await this.file.allocation(offset, length);
+      return { offset, bytes: a.bytes, kind: a.allocated ? 'data' : 'zero', depth: 0, hostOffset: offset };
+    }
+    return { offset, bytes: length, kind: 'data', depth: 0, hostOffset: offset };
+  }
+
+  /** Whether all of the range is a hole already. */
+  private async isHole(offset: number, bytes: number): Promise<boolean> {
+    if (!this.file.allocation || bytes === 0) return false;
+    const a = await this.file.allocation(offset, bytes);
+    return !a.allocated && a.bytes >= bytes;
   }
 
   /**
@@ -86,6 +102,8 @@ export class RawImage implements ImageFormat {
   async writeZeroes(offset: number, bytes: number, options: WriteZeroesOptions): Promise<void> {
     checkRequest('write', offset, bytes, this.file.size, true);
     const size = this.file.size;
+    // A hole reads as zeroes: nothing to write (a resumed copy stays as sparse as a fresh one).
+    if (await this.isHole(offset, bytes)) return;
     if (options.unmap && this.file.resize && offset + bytes === size && bytes >= TRUNCATE_ZEROES_BYTES) {
       await this.file.resize(offset);
       await this.file.resize(size);

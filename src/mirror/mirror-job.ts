@@ -170,6 +170,8 @@ export class MirrorJob {
   private pauseCount = 0;
   private userPaused = false;
   private cancelRequested = false;
+  /** The process is about to exit (halt): nothing new is issued. */
+  private halted = false;
   private completeRequested = false;
   private finalizeRequested = false;
   private dismissRequested = false;
@@ -257,6 +259,9 @@ export class MirrorJob {
   private resuming = false;
   /** The initial scan is complete (or was not needed): checkpoints describe the whole image. */
   private scanned = false;
+  private scanEnded!: () => void;
+  /** Settles once the scan is complete, or the job ended without one. */
+  private readonly scanSettled = new Promise<void>((resolve) => (this.scanEnded = resolve));
   /** Background source writes under way: their chunks count as dirty in checkpoints. */
   private readonly pendingWrites = new Map<number, { first: number; nb: number; done: Promise<void> }>();
   private nextWrite = 0;
@@ -568,6 +573,7 @@ export class MirrorJob {
       if (!this.resuming) await this.dirtyInit();
       // Until the scan is done the bitmap is incomplete: no checkpoint may be taken before this.
       this.scanned = true;
+      this.scanEnded();
       // The first checkpoint lands before any data moves: from here on, an interruption can resume.
       if (this.checkpointer && !this.cancelRequested && !this.failure) {
         this.lastCheckpoint = this.now();
@@ -578,6 +584,7 @@ export class MirrorJob {
       // An error outside any policy (a bug, or the initial scan failing) fails the job.
       this.failure ??= toBlockError(err, 'read', 0, 0);
     }
+    this.scanEnded();
     await this.drain();
     this.busy = false;
     if (this.failure) outcome = 'failed';
@@ -612,6 +619,11 @@ export class MirrorJob {
     let cursor = 0;
     for (;;) {
       if (this.failure || this.cancelRequested) return;
+      if (this.halted) {
+        this.busy = false;
+        await this.sleep();
+        continue;
+      }
       await this.pausePoint();
       if (this.failure || this.cancelRequested) return;
       this.expireBackoffs();
@@ -1030,8 +1042,12 @@ export class MirrorJob {
       while (!this.dismissRequested) await this.sleep();
     }
     this.setStatus('null');
-    // A failed job keeps its checkpoint (fix the cause, then resume); a finished or cancelled one is done with it.
-    if (this.checkpointer && outcome !== 'failed') await this.checkpointer.remove(this.id).catch(() => {});
+    // A failed job keeps its checkpoint (fix the cause, then resume); a finished or cancelled one is done with it
+    // (once a save under way has landed, so it cannot bring the file back).
+    if (this.checkpointer && outcome !== 'failed') {
+      await this.checkpointing;
+      await this.checkpointer.remove(this.id).catch(() => {});
+    }
     this.resolveFinished(result);
   }
 
@@ -1100,6 +1116,27 @@ export class MirrorJob {
   async checkpoint(): Promise<boolean> {
     await this.checkpointing;
     return this.saveCheckpoint();
+  }
+
+  /**
+   * What a process does before it exits on a signal: stop issuing I/O and
+   * taking source writes, wait (at most `timeoutMs`) for what is in flight,
+   * then store a checkpoint. `quiet`: nothing more will be written, so the
+   * images may be closed and the checkpoint describes them exactly.
+   */
+  async halt(timeoutMs = 5000): Promise<{ quiet: boolean; saved: boolean }> {
+    this.halted = true;
+    this.writesClosed = true;
+    this.kick();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // An interruption during the initial scan still leaves a checkpoint once the scan is through.
+    const quiet = await Promise.race([
+      this.scanSettled.then(() => this.drain()).then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    const saved = await this.checkpoint();
+    return { quiet, saved };
   }
 
   // ---- plumbing ------------------------------------------------------------------

@@ -84,10 +84,15 @@ describe('diskmirror create and info', () => {
     expect(statSync(path).blocks).toBeLessThan(64);
   });
 
-  it('bad usage is one line on stderr and exit 2; a bad option value is exit 2 too', async () => {
-    for (const args of [['create', '-f', 'qcow2'], ['create', '-f', 'qcow2', '-o', 'bogus=1', name(), '1M'], ['convert', 'only-one'], ['map', '--output=xml', 'x'], ['compare', 'a']]) {
+  it('bad usage is one line on stderr and exit 2 (create: 1, as qemu-img create); a bad option value is exit 2 too', async () => {
+    for (const args of [['convert', 'only-one'], ['map', '--output=xml', 'x'], ['compare', 'a']]) {
       const r = await dm(...args);
       expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
+    }
+    for (const args of [['create', '-f', 'qcow2'], ['create', '-f', 'qcow2', '-o', 'bogus=1', name(), '1M'], ['create', '-f', 'qcow2', name(), '1Q']]) {
+      const r = await dm(...args);
+      expect(r.code, args.join(' ')).toBe(1);
       expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
     }
   });
