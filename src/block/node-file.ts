@@ -84,7 +84,10 @@ export class NodeFileDevice implements BlockDevice {
     } catch (err) {
       const cause = (err as BlockError).cause as NodeJS.ErrnoException | undefined;
       // A socket cannot be opened at all; say what it is.
-      if (cause?.code === 'ENXIO') throw new BlockError('EINVAL', 'open', 0, 0, `${path} is a socket or a FIFO with no reader, not an image file`, { cause });
+      if (cause?.code === 'ENXIO') {
+        const kind = kindOf(fs.statSync(path, { throwIfNoEntry: false }) ?? new fs.Stats()) ?? 'a socket';
+        throw new BlockError('EINVAL', 'open', 0, 0, `${path} is ${kind}, not an image file`, { cause });
+      }
       if (cause?.code === 'EISDIR') throw new BlockError('EINVAL', 'open', 0, 0, `${path} is a directory, not an image file`, { cause });
       throw err;
     }

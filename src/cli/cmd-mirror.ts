@@ -17,7 +17,7 @@ import type { Command } from './commands.js';
 import { checkFormat, openImageChain, store } from './node-images.js';
 import { type ReadSidecar, type SidecarImages, readSidecar, SIDECAR_SUFFIX, SidecarCheckpointer, sidecarPath } from './sidecar.js';
 import { ProgressLine } from './progress.js';
-import { EXIT, runPlain, runQmp } from './mirror-io.js';
+import { EXIT, exitCodeFor, runPlain, runQmp } from './mirror-io.js';
 import { FaultRules } from '../block/fault.js';
 import { ImageConflictError } from '../block/block-device.js';
 import { FaultImage } from '../format/fault-image.js';
@@ -345,7 +345,11 @@ export const mirrorCommand: Command = {
     };
     try {
       job.start();
-      const outcome = await Promise.race([opened.qmp ? runQmp(opened, lines) : runPlain(opened, lines, progress), signalled]);
+      let outcome = await Promise.race([opened.qmp ? runQmp(opened, lines) : runPlain(opened, lines, progress), signalled]);
+      if (outcome === 'interrupted' && ['waiting', 'pending', 'aborting', 'concluded', 'null'].includes(job.status)) {
+        // Past the point of no return (completing, or winding down): it finishes, and leaves no stale checkpoint.
+        outcome = exitCodeFor(await job.result);
+      }
       if (outcome === 'interrupted') {
         progress?.clear();
         // Stop writing, let what is in flight land, then checkpoint: the images are then exactly as the checkpoint says.
