@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { UsageError } from './args.js';
 import { ImageConflictError } from '../block/block-device.js';
+import { lockMechanism } from '../block/node-lock.js';
 import { COMMANDS, type Command } from './commands.js';
 
 const USAGE = `usage: diskmirror COMMAND [options]
@@ -14,7 +15,15 @@ ${Object.values(COMMANDS)
   .map((c: Command) => `  ${c.usage}`)
   .join('\n')}
 
-Run "diskmirror COMMAND --help" for a command's options.`;
+Run "diskmirror COMMAND --help" for a command's options.
+
+Images are locked while a command uses them, as QEMU locks them: shared to
+read, exclusive to write; a conflict is refused (exit 1) naming the holder.
+${
+  lockMechanism() === 'flock'
+    ? 'Locks here: flock(2) through fs-ext, and a POSIX record lock while writing (QEMU sees it).'
+    : "Locks here: lock files beside the images (IMAGE.dmlock), because fs-ext's native build is\nmissing (or DISKMIRROR_LOCKS=files); they name the holder's pid, and a stale one is taken over."
+}`;
 
 /** The version in the project's package.json, found by walking up from this module (bundled or not). */
 function version(): string {

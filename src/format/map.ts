@@ -1,7 +1,7 @@
 /**
  * The map of an image, as `qemu-img map --output=json` prints it: extents
  * with start, length, depth, present, zero, data and (for data stored as
- * is) the offset in the file. Built from block status, so it works for any
+ * is, and zeroes that have a place in the file) the offset in the file. Built from block status, so it works for any
  * format and follows the backing chain.
  */
 import type { ImageFormat } from './image-format.js';
@@ -33,7 +33,8 @@ export async function mapImage(image: ImageFormat, onExtent: (e: MapExtent) => v
         : s.kind === 'zero'
           ? { start: offset, length: s.bytes, depth: s.depth, present: true, zero: true, data: false }
           : { start: offset, length: s.bytes, depth: Math.max(0, s.depth - 1), present: false, zero: true, data: false };
-    if (s.kind === 'data' && s.hostOffset !== undefined) e.offset = s.hostOffset;
+    // Zeroes with a place in the file (a hole in a raw file, a zero-allocated cluster) have an offset too, as QEMU says.
+    if (s.kind !== 'unallocated' && s.hostOffset !== undefined) e.offset = s.hostOffset;
     if (pending && mergeable(pending, e)) {
       pending.length += e.length;
     } else {

@@ -411,3 +411,15 @@ describe('hostile files', () => {
     server.close();
   });
 });
+
+describe('qemu-img parity where users parse output', () => {
+  it('map shows the holes of a raw file, with the offsets qemu-img map prints', async () => {
+    const dir = workdir();
+    const path = join(dir, 'sparse.raw');
+    await qemuImg('create', '-q', '-f', 'raw', path, String(8 * MiB));
+    await qemuIo(path, ['write -P 0xab 1M 1M', 'write -P 0xcd 6M 64k'], ['-f', 'raw']);
+    const ours = await dm(['map', '--output=json', 'sparse.raw'], dir);
+    expect(ours.code, ours.stderr).toBe(0);
+    expect(JSON.parse(ours.stdout)).toEqual(JSON.parse(await qemuImg('map', '--output=json', '-f', 'raw', path)));
+  });
+});
