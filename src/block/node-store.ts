@@ -116,6 +116,11 @@ export class NodeFileStore implements FileStore {
       } catch (err) {
         // Something is there already (planted, or left over): never reuse it, pick another name.
         if ((err as BlockError).code === 'EEXIST' && attempt < 5) continue;
+        if (err instanceof BlockError) {
+          const cause = err.cause as NodeJS.ErrnoException | undefined;
+          const why = cause?.code === 'ENOENT' ? `the directory ${dirname(final)} does not exist` : (cause?.message ?? err.detail).replace(/, open '.*'$/, '');
+          throw new BlockError(err.code, 'open', 0, 0, `cannot create ${name}: ${why}`, { cause: err });
+        }
         throw err;
       }
     }
