@@ -55,7 +55,7 @@ export class RawImage implements ImageFormat {
   async write(offset: number, data: Uint8Array): Promise<void> {
     // The virtual size is fixed: a raw image does not grow by writing.
     checkRequest('write', offset, data.length, this.file.size, true);
-    return this.file.write(offset, data);
+    return this.changing(() => this.file.write(offset, data));
   }
 
   flush(): Promise<void> {
@@ -68,29 +68,64 @@ export class RawImage implements ImageFormat {
 
   async resize(bytes: number): Promise<void> {
     if (!this.file.resize) throw new BlockError('ENOTSUP', 'resize', 0, bytes, 'the device cannot be resized');
-    return this.file.resize(bytes);
+    return this.changing(() => this.file.resize!(bytes));
   }
 
   async discard(offset: number, bytes: number): Promise<void> {
     checkRequest('discard', offset, bytes, this.file.size, true);
-    await this.file.discard?.(offset, bytes);
+    await this.changing(async () => this.file.discard?.(offset, bytes));
   }
 
   async blockStatus(offset: number, bytes: number): Promise<BlockStatus> {
     checkRequest('read', offset, 0, this.file.size, true);
     const length = Math.max(0, Math.min(bytes, this.file.size - offset));
     if (length > 0 && this.file.allocation) {
-      const a = await this.file.allocation(offset, length);
-      return { offset, bytes: a.bytes, kind: a.allocated ? 'data' : 'zero', depth: 0, hostOffset: offset };
+      const extent = await this.extentAt(offset);
+      return { offset, bytes: Math.min(length, extent.end - offset), kind: extent.allocated ? 'data' : 'zero', depth: 0, hostOffset: offset };
     }
     return { offset, bytes: length, kind: 'data', depth: 0, hostOffset: offset };
+  }
+
+  /**
+   * The whole data or hole extent around `offset`, asked once (two lseeks)
+   * and kept until this image changes the file, so a copy asking chunk by
+   * chunk costs no system calls inside one extent.
+   */
+  private extent: { start: number; end: number; allocated: boolean } | null = null;
+
+  /** Changes of the file under way, and a count of changes begun or ended: a kept extent must not span one. */
+  private changes = 0;
+  private generation = 0;
+
+  private async extentAt(offset: number): Promise<{ start: number; end: number; allocated: boolean }> {
+    const known = this.extent;
+    if (known && offset >= known.start && offset < known.end) return known;
+    const generation = this.generation;
+    const a = await this.file.allocation!(offset, this.file.size - offset);
+    const extent = { start: offset, end: offset + a.bytes, allocated: a.allocated };
+    if (generation === this.generation && this.changes === 0) this.extent = extent;
+    return extent;
+  }
+
+  /** Runs a change of the file: the kept extent goes before it starts and again once it has landed. */
+  private async changing<T>(change: () => Promise<T>): Promise<T> {
+    this.changes++;
+    this.generation++;
+    this.extent = null;
+    try {
+      return await change();
+    } finally {
+      this.changes--;
+      this.generation++;
+      this.extent = null;
+    }
   }
 
   /** Whether all of the range is a hole already. */
   private async isHole(offset: number, bytes: number): Promise<boolean> {
     if (!this.file.allocation || bytes === 0) return false;
-    const a = await this.file.allocation(offset, bytes);
-    return !a.allocated && a.bytes >= bytes;
+    const extent = await this.extentAt(offset);
+    return !extent.allocated && extent.end >= offset + bytes;
   }
 
   /**
@@ -101,9 +136,13 @@ export class RawImage implements ImageFormat {
    */
   async writeZeroes(offset: number, bytes: number, options: WriteZeroesOptions): Promise<void> {
     checkRequest('write', offset, bytes, this.file.size, true);
-    const size = this.file.size;
     // A hole reads as zeroes: nothing to write (a resumed copy stays as sparse as a fresh one).
     if (await this.isHole(offset, bytes)) return;
+    return this.changing(() => this.zeroRange(offset, bytes, options));
+  }
+
+  private async zeroRange(offset: number, bytes: number, options: WriteZeroesOptions): Promise<void> {
+    const size = this.file.size;
     if (options.unmap && this.file.resize && offset + bytes === size && bytes >= TRUNCATE_ZEROES_BYTES) {
       await this.file.resize(offset);
       await this.file.resize(size);
