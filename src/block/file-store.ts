@@ -23,9 +23,10 @@ export interface FileStore {
   /**
    * Opens an existing file (following symlinks), locked: shared when
    * read-only, exclusive otherwise. A conflicting lock is a LockError; a
-   * missing file is a BlockError ENOENT.
+   * missing file is a BlockError ENOENT. `forceShare` (read-only only, as
+   * qemu-img -U): no lock at all, so an image in use can be looked at.
    */
-  open(name: string, options: { readOnly: boolean }): Promise<StoreFile>;
+  open(name: string, options: { readOnly: boolean; forceShare?: boolean }): Promise<StoreFile>;
   /** What `name` is now; null when nothing is there. */
   identify(name: string): Promise<FileIdentity | null>;
   /** The name of a backing file as written in image `from` (relative names are relative to it). */

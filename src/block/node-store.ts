@@ -79,11 +79,11 @@ export class NodeFileStore implements FileStore {
     return this.path(name);
   }
 
-  async open(name: string, options: { readOnly: boolean }): Promise<StoreFile> {
+  async open(name: string, options: { readOnly: boolean; forceShare?: boolean }): Promise<StoreFile> {
     const path = this.path(name);
     let device: NodeFileDevice;
     try {
-      device = await NodeFileDevice.open(path, { readOnly: options.readOnly });
+      device = await NodeFileDevice.open(path, { readOnly: options.readOnly, ...(options.forceShare && options.readOnly ? { lock: false } : {}) });
     } catch (err) {
       // Name the image as the person did.
       if (err instanceof LockError) throw new LockError(name, err.mode, err.holder);

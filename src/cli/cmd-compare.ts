@@ -83,11 +83,12 @@ export async function compareImages(a: ImageFormat, b: ImageFormat, strict = fal
 }
 
 export const compareCommand: Command = {
-  usage: 'compare [-f FMT] [-F FMT] [-s] IMAGE1 IMAGE2',
+  usage: 'compare [-f FMT] [-F FMT] [-s] [-U] IMAGE1 IMAGE2',
   help: [
     'Compares the contents of two images (of any formats, backing chains followed).',
     'Exit status: 0 identical, 1 different (the first differing offset is printed), 2 error.',
     'An image larger than the other must read as zeroes past its end, unless -s (strict) is given.',
+    '-U (force share) reads without taking locks, so images in use can be compared (as qemu-img -U).',
   ].join('\n'),
   errorExit: 2,
   async run(argv) {
@@ -95,6 +96,7 @@ export const compareCommand: Command = {
       { name: 'format1', short: 'f', value: true },
       { name: 'format2', short: 'F', value: true },
       { name: 'strict', short: 's' },
+      { name: 'force-share', short: 'U' },
     ]);
     if (positionals.length !== 2) throw new UsageError('expected IMAGE1 and IMAGE2');
     const f1 = checkFormat(options.format1 as string | undefined);
@@ -102,8 +104,9 @@ export const compareCommand: Command = {
     let a: ImageFormat | undefined;
     let b: ImageFormat | undefined;
     try {
-      a = await openImageFile(positionals[0]!, { readOnly: true, ...(f1 ? { format: f1 } : {}) });
-      b = await openImageFile(positionals[1]!, { readOnly: true, ...(f2 ? { format: f2 } : {}) });
+      const share = options['force-share'] ? { forceShare: true } : {};
+      a = await openImageFile(positionals[0]!, { readOnly: true, ...share, ...(f1 ? { format: f1 } : {}) });
+      b = await openImageFile(positionals[1]!, { readOnly: true, ...share, ...(f2 ? { format: f2 } : {}) });
       const strict = Boolean(options.strict);
       const r = await compareImages(a, b, strict);
       if (r.sizeMismatch) {

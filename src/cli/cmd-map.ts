@@ -15,10 +15,11 @@ export function extentJson(e: MapExtent): string {
 const hex = (n: number) => `0x${n.toString(16)}`;
 
 export const mapCommand: Command = {
-  usage: 'map [-f FMT] [--output=human|json] IMAGE',
+  usage: 'map [-f FMT] [--output=human|json] [-U] IMAGE',
   help: [
     'Prints which ranges of IMAGE hold data, read as zeroes, or come from a backing image.',
     'JSON extents: start, length, depth (0: the image itself), present, zero, data, offset (in the file, for data stored as is).',
+    '-U (force share) reads without taking locks, so an image in use can be looked at (as qemu-img -U).',
   ].join('\n'),
   errorExit: 1,
   async run(argv) {

@@ -24,6 +24,8 @@ export function checkFormat(format: string | undefined, what = 'format'): Format
 export interface OpenFileOptions {
   format?: FormatName;
   readOnly?: boolean;
+  /** Read-only without locks (-U, as qemu-img): an image in use can be looked at. */
+  forceShare?: boolean;
   /** qcow2: store whole, aligned cluster writes compressed. */
   compress?: boolean;
 }
@@ -32,6 +34,7 @@ export interface OpenFileOptions {
 export function openImageChain(path: string, options: OpenFileOptions = {}): Promise<OpenedImage> {
   return openChain(store, path, {
     readOnly: options.readOnly ?? false,
+    ...(options.forceShare ? { forceShare: true } : {}),
     ...(options.format ? { format: options.format } : {}),
     ...(options.compress ? { compress: true } : {}),
   });
@@ -109,14 +112,14 @@ export interface SingleImageArgs {
 }
 
 export function parseSingleImage(argv: string[], extra: OptionSpec[] = []): SingleImageArgs {
-  const { options, positionals } = parseArgs(argv, [{ name: 'format', short: 'f', value: true }, { name: 'output', value: true }, ...extra]);
+  const { options, positionals } = parseArgs(argv, [{ name: 'format', short: 'f', value: true }, { name: 'output', value: true }, { name: 'force-share', short: 'U' }, ...extra]);
   if (positionals.length !== 1) throw new UsageError('expected exactly one IMAGE');
   const output = (options.output as string | undefined) ?? 'human';
   if (output !== 'human' && output !== 'json') throw new UsageError(`--output must be human or json, not '${output}'`);
   return { path: positionals[0]!, output, format: checkFormat(options.format as string | undefined), options };
 }
 
-/** Opens the image of a single-image command, read-only. */
+/** Opens the image of a single-image command, read-only (without locks with -U). */
 export function openForReading(args: SingleImageArgs): Promise<ImageFormat> {
-  return openImageFile(args.path, { readOnly: true, ...(args.format ? { format: args.format } : {}) });
+  return openImageFile(args.path, { readOnly: true, ...(args.format ? { format: args.format } : {}), ...(args.options['force-share'] ? { forceShare: true } : {}) });
 }

@@ -37,15 +37,17 @@ export interface OpenedImage {
 export interface OpenChainOptions {
   format?: FormatName;
   readOnly: boolean;
+  /** Read-only, without locks (qemu-img -U): to look at an image in use. */
+  forceShare?: boolean;
   /** qcow2: store whole, aligned cluster writes compressed. */
   compress?: boolean;
 }
 
 /** Opens backing files through the store (read-only, shared locks), recording each in `chain`. */
-function chainResolver(store: FileStore, chain: ChainFile[]): BackingResolver {
+function chainResolver(store: FileStore, chain: ChainFile[], forceShare = false): BackingResolver {
   return async (backing, options) => {
     const name = store.backingName(backing, options.from ?? chain[0]!.name);
-    const file = await store.open(name, { readOnly: true });
+    const file = await store.open(name, { readOnly: true, forceShare });
     const seen = chain.find((c) => c.identity.key === file.identity.key);
     if (seen) {
       await file.device.close().catch(() => {});
@@ -58,13 +60,14 @@ function chainResolver(store: FileStore, chain: ChainFile[]): BackingResolver {
 
 /** Opens an image and its backing chain, every file locked. */
 export async function openChain(store: FileStore, name: string, options: OpenChainOptions): Promise<OpenedImage> {
-  const top = await store.open(name, { readOnly: options.readOnly });
+  const forceShare = options.readOnly && options.forceShare === true;
+  const top = await store.open(name, { readOnly: options.readOnly, forceShare });
   const chain: ChainFile[] = [{ name: top.name, identity: top.identity }];
   try {
     const image = await openImage(top.device, {
       name: top.name,
       readOnly: options.readOnly,
-      resolve: chainResolver(store, chain),
+      resolve: chainResolver(store, chain, forceShare),
       ...(options.format ? { format: options.format } : {}),
       ...(options.compress ? { compress: true } : {}),
     });

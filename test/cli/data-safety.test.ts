@@ -139,7 +139,10 @@ describe('locks: one writer at a time', () => {
         // A reader is refused too while the job writes (QEMU's "Failed to get shared "write" lock").
         const reader = await dm(['info', 't.qcow2'], dir, env);
         expect(reader.code).toBe(1);
-        expect(reader.stderr).toMatch(/Failed to get shared "write" lock/);
+        expect(reader.stderr).toMatch(/Failed to get shared "write" lock: t\.qcow2 is being written by diskmirror/);
+        // -U looks without a lock, as qemu-img -U.
+        const peek = await dm(['map', '-U', '--output=json', 't.qcow2'], dir, env);
+        expect(peek.code, peek.stderr).toBe(0);
         await first.execute('block-job-set-speed', { device: 'mirror', speed: 0 });
         await first.event('BLOCK_JOB_READY');
         await first.execute('job-complete', { id: 'mirror' });
