@@ -42,7 +42,12 @@ export function opfsError(err: unknown, op: BlockOp, offset: number, bytes: numb
   if (err instanceof BlockError) return err;
   const domName = (err as { name?: string } | null)?.name ?? '';
   const code = DOM_CODES[domName] ?? (err instanceof TypeError || err instanceof RangeError ? 'EINVAL' : 'EIO');
-  const detail = domName === 'NoModificationAllowedError' ? `${name} is open elsewhere (another tab or job holds it)` : `${name}: ${domName}: ${(err as Error)?.message}`;
+  const detail =
+    domName === 'NoModificationAllowedError'
+      ? `${name} is open elsewhere (another tab or job holds it)`
+      : domName === 'NotFoundError'
+        ? `${name} does not exist`
+        : `${name}: ${domName}: ${(err as Error)?.message}`;
   return new BlockError(code, op, offset, bytes, detail, { cause: err });
 }
 
@@ -66,14 +71,26 @@ export class OpfsDevice implements BlockDevice {
   /** Opens `name` in `dir` (an OPFS directory handle). */
   static async open(dir: FileSystemDirectoryHandle, name: string, options: OpfsOpenOptions = {}): Promise<OpfsDevice> {
     const readOnly = options.readOnly ?? false;
+    let file: FileSystemFileHandle;
     try {
-      const file = (await dir.getFileHandle(name, { create: !readOnly && (options.create ?? false) })) as unknown as OpfsFileHandle;
+      file = await dir.getFileHandle(name, { create: !readOnly && (options.create ?? false) });
+    } catch (err) {
+      throw opfsError(err, 'open', 0, 0, name);
+    }
+    return OpfsDevice.openHandle(file, name, { readOnly });
+  }
+
+  /** Opens the file behind `file` (named `name` in messages). */
+  static async openHandle(file: FileSystemFileHandle, name: string, options: { readOnly?: boolean } = {}): Promise<OpfsDevice> {
+    const readOnly = options.readOnly ?? false;
+    const sync = file as unknown as OpfsFileHandle;
+    try {
       let handle: SyncAccessHandle;
       try {
         // Read-only opens let several readers share a file where the browser supports modes.
-        handle = await file.createSyncAccessHandle(readOnly ? { mode: 'read-only' } : undefined);
+        handle = await sync.createSyncAccessHandle(readOnly ? { mode: 'read-only' } : undefined);
       } catch (err) {
-        if (readOnly && (err as Error)?.name === 'TypeError') handle = await file.createSyncAccessHandle();
+        if (readOnly && (err as Error)?.name === 'TypeError') handle = await sync.createSyncAccessHandle();
         else throw err;
       }
       return new OpfsDevice(handle, name, readOnly);

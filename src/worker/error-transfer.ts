@@ -2,11 +2,11 @@
  * Errors keep their identity across the worker boundary. Comlink's default
  * "throw" handler keeps only name, message and stack; this one also carries
  * the fields our error classes have (code, op, offset, bytes, field,
- * qmpClass) and rebuilds the class on the other side. Installed by both the
- * worker and the page.
+ * qmpClass; image, mode, holder for image conflicts) and rebuilds the class
+ * on the other side. Installed by both the worker and the page.
  */
 import * as Comlink from 'comlink';
-import { BlockError, type BlockOp, type Errno } from '../block/block-device.js';
+import { BlockError, type BlockOp, type Errno, ImageConflictError, LockError, type LockMode } from '../block/block-device.js';
 import { FormatError } from '../format/image-format.js';
 import { JobError } from '../mirror/job-states.js';
 import { OptionError } from '../mirror/options.js';
@@ -23,6 +23,9 @@ interface SerializedError {
   detail?: string;
   field?: string;
   qmpClass?: string;
+  image?: string;
+  mode?: LockMode;
+  holder?: string;
 }
 
 type Serialized = { isError: true; value: SerializedError } | { isError: false; value: unknown };
@@ -31,7 +34,7 @@ export function serializeError(err: Error): SerializedError {
   const e = err as Error & Partial<SerializedError>;
   const out: SerializedError = { name: e.name, message: e.message };
   if (e.stack) out.stack = e.stack;
-  for (const key of ['code', 'op', 'offset', 'bytes', 'detail', 'field', 'qmpClass'] as const) {
+  for (const key of ['code', 'op', 'offset', 'bytes', 'detail', 'field', 'qmpClass', 'image', 'mode', 'holder'] as const) {
     const v = e[key];
     if (typeof v === 'string' || typeof v === 'number') (out as unknown as Record<string, unknown>)[key] = v;
   }
@@ -52,6 +55,14 @@ export function deserializeError(s: SerializedError): Error {
       break;
     case 'CommandError':
       err = new CommandError((s.qmpClass as QmpErrorClass) ?? 'GenericError', s.message);
+      break;
+    case 'LockError':
+      err = new LockError(s.image ?? '', s.mode === 'shared' ? 'shared' : 'exclusive', s.holder ?? 'another tab');
+      // The message is made from the fields; should they ever differ, the sender's words win.
+      if (err.message !== s.message) err.message = s.message;
+      break;
+    case 'ImageConflictError':
+      err = new ImageConflictError(s.image ?? '', s.message);
       break;
     case 'OptionError':
       err = new OptionError(s.message);

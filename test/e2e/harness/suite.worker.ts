@@ -5,6 +5,7 @@
  */
 import { deviceContract, type DeviceFactory } from '../../contract/device-contract.js';
 import { OpfsDevice } from '../../../src/block/opfs.js';
+import { storeCases } from './store-cases.js';
 
 interface CaseResult {
   name: string;
@@ -131,6 +132,8 @@ self.onmessage = async (e: MessageEvent<{ suite: string; megabytes?: number }>) 
       { name: 'opfs: a file already open read-write is EBUSY', run: lockedFileIsBusy },
     ];
     self.postMessage(await runCases(cases));
+  } else if (e.data.suite === 'opfs-store') {
+    self.postMessage(await runCases(storeCases));
   } else {
     self.postMessage([{ name: e.data.suite, ok: false, error: 'unknown suite' }]);
   }
