@@ -6,6 +6,7 @@ import type { FormatName } from '../format/image-format.js';
 import { formatSize, parseSize } from '../util/size.js';
 import type { ImageEntry } from '../worker/worker.js';
 import { IMAGE_DIRECTORY } from '../worker/paths.js';
+import { checkImageLock, lockImage } from '../block/opfs-lock.js';
 import { byId, errorText, h } from './dom.js';
 import { worker } from './bridge.js';
 
@@ -43,36 +44,48 @@ async function requestPersistence(): Promise<void> {
   await refreshStorage();
 }
 
-/** Streams an image out of OPFS: a save picker where the browser has one, else a download link over the file. */
+/**
+ * Streams an image out of OPFS: a save picker where the browser has one,
+ * else a download link over the file. The image is read under a shared
+ * lock, so an image a job writes is refused (with the lock's message) and
+ * no job starts writing it while the picker streams it. The link's File is
+ * a snapshot: should the image change after the lock is let go, the
+ * browser fails the download rather than mix two versions.
+ */
 async function download(name: string): Promise<void> {
-  const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle(IMAGE_DIRECTORY);
-  let file: File;
+  const lock = await lockImage(name, 'shared', 'a download');
   try {
-    file = await (await dir.getFileHandle(name)).getFile();
-  } catch (err) {
-    throw new Error(`cannot read "${name}" now (${errorText(err)}); is a job using it?`);
-  }
-  const picker = (window as unknown as { showSaveFilePicker?: (o: { suggestedName: string }) => Promise<FileSystemFileHandle> }).showSaveFilePicker;
-  if (picker) {
-    let handle: FileSystemFileHandle;
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle(IMAGE_DIRECTORY);
+    let file: File;
     try {
-      handle = await picker({ suggestedName: name });
+      file = await (await dir.getFileHandle(name)).getFile();
     } catch (err) {
-      if ((err as Error).name === 'AbortError') return;
-      throw err;
+      throw new Error(`cannot read "${name}" now (${errorText(err)})`);
     }
-    const writable = await (handle as unknown as { createWritable(): Promise<WritableStream> }).createWritable();
-    await file.stream().pipeTo(writable);
-    say(`Saved ${name}.`);
-    return;
+    const picker = (window as unknown as { showSaveFilePicker?: (o: { suggestedName: string }) => Promise<FileSystemFileHandle> }).showSaveFilePicker;
+    if (picker) {
+      let handle: FileSystemFileHandle;
+      try {
+        handle = await picker({ suggestedName: name });
+      } catch (err) {
+        if ((err as Error).name === 'AbortError') return;
+        throw err;
+      }
+      const writable = await (handle as unknown as { createWritable(): Promise<WritableStream> }).createWritable();
+      await file.stream().pipeTo(writable);
+      say(`Saved ${name}.`);
+      return;
+    }
+    // The File is backed by OPFS on disk: the browser streams it, nothing is read into memory here.
+    const url = URL.createObjectURL(file);
+    const a = h('a', { href: url, download: name, hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } finally {
+    await lock.release();
   }
-  // The File is backed by OPFS on disk: the browser streams it, nothing is read into memory here.
-  const url = URL.createObjectURL(file);
-  const a = h('a', { href: url, download: name, hidden: true });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 export class ImagesSection {
@@ -124,12 +137,13 @@ export class ImagesSection {
       ...this.images.map((img) =>
         h(
           'tr',
-          { title: img.note ?? '' },
+          { title: [img.inUse, img.note].filter(Boolean).join('; ') },
           h('th', { scope: 'row' }, img.name),
           h('td', {}, img.format),
           h('td', {}, formatSize(img.virtualSize)),
           h('td', {}, formatSize(img.fileSize)),
           h('td', {}, img.backingFile ?? ''),
+          h('td', { class: 'muted' }, img.inUse ?? ''),
           h(
             'td',
             { class: 'actions' },
@@ -139,7 +153,7 @@ export class ImagesSection {
         ),
       ),
     );
-    if (this.images.length === 0) body.append(h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No images yet: make the demo image, import one, or create a blank one.')));
+    if (this.images.length === 0) body.append(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No images yet: make the demo image, import one, or create a blank one.')));
     this.hooks.onImagesChanged(this.images);
     await refreshStorage().catch(() => {});
   }
@@ -231,6 +245,17 @@ export class ImagesSection {
   }
 
   private async remove(name: string): Promise<void> {
+    // An image somebody holds is refused before anybody is asked to confirm (the worker checks again as it deletes).
+    try {
+      const conflict = await checkImageLock(name, 'exclusive');
+      if (conflict) {
+        say(conflict.message);
+        return;
+      }
+    } catch (err) {
+      say(errorText(err));
+      return;
+    }
     if (!confirm(`Delete ${name}? This cannot be undone.`)) return;
     await this.act(async () => {
       await worker().deleteImage(name);

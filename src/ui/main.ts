@@ -70,7 +70,7 @@ byId<HTMLFormElement>('mirror-form').addEventListener('submit', async (e) => {
     const source = JSON.parse(value('source')) as SourceRef;
     const target = value('target');
     if (!target) throw new Error('Name a target image: an existing one, or a new name.');
-    if (source.kind === 'opfs' && source.name === target) throw new Error("Can't mirror an image into itself.");
+    // The worker refuses a target that is the source or in its backing chain, before anything is written.
     const targetFormat = value('target-format') as FormatName | '';
     const id = await worker().startMirror({ source, target, options: formOptions(), ...(targetFormat ? { targetFormat } : {}) });
     panel.track(id);
@@ -149,6 +149,12 @@ function onProgress(p: JobProgress): void {
   panel.onProgress(p);
 }
 
+/** A job that ended let go of its images: they are free in the list, and a failed job can be resumed. */
+function onReleased(): void {
+  void images.refresh();
+  void refreshInterrupted();
+}
+
 async function registerServiceWorker(): Promise<void> {
   if (!('serviceWorker' in navigator) || import.meta.env.DEV) return;
   try {
@@ -160,7 +166,7 @@ async function registerServiceWorker(): Promise<void> {
 
 async function init(): Promise<void> {
   if (!navigator.storage?.getDirectory) throw new Error('this browser has no Origin Private File System');
-  await worker().subscribe(Comlink.proxy(onEvent), Comlink.proxy(onProgress));
+  await worker().subscribe(Comlink.proxy(onEvent), Comlink.proxy(onProgress), Comlink.proxy(onReleased));
   await images.refresh();
   await refreshInterrupted();
   void registerServiceWorker();

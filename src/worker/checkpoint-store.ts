@@ -3,17 +3,36 @@
  * type. One record per job; the job flushes its target before it hands a
  * checkpoint over, so a chunk a record calls clean is durable. No other I/O
  * is awaited inside a transaction.
+ *
+ * A record also names what it belongs to: a stamp of each image (see
+ * image-stamp.ts), so a resume onto a changed image is refused. While the
+ * job runs, its heartbeat record is rewritten every second: after a closed
+ * tab, it tells when the job's writes ended. A record sealed after the job
+ * stopped writing (it failed) is `final`: its images may not have changed
+ * at all.
  */
 import { type DBSchema, type IDBPDatabase, openDB } from 'idb';
 import type { FormatName } from '../format/image-format.js';
+import type { ImageStamp } from '../format/image-stamp.js';
 import type { Checkpoint, Checkpointer } from '../mirror/mirror-job.js';
 import type { ResolvedOptions } from '../mirror/options.js';
 import type { SourceRef } from './source-ref.js';
 
 export type { SourceRef } from './source-ref.js';
 
+/** Records of another version cannot be resumed (they do not name their images). */
+export const CHECKPOINT_VERSION = 2;
+const HEARTBEAT_MS = 1000;
+
+export interface CheckpointImages {
+  /** The source's chain, the image first. */
+  source: ImageStamp[];
+  target: ImageStamp;
+}
+
 export interface StoredCheckpoint {
   id: string;
+  version?: number;
   source: SourceRef;
   target: string;
   targetFormat: FormatName;
@@ -24,6 +43,15 @@ export interface StoredCheckpoint {
   bitmap: Uint8Array;
   /** Bytes still dirty when saved (for the list of interrupted jobs). */
   dirtyBytes: number;
+  images?: CheckpointImages;
+  /** Sealed after the job's last write: the images are exactly as stamped. */
+  final?: boolean;
+}
+
+/** A job's heartbeat: its writes had not ended at `at` (milliseconds since the epoch). */
+export interface Heartbeat {
+  id: string;
+  at: number;
 }
 
 interface DiskmirrorDB extends DBSchema {
@@ -31,10 +59,14 @@ interface DiskmirrorDB extends DBSchema {
     key: string;
     value: StoredCheckpoint;
   };
+  heartbeats: {
+    key: string;
+    value: Heartbeat;
+  };
 }
 
 const DB_NAME = 'diskmirror';
-const DB_VERSION = 1;
+const DB_VERSION = 2;
 
 let db: Promise<IDBPDatabase<DiskmirrorDB>> | undefined;
 
@@ -42,6 +74,7 @@ function database(): Promise<IDBPDatabase<DiskmirrorDB>> {
   db ??= openDB<DiskmirrorDB>(DB_NAME, DB_VERSION, {
     upgrade(d) {
       if (!d.objectStoreNames.contains('checkpoints')) d.createObjectStore('checkpoints', { keyPath: 'id' });
+      if (!d.objectStoreNames.contains('heartbeats')) d.createObjectStore('heartbeats', { keyPath: 'id' });
     },
   }).catch((err) => {
     db = undefined; // try again next time instead of failing for good
@@ -58,8 +91,21 @@ export async function getCheckpoint(id: string): Promise<StoredCheckpoint | unde
   return (await database()).get('checkpoints', id);
 }
 
+export async function getHeartbeat(id: string): Promise<Heartbeat | undefined> {
+  return (await database()).get('heartbeats', id);
+}
+
 export async function deleteCheckpoint(id: string): Promise<void> {
-  await (await database()).delete('checkpoints', id);
+  const tx = (await database()).transaction(['checkpoints', 'heartbeats'], 'readwrite');
+  await Promise.all([tx.objectStore('checkpoints').delete(id), tx.objectStore('heartbeats').delete(id), tx.done]);
+}
+
+/** Why a stored checkpoint cannot be resumed by this version, or null. */
+export function unresumable(c: StoredCheckpoint): string | null {
+  if (c.version !== CHECKPOINT_VERSION || !c.images?.target || !Array.isArray(c.images.source)) {
+    return 'saved by another version of diskmirror, without the stamps of its images: it cannot be resumed; discard it and mirror again';
+  }
+  return null;
 }
 
 /** Counts the dirty chunks' bytes of a serialized bitmap (its header is 16 bytes). */
@@ -76,11 +122,22 @@ function dirtyBytesOf(bitmap: Uint8Array, granularity: number, size: number): nu
 }
 
 export class IdbCheckpointer implements Checkpointer {
-  constructor(private readonly context: { source: SourceRef; target: string; targetFormat: FormatName }) {}
+  private heartbeat: ReturnType<typeof setInterval> | null = null;
+  private last: StoredCheckpoint | null = null;
+  /** The job is done with its checkpoint: a save still under way must not bring it back. */
+  private removed = false;
+
+  constructor(
+    private readonly context: { source: SourceRef; target: string; targetFormat: FormatName },
+    /** The images' stamps now (called after the job flushed them). */
+    private readonly stamps: () => Promise<CheckpointImages>,
+  ) {}
 
   async save(checkpoint: Checkpoint): Promise<void> {
+    const images = await this.stamps();
     const record: StoredCheckpoint = {
       id: checkpoint.id,
+      version: CHECKPOINT_VERSION,
       ...this.context,
       size: checkpoint.size,
       options: checkpoint.options,
@@ -88,11 +145,41 @@ export class IdbCheckpointer implements Checkpointer {
       savedAt: checkpoint.savedAt,
       bitmap: checkpoint.bitmap,
       dirtyBytes: dirtyBytesOf(checkpoint.bitmap, checkpoint.options.granularity, checkpoint.size),
+      images,
+      final: false,
     };
-    await (await database()).put('checkpoints', record);
+    if (this.removed) return;
+    const d = await database();
+    const tx = d.transaction(['checkpoints', 'heartbeats'], 'readwrite');
+    await Promise.all([tx.objectStore('checkpoints').put(record), tx.objectStore('heartbeats').put({ id: record.id, at: Date.now() }), tx.done]);
+    this.last = record;
+    this.heartbeat ??= setInterval(() => {
+      if (this.removed || !this.last) return;
+      void d.put('heartbeats', { id: this.last.id, at: Date.now() }).catch(() => {});
+    }, HEARTBEAT_MS);
+  }
+
+  /**
+   * Marks the last checkpoint final, with `images` stamped after the job's
+   * last write and the images closed. False when there is none to seal.
+   */
+  async seal(images: CheckpointImages): Promise<boolean> {
+    this.stop();
+    if (!this.last || this.removed) return false;
+    this.last = { ...this.last, images, final: true };
+    await (await database()).put('checkpoints', this.last);
+    return true;
+  }
+
+  /** Stops the heartbeat. */
+  stop(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
   }
 
   async remove(id: string): Promise<void> {
+    this.removed = true;
+    this.stop();
     await deleteCheckpoint(id);
   }
 }

@@ -1,12 +1,21 @@
 /**
  * Images kept in OPFS, in one directory: listing, creating, deleting and
- * opening them as devices. Backing files are looked up in the same directory.
+ * hashing them. Everything that opens or makes an image goes through an
+ * OpfsFileStore and image-access.ts, so it is locked (Web Locks) and a new
+ * image appears under its name only once it is whole.
+ *
+ * The list reads each image's header from a snapshot of the file
+ * (getFile()), without a lock, as `qemu-img info -U` does: listing never
+ * stands in the way of a job, and a snapshot read that meets a write fails
+ * (NotReadableError) instead of returning torn bytes.
  */
+import { BlobDevice } from '../block/blob.js';
 import { BlockError } from '../block/block-device.js';
-import { OpfsDevice } from '../block/opfs.js';
-import { type FormatName, type ImageFormat, FormatError } from '../format/image-format.js';
-import { createImage, openImage, type BackingResolver } from '../format/open.js';
-import { probeFormat } from '../format/probe.js';
+import { lockImage } from '../block/opfs-lock.js';
+import { OpfsFileStore, checkOpfsName, isTemporaryName } from '../block/opfs-store.js';
+import { type NewImage, createInStore } from '../format/image-access.js';
+import type { FormatName } from '../format/image-format.js';
+import { openImage } from '../format/open.js';
 import { writeDemoImage, DEMO_IMAGE_BYTES } from '../format/demo.js';
 import { IMAGE_DIRECTORY } from './paths.js';
 
@@ -16,24 +25,54 @@ export interface ImageEntry {
   virtualSize: number;
   fileSize: number;
   backingFile?: string;
-  /** Set when the image could not be inspected (in use by a job, or corrupt). */
+  /** Who holds the image now: `in use by the job "mirror0"`. */
+  inUse?: string;
+  /** Set when the image could not be inspected (corrupt, or changing too fast to read). */
   note?: string;
 }
+
+/** What the list knows of an image besides its file (a job's own view of its images). */
+export type ImageFacts = Pick<ImageEntry, 'format' | 'virtualSize' | 'backingFile'>;
 
 const DIRECTORY = IMAGE_DIRECTORY;
 const SHA256_LIMIT = 512 << 20;
 
-export function checkImageName(name: string): string {
-  if (typeof name !== 'string' || name.length === 0) throw new FormatError('Image name is empty', 'name');
-  if (name.length > 200) throw new FormatError(`Image name "${name.slice(0, 20)}…" is longer than 200 characters`, 'name');
-  if (/[/\\\0]/.test(name) || name === '.' || name === '..') {
-    throw new FormatError(`Image name "${name}" may not contain / or \\ or be . or ..`, 'name');
+/**
+ * Publishes a new image; if that fails, the image is discarded. (A publish
+ * that was tried leaves createInStore's discard doing nothing: the image is
+ * closed here too, and its temporary file, whose lock that frees, goes with
+ * the next clean-up of the list.)
+ */
+export async function publishOrDrop(made: NewImage): Promise<void> {
+  try {
+    await made.publish();
+  } catch (err) {
+    await made.discard().catch(() => {});
+    await made.image.close().catch(() => {});
+    throw err;
   }
-  return name;
+}
+
+export function checkImageName(name: string): string {
+  return checkOpfsName(name);
+}
+
+/** A snapshot read met a write (somewhere down the error's causes). */
+function changedWhileRead(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    if ((e as { name?: unknown }).name === 'NotReadableError') return true;
+  }
+  return false;
+}
+
+function base(name: string): string {
+  return name.split(/[/\\]/).pop() || name;
 }
 
 export class ImageStore {
   private dir: FileSystemDirectoryHandle | undefined;
+  /** The last description of each image, for when a snapshot cannot be read. */
+  private readonly known = new Map<string, ImageFacts>();
 
   async directory(): Promise<FileSystemDirectoryHandle> {
     if (!this.dir) {
@@ -43,117 +82,150 @@ export class ImageStore {
     return this.dir;
   }
 
-  async exists(name: string): Promise<boolean> {
-    try {
-      await (await this.directory()).getFileHandle(checkImageName(name));
-      return true;
-    } catch (err) {
-      if ((err as Error).name === 'NotFoundError') return false;
-      throw err;
-    }
+  /** A store whose locks say `holder` (`the job "mirror0"`, `a deletion`). */
+  files(holder: string): OpfsFileStore {
+    return new OpfsFileStore(() => this.directory(), holder);
   }
 
-  async list(): Promise<ImageEntry[]> {
+  /**
+   * The images, described from snapshots; `facts` gives what a job knows of
+   * the images it holds (read from its open images, never from the file).
+   */
+  async list(facts: (name: string) => ImageFacts | undefined = () => undefined): Promise<ImageEntry[]> {
     const dir = await this.directory();
-    const out: ImageEntry[] = [];
+    const names: string[] = [];
     for await (const [name, handle] of dir as unknown as AsyncIterable<[string, FileSystemHandle]>) {
-      if (handle.kind !== 'file') continue;
-      out.push(await this.describe(name));
+      if (handle.kind === 'file') names.push(name);
+    }
+    // A temporary file whose maker is gone (a tab closed mid-create) goes; the others are not images yet.
+    await OpfsFileStore.removeStaleTemporaries(dir, names);
+    const out: ImageEntry[] = [];
+    for (const name of names) {
+      if (isTemporaryName(name)) continue;
+      const entry = await this.describe(name, facts(name));
+      if (entry) out.push(entry);
     }
     return out.sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  async describe(name: string): Promise<ImageEntry> {
+  /** One image as the list shows it; null when it is gone. */
+  async describe(name: string, facts?: ImageFacts): Promise<ImageEntry | null> {
     const dir = await this.directory();
-    const file = await (await dir.getFileHandle(name)).getFile();
-    const entry: ImageEntry = { name, format: 'raw', virtualSize: file.size, fileSize: file.size };
+    let file: File;
     try {
-      const device = await OpfsDevice.open(dir, name, { readOnly: true });
-      let image: ImageFormat | undefined;
-      try {
-        entry.format = await probeFormat(device);
-        image = await openImage(device, { format: entry.format, name, resolve: await this.resolver() });
-        const info = await image.info();
-        entry.virtualSize = info.virtualSize;
-        if (info.backingFile) entry.backingFile = info.backingFile;
-      } finally {
-        // Closing the image closes its backing chain too.
-        await (image ?? device).close();
-      }
-    } catch (err) {
-      entry.note = err instanceof BlockError && err.code === 'EBUSY' ? 'in use' : (err as Error).message;
+      file = await (await dir.getFileHandle(name)).getFile();
+    } catch {
+      return null;
     }
-    return entry;
+    const entry: ImageEntry = { name, format: 'raw', virtualSize: file.size, fileSize: file.size };
+    if (facts) {
+      Object.assign(entry, facts);
+      this.known.set(name, facts);
+      return entry;
+    }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const found = await this.readFacts(dir, name, file);
+        Object.assign(entry, found);
+        this.known.set(name, found);
+        return entry;
+      } catch (err) {
+        // The file changed while its snapshot was read: take a new one.
+        if (changedWhileRead(err) && attempt < 3) {
+          file = await (await dir.getFileHandle(name)).getFile().catch(() => file);
+          continue;
+        }
+        const known = this.known.get(name);
+        if (known) Object.assign(entry, known);
+        else entry.note = (err as Error).message;
+        return entry;
+      }
+    }
   }
 
-  /** Backing files live in the same directory, named as the image's header names them. */
-  private async resolver(): Promise<BackingResolver> {
-    const dir = await this.directory();
-    return async (backing, o) => {
-      // A path names the file by its last part: everything lives in one directory here.
-      const base = backing.split(/[/\\]/).pop() ?? backing;
-      return { device: await OpfsDevice.open(dir, checkImageName(base), { readOnly: o.readOnly }), name: base };
-    };
-  }
-
-  /** Opens an image for a job; the caller closes it. */
-  async open(name: string, options: { readOnly?: boolean; format?: FormatName } = {}): Promise<ImageFormat> {
-    const dir = await this.directory();
-    const device = await OpfsDevice.open(dir, checkImageName(name), { readOnly: options.readOnly ?? false });
+  private async readFacts(dir: FileSystemDirectoryHandle, name: string, file: File): Promise<ImageFacts> {
+    const image = await openImage(new BlobDevice(file, name), {
+      name,
+      readOnly: true,
+      // Backing files live in the same directory, named by the last part of what the header says.
+      resolve: async (backing) => {
+        const b = base(backing);
+        return { device: new BlobDevice(await (await dir.getFileHandle(checkOpfsName(b))).getFile(), b), name: b };
+      },
+    });
     try {
-      return await openImage(device, { name, ...(options.format ? { format: options.format } : {}), resolve: await this.resolver() });
-    } catch (err) {
-      await device.close();
-      throw err;
+      const info = await image.info();
+      const facts: ImageFacts = { format: image.format, virtualSize: info.virtualSize };
+      if (info.backingFile) facts.backingFile = info.backingFile;
+      return facts;
+    } finally {
+      await image.close().catch(() => {});
     }
   }
 
   /** Creates a blank image (qcow2 with QEMU's defaults, or sparse raw); refuses to overwrite one. */
-  async create(name: string, format: FormatName, virtualSize: number, backing?: { file: string; format?: FormatName }): Promise<ImageFormat> {
-    if (await this.exists(name)) throw new BlockError('EEXIST', 'open', 0, 0, `an image named "${name}" already exists`);
-    const dir = await this.directory();
-    const device = await OpfsDevice.open(dir, checkImageName(name), { create: true });
+  async create(name: string, format: FormatName, virtualSize: number): Promise<void> {
+    checkOpfsName(name);
+    const created = await createInStore(this.files('an image being created'), name, { format, size: virtualSize }, { replace: false });
     try {
-      const onBacking = backing ? { backingFile: backing.file, ...(backing.format ? { backingFormat: backing.format } : {}) } : {};
-      return await createImage(device, { format, size: virtualSize, ...onBacking }, { name, resolve: await this.resolver() });
+      await created.image.flush();
     } catch (err) {
-      await device.close().catch(() => {});
-      await this.remove(name).catch(() => {});
+      await created.discard();
       throw err;
     }
+    await publishOrDrop(created);
+    await created.image.close();
   }
 
-  async createDemo(name = 'demo.raw'): Promise<ImageEntry> {
-    if (await this.exists(name)) await this.remove(name);
-    const image = await this.create(name, 'raw', DEMO_IMAGE_BYTES);
+  /** Makes the demo image; one of that name is replaced once the new one is whole, unless something holds it. */
+  async createDemo(name = 'demo.raw'): Promise<void> {
+    checkOpfsName(name);
+    const created = await createInStore(this.files('the demo image being made'), name, { format: 'raw', size: DEMO_IMAGE_BYTES }, { replace: true });
     try {
-      await writeDemoImage(image);
-    } finally {
-      await image.close();
+      await writeDemoImage(created.image);
+    } catch (err) {
+      await created.discard();
+      throw err;
     }
-    return this.describe(name);
+    await publishOrDrop(created);
+    await created.image.close();
   }
 
+  /** Deletes an image; refused (LockError) while anybody holds it. */
   async remove(name: string): Promise<void> {
+    checkOpfsName(name);
     const dir = await this.directory();
+    await dir.getFileHandle(name).catch((err) => {
+      throw new BlockError('ENOENT', 'open', 0, 0, `cannot delete "${name}": it does not exist`, { cause: err });
+    });
+    const lock = await lockImage(name, 'exclusive', 'a deletion');
     try {
-      await dir.removeEntry(checkImageName(name));
+      await dir.removeEntry(name);
     } catch (err) {
       const n = (err as Error).name;
       const code = n === 'NotFoundError' ? 'ENOENT' : n === 'NoModificationAllowedError' ? 'EBUSY' : 'EIO';
       throw new BlockError(code, 'open', 0, 0, `cannot delete "${name}": ${(err as Error).message}`, { cause: err });
+    } finally {
+      await lock.release();
     }
+    this.known.delete(name);
   }
 
-  /** SHA-256 of an image file's bytes, read in pieces (for checks in tests and the UI). */
+  /** SHA-256 of an image file's bytes, read under a shared lock (refused while a job writes it). */
   async sha256(name: string): Promise<string> {
-    const dir = await this.directory();
-    const file = await (await dir.getFileHandle(checkImageName(name))).getFile();
-    if (file.size > SHA256_LIMIT) {
-      throw new BlockError('EFBIG', 'read', 0, file.size, `hashing reads the image into memory; "${name}" is over 512 MiB`);
+    checkOpfsName(name);
+    const lock = await lockImage(name, 'shared', 'a checksum being computed');
+    try {
+      const dir = await this.directory();
+      const file = await (await dir.getFileHandle(name)).getFile();
+      if (file.size > SHA256_LIMIT) {
+        throw new BlockError('EFBIG', 'read', 0, file.size, `hashing reads the image into memory; "${name}" is over 512 MiB`);
+      }
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      const digest = await crypto.subtle.digest('SHA-256', bytes);
+      return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+    } finally {
+      await lock.release();
     }
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    const digest = await crypto.subtle.digest('SHA-256', bytes);
-    return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
   }
 }

@@ -2,28 +2,50 @@
  * The mirror worker: owns the images in OPFS and the jobs, and exposes them
  * to the page with comlink. Sync access handles only exist in dedicated
  * workers, so every byte of I/O happens here, never on the page's thread.
+ *
+ * Every job opens and creates its images through image-access.ts over an
+ * OpfsFileStore (Web Locks; see ARCHITECTURE.md, "Who may touch an image"),
+ * and holds them, and a lock on its own id, for its whole life.
  */
 import * as Comlink from 'comlink';
 import { BlobDevice } from '../block/blob.js';
-import { BlockError } from '../block/block-device.js';
+import { type FileIdentity, BlockError, ImageConflictError } from '../block/block-device.js';
 import { FaultRules } from '../block/fault.js';
 import { HttpDevice } from '../block/http.js';
+import { heldLocks, holderWords, imageLocks, setLockTab, tryWebLock } from '../block/opfs-lock.js';
+import { type OpfsFileStore, checkOpfsName } from '../block/opfs-store.js';
 import { FaultImage } from '../format/fault-image.js';
-import { type FormatName, type ImageFormat, FormatError } from '../format/image-format.js';
+import { type NewImage, type OpenedImage, WritableOnDemand, createInStore, openChain, refuseOverlap } from '../format/image-access.js';
+import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from '../format/image-format.js';
+import { type ImageStamp, describeChange, stampImage } from '../format/image-stamp.js';
 import { openImage } from '../format/open.js';
 import { repairLeaks } from '../format/repair.js';
 import { RawImage } from '../format/raw.js';
 import { MirrorControl } from '../mirror/control.js';
 import type { AnyQmpEvent } from '../mirror/events.js';
 import { type BlockJobInfo, type CellState, type JobStats, MirrorJob } from '../mirror/mirror-job.js';
-import type { MirrorOptions, ResolvedOptions } from '../mirror/options.js';
+import { type MirrorOptions, type ResolvedOptions, OptionError, resolveOptions } from '../mirror/options.js';
 import { installErrorTransfer } from './error-transfer.js';
-import { type ImageEntry, ImageStore, checkImageName } from './image-store.js';
-import { IdbCheckpointer, type SourceRef, type StoredCheckpoint, deleteCheckpoint, getCheckpoint, listCheckpoints } from './checkpoint-store.js';
+import { type ImageEntry, type ImageFacts, ImageStore, publishOrDrop } from './image-store.js';
+import {
+  type CheckpointImages,
+  type SourceRef,
+  type StoredCheckpoint,
+  IdbCheckpointer,
+  deleteCheckpoint,
+  getCheckpoint,
+  getHeartbeat,
+  listCheckpoints,
+  unresumable,
+} from './checkpoint-store.js';
 import { GuestWriter, type GuestStats } from './guest.js';
 import { describeSource } from './source-ref.js';
 
 installErrorTransfer();
+
+// The page names its tab in the worker's name, so the locks taken here say which tab holds them.
+const tabId = /^diskmirror (.+)$/.exec((self as unknown as { name?: string }).name ?? '')?.[1];
+if (tabId) setLockTab(tabId);
 
 export type { SourceRef } from './checkpoint-store.js';
 export type { ImageEntry } from './image-store.js';
@@ -32,7 +54,7 @@ export type { GuestStats } from './guest.js';
 export interface StartMirrorRequest {
   source: SourceRef;
   target: string;
-  /** Format of a target the job creates; default: the source's. */
+  /** Format of a target the job creates; default: the source's. An existing target keeps its own. */
   targetFormat?: FormatName;
   options: MirrorOptions;
 }
@@ -60,119 +82,316 @@ export interface InterruptedJob {
 
 type EventSink = (event: AnyQmpEvent) => void;
 type ProgressSink = (progress: JobProgress) => void;
+/** A job let go of its images and its checkpoint is final (sealed, or removed). */
+type ReleasedSink = (id: string) => void;
 
 interface JobEntry {
   job: MirrorJob;
   source: SourceRef;
   target: string;
   guest: GuestWriter | null;
+  /** What the job knows of the OPFS images it holds, for the list. */
+  facts: Map<string, ImageFacts>;
 }
 
-const store = new ImageStore();
+/** Lock names of running jobs (a job id is taken while its job runs, in any tab). */
+const JOB_LOCK_PREFIX = 'diskmirror-job:';
+
+const images = new ImageStore();
 const control = new MirrorControl();
 const jobs = new Map<string, JobEntry>();
 const pickedFiles = new Map<string, File>();
 const eventSinks = new Set<EventSink>();
 const progressSinks = new Set<ProgressSink>();
+const releasedSinks = new Set<ReleasedSink>();
 let nextJob = 0;
 
-async function closeQuietly(image: ImageFormat | undefined): Promise<void> {
-  await image?.close().catch(() => {});
+// ---- sources ---------------------------------------------------------------------
+
+/** A job's source, however it is reached. */
+interface JobSource {
+  /** What the job reads (and a guest writes, for an image in OPFS). */
+  image: ImageFormat;
+  /** The source's name, for messages. */
+  name: string;
+  /** For an image in OPFS: its chain as open now. */
+  opened: (() => OpenedImage) | null;
+  /** The stamps of the source's chain now. */
+  stamps(): Promise<ImageStamp[]>;
 }
 
-/** Opens a job's source. An OPFS source is opened writable, so the guest can write to it. */
-async function openSource(ref: SourceRef): Promise<ImageFormat> {
-  if (ref.kind === 'opfs') return store.open(ref.name);
+/** The stamps of an opened chain: the top as it is now, backing files as they were opened (they are held shared). */
+async function stampChain(store: OpfsFileStore, opened: OpenedImage, digest: boolean): Promise<ImageStamp[]> {
+  const [top, ...backing] = opened.chain;
+  const identity = (await store.identify(top!.name)) ?? top!.identity;
+  const out = [await stampImage(opened.image, top!.name, identity, { digest })];
+  for (const file of backing) out.push({ name: file.name, key: file.identity.key, size: file.identity.size, modifiedMs: file.identity.modifiedMs });
+  return out;
+}
+
+/**
+ * Opens a job's source. An image in OPFS opens read-only with shared locks
+ * (backing files too) and is reopened read-write on a guest's first write;
+ * a picked file or a URL is read-only.
+ */
+async function openJobSource(ref: SourceRef, store: OpfsFileStore): Promise<JobSource> {
+  if (ref.kind === 'opfs') {
+    const open = (readOnly: boolean) => openChain(store, ref.name, { readOnly });
+    const image = new WritableOnDemand(await open(true), open);
+    return { image, name: ref.name, opened: () => image.current, stamps: () => stampChain(store, image.current, true) };
+  }
+  let image: ImageFormat;
+  let identity: FileIdentity;
+  let name: string;
   if (ref.kind === 'file') {
     const file = pickedFiles.get(ref.name);
     if (!file) throw new BlockError('ENOENT', 'open', 0, 0, `the picked file "${ref.name}" is gone; pick it again`);
     const device = new BlobDevice(file, ref.name);
-    return ref.raw ? new RawImage(device) : openImage(device, { name: ref.name });
+    image = ref.raw ? new RawImage(device) : await openImage(device, { name: ref.name });
+    identity = { key: `file:${ref.name}`, size: file.size, modifiedMs: file.lastModified };
+    name = ref.name;
+  } else {
+    const device = await HttpDevice.open(ref.url);
+    try {
+      image = ref.raw ? new RawImage(device) : await openImage(device, { name: ref.url, resolve: (n) => HttpDevice.open(new URL(n, ref.url).href) });
+    } catch (err) {
+      await device.close().catch(() => {});
+      throw err;
+    }
+    identity = { key: `url:${ref.url}`, size: device.size, modifiedMs: 0 };
+    name = ref.url;
   }
-  const device = await HttpDevice.open(ref.url);
-  if (ref.raw) return new RawImage(device);
-  return openImage(device, { name: ref.url, resolve: (name) => HttpDevice.open(new URL(name, ref.url).href) });
+  // Nothing here writes these: stamped once.
+  try {
+    const stamp = await stampImage(image, name, identity, { digest: true });
+    return { image, name, opened: null, stamps: async () => [stamp] };
+  } catch (err) {
+    await image.close().catch(() => {});
+    throw err;
+  }
 }
 
-/** A job id not used by a running job nor by an interrupted one (whose checkpoint it would overwrite). */
+// ---- ids ---------------------------------------------------------------------------
+
+/** The ids of jobs running now, in this tab or another. */
+async function runningJobIds(): Promise<Set<string>> {
+  const names = (await heldLocks().catch(() => [])).map((l) => l.name);
+  return new Set([...jobs.keys(), ...names.filter((n) => n.startsWith(JOB_LOCK_PREFIX)).map((n) => n.slice(JOB_LOCK_PREFIX.length))]);
+}
+
+/** A job id used neither by a running job (any tab) nor by an interrupted one (whose checkpoint it would overwrite). */
 async function uniqueJobId(wanted?: string): Promise<string> {
   const stored = new Set((await listCheckpoints()).map((c) => c.id));
-  if (wanted) return wanted;
-  let id: string;
-  do id = `mirror${nextJob++}`;
-  while (jobs.has(id) || stored.has(id));
-  return id;
+  const running = await runningJobIds();
+  if (wanted !== undefined) {
+    if (running.has(wanted)) throw new BlockError('EEXIST', 'open', 0, 0, `a job named "${wanted}" is already running`);
+    if (stored.has(wanted)) throw new BlockError('EEXIST', 'open', 0, 0, `an interrupted job is named "${wanted}": resume or discard it first, or choose another ID`);
+    return wanted;
+  }
+  // Numbers go up as jobs start (a refused start uses none), skipping ids in use anywhere.
+  let n = nextJob;
+  while (running.has(`mirror${n}`) || stored.has(`mirror${n}`)) n++;
+  return `mirror${n}`;
 }
 
+// ---- resume checks -------------------------------------------------------------------
+
+/**
+ * Refuses a resume onto images that changed since the checkpoint, naming
+ * what changed (as the command line does). The source must be exactly as
+ * stamped. The target too, when the checkpoint was sealed after the job's
+ * last write; otherwise (a closed tab) the job itself wrote it after its
+ * last checkpoint, until its heartbeat stopped: only another file, another
+ * size or format, or a modification after that counts.
+ */
+async function checkResumeImages(checkpoint: StoredCheckpoint, source: JobSource, store: OpfsFileStore, target: OpenedImage): Promise<void> {
+  const how = 'discard the interrupted job and mirror again (everything is copied again)';
+  const images = checkpoint.images!;
+  const sourceNow = await source.stamps();
+  const label = describeSource(checkpoint.source);
+  for (let i = 0; i < Math.max(images.source.length, sourceNow.length); i++) {
+    const before = images.source[i];
+    if (!before) throw new ImageConflictError(label, `cannot resume: the source's backing chain changed (${sourceNow[i]!.name} is new in it); ${how}`);
+    const change = describeChange(before, sourceNow[i] ?? null, { exact: true });
+    if (change) throw new ImageConflictError(label, `cannot resume: the ${i === 0 ? 'source' : 'backing file'} ${change}; ${how}`);
+  }
+  const final = checkpoint.final === true;
+  const targetNow = (await stampChain(store, target, final))[0]!;
+  const heartbeat = await getHeartbeat(checkpoint.id);
+  const writesEndedMs = Math.max(heartbeat?.at ?? 0, checkpoint.savedAt);
+  const change = describeChange(images.target, targetNow, { exact: final, writesEndedMs, slackMs: 2000 });
+  if (change) throw new ImageConflictError(checkpoint.target, `cannot resume: the target ${change}; ${how}`);
+}
+
+// ---- launching -------------------------------------------------------------------------
+
 interface Launch {
-  source: ImageFormat;
-  sourceRef: SourceRef;
+  source: SourceRef;
   target: string;
-  targetFormat: FormatName;
+  /** The format of a target the job creates (default: the source's); an existing target is opened as this format if given. */
+  targetFormat?: FormatName;
   options: MirrorOptions;
   resume?: StoredCheckpoint;
 }
 
-/** Creates (or opens) the target, builds the job with faults and a checkpointer, starts it. */
+function factsOf(image: ImageFormat, info: { virtualSize: number; backingFile?: string }): ImageFacts {
+  const facts: ImageFacts = { format: image.format, virtualSize: info.virtualSize };
+  if (info.backingFile) facts.backingFile = info.backingFile;
+  return facts;
+}
+
+/**
+ * The one way a job starts (mirror, import, resume): options checked, then
+ * the source opened (shared), the target refused if it is the source or in
+ * its backing chain, an existing target opened exclusive (and checked
+ * against the checkpoint on a resume), a new one made aside and published;
+ * then the job runs, holding all of it until it ends.
+ */
 async function launch(l: Launch): Promise<string> {
-  let target: ImageFormat | undefined;
+  checkOpfsName(l.target);
+  if (l.targetFormat !== undefined && !FORMAT_NAMES.includes(l.targetFormat)) {
+    throw new FormatError(`Unknown target format '${String(l.targetFormat)}' (expected raw or qcow2)`, 'format');
+  }
+  // Every option is checked before an image is opened or made.
+  resolveOptions(l.options, { targetIsZero: false });
+  const id = l.resume ? l.resume.id : await uniqueJobId(l.options.id);
+  if (jobs.has(id)) throw new BlockError('EEXIST', 'open', 0, 0, `a job named "${id}" is already running`);
+  const jobLock = await tryWebLock(JOB_LOCK_PREFIX + id, 'exclusive');
+  if (!jobLock) throw new BlockError('EBUSY', 'open', 0, 0, `a job named "${id}" is running in another tab`);
+  const store = images.files(`the job "${id}"`);
+  let source: JobSource | undefined;
+  let target: OpenedImage | undefined;
+  let created: NewImage | undefined;
+  let checkpointer: IdbCheckpointer | undefined;
   try {
-    const id = l.resume ? l.resume.id : await uniqueJobId(l.options.id);
-    if (jobs.has(id)) throw new BlockError('EEXIST', 'open', 0, 0, `a job named "${id}" is already running`);
-    checkImageName(l.target);
-    const targetCreated = !(await store.exists(l.target));
-    if (l.resume && targetCreated) throw new BlockError('ENOENT', 'open', 0, 0, `the target "${l.target}" is gone; the job cannot resume`);
-    if (targetCreated) {
+    if (!l.resume) {
+      // Mirroring into it would spoil that job's resume: it is resumed or discarded first. (A running job's target is locked.)
+      const running = await runningJobIds();
+      const interrupted = (await listCheckpoints()).find((c) => c.target === l.target && !running.has(c.id));
+      if (interrupted) throw new ImageConflictError(l.target, `${l.target} is the target of the interrupted job "${interrupted.id}": resume it, or discard it first`);
+    }
+    source = await openJobSource(l.source, store);
+    const existing = await store.identify(l.target);
+    if (source.opened) refuseOverlap(source.opened(), source.name, l.target, existing);
+    if (l.resume && !existing) throw new BlockError('ENOENT', 'open', 0, 0, `the target "${l.target}" is gone; the job cannot resume`);
+    if (existing) {
+      target = await openChain(store, l.target, { readOnly: false, ...(l.targetFormat ? { format: l.targetFormat } : {}) });
+      if (l.resume) await checkResumeImages(l.resume, source, store, target);
+      if (target.image.size !== source.image.size) {
+        throw new OptionError(`Source and target image have different sizes (${source.image.size} and ${target.image.size} bytes)`);
+      }
+      // An interrupted job may have left leaked clusters in a qcow2 target: give them back first.
+      await repairLeaks(target.image);
+    } else {
       // sync=top copies only the top image: a new target sits on the source's backing file (same directory).
-      const info = await l.source.info();
-      const backing = l.options.sync === 'top' && info.backingFile ? { file: info.backingFile.split(/[/\\]/).pop()!, ...(info.backingFormat ? { format: info.backingFormat } : {}) } : undefined;
-      if (backing && l.targetFormat !== 'qcow2') {
+      const format = l.targetFormat ?? source.image.format;
+      const info = await source.image.info();
+      const onBacking = l.options.sync === 'top' && info.backingFile !== undefined;
+      if (onBacking && format !== 'qcow2') {
         throw new FormatError(`sync "top" needs a target that can have a backing file: choose qcow2 (the source's backing file is ${info.backingFile})`, 'format');
       }
-      target = await store.create(l.target, l.targetFormat, l.source.size, backing);
-    } else {
-      target = await store.open(l.target);
-      // An interrupted job may have left leaked clusters in a qcow2 target: give them back first.
-      await repairLeaks(target);
+      const backing = onBacking ? { backingFile: store.backingName(info.backingFile!, source.name), ...(info.backingFormat ? { backingFormat: info.backingFormat } : {}) } : {};
+      // Made aside and given its name once formatted; never over a file that appeared meanwhile.
+      const made = await createInStore(store, l.target, { format, size: source.image.size, ...backing }, { replace: false });
+      await publishOrDrop(made);
+      created = made;
+      target = { image: made.image, name: made.name, chain: [{ name: made.name, identity: (await store.identify(made.name)) ?? made.identity }] };
     }
+    const targetOpened = target;
+    const jobSource = source;
+    // What the list shows of the images this job holds, from the images themselves.
+    const facts = new Map<string, ImageFacts>();
+    if (source.opened) facts.set(source.name, factsOf(source.image, await source.image.info()));
+    facts.set(l.target, factsOf(target.image, await target.image.info()));
+    // Periodic checkpoints stamp the target without its digest: the job goes on writing it.
+    const stamps = async (): Promise<CheckpointImages> => ({
+      source: await jobSource.stamps(),
+      target: (await stampChain(store, targetOpened, false))[0]!,
+    });
+    checkpointer = new IdbCheckpointer({ source: l.source, target: l.target, targetFormat: target.image.format }, stamps);
     const faults = { source: new FaultRules(), target: new FaultRules() };
     const job = await MirrorJob.create({
-      source: new FaultImage(l.source, faults.source),
-      target: new FaultImage(target, faults.target),
+      source: new FaultImage(source.image, faults.source),
+      target: new FaultImage(target.image, faults.target),
       options: { ...l.options, id },
-      targetCreated,
+      targetCreated: created !== undefined,
       ...(l.resume ? { resume: { bitmap: l.resume.bitmap } } : {}),
-      checkpointer: new IdbCheckpointer({ source: l.sourceRef, target: l.target, targetFormat: target.format }),
+      checkpointer,
       checkpointIntervalSeconds: 2,
     });
     control.add(job, faults);
-    const entry: JobEntry = { job, source: l.sourceRef, target: l.target, guest: null };
+    const entry: JobEntry = { job, source: l.source, target: l.target, guest: null, facts };
     jobs.set(id, entry);
-    job.on((event) => {
-      for (const sink of eventSinks) sink(event);
-    }, { replay: true });
+    job.on(
+      (event) => {
+        for (const sink of eventSinks) sink(event);
+      },
+      { replay: true },
+    );
     job.onProgress((info) => {
       const progress: JobProgress = {
         info,
         stats: job.stats(),
-        source: describeSource(l.sourceRef),
+        source: describeSource(l.source),
         target: l.target,
         guest: entry.guest?.state ?? null,
       };
       for (const sink of progressSinks) sink(progress);
     });
-    const opened = [l.source, target];
-    void job.result.finally(async () => {
+    const madeTarget = created;
+    const jobCheckpointer = checkpointer;
+    void job.result.then(async (result) => {
       await entry.guest?.stop();
-      await Promise.all(opened.map(closeQuietly));
+      await jobSource.image.close().catch(() => {});
+      await targetOpened.image.close().catch(() => {});
+      if (madeTarget && result.outcome !== 'completed' && job.stats().bytesWritten === 0) {
+        // Nothing was copied into the target this job made: it goes, with its checkpoint.
+        await store.remove(l.target).catch(() => {});
+        await jobCheckpointer.remove(id).catch(() => {});
+      } else if (result.outcome === 'failed') {
+        // A failed job keeps its checkpoint (fix the cause, then resume): seal it now that nothing writes.
+        await sealCheckpoint(jobCheckpointer, jobSource, l, store, targetOpened.image.format).catch(() => {});
+      }
+      jobCheckpointer.stop();
       jobs.delete(id);
+      await jobLock.release();
+      for (const sink of releasedSinks) sink(id);
     });
     job.start();
+    const numbered = /^mirror(\d+)$/.exec(id);
+    if (numbered) nextJob = Math.max(nextJob, Number(numbered[1]) + 1);
     return id;
   } catch (err) {
-    await closeQuietly(l.source);
-    await closeQuietly(target);
+    checkpointer?.stop();
+    await source?.image.close().catch(() => {});
+    await target?.image.close().catch(() => {});
+    // A target this launch made, before any data moved: it goes again.
+    if (created) await store.remove(l.target).catch(() => {});
+    await jobLock.release();
     throw err;
+  }
+}
+
+/**
+ * Stamps the closed images again (opened read-only: nothing writes on such
+ * an open) and seals the checkpoint with them. A source outside OPFS was
+ * stamped once and never written.
+ */
+async function sealCheckpoint(checkpointer: IdbCheckpointer, source: JobSource, l: Launch, store: OpfsFileStore, targetFormat: FormatName): Promise<void> {
+  const reopen = async <T>(name: string, format: FormatName | undefined, fn: (opened: OpenedImage) => Promise<T>): Promise<T> => {
+    const opened = await openChain(store, name, { readOnly: true, ...(format ? { format } : {}) });
+    try {
+      return await fn(opened);
+    } finally {
+      await opened.image.close();
+    }
+  };
+  try {
+    const sourceStamps = source.opened ? await reopen(source.name, source.image.format, (o) => stampChain(store, o, true)) : await source.stamps();
+    const targetStamp = await reopen(l.target, targetFormat, async (o) => (await stampChain(store, o, true))[0]!);
+    await checkpointer.seal({ source: sourceStamps, target: targetStamp });
+  } finally {
+    checkpointer.stop();
   }
 }
 
@@ -198,33 +417,44 @@ function fromResolved(o: ResolvedOptions): MirrorOptions {
   };
 }
 
+/** What a job of this worker knows of an image it holds. */
+function jobFacts(name: string): ImageFacts | undefined {
+  for (const entry of jobs.values()) {
+    const facts = entry.facts.get(name);
+    if (facts) return facts;
+  }
+  return undefined;
+}
+
 const api = {
+  /** The images, each with who holds it now (any tab). */
   async listImages(): Promise<ImageEntry[]> {
-    const busy = new Set([...jobs.values()].flatMap((e) => [e.target, e.source.kind === 'opfs' ? e.source.name : '']));
-    const images = await store.list();
-    for (const image of images) if (busy.has(image.name)) image.note = 'in use by a job';
-    return images;
+    const list = await images.list(jobFacts);
+    const locks = await imageLocks().catch(() => new Map<string, never>());
+    for (const image of list) {
+      const state = locks.get(image.name);
+      if (state) image.inUse = `in use by ${holderWords(state)}`;
+    }
+    return list;
   },
 
   async createDemoImage(name?: string): Promise<ImageEntry> {
-    return store.createDemo(name);
+    await images.createDemo(name);
+    return (await images.describe(name ?? 'demo.raw'))!;
   },
 
   async createImage(name: string, format: FormatName, virtualSize: number): Promise<ImageEntry> {
-    const image = await store.create(name, format, virtualSize);
-    await image.close();
-    return store.describe(name);
+    await images.create(name, format, virtualSize);
+    return (await images.describe(name))!;
   },
 
+  /** Deletes an image; refused with the lock's message while anybody holds it. */
   async deleteImage(name: string): Promise<void> {
-    if ([...jobs.values()].some((e) => e.target === name || (e.source.kind === 'opfs' && e.source.name === name))) {
-      throw new BlockError('EBUSY', 'open', 0, 0, `"${name}" is in use by a job`);
-    }
-    return store.remove(name);
+    return images.remove(name);
   },
 
   async sha256(name: string): Promise<string> {
-    return store.sha256(name);
+    return images.sha256(name);
   },
 
   /** Keeps a picked file so it can be a mirror source directly (until the page goes away). */
@@ -240,9 +470,7 @@ const api = {
   /** Copies a picked file's bytes into OPFS (the format comes along as it is). */
   async importFile(file: File, name: string, options: Partial<MirrorOptions> = {}): Promise<string> {
     pickedFiles.set(file.name, file);
-    const ref: SourceRef = { kind: 'file', name: file.name, raw: true };
-    const source = await openSource(ref);
-    return launch({ source, sourceRef: ref, target: name, targetFormat: 'raw', options: { sync: 'full', ...options } });
+    return launch({ source: { kind: 'file', name: file.name, raw: true }, target: name, targetFormat: 'raw', options: { sync: 'full', ...options } });
   },
 
   /** Copies a URL's bytes into OPFS with Range requests; network errors meet on-source-error. */
@@ -254,24 +482,25 @@ const api = {
       throw new FormatError(`"${url}" is not a URL`, 'url');
     }
     if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new FormatError(`"${url}" is not an http(s) URL`, 'url');
-    const ref: SourceRef = { kind: 'url', url: parsed.href, raw: true };
-    const source = await openSource(ref);
-    return launch({ source, sourceRef: ref, target: name, targetFormat: 'raw', options: { sync: 'full', ...options } });
+    return launch({ source: { kind: 'url', url: parsed.href, raw: true }, target: name, targetFormat: 'raw', options: { sync: 'full', ...options } });
   },
 
-  /** Hears every job's events (QMP-shaped) and progress snapshots (at most ~10 a second per job). */
-  subscribe(onEvent: EventSink, onProgress: ProgressSink): void {
+  /**
+   * Hears every job's events (QMP-shaped), progress snapshots (at most ~10
+   * a second per job), and when a job that ended has let go of its images
+   * (they can be deleted, and a failed job resumed, from then on).
+   */
+  subscribe(onEvent: EventSink, onProgress: ProgressSink, onReleased?: ReleasedSink): void {
     eventSinks.add(onEvent);
     progressSinks.add(onProgress);
+    if (onReleased) releasedSinks.add(onReleased);
   },
 
   async startMirror(request: StartMirrorRequest): Promise<string> {
-    const source = await openSource(request.source);
     return launch({
-      source,
-      sourceRef: request.source,
+      source: request.source,
       target: request.target,
-      targetFormat: request.targetFormat ?? source.format,
+      ...(request.targetFormat ? { targetFormat: request.targetFormat } : {}),
       options: request.options,
     });
   },
@@ -300,11 +529,12 @@ const api = {
     return entry.guest?.state ?? null;
   },
 
-  /** Jobs with a checkpoint but no live job here: a closed tab, a dead worker, a failure. */
+  /** Jobs with a checkpoint but no live job (here or in another tab): a closed tab, a dead worker, a failure. */
   async listInterrupted(): Promise<InterruptedJob[]> {
     const stored = await listCheckpoints();
+    const running = await runningJobIds();
     return stored
-      .filter((c) => !jobs.has(c.id))
+      .filter((c) => !running.has(c.id))
       .map((c) => {
         const item: InterruptedJob = {
           id: c.id,
@@ -315,7 +545,8 @@ const api = {
           dirtyBytes: c.dirtyBytes,
           size: c.size,
         };
-        if (c.source.kind === 'file' && !pickedFiles.has(c.source.name)) item.problem = `pick "${c.source.name}" again to resume`;
+        const problem = unresumable(c) ?? (c.source.kind === 'file' && !pickedFiles.has(c.source.name) ? `pick "${c.source.name}" again to resume` : null);
+        if (problem) item.problem = problem;
         return item;
       });
   },
@@ -323,11 +554,11 @@ const api = {
   async resumeInterrupted(id: string): Promise<string> {
     const checkpoint = await getCheckpoint(id);
     if (!checkpoint) throw new BlockError('ENOENT', 'open', 0, 0, `no checkpoint for a job named "${id}"`);
-    if (jobs.has(id)) throw new BlockError('EBUSY', 'open', 0, 0, `the job "${id}" is running`);
-    const source = await openSource(checkpoint.source);
+    if ((await runningJobIds()).has(id)) throw new BlockError('EBUSY', 'open', 0, 0, `the job "${id}" is running`);
+    const problem = unresumable(checkpoint);
+    if (problem) throw new ImageConflictError(checkpoint.target, `the checkpoint of "${id}" was ${problem}`);
     return launch({
-      source,
-      sourceRef: checkpoint.source,
+      source: checkpoint.source,
       target: checkpoint.target,
       targetFormat: checkpoint.targetFormat,
       options: fromResolved(checkpoint.options),
@@ -336,6 +567,7 @@ const api = {
   },
 
   async discardInterrupted(id: string): Promise<void> {
+    if ((await runningJobIds()).has(id)) throw new BlockError('EBUSY', 'open', 0, 0, `the job "${id}" is running`);
     await deleteCheckpoint(id);
   },
 };

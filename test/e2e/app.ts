@@ -24,7 +24,8 @@ export interface MirrorForm {
   sync?: string;
 }
 
-export async function startMirror(page: Page, f: MirrorForm): Promise<void> {
+/** Fills the mirror form and presses Start mirror (the job may be refused: see formError). */
+export async function submitMirror(page: Page, f: MirrorForm): Promise<void> {
   await page.getByRole('combobox', { name: 'Source', exact: true }).selectOption({ label: f.source });
   await page.getByLabel('Target', { exact: true }).fill(f.target);
   await page.getByLabel('Target format').selectOption(f.targetFormat ?? '');
@@ -34,7 +35,41 @@ export async function startMirror(page: Page, f: MirrorForm): Promise<void> {
   await page.getByLabel('On target error').selectOption(f.onTargetError ?? 'report');
   await page.getByLabel('Copy mode').selectOption(f.copyMode ?? 'background');
   await page.getByRole('button', { name: 'Start mirror' }).click();
+}
+
+export async function startMirror(page: Page, f: MirrorForm): Promise<void> {
+  await submitMirror(page, f);
   await expect(page.getByRole('status', { name: 'Job state' })).toContainText(/running|ready/);
+}
+
+/** The mirror form's error line (a refused start or resume). */
+export const formError = (page: Page) => page.locator('#form-error');
+
+/** The line under the images toolbar (deletes, downloads, imports). */
+export const imagesMessage = (page: Page) => page.locator('#images-message');
+
+/** Names of the files in the app's OPFS directory, temporary ones included. */
+export async function opfsNames(page: Page): Promise<string[]> {
+  return page.evaluate(async () => {
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('images', { create: true });
+    const names: string[] = [];
+    for await (const [name] of dir as unknown as AsyncIterable<[string, unknown]>) names.push(name);
+    return names.sort();
+  });
+}
+
+/** Writes `bytes` at `offset` into an image in OPFS from the page, as another program would (no lock). */
+export async function scribble(page: Page, name: string, offset: number, bytes: number[]): Promise<void> {
+  await page.evaluate(
+    async ({ name, offset, bytes }) => {
+      const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('images');
+      const handle = await dir.getFileHandle(name);
+      const writable = await (handle as unknown as { createWritable(o: { keepExistingData: boolean }): Promise<FileSystemWritableFileStream> }).createWritable({ keepExistingData: true });
+      await writable.write({ type: 'write', position: offset, data: new Uint8Array(bytes) });
+      await writable.close();
+    },
+    { name, offset, bytes },
+  );
 }
 
 export const jobState = (page: Page) => page.getByRole('status', { name: 'Job state' });
