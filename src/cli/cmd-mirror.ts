@@ -174,6 +174,7 @@ async function open(argv: string[]): Promise<Opened & { qmp: boolean; progress: 
   const currentSource = () => (source instanceof WritableOnDemand ? source.current : sourceOpened);
   let target: OpenedImage | undefined;
   let created: NewImage | undefined;
+  let published = false;
   try {
     const existing = await store.identify(dstPath);
     refuseOverlap(sourceOpened, srcPath, dstPath, existing);
@@ -230,6 +231,7 @@ async function open(argv: string[]): Promise<Opened & { qmp: boolean; progress: 
       // Made aside and given its name once formatted; never over a file that appeared meanwhile.
       created = await createInStore(store, dstPath, { format, size: source.size, ...backing }, { replace: false });
       await created.publish();
+      published = true;
       target = { image: created.image, name: created.name, chain: [{ name: created.name, identity: created.identity }] };
     }
     const targetOpened = target;
@@ -284,9 +286,11 @@ async function open(argv: string[]): Promise<Opened & { qmp: boolean; progress: 
     };
   } catch (err) {
     await source.close().catch(() => {});
+    // A target this run made, before any data moved, goes again: unlinked while still held, so
+    // nobody else opens it meanwhile. Never by name before it was published: the name may be somebody else's.
+    if (created && published) await store.remove(created.name).catch(() => {});
+    if (created && !published) await created.discard();
     await target?.image.close().catch(() => {});
-    // A target this run made, before any data moved: it goes again.
-    if (created) await store.remove(created.name).catch(() => {});
     throw err;
   }
 }
@@ -370,17 +374,15 @@ export const mirrorCommand: Command = {
         );
         return EXIT.interrupted;
       }
-      await closeBoth();
-      if (outcome !== EXIT.completed) {
-        if (opened.created && job.stats().bytesWritten === 0) {
-          // Nothing was copied into the target this run made: it goes, with its checkpoint.
-          await opened.created.remove().catch(() => {});
-          await opened.checkpointer.remove().catch(() => {});
-        } else if (existsSync(opened.sidecar)) {
-          // A failed job keeps its checkpoint (fix the cause, then --resume): seal it now that nothing writes.
-          await seal();
-        }
+      const nothingWritten = outcome !== EXIT.completed && opened.created !== null && job.stats().bytesWritten === 0;
+      if (nothingWritten) {
+        // Nothing was copied into the target this run made: it goes, with its checkpoint (unlinked while still held).
+        await opened.created!.remove().catch(() => {});
+        await opened.checkpointer.remove().catch(() => {});
       }
+      await closeBoth();
+      // A failed job keeps its checkpoint (fix the cause, then --resume): seal it now that nothing writes.
+      if (outcome !== EXIT.completed && !nothingWritten && existsSync(opened.sidecar)) await seal();
       return outcome;
     } finally {
       process.off('SIGINT', onSignal);

@@ -101,7 +101,11 @@ export interface NewImage {
   image: ImageFormat;
   /** The final name, as the store resolved it. */
   name: string;
-  /** The temporary file's identity (the same file once published). */
+  /**
+   * The temporary file's identity. Under Node a rename keeps the inode, so
+   * it is the published file's too; a store whose keys are names (OPFS)
+   * gives the published file a new key: identify it again after publish.
+   */
   identity: FileIdentity;
   publish(): Promise<void>;
   discard(): Promise<void>;
@@ -160,8 +164,9 @@ export async function createInStore(store: FileStore, name: string, options: Cre
       identity: tmp.identity,
       async publish() {
         if (settled) return;
-        settled = true;
+        // Settled only once published: if that fails (the name appeared meanwhile), discard still cleans up.
         await store.publish(tmp.name, name, { replace: how.replace });
+        settled = true;
         await held?.device.close().catch(() => {});
       },
       async discard() {

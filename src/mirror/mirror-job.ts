@@ -504,30 +504,45 @@ export class MirrorJob {
       throw new BlockError('EBUSY', 'write', offset, data.length, `job '${this.id}' has finished with the source; writes go elsewhere now`);
     }
     if (data.length === 0) return;
+    // A checkpoint under way stamps the source after it took the bitmap: a write landing in between
+    // would be in the stamp and not in the bitmap. Writes wait for it (the check and the dirtying
+    // below happen in one synchronous step).
+    while (this.checkpointing) await this.checkpointing;
+    if (this.writesClosed) throw new BlockError('EBUSY', 'write', offset, data.length, `job '${this.id}' has finished with the source; writes go elsewhere now`);
     const firstChunk = Math.floor(offset / this.granularity);
     const endChunk = Math.ceil((offset + data.length) / this.granularity);
     this.sourceWritten = true;
-    if (this.options.copyMode === 'background' || !this.started) {
-      // Dirty before (so the loop re-copies whatever it takes meanwhile) and after (a
-      // copy may have taken the old bytes in between). Until it lands, the range also
-      // counts as dirty in checkpoints, whatever the loop did with the bits.
-      const id = this.nextWrite++;
-      let landed!: () => void;
-      this.pendingWrites.set(id, { first: firstChunk, nb: endChunk - firstChunk, done: new Promise<void>((r) => (landed = r)) });
-      this.dirty.set(firstChunk, endChunk - firstChunk);
-      this.activeWrites++;
-      try {
-        await this.source.write(offset, data);
-      } finally {
-        this.activeWrites--;
-        if (!this.released) this.dirty.set(firstChunk, endChunk - firstChunk);
-        this.pendingWrites.delete(id);
-        landed();
-        this.kick();
-      }
-      return;
+    // Until it lands, the range counts as dirty in checkpoints, whatever the loop does with the bits.
+    const id = this.nextWrite++;
+    let landed!: () => void;
+    this.pendingWrites.set(id, { first: firstChunk, nb: endChunk - firstChunk, done: new Promise<void>((r) => (landed = r)) });
+    try {
+      if (this.options.copyMode === 'background' || !this.started) await this.backgroundWrite(offset, data, firstChunk, endChunk);
+      else await this.blockingWrite(offset, data, firstChunk, endChunk);
+    } finally {
+      this.pendingWrites.delete(id);
+      landed();
+      this.kick();
     }
-    // Write-blocking: wait for operations on these chunks, then hold them.
+  }
+
+  /**
+   * Dirty before (so the loop re-copies whatever it takes meanwhile) and
+   * after (a copy may have taken the old bytes in between).
+   */
+  private async backgroundWrite(offset: number, data: Uint8Array, firstChunk: number, endChunk: number): Promise<void> {
+    this.dirty.set(firstChunk, endChunk - firstChunk);
+    this.activeWrites++;
+    try {
+      await this.source.write(offset, data);
+    } finally {
+      this.activeWrites--;
+      if (!this.released) this.dirty.set(firstChunk, endChunk - firstChunk);
+    }
+  }
+
+  /** Write-blocking: wait for operations on these chunks, then hold them while both sides are written. */
+  private async blockingWrite(offset: number, data: Uint8Array, firstChunk: number, endChunk: number): Promise<void> {
     const op = await this.addOpWhenFree('active-write', firstChunk, endChunk - firstChunk, offset, data.length);
     let sourceError: unknown;
     this.activeWrites++;
@@ -558,7 +573,6 @@ export class MirrorJob {
       });
     } finally {
       this.activeWrites--;
-      this.kick();
     }
     if (sourceError !== undefined) throw toBlockError(sourceError, 'write', offset, data.length);
   }

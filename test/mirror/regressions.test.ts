@@ -193,3 +193,42 @@ describe('review regressions', () => {
     expect(rec.names()).toEqual(['created', 'aborting', 'BLOCK_JOB_CANCELLED', 'concluded', 'null']);
   });
 });
+
+describe('a checkpoint and a source write', () => {
+  it('a source write waits for a checkpoint under way: it never lands between the bitmap and the stamps', async () => {
+    const src = memoryRaw(2 * MiB, 21);
+    const dst = blankRaw(2 * MiB);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let saving!: () => void;
+    const saveStarted = new Promise<void>((r) => (saving = r));
+    const job = await MirrorJob.create({
+      source: src.image,
+      target: dst.image,
+      options: { sync: 'full' },
+      targetCreated: true,
+      checkpointer: {
+        save: async () => {
+          saving();
+          await gate; // the stamps would be taken here
+        },
+        remove: async () => {},
+      },
+    });
+    job.start();
+    await saveStarted;
+    const before = src.device.bytes().slice(0, 4096);
+    let landed = false;
+    const write = job.sourceWrite(0, new Uint8Array(4096).fill(0xee)).then(() => (landed = true));
+    await delay(30);
+    expect(landed).toBe(false);
+    expect(equalBytes(src.device.bytes().slice(0, 4096), before)).toBe(true);
+    release();
+    await write;
+    expect(src.device.bytes()[0]).toBe(0xee);
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    job.complete();
+    expect((await job.result).outcome).toBe('completed');
+    expect(equalBytes(dst.device.bytes(), src.device.bytes())).toBe(true);
+  });
+});

@@ -303,8 +303,10 @@ describe('errors after READY', () => {
     job.start();
     await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
     target.faults.add(once('write', 100_000));
+    // Listen first: the copy that meets the fault may run before the write's promise settles.
+    const seen = waitForEvent(job, isStatus('standby'));
     await job.sourceWrite(90_000, new Uint8Array(20_000).fill(9));
-    await waitForEvent(job, isStatus('standby'));
+    await seen;
     expect(job.query()).toMatchObject({ status: 'standby', ready: true, paused: true, 'io-status': 'failed' });
     job.resume();
     await waitForEvent(job, (e) => e.event === 'JOB_STATUS_CHANGE' && e.data.status === 'ready' && rec.names().includes('standby'));
@@ -318,8 +320,10 @@ describe('errors after READY', () => {
     job.start();
     await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
     target.faults.add(once('write', 100_000));
+    // Listen first: the copy that meets the fault may run before the write's promise settles.
+    const seen = waitForEvent(job, isEvent('BLOCK_JOB_ERROR'));
     await job.sourceWrite(90_000, new Uint8Array(20_000).fill(9));
-    await waitForEvent(job, isEvent('BLOCK_JOB_ERROR'));
+    await seen;
     expect(job.status).toBe('ready');
     expect(job.ready).toBe(true);
     await readyThenComplete(job);
