@@ -332,6 +332,11 @@ export const mirrorCommand: Command = {
     const onSignal = () => interrupted?.();
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
+    // Nobody reads the events any more (`| head`): stop as for a signal, rather than die mid-write.
+    const onOutputError = (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') onSignal();
+    };
+    process.stdout.on('error', onOutputError);
     const signalled = new Promise<'interrupted'>((r) => (interrupted = () => r('interrupted')));
     // Images are closed at the end, unless I/O is still under way (a close would flush metadata mid-write).
     let closeImages = true;
@@ -387,6 +392,7 @@ export const mirrorCommand: Command = {
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      process.stdout.off('error', onOutputError);
       opened.checkpointer.stop();
       lines.close();
       process.stdin.destroy();
