@@ -3,12 +3,17 @@
  * - a compressed cluster costs one cluster of output, however much the
  *   deflate stream it points at would go on to inflate (images whose L2
  *   entries all point at one stream of 1 GiB of zeroes: qemu-img converts
- *   them in a blink, and so must diskmirror).
+ *   them in a blink, and so must diskmirror);
+ * - a backing chain costs the same per image at any depth, up to
+ *   MAX_CHAIN_LENGTH, and a deeper one is refused by name.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { deflateRawSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryDevice } from '../../src/block/memory.js';
 import { openImageFile } from '../../src/cli/node-images.js';
+import { FormatError } from '../../src/format/image-format.js';
+import { MAX_CHAIN_LENGTH, openImage } from '../../src/format/open.js';
 import { decompressCluster } from '../../src/format/qcow2/compress.js';
 import { requireQemu, qemuImg, qemuIo, tempDir } from '../helpers/qemu.js';
 import { findDiff, readAll } from './qcow2-images.js';
@@ -158,4 +163,77 @@ describe('compressed clusters inflate at most one cluster', () => {
       await image.close();
     }
   });
+});
+
+describe('backing chain depth', () => {
+  /**
+   * A chain in memory, `depth` images deep (the top included): copies of an
+   * overlay qemu-img made, each naming the next (c00001, c00002, ...), over
+   * a base with data at 64 KiB. `loopAt` makes the last one name that image instead.
+   */
+  async function memoryChain(depth: number, loopAt?: number) {
+    const base = name();
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', base, '1M');
+    await qemuIo(base, ['write -P 0x5a 64k 4k']);
+    const template = name();
+    await qemuImg('create', '-q', '-u', '-f', 'qcow2', '-o', 'cluster_size=512', '-b', 'c99999', '-F', 'qcow2', template, '1M');
+    const overlay = readFileSync(template);
+    const at = overlay.indexOf('c99999');
+    expect(at).toBeGreaterThan(0);
+    const label = (i: number) => `c${String(i).padStart(5, '0')}`;
+    const files = new Map<string, Uint8Array>();
+    for (let i = 0; i < depth - 1; i++) {
+      const copy = Buffer.from(overlay);
+      const next = i === depth - 2 && loopAt !== undefined ? label(loopAt) : label(i + 1);
+      copy.write(next, at, 'latin1');
+      files.set(label(i), copy);
+    }
+    files.set(label(depth - 1), readFileSync(base));
+    const open = () =>
+      openImage(new MemoryDevice(files.get(label(0))!, true), {
+        name: label(0),
+        resolve: async (backing) => {
+          const bytes = files.get(backing);
+          if (!bytes) throw new Error(`no image ${backing}`);
+          return { device: new MemoryDevice(bytes, true), name: backing };
+        },
+      });
+    return { open };
+  }
+
+  it(`opens and reads a chain of ${MAX_CHAIN_LENGTH} images in bounded time`, async () => {
+    const chain = await memoryChain(MAX_CHAIN_LENGTH);
+    const t0 = performance.now();
+    const image = await chain.open();
+    try {
+      const data = new Uint8Array(128 * 1024);
+      await image.read(0, data);
+      expect(data.subarray(0, 64 * 1024).every((b) => b === 0)).toBe(true);
+      expect(data.subarray(64 * 1024, 68 * 1024).every((b) => b === 0x5a)).toBe(true);
+      const status = await image.blockStatus(64 * 1024, 4096);
+      expect(status).toMatchObject({ kind: 'data', depth: MAX_CHAIN_LENGTH - 1 });
+      const info = await image.info();
+      let length = 0;
+      for (let i: typeof info | undefined = info; i; i = i.backing) length++;
+      expect(length).toBe(MAX_CHAIN_LENGTH);
+    } finally {
+      await image.close();
+    }
+    expect(performance.now() - t0).toBeLessThan(20_000);
+  }, 60_000);
+
+  it(`refuses a chain of ${MAX_CHAIN_LENGTH + 1} images, naming the limit`, async () => {
+    const chain = await memoryChain(MAX_CHAIN_LENGTH + 1);
+    const err = await chain.open().then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(FormatError);
+    expect((err as Error).message).toBe(`Backing chain of 'c00000' is longer than ${MAX_CHAIN_LENGTH} images`);
+  }, 60_000);
+
+  it('a loop at the end of a long chain is named in a few words', async () => {
+    const chain = await memoryChain(1000, 10);
+    await expect(chain.open()).rejects.toThrow(/^Backing file loop: 'c00998' names 'c00010', which is already in the chain \(c00010 -> c00011 -> c00012 -> \.\.\. 984 more \.\.\. -> c00997 -> c00998 -> c00010\)$/);
+  }, 60_000);
 });
