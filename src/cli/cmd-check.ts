@@ -1,8 +1,10 @@
 /**
  * diskmirror check: qemu-img check for qcow2. Exit 0 clean, 2 corruptions,
  * 3 leaks only, 1 when the image cannot be checked (or opened), 63 for a
- * format without checks (raw). What it finds goes to stderr, the summary to
- * stdout, as qemu-img does.
+ * format without checks (raw: "This image format does not support checks",
+ * as qemu-img). What it finds goes to stderr, the summary to stdout, as
+ * qemu-img does; JSON carries qemu-img's keys in its order, each count only
+ * when it is not zero (check-errors always).
  */
 import type { Command } from './commands.js';
 import { openForReading, parseSingleImage } from './node-images.js';
@@ -18,8 +20,39 @@ export function checkExitCode(r: CheckResult): number {
   return CHECK_EXIT.clean;
 }
 
-function pct(part: number, whole: number): string {
-  return whole === 0 ? '0.00' : ((part * 100) / whole).toFixed(2);
+/**
+ * part / whole as a percentage, as printf's "%0.2f" prints the double:
+ * toFixed(2) but for an exact tie (the double is exactly x.xx5, as 2/64 =
+ * 3.125%), which glibc rounds to the even digit (3.12) and toFixed up.
+ */
+export function percent(part: number, whole: number): string {
+  if (whole === 0) return '0.00';
+  // 100 * part / whole = m / 200 with m odd, representable only when m / 25 is (a multiple of 1/8).
+  const m = (20000 * part) / whole;
+  if (Number.isInteger(m) && m % 2 === 1 && m % 25 === 0) {
+    const k = (m - 1) / 2; // hundredths below the tie
+    return ((k % 2 === 0 ? k : k + 1) / 100).toFixed(2);
+  }
+  return ((part * 100) / whole).toFixed(2);
+}
+
+/** qemu-img check --output=json: keys in its order; counts that are zero are left out, check-errors is always there. */
+export function checkJson(r: CheckResult, filename: string, format: string): Record<string, unknown> {
+  const json: Record<string, unknown> = {};
+  const put = (key: string, value: number) => {
+    if (value !== 0) json[key] = value;
+  };
+  put('image-end-offset', r.imageEndOffset);
+  put('compressed-clusters', r.compressedClusters);
+  put('total-clusters', r.totalClusters);
+  put('corruptions', r.corruptions);
+  json['check-errors'] = r.checkErrors;
+  put('leaks', r.leaks);
+  put('allocated-clusters', r.allocatedClusters);
+  json.filename = filename;
+  json.format = format;
+  put('fragmented-clusters', r.fragmentedClusters);
+  return json;
 }
 
 function summary(r: CheckResult): string {
@@ -35,9 +68,9 @@ function summary(r: CheckResult): string {
     }
     if (r.checkErrors > 0) lines.push('', `${r.checkErrors} internal errors have occurred during the check.`);
   }
-  if (r.totalClusters > 0) {
+  if (r.totalClusters > 0 && r.allocatedClusters > 0) {
     lines.push(
-      `${r.allocatedClusters}/${r.totalClusters} = ${pct(r.allocatedClusters, r.totalClusters)}% allocated, ${pct(r.fragmentedClusters, r.allocatedClusters)}% fragmented, ${pct(r.compressedClusters, r.allocatedClusters)}% compressed clusters`,
+      `${r.allocatedClusters}/${r.totalClusters} = ${percent(r.allocatedClusters, r.totalClusters)}% allocated, ${percent(r.fragmentedClusters, r.allocatedClusters)}% fragmented, ${percent(r.compressedClusters, r.allocatedClusters)}% compressed clusters`,
     );
   }
   if (r.imageEndOffset > 0) lines.push(`Image end offset: ${r.imageEndOffset}`);
@@ -45,10 +78,12 @@ function summary(r: CheckResult): string {
 }
 
 export const checkCommand: Command = {
-  usage: 'check [-f FMT] [--output=human|json] IMAGE',
+  usage: 'check [-f FMT] [--output=human|json] [-U] IMAGE',
   help: [
     'Checks a qcow2 image for consistency, as qemu-img check does (without repairing).',
-    'Exit status: 0 no problems, 2 corruptions, 3 leaked clusters only, 1 the check could not be done.',
+    'Exit status: 0 no problems, 2 corruptions, 3 leaked clusters only, 1 the check could not be done,',
+    '63 the format has nothing to check (raw).',
+    '-U (force share) reads without taking locks, so an image in use can be looked at (as qemu-img -U).',
   ].join('\n'),
   errorExit: CHECK_EXIT.failed,
   async run(argv) {
@@ -57,7 +92,7 @@ export const checkCommand: Command = {
     const image = await openForReading(args);
     try {
       if (!(image instanceof Qcow2Image)) {
-        console.error(`diskmirror check: ${image.format} images have no metadata to check`);
+        console.error('diskmirror check: This image format does not support checks');
         return CHECK_EXIT.unsupported;
       }
       const r = await checkImage(image);
@@ -66,19 +101,7 @@ export const checkCommand: Command = {
         console.error(`(${r.corruptions + r.leaks + r.checkErrors - r.messages.length} more findings not shown)`);
       }
       if (output === 'json') {
-        const json: Record<string, unknown> = {
-          'image-end-offset': r.imageEndOffset,
-          'total-clusters': r.totalClusters,
-          'check-errors': r.checkErrors,
-          'allocated-clusters': r.allocatedClusters,
-          filename: path,
-          format: 'qcow2',
-          'fragmented-clusters': r.fragmentedClusters,
-          'compressed-clusters': r.compressedClusters,
-        };
-        if (r.corruptions > 0) json.corruptions = r.corruptions;
-        if (r.leaks > 0) json.leaks = r.leaks;
-        console.log(JSON.stringify(json, null, 4));
+        console.log(JSON.stringify(checkJson(r, path, 'qcow2'), null, 4));
       } else {
         console.log(summary(r));
       }
