@@ -69,7 +69,7 @@ describe('diskmirror create and info', () => {
     expect(j['virtual-size']).toBe(3 * MiB);
     expect(j['cluster-size']).toBe(65536);
     expect(j['format-specific'].data.compat).toBe('1.1');
-    expect(j['backing-image'].filename).toBe(base);
+    expect(j['full-backing-filename']).toBe(base);
     expect(j['actual-size']).toBeGreaterThan(0);
     const human = await dm('info', top);
     expect(human.stdout).toMatch(/backing chain: .* -> .*\(qcow2\)/);
