@@ -87,13 +87,11 @@ export function refuseOverlap(source: OpenedImage, sourceName: string, targetNam
   const depth = source.chain.findIndex((c) => c.identity.key === target.key);
   if (depth < 0) return;
   if (depth === 0) {
-    throw new ImageConflictError(targetName, `${targetName} is the source image ${sourceName} itself (the same file): refusing to write to it; nothing was written`);
+    const same = targetName === sourceName ? `${targetName} is both the source and the target (the same file)` : `${targetName} is the same file as the source ${sourceName}`;
+    throw new ImageConflictError(targetName, `${same}: refusing to write to it; nothing was written`);
   }
-  const parent = source.chain[depth - 1]!.name;
-  throw new ImageConflictError(
-    targetName,
-    `${targetName} is a backing file of the source ${sourceName} (named by ${parent}): writing it would change what the source reads; refusing; nothing was written`,
-  );
+  const which = depth === 1 ? `the backing file of the source ${sourceName}` : `a backing file of the source ${sourceName} (named by ${source.chain[depth - 1]!.name})`;
+  throw new ImageConflictError(targetName, `${targetName} is ${which}: writing it would change what the source reads; refusing; nothing was written`);
 }
 
 /** A new image under its temporary name; `publish` gives it its name, `discard` removes it. */

@@ -82,7 +82,7 @@ test('a job whose target is its own source is refused; the image is untouched', 
   await makeDemo(page);
   const before = await opfsHash(page, 'demo.raw');
   await submitMirror(page, { source: 'demo.raw', target: 'demo.raw' });
-  await expect(formError(page)).toHaveText('demo.raw is the source image demo.raw itself (the same file): refusing to write to it; nothing was written');
+  await expect(formError(page)).toHaveText('demo.raw is both the source and the target (the same file): refusing to write to it; nothing was written');
   await expect(jobState(page)).toHaveText('No job yet');
   expect(await opfsHash(page, 'demo.raw')).toBe(before);
   expect(await opfsNames(page)).toEqual(['demo.raw']);
@@ -115,7 +115,7 @@ test.describe('backing chains', () => {
     const before = await hashes(page, ['base.qcow2', 'over.qcow2']);
     await submitMirror(page, { source: 'over.qcow2', target: 'base.qcow2' });
     await expect(formError(page)).toHaveText(
-      'base.qcow2 is a backing file of the source over.qcow2 (named by over.qcow2): writing it would change what the source reads; refusing; nothing was written',
+      'base.qcow2 is the backing file of the source over.qcow2: writing it would change what the source reads; refusing; nothing was written',
     );
     expect(await hashes(page, ['base.qcow2', 'over.qcow2'])).toEqual(before);
   });
