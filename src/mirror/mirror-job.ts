@@ -118,8 +118,8 @@ interface Op {
   /** Counted as done or dirty again: no longer part of `len` as in flight. */
   settled: boolean;
   done: Promise<void>;
-  /** Runs the op's body, then releases its chunks and wakes the loop. */
-  run(body: () => Promise<void>): Promise<void>;
+  /** Runs the op's body, then releases its chunks (and `release`, e.g. its buffer) and wakes the loop. */
+  run(body: () => Promise<void>, release?: () => void): Promise<void>;
 }
 
 interface Backoff {
@@ -745,7 +745,8 @@ export class MirrorJob {
     // Clear before the I/O: a source write from now on dirties the chunks again.
     this.dirty.reset(first, nb);
     const op = this.addOp('copy', first, nb, offset, bytes);
-    void op.run(() => this.perform(op, buffer)).finally(() => this.pool.give(buffer));
+    // The buffer goes back to the pool before the loop is woken, so the wake-up finds it free.
+    void op.run(() => this.perform(op, buffer), () => this.pool.give(buffer));
     return true;
   }
 
@@ -761,7 +762,7 @@ export class MirrorJob {
       bytes,
       settled: false,
       done,
-      run: async (body) => {
+      run: async (body, release) => {
         try {
           await body();
         } catch (err) {
@@ -773,6 +774,7 @@ export class MirrorJob {
           this.inFlight.reset(firstChunk, nbChunks);
           // Another op may share edge chunks with an active write: keep theirs marked.
           for (const other of this.ops) this.inFlight.set(other.firstChunk, other.nbChunks);
+          release?.();
           resolve();
           this.emitProgress(false);
           this.kick();
