@@ -248,13 +248,21 @@ export class MirrorControl {
       }),
     'job-pause': ({ id }) => (this.byJobId(id).job.pause(), {}),
     'job-resume': ({ id }) => (this.byJobId(id).job.resume(), {}),
-    'job-cancel': ({ id }) => (this.byJobId(id).job.cancel(true), {}),
+    'job-cancel': async ({ id }) => {
+      await this.byJobId(id).job.completionSettled();
+      this.byJobId(id).job.cancel(true);
+      return {};
+    },
     'job-complete': ({ id }) => (this.byJobId(id).job.complete(), {}),
     'job-finalize': ({ id }) => (this.byJobId(id).job.finalize(), {}),
     'job-dismiss': ({ id }) => (this.byJobId(id).job.dismiss(), {}),
     'block-job-pause': ({ device }) => (this.byDevice(device).job.pause(), {}),
     'block-job-resume': ({ device }) => (this.byDevice(device).job.resume(), {}),
-    'block-job-cancel': ({ device, force }) => (this.byDevice(device).job.blockJobCancel(force ?? false), {}),
+    'block-job-cancel': async ({ device, force }) => {
+      await this.byDevice(device).job.completionSettled();
+      this.byDevice(device).job.blockJobCancel(force ?? false);
+      return {};
+    },
     'block-job-complete': ({ device }) => (this.byDevice(device).job.complete(), {}),
     'block-job-set-speed': ({ device, speed }) => (this.byDevice(device).job.setSpeed(speed), {}),
     'fault-add': ({ device, rule }) => {

@@ -479,6 +479,37 @@ export class MirrorJob {
     this.kick();
   }
 
+  /**
+   * A completion that needs nothing but its final flush is under way: in
+   * QEMU it finishes within one main-loop iteration, before the monitor
+   * looks at another command, so a cancel cannot overtake it.
+   */
+  get completing(): boolean {
+    if (!this.completeRequested || this.cancelRequested) return false;
+    const s = this.statusValue;
+    if (s === 'waiting' || (s === 'pending' && this.options.autoFinalize)) return true;
+    // In standby with no pause left, a resume was just asked: the job is on its way back to ready.
+    return (s === 'ready' || s === 'standby') && this.pauseCount === 0 && !this.released && this.dirty.count === 0 && this.ops.size === 0 && this.activeWrites === 0;
+  }
+
+  /** Resolves once `completing` no longer holds (the job concluded, or the completion met something). */
+  async completionSettled(): Promise<void> {
+    while (this.completing) {
+      await new Promise<void>((resolve) => {
+        const off = this.on(() => {
+          off();
+          resolve();
+        });
+        void this.finished.then(() => {
+          off();
+          resolve();
+        });
+      });
+    }
+    // Concluded on its way to being dismissed: by the time the monitor looked again, QEMU's job was gone.
+    if (this.statusValue === 'null' || (this.statusValue === 'concluded' && this.options.autoDismiss)) await this.finished;
+  }
+
   /** Whether `verb` is allowed now (the UI enables buttons with this). */
   allows(verb: JobVerb): boolean {
     try {
@@ -1184,6 +1215,11 @@ export class MirrorJob {
     return { type: 'mirror' as const, device: this.id, len: this.len, offset: this.offsetDone, speed: this.rate.speed };
   }
 
+  /**
+   * Wakes the loop. A kick while the loop is not asleep (between two awaits)
+   * is kept, and its next sleep returns at once: a verb or a finished op is
+   * never lost.
+   */
   private kick(): void {
     const waiter = this.waiter;
     this.waiter = null;
@@ -1191,11 +1227,18 @@ export class MirrorJob {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    waiter?.();
+    if (waiter) waiter();
+    else this.kickPending = true;
   }
+
+  private kickPending = false;
 
   /** Sleeps until kicked (an op finished, a verb, a source write) or `ms` passed. */
   private sleep(ms?: number): Promise<void> {
+    if (this.kickPending) {
+      this.kickPending = false;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
       this.waiter = resolve;
       if (ms !== undefined) this.timer = setTimeout(() => this.kick(), ms);

@@ -1,6 +1,7 @@
 /** Defects found in review, each with the case that showed it. */
 import { describe, expect, it } from 'vitest';
 import { MirrorJob, type Checkpoint } from '../../src/mirror/mirror-job.js';
+import { MirrorControl } from '../../src/mirror/control.js';
 import { Kernel } from '../../src/kernel/kernel.js';
 import { BlockError } from '../../src/block/block-device.js';
 import { MemoryDevice } from '../../src/block/memory.js';
@@ -258,4 +259,43 @@ describe('ignore with one buffer', () => {
       expect(equalBytes(dst.device.bytes(), src.device.bytes())).toBe(true);
     });
   }
+});
+
+describe('a complete overtaken by a cancel', () => {
+  it('job-complete in standby, then job-resume and job-cancel back to back: the job completes and the cancel finds no job, as in QEMU', async () => {
+    const src = memoryRaw(2 * MiB, 41);
+    const dst = blankRaw(2 * MiB);
+    const job = await MirrorJob.create({ source: src.image, target: dst.image, options: { sync: 'full', id: 'mirror' }, targetCreated: true });
+    const control = new MirrorControl();
+    control.add(job);
+    const rec = recordEvents(job);
+    job.start();
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    await control.execute('job-pause', { id: 'mirror' });
+    await waitForEvent(job, isStatus('standby'));
+    await control.execute('job-complete', { id: 'mirror' });
+    const answers = await Promise.allSettled([control.execute('job-resume', { id: 'mirror' }), control.execute('job-cancel', { id: 'mirror' })]);
+    expect(answers[0]).toMatchObject({ status: 'fulfilled' });
+    expect(answers[1]).toMatchObject({ status: 'rejected', reason: { message: 'Job not found' } });
+    expect((await job.result).outcome).toBe('completed');
+    expect(rec.names()).toContain('BLOCK_JOB_COMPLETED');
+    expect(rec.names()).not.toContain('BLOCK_JOB_CANCELLED');
+    expect(equalBytes(dst.device.bytes(), src.device.bytes())).toBe(true);
+  });
+
+  it('a cancel while the completion still has data to copy is a cancel, as in QEMU', async () => {
+    const src = memoryRaw(2 * MiB, 42);
+    const dst = blankRaw(2 * MiB);
+    const job = await MirrorJob.create({ source: src.image, target: dst.image, options: { sync: 'full', id: 'mirror' }, targetCreated: true });
+    const control = new MirrorControl();
+    control.add(job);
+    job.start();
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    await control.execute('job-pause', { id: 'mirror' });
+    await waitForEvent(job, isStatus('standby'));
+    await job.sourceWrite(0, new Uint8Array(65536).fill(7));
+    await control.execute('job-complete', { id: 'mirror' });
+    await control.execute('job-cancel', { id: 'mirror' });
+    expect((await job.result).outcome).toBe('cancelled');
+  });
 });
