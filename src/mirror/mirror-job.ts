@@ -671,6 +671,10 @@ export class MirrorJob {
       }
       await this.pausePoint();
       if (this.failure || this.cancelRequested) return;
+      // The speed limit is paid after dispatching, as in QEMU: before more is issued, and before READY.
+      if (!this.isReady || this.completeRequested) {
+        if (await this.rateSleep()) continue;
+      }
       this.expireBackoffs();
       this.maybeCheckpoint();
 
@@ -707,13 +711,10 @@ export class MirrorJob {
           waitMs = this.nextBackoffExpiry();
           break;
         }
-        const bytes = Math.min(run.length * this.granularity, this.size - run.start * this.granularity);
-        const delay = this.rate.delay(bytes, this.now());
-        if (delay > 0) {
-          waitMs = delay;
-          break;
-        }
+        // The speed limit: nothing more is dispatched once the slice is paid beyond (rateSleep waits it out).
+        if (this.rate.account(0, this.now()) > 0) break;
         if (!this.issue(run.start, run.length)) break; // no free buffer: wait for one
+        this.rate.account(Math.min(run.length * this.granularity, this.size - run.start * this.granularity), this.now());
         cursor = run.start + run.length;
         if (cursor >= this.nbChunks) cursor = 0;
       }
@@ -723,6 +724,22 @@ export class MirrorJob {
 
   private pauseRequested(): boolean {
     return this.pauseCount > 0;
+  }
+
+  /**
+   * Sleeps while what was dispatched is over the speed limit (not busy, as
+   * QEMU's job_sleep_ns). True if it slept (the loop then looks again).
+   */
+  private async rateSleep(): Promise<boolean> {
+    let slept = false;
+    for (;;) {
+      const waitMs = this.rate.account(0, this.now());
+      if (waitMs <= 0 || this.cancelRequested || this.failure || this.pauseRequested() || this.halted) return slept;
+      slept = true;
+      this.busy = false;
+      await this.sleep(waitMs);
+      this.busy = true;
+    }
   }
 
   /** Pauses here while paused: drain first, then PAUSED (or STANDBY when ready). */
@@ -855,6 +872,8 @@ export class MirrorJob {
       // No status (a metadata read failed): copy, and let the read report the error.
     }
 
+    // Only copies count against the speed limit; zeroes and deallocations cost nothing (QEMU: write_zeroes_ok).
+    if (kind !== 'copy') this.rate.refund(op.bytes);
     if (kind === 'zero') {
       await this.zeroRange(op, op.firstChunk, op.nbChunks);
       return;

@@ -299,3 +299,25 @@ describe('a complete overtaken by a cancel', () => {
     expect((await job.result).outcome).toBe('cancelled');
   });
 });
+
+describe('the speed limit, as QEMU pays it', () => {
+  it('8 MiB at 8 MiB/s: paid for before READY (1 s, not one buffer early); not busy while it sleeps for the limit', async () => {
+    const src = memoryRaw(8 * MiB, 51, false);
+    const dst = blankRaw(8 * MiB);
+    const job = await MirrorJob.create({ source: src.image, target: dst.image, options: { sync: 'full', speed: 8 * MiB }, targetCreated: true });
+    const started = Date.now();
+    job.start();
+    await delay(300);
+    const during = job.query();
+    expect(during.status).toBe('running');
+    expect(during.busy).toBe(false);
+    // Dispatched as the limit allows, a slice's worth at a time.
+    expect(during.offset).toBeLessThan(8 * MiB);
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'), 5000);
+    const readyAfter = Date.now() - started;
+    expect(readyAfter).toBeGreaterThanOrEqual(990);
+    expect(readyAfter).toBeLessThan(2500);
+    job.complete();
+    expect((await job.result).outcome).toBe('completed');
+  });
+});

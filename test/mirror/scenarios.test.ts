@@ -105,14 +105,14 @@ describe('041 general', () => {
   });
 
   it('force cancel before READY: CANCELLED, target left partial', async () => {
-    const { job, rec } = await setup({ size: 8 * MiB, options: { speed: 4 * MiB } });
+    const { job, rec } = await setup({ size: 32 * MiB, options: { speed: 4 * MiB } });
     job.start();
     await new Promise((r) => setTimeout(r, 60));
     job.cancel(true);
     expect((await job.result).outcome).toBe('cancelled');
     expect(rec.names()).toEqual(['created', 'running', 'aborting', 'BLOCK_JOB_CANCELLED', 'concluded', 'null']);
     const cancelled = rec.events.find((e) => e.event === 'BLOCK_JOB_CANCELLED')!;
-    expect((cancelled.data as { offset: number }).offset).toBeLessThan(8 * MiB);
+    expect((cancelled.data as { offset: number }).offset).toBeLessThan(32 * MiB);
   });
 
   it('soft cancel after READY: COMPLETED, images equal, offset == len', async () => {
