@@ -177,10 +177,25 @@ export class NodeFileDevice implements BlockDevice {
     if (offset + data.length > this.length) this.length = offset + data.length;
   }
 
+  /**
+   * A failed fdatasync may have dropped dirty pages, and a later one would
+   * then succeed without them: after one failure every flush fails, until
+   * the file is opened again (as QEMU's file-posix does).
+   */
+  private flushFailed: BlockError | null = null;
+
   async flush(): Promise<void> {
     if (this.closed) throw closedError('flush', 0, 0);
     if (this.readOnly) return;
-    await call<void>('flush', 0, 0, this.path, (cb) => fs.fdatasync(this.fd, (err) => cb(err, undefined)));
+    if (this.flushFailed) {
+      throw new BlockError('EIO', 'flush', 0, 0, `${this.path}: an earlier flush failed (${this.flushFailed.code}); what was written before it may be lost, so no flush can succeed until the file is opened again`, { cause: this.flushFailed });
+    }
+    try {
+      await call<void>('flush', 0, 0, this.path, (cb) => fs.fdatasync(this.fd, (err) => cb(err, undefined)));
+    } catch (err) {
+      this.flushFailed = err as BlockError;
+      throw err;
+    }
   }
 
   async resize(bytes: number): Promise<void> {

@@ -141,13 +141,20 @@ export class OpfsDevice implements BlockDevice {
     if (offset + n > this.length) this.length = offset + n;
   }
 
+  /** After a failed flush, every flush fails until the file is opened again (what was written may be lost). */
+  private flushFailed: BlockError | null = null;
+
   async flush(): Promise<void> {
     if (this.closed) throw closedError('flush', 0, 0);
     if (this.readOnly) return;
+    if (this.flushFailed) {
+      throw new BlockError('EIO', 'flush', 0, 0, `${this.name}: an earlier flush failed (${this.flushFailed.code}); what was written before it may be lost, so no flush can succeed until the image is opened again`, { cause: this.flushFailed });
+    }
     try {
       this.handle.flush();
     } catch (err) {
-      throw opfsError(err, 'flush', 0, 0, this.name);
+      this.flushFailed = opfsError(err, 'flush', 0, 0, this.name);
+      throw this.flushFailed;
     }
   }
 

@@ -10,6 +10,11 @@ export interface OptionSpec {
   short?: string;
   /** Takes a value (otherwise a flag). */
   value?: boolean;
+  /**
+   * A flag that may take a value: the next argument is its value when it
+   * starts with one of these (e.g. `--qmp unix:/tmp/s`); `--name=value` too.
+   */
+  optionalValue?: readonly string[];
   repeat?: boolean;
 }
 
@@ -58,7 +63,12 @@ export function parseArgs(argv: string[], specs: OptionSpec[]): ParsedArgs {
       positionals.push(arg);
       continue;
     }
-    if (spec.value) {
+    if (spec.optionalValue) {
+      const next = argv[i + 1];
+      if (inline !== undefined) set(spec, inline);
+      else if (next !== undefined && spec.optionalValue.some((prefix) => next.startsWith(prefix))) set(spec, argv[++i]!);
+      else set(spec, true);
+    } else if (spec.value) {
       const value = inline ?? argv[++i];
       if (value === undefined) throw new UsageError(`option --${spec.name} needs a value`);
       set(spec, value);

@@ -17,7 +17,9 @@ import type { Command } from './commands.js';
 import { checkFormat, openImageChain, store } from './node-images.js';
 import { type ReadSidecar, type SidecarImages, readSidecar, SIDECAR_SUFFIX, SidecarCheckpointer, sidecarPath } from './sidecar.js';
 import { ProgressLine } from './progress.js';
-import { EXIT, exitCodeFor, runPlain, runQmp } from './mirror-io.js';
+import { EXIT, exitCodeFor, runPlain } from './mirror-io.js';
+import { runQmpSocket, runQmpStdio } from './qmp-monitor.js';
+import { version } from './version.js';
 import { FaultRules } from '../block/fault.js';
 import { ImageConflictError } from '../block/block-device.js';
 import { FaultImage } from '../format/fault-image.js';
@@ -45,10 +47,25 @@ const SPECS = [
   { name: 'inject', value: true, repeat: true },
   { name: 'id', value: true },
   { name: 'checkpoint-interval', value: true },
-  { name: 'qmp' },
+  { name: 'qmp', optionalValue: ['unix:', 'stdio'] },
   { name: 'resume' },
   { name: 'progress', short: 'p' },
 ];
+
+/** Where the QMP monitor listens: stdio, or a Unix socket (QEMU's `-qmp unix:PATH,server=on`). */
+type QmpWhere = { kind: 'stdio' } | { kind: 'unix'; path: string };
+
+function qmpWhere(value: unknown): QmpWhere | null {
+  if (value === undefined) return null;
+  if (value === true || value === 'stdio') return { kind: 'stdio' };
+  const text = String(value);
+  if (text.startsWith('unix:')) {
+    const path = text.slice(5).split(',')[0]!;
+    if (!path) throw new UsageError('--qmp unix:PATH needs a path');
+    return { kind: 'unix', path };
+  }
+  throw new UsageError(`--qmp takes stdio or unix:PATH, not '${text}'`);
+}
 
 function oneOf<T extends string>(option: string, value: unknown, allowed: readonly T[]): T | undefined {
   if (value === undefined) return undefined;
@@ -148,11 +165,11 @@ async function checkResumeImages(checkpoint: ReadSidecar, source: OpenedImage, t
   if (change) throw new ImageConflictError(checkpoint.target, `cannot resume: the target ${change}; ${how}`);
 }
 
-async function open(argv: string[]): Promise<Opened & { qmp: boolean; progress: boolean }> {
+async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; progress: boolean }> {
   const { options: o, positionals } = parseArgs(argv, SPECS);
   if (positionals.length !== 2) throw new UsageError('expected SRC and DST');
   const [srcPath, dstPath] = positionals as [string, string];
-  const qmp = o.qmp === true;
+  const qmp = qmpWhere(o.qmp);
   const given = mirrorOptions(o);
   const srcFormat = checkFormat(o.format as string | undefined);
   const dstFormat = checkFormat(o['target-format'] as string | undefined);
@@ -170,7 +187,7 @@ async function open(argv: string[]): Promise<Opened & { qmp: boolean; progress: 
   // The source first, read-only and shared (a guest's first write reopens it for writing).
   const openSource = (readOnly: boolean) => openImageChain(srcPath, { readOnly, ...(srcFormat ? { format: srcFormat } : {}) });
   const sourceOpened = await openSource(true);
-  const source: ImageFormat = qmp ? new WritableOnDemand(sourceOpened, openSource) : sourceOpened.image;
+  const source: ImageFormat = qmp !== null ? new WritableOnDemand(sourceOpened, openSource) : sourceOpened.image;
   const currentSource = () => (source instanceof WritableOnDemand ? source.current : sourceOpened);
   let target: OpenedImage | undefined;
   let created: NewImage | undefined;
@@ -323,7 +340,8 @@ export const mirrorCommand: Command = {
   async run(argv) {
     const opened = await open(argv);
     const { job, source, target } = opened;
-    const lines = createInterface({ input: process.stdin, terminal: false });
+    // Plain mode reads answers line by line; the QMP monitor reads stdin itself.
+    const lines = opened.qmp === null ? createInterface({ input: process.stdin, terminal: false }) : null;
     const progress = opened.progress && process.stderr.isTTY ? new ProgressLine(process.stderr) : null;
     // The bar stays quiet while a paused job waits for an answer.
     if (progress) job.onProgress((p) => p.paused || progress.update(p.offset, p.len));
@@ -352,9 +370,29 @@ export const mirrorCommand: Command = {
         return false;
       }
     };
-    try {
+    let started = false;
+    const start = () => {
+      if (started) return;
+      started = true;
       job.start();
-      let outcome = await Promise.race([opened.qmp ? runQmp(opened, lines) : runPlain(opened, lines, progress), signalled]);
+    };
+    try {
+      let session: Promise<number | 'interrupted' | 'never-started'>;
+      if (opened.qmp === null) {
+        start();
+        session = runPlain(opened, lines!, progress);
+      } else {
+        const run = { job, control: opened.control, version: version(), start };
+        session = opened.qmp.kind === 'stdio' ? runQmpStdio(run) : runQmpSocket(run, opened.qmp.path);
+      }
+      let outcome = await Promise.race([session, signalled]);
+      if (outcome === 'never-started' || !started) {
+        // The client left before it negotiated: no job ran, nothing was copied.
+        if (!started) job.cancel(true);
+        await job.result;
+        outcome = EXIT.failed;
+        process.stderr.write('diskmirror mirror: the QMP session ended before the job started; nothing was copied\n');
+      }
       if (outcome === 'interrupted' && ['waiting', 'pending', 'aborting', 'concluded', 'null'].includes(job.status)) {
         // Past the point of no return (completing, or winding down): it finishes, and leaves no stale checkpoint.
         outcome = exitCodeFor(await job.result);
@@ -394,7 +432,7 @@ export const mirrorCommand: Command = {
       process.off('SIGTERM', onSignal);
       process.stdout.off('error', onOutputError);
       opened.checkpointer.stop();
-      lines.close();
+      lines?.close();
       process.stdin.destroy();
       if (closeImages) await closeBoth();
     }

@@ -2,8 +2,8 @@
  * diskmirror, the command: qemu-img-like, on the same engine as the app.
  * Errors are one line on stderr and a non-zero exit.
  */
-import { readFileSync } from 'node:fs';
 import { UsageError } from './args.js';
+import { version } from './version.js';
 import { ImageConflictError } from '../block/block-device.js';
 import { lockMechanism } from '../block/node-lock.js';
 import { COMMANDS, type Command } from './commands.js';
@@ -24,19 +24,6 @@ ${
     ? 'Locks here: flock(2) through fs-ext, and a POSIX record lock while writing (QEMU sees it).'
     : "Locks here: lock files beside the images (IMAGE.dmlock), because fs-ext's native build is\nmissing (or DISKMIRROR_LOCKS=files); they name the holder's pid, and a stale one is taken over."
 }`;
-
-/** The version in the project's package.json, found by walking up from this module (bundled or not). */
-function version(): string {
-  for (let dir = new URL('./', import.meta.url); ; dir = new URL('../', dir)) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL('package.json', dir), 'utf8')) as { name?: string; version: string };
-      if (pkg.name === 'diskmirror') return pkg.version;
-    } catch {
-      // not here: one level up
-    }
-    if (dir.pathname === '/') return 'unknown';
-  }
-}
 
 /** Runs the command line; resolves with the exit code. */
 export async function main(argv: string[]): Promise<number> {

@@ -203,6 +203,8 @@ export class MirrorControl {
   async execute(command: string, args?: unknown): Promise<unknown> {
     if (!isCommandName(command)) throw new CommandError('CommandNotFound', `The command ${command} has not been found`);
     const checked = checkArguments(command, args);
+    // QEMU's jobs run between two commands: what the last one asked for has happened before this one is looked at.
+    await Promise.all(this.list().map((job) => job.settle()));
     try {
       return await (this.handlers[command] as (a: typeof checked) => unknown)(checked);
     } catch (err) {
@@ -212,15 +214,21 @@ export class MirrorControl {
     }
   }
 
-  private byJobId(id: string): Entry {
+  /** A job that reached null is gone, as in QEMU, even before its last bookkeeping is done. */
+  private live(id: string): Entry | undefined {
     const entry = this.jobs.get(id);
+    return entry && entry.job.status !== 'null' ? entry : undefined;
+  }
+
+  private byJobId(id: string): Entry {
+    const entry = this.live(id);
     if (!entry) throw new CommandError('GenericError', 'Job not found');
     return entry;
   }
 
   /** A block job by device; diskmirror's own commands may leave it out when there is one job. */
   private byDevice(device: string | undefined): Entry {
-    const entry = device === undefined ? (this.jobs.size === 1 ? [...this.jobs.values()][0] : undefined) : this.jobs.get(device);
+    const entry = device === undefined ? (this.jobs.size === 1 ? this.live([...this.jobs.keys()][0]!) : undefined) : this.live(device);
     if (entry) return entry;
     if (device === undefined) throw new CommandError('GenericError', "Parameter 'device' is missing");
     throw new CommandError('DeviceNotActive', `Block job '${device}' not found`);
@@ -240,7 +248,7 @@ export class MirrorControl {
     },
     'query-block-jobs': () => this.list().filter((j) => j.status !== 'null').map((j) => j.query()),
     'query-jobs': () =>
-      this.list().map((j): JobInfo => {
+      this.list().filter((j) => j.status !== 'null').map((j): JobInfo => {
         const q = j.query();
         const info: JobInfo = { id: j.id, type: 'mirror', status: q.status, 'current-progress': q.offset, 'total-progress': q.len };
         if (q.error) info.error = q.error;

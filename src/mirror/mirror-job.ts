@@ -154,6 +154,7 @@ export class MirrorJob {
   private readonly written: DirtyBitmap | null;
   /** Chunks last copied as zeroes (for the picture only). */
   private readonly zeroChunks: DirtyBitmap;
+
   private readonly pool: BufferPool;
   private readonly opBytes: number;
   private readonly ops = new Set<Op>();
@@ -375,17 +376,15 @@ export class MirrorJob {
 
   private get len(): number {
     let inFlightBytes = 0;
-    for (const op of this.ops) if (op.kind !== 'active-write' && !op.settled) inFlightBytes += op.bytes;
+    // Active writes count too while under way (QEMU: active_write_bytes_in_flight).
+    for (const op of this.ops) if (!op.settled) inFlightBytes += op.bytes;
     return this.offsetDone + this.dirtyBytes() + inFlightBytes;
   }
 
+  /** Dirty chunks as bytes, whole chunks (QEMU's bdrv_get_dirty_count: a dirty partial last chunk counts whole). */
   private dirtyBytes(): number {
     if (this.released) return 0;
-    const count = this.dirty.count;
-    if (count === 0) return 0;
-    const lastChunkBytes = this.size - (this.nbChunks - 1) * this.granularity;
-    const lastDirty = this.dirty.get(this.nbChunks - 1);
-    return count * this.granularity - (lastDirty ? this.granularity - lastChunkBytes : 0);
+    return this.dirty.count * this.granularity;
   }
 
   // ---- verbs ---------------------------------------------------------------
@@ -510,6 +509,46 @@ export class MirrorJob {
     if (this.statusValue === 'null' || (this.statusValue === 'concluded' && this.options.autoDismiss)) await this.finished;
   }
 
+  /**
+   * Waits (at most `maxMs`) until the verbs already accepted have taken
+   * effect, as they have in QEMU by the time its monitor reads the next
+   * command (the job runs in between): a pause has paused it, a resume
+   * resumed it, a completion that needs only its flush has completed. (A
+   * cancel is not waited for: QEMU ends a cancelled job only after the
+   * monitor has read the next command.) The bound keeps a stuck I/O from holding commands
+   * (a force cancel among them) back.
+   */
+  async settle(maxMs = 1000): Promise<void> {
+    const deadline = Date.now() + maxMs;
+    while (!this.settledNow()) {
+      const left = deadline - Date.now();
+      if (left <= 0) return;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          off();
+          clearTimeout(timer);
+          resolve();
+        };
+        const off = this.on(done);
+        const timer = setTimeout(done, left);
+        void this.finished.then(done);
+      });
+    }
+  }
+
+  private settledNow(): boolean {
+    if (!this.started || this.resultValue !== null) return true;
+    const s = this.statusValue;
+    if (s === 'null') return false; // dismissed, its result a moment away
+    if (s === 'concluded') return !this.options.autoDismiss;
+    // A cancel winds down after the next command is read (QEMU ends the job in a bottom half): not waited for.
+    if (this.cancelRequested) return true;
+    if (this.failure || this.completing) return false;
+    if (s === 'pending' && !this.options.autoFinalize) return true;
+    if (this.pauseCount > 0) return s === 'paused' || s === 'standby';
+    return s !== 'paused' && s !== 'standby';
+  }
+
   /** Whether `verb` is allowed now (the UI enables buttons with this). */
   allows(verb: JobVerb): boolean {
     try {
@@ -591,6 +630,9 @@ export class MirrorJob {
           this.markWritten(firstChunk, endChunk - firstChunk);
           await this.target.write(offset, data);
           this.bytesWritten += data.length;
+          // As QEMU's do_sync_target_write: the write counts as progress (it was counted in len while under way).
+          this.offsetDone += data.length;
+          op.settled = true;
           // Chunks wholly covered are now equal on both sides; edge chunks keep their state.
           const end = offset + data.length;
           const fullFirst = Math.ceil(offset / this.granularity);
@@ -599,6 +641,7 @@ export class MirrorJob {
         } catch (err) {
           const error = toBlockError(err, 'write', offset, data.length);
           this.dirty.set(firstChunk, endChunk - firstChunk);
+          op.settled = true;
           this.onIoError('target', 'write', error, firstChunk, endChunk - firstChunk);
         }
       });
@@ -620,9 +663,10 @@ export class MirrorJob {
       this.scanned = true;
       this.scanEnded();
       // The first checkpoint lands before any data moves: from here on, an interruption can resume.
+      // It calls nothing clean that this job wrote, so it needs no flush of the target.
       if (this.checkpointer && !this.cancelRequested && !this.failure) {
         this.lastCheckpoint = this.now();
-        await this.saveCheckpoint();
+        await this.saveCheckpoint({ flush: false });
       }
       if (!this.cancelRequested && !this.failure) await this.copyLoop();
     } catch (err) {
@@ -1144,7 +1188,7 @@ export class MirrorJob {
    * the bitmap: a checkpoint never calls clean a chunk whose data is not
    * durable on both sides. Resolves with whether it was stored.
    */
-  private async saveCheckpoint(): Promise<boolean> {
+  private async saveCheckpoint(options: { flush: boolean } = { flush: true }): Promise<boolean> {
     // Before the initial scan is complete the bitmap does not describe the image.
     if (!this.checkpointer || !this.scanned || this.released) return false;
     if (this.checkpointing) return this.checkpointing;
@@ -1155,7 +1199,16 @@ export class MirrorJob {
     const run = async (): Promise<boolean> => {
       try {
         if (flushSource) await this.source.flush();
-        await this.target.flush();
+        if (options.flush) {
+          try {
+            await this.target.flush();
+          } catch (err) {
+            // A failed flush is a target error like any other: its policy decides (QEMU meets it before READY).
+            const s = this.statusValue;
+            if (s === 'running' || s === 'ready' || s === 'paused' || s === 'standby') this.onIoError('target', 'write', toBlockError(err, 'flush', 0, 0), 0, 0);
+            throw err;
+          }
+        }
         await this.checkpointer!.save({
           id: this.id,
           options: this.options,

@@ -92,7 +92,7 @@ describe('backing chains', () => {
     await s.event('BLOCK_JOB_READY');
     await s.execute('x-source-write', { offset: 5 << 20, bytes: 100_000, pattern: 0x99 });
     await s.execute('job-complete', { id: 'mirror' });
-    expect((await s.exited).code).toBe(0);
+    expect((await s.close()).code).toBe(0);
     expect((await qemuCompare(join(dir, 'none-src.qcow2'), out)).code).toBe(0);
     expect((await qemuCheck(out)).code).toBe(0);
   });

@@ -146,7 +146,7 @@ describe('locks: one writer at a time', () => {
         await first.execute('block-job-set-speed', { device: 'mirror', speed: 0 });
         await first.event('BLOCK_JOB_READY');
         await first.execute('job-complete', { id: 'mirror' });
-        expect((await first.exited).code).toBe(0);
+        expect((await first.close()).code).toBe(0);
         expect((await qemuCompare(join(dir, 'a.raw'), join(dir, 't.qcow2'))).code).toBe(0);
         const check = await qemuCheck(join(dir, 't.qcow2'));
         expect(check.code, check.stderr).toBe(0);
@@ -286,6 +286,7 @@ describe('resume cannot be fooled', () => {
     await rawImage(join(dir, 's.raw'), 8 * MiB, 0x63);
     const done = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
       const child = spawn(process.execPath, [BIN, 'mirror', '--qmp', 's.raw', 'd.raw'], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
+      child.stdin.write('{"execute":"qmp_capabilities"}\n');
       let stdout = '';
       child.stdout.on('data', (d) => {
         stdout += d;
@@ -359,7 +360,7 @@ describe('the source is only read', () => {
     const s = new QmpSession(['mirror', '--qmp', 's.qcow2', 'd.qcow2'], { cwd: dir });
     await s.event('BLOCK_JOB_READY');
     await s.execute('job-complete', { id: 'mirror' });
-    expect((await s.exited).code).toBe(0);
+    expect((await s.close()).code).toBe(0);
     expect(snapshot(dir)['s.qcow2']).toBe(before);
     expect((await qemuCompare(src, join(dir, 'd.qcow2'))).code).toBe(0);
   });
@@ -378,7 +379,7 @@ describe('the source is only read', () => {
     const qmp = spawnSync('unshare', ['-rm', 'sh', '-c', `mount --bind ${ro} ${ro} && mount -o remount,bind,ro ${ro} && ${process.execPath} ${BIN} mirror --qmp ro/s.raw d2.raw`], {
       cwd: dir,
       encoding: 'utf8',
-      input: ['{"execute":"x-source-write","arguments":{"device":"mirror","offset":0,"bytes":4096,"pattern":1},"id":1}', '{"execute":"query-block-jobs","id":2}', ''].join('\n'),
+      input: ['{"execute":"qmp_capabilities"}', '{"execute":"x-source-write","arguments":{"device":"mirror","offset":0,"bytes":4096,"pattern":1},"id":1}', '{"execute":"query-block-jobs","id":2}', ''].join('\n'),
     });
     const answers = qmp.stdout.split('\n').filter((l) => l.includes('"id"')).map((l) => JSON.parse(l) as { id: number; error?: { desc: string } });
     expect(answers.find((a) => a.id === 1)?.error?.desc).toMatch(/EROFS|read-only/i);

@@ -123,7 +123,7 @@ describe('diskmirror mirror --qmp', () => {
     const afterResume = (await s.execute('query-block-jobs')).return as Record<string, unknown>[];
     expect(afterResume[0]).toMatchObject({ 'io-status': 'ok', ready: true, status: 'ready' });
     expect(await s.execute('job-complete', { id: 'mirror' })).toMatchObject({ return: {} });
-    expect((await s.exited).code).toBe(0);
+    expect((await s.close()).code).toBe(0);
     expect(s.events()).toEqual(['created', 'running', 'BLOCK_JOB_ERROR', 'paused', 'running', 'ready', 'BLOCK_JOB_READY', 'waiting', 'pending', 'BLOCK_JOB_COMPLETED', 'concluded', 'null']);
     expect((await qemuCompare(src.path, dst)).code).toBe(0);
   });
@@ -153,7 +153,7 @@ describe('diskmirror mirror --qmp', () => {
     await s.event('BLOCK_JOB_READY');
     expect(await s.execute('x-source-write', { device: 'mirror', offset: 1000, bytes: 5000, pattern: 0xee })).toMatchObject({ return: {} });
     expect(await s.execute('block-job-cancel', { device: 'mirror' })).toMatchObject({ return: {} });
-    expect((await s.exited).code).toBe(0);
+    expect((await s.close()).code).toBe(0);
     const written = readFileSync(src.path).subarray(1000, 6000);
     expect(written.every((b) => b === 0xee)).toBe(true);
     expect((await qemuCompare(src.path, dst)).code).toBe(0);
@@ -180,7 +180,7 @@ describe('diskmirror mirror --qmp', () => {
     expect(len, r.stderr).toBeGreaterThan(0);
     expect(len, r.stderr).toBeLessThanOrEqual(8 * MiB - MiB); // at least the 1 MiB done before the signal is not copied again
     await r.execute('job-complete', { id: 'mirror' });
-    expect((await r.exited).code).toBe(0);
+    expect((await r.close()).code).toBe(0);
     expect((await qemuCompare(src.path, dst)).code).toBe(0);
     expect(existsSync(`${dst}.dmcheckpoint`)).toBe(false);
   });

@@ -97,6 +97,8 @@ interface Scenario {
   steps(s: Steps): Promise<void>;
   /** Allowed differences (keys of ALLOWED) that apply here. */
   allow?: AllowId[];
+  /** QEMU may or may not meet the error again after the force cancel (see QEMU_NONDETERMINISM). */
+  qemuMayRetryAfterForceCancel?: true;
   /** `offset` in the final COMPLETED / CANCELLED is not settled (cancelled mid-copy under a speed limit). */
   endOffsetUnsettled?: boolean;
 }
@@ -130,6 +132,13 @@ interface Steps {
   settled(label: string): Promise<void>;
   /** Records whether `offset` stays put for `ms` (a paused job's does). */
   offsetFrozen(ms: number): Promise<void>;
+  /**
+   * Waits (not recorded) until the job is not busy: sleeping for its speed
+   * limit. QEMU enters a sleeping job at once when a verb comes, so what two
+   * commands back to back do is then the same every time; a busy one (in
+   * I/O) notices only later, and the outcome depends on the moment.
+   */
+  idle(): Promise<void>;
   /** A guest writes `bytes` bytes of `pattern` at `offset` to the source. */
   guestWrite(offset: number, bytes: number, pattern: number): Promise<void>;
   /** diskmirror: fault-add of the scenario's late faults (QEMU's are armed by blkdebug's state). */
@@ -235,7 +244,7 @@ const errorScenarios: Scenario[] = [
       options: onSide(side, 'auto'),
       faults: [fault(side, 'ENOSPC')],
       steps: (s) => stopsThenForceCancel(s),
-      allow: ['error-after-force-cancel'],
+      qemuMayRetryAfterForceCancel: true,
     }),
   ),
   ...(['source', 'target'] as const).map(
@@ -261,7 +270,7 @@ const errorScenarios: Scenario[] = [
     options: onSide('target', 'stop'),
     faults: [fault('target', 'EIO', false)],
     steps: (s) => stopsThenForceCancel(s),
-    allow: ['error-after-force-cancel'],
+    qemuMayRetryAfterForceCancel: true,
   },
   {
     // iotest 248: a full target pauses the job under enospc; resumed, it meets the error again.
@@ -276,7 +285,7 @@ const errorScenarios: Scenario[] = [
       await s.status('running');
       await stopsThenForceCancel(s);
     },
-    allow: ['error-after-force-cancel'],
+    qemuMayRetryAfterForceCancel: true,
   },
   {
     name: 'source read EIO always, stop: PAUSED, resume, PAUSED again, force cancel',
@@ -290,7 +299,7 @@ const errorScenarios: Scenario[] = [
       await s.status('running');
       await stopsThenForceCancel(s);
     },
-    allow: ['error-after-force-cancel'],
+    qemuMayRetryAfterForceCancel: true,
   },
   {
     name: 'granularity 8K, buf-size 64K, target write EIO once, ignore: retried, READY, complete',
@@ -313,7 +322,6 @@ const errorScenarios: Scenario[] = [
       options: { onSourceError: policy },
       faults: [{ side: 'source', op: 'read', errno: 'EIO', offset: 1024 * KiB + 512, once: true }],
       steps: policy === 'report' ? fails : (s) => readyThenComplete(s),
-      allow: ['unaligned-tail-len'],
     }),
   ),
   ...(['source', 'target'] as const).map(
@@ -702,7 +710,10 @@ const pipelined = (phase: 'READY' | 'RUNNING', commands: Array<[string, Json]>, 
   options: phase === 'READY' ? plain : slow,
   steps: async (s) => {
     if (phase === 'READY') await s.event('BLOCK_JOB_READY');
-    else await s.status('running');
+    else {
+      await s.status('running');
+      await s.idle();
+    }
     await s.cmds(commands);
     await then(s);
   },
@@ -735,16 +746,11 @@ const pipelineScenarios: Scenario[] = [
     await s.cmd('job-cancel', id);
     await ends(s);
   }),
-  pipelined('RUNNING', [['job-pause', id], ['job-resume', id]], async (s) => {
-    await s.sleep(200);
-    await s.query('running', { offset: true });
-    await s.cmd('job-cancel', id);
-    await ends(s);
-  }),
-  pipelined('RUNNING', [['job-pause', id], ['job-cancel', id]]),
-  pipelined('RUNNING', [['job-cancel', id], ['job-cancel', id]]),
-  pipelined('RUNNING', [['job-cancel', id], ['job-pause', id]]),
-  pipelined('RUNNING', [['block-job-cancel', device], ['block-job-cancel', forced]]),
+  // Not here: two verbs back to back while RUNNING (pause then resume, pause then cancel, cancel then
+  // anything). Whether QEMU's job runs between the two depends on the machine's load: QEMU's monitor
+  // dispatches commands from a coroutine, and the job it enters waits for that coroutine to yield, which it
+  // may do only after both commands. Both outcomes were seen from QEMU here (with these scenarios running
+  // side by side), so neither is QEMU's behaviour; diskmirror's job always runs between two commands.
   pipelined('RUNNING', [['block-job-set-speed', { ...device, speed: 0 }], ['job-complete', id]], (s) => readyThenComplete(s)),
 ];
 
@@ -752,7 +758,7 @@ const SCENARIOS: Scenario[] = [...policyMatrix(), ...errorScenarios, ...guestSce
 
 // ---- what may differ, and why ----------------------------------------------------------
 
-type AllowId = 'error-repeats-under-ignore' | 'error-after-force-cancel' | 'unaligned-tail-len';
+type AllowId = 'error-repeats-under-ignore';
 
 interface RecordedEvent {
   /** Its index among all the side's events (marks are such indexes). */
@@ -783,19 +789,19 @@ const ALLOWED: Record<AllowId, Allowance> = {
       'under ignore with a persistent error QEMU retries the range on every iteration with no delay (one BLOCK_JOB_ERROR each, thousands a second); diskmirror backs off per range (MIRROR-SEMANTICS.md, Error policy) and emits one per retry: a run of identical BLOCK_JOB_ERROR events counts as one, and each side must have at least one',
     apply: (events) => events.filter((e, i) => !(e.event === 'BLOCK_JOB_ERROR' && i > 0 && eventText(events[i - 1]!) === eventText(e))),
   },
-  'error-after-force-cancel': {
-    reason:
-      'a force cancel resumes a job stopped by an error for a moment before it aborts, and in that moment QEMU may or may not meet the error again (iotest 229 filters these BLOCK_JOB_ERROR events out for that reason): BLOCK_JOB_ERROR events after the cancel are left out on both sides',
-    apply: (events, marks) => {
-      const from = marks.get('force-cancel');
-      return from === undefined ? events : events.filter((e) => e.index < from || e.event !== 'BLOCK_JOB_ERROR');
-    },
-  },
-  'unaligned-tail-len': {
-    reason:
-      "on an image whose size is not a multiple of the granularity, QEMU counts a dirty last chunk as a whole chunk in len (a 1025 KiB job that fails with its tail dirty says len 1 MiB + 64 KiB, more than the image); diskmirror counts the tail's real bytes: in these scenarios (no guest writes, so len can never rightly exceed the image) len is compared clipped to the image size",
-    apply: (events, _marks, sc) =>
-      events.map((e) => (typeof e.data.len === 'number' && e.data.len > sc.image.size ? { ...e, data: { ...e.data, len: sc.image.size } } : e)),
+};
+
+/**
+ * Not an allowance for diskmirror: what QEMU itself does differently from
+ * run to run. These events are left out of QEMU's side only, so diskmirror
+ * emitting them would still be a difference.
+ */
+const QEMU_NONDETERMINISM = {
+  reason:
+    'a force cancel resumes a job stopped by an error for a moment before it aborts, and in that moment QEMU may or may not meet the error again (iotest 229 filters these BLOCK_JOB_ERROR events out for that reason); diskmirror never issues I/O after a cancel',
+  apply: (events: RecordedEvent[], marks: Map<string, number>): RecordedEvent[] => {
+    const from = marks.get('force-cancel');
+    return from === undefined ? events : events.filter((e) => e.index < from || e.event !== 'BLOCK_JOB_ERROR');
   },
 };
 
@@ -920,6 +926,14 @@ function recorder(side: Running, out: SideRun): Steps {
           return;
         }
         await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async idle() {
+      const until = performance.now() + SETTLE_MS;
+      while (performance.now() < until) {
+        const job = (await queries('idle')).blockJobs[0];
+        if (!job || job.busy === false) return;
+        await new Promise((r) => setTimeout(r, 20));
       }
     },
     async offsetFrozen(ms) {
@@ -1102,6 +1116,7 @@ function comparedEvent(e: QmpEvent, index: number, endOffsetSettled: boolean): R
 function comparedEvents(sc: Scenario, r: SideRun): RecordedEvent[] {
   let events = r.events.map((e, i) => comparedEvent(e, i, !sc.endOffsetUnsettled));
   for (const allowId of sc.allow ?? []) events = ALLOWED[allowId].apply(events, r.marks, sc);
+  if (r.side === 'qemu' && sc.qemuMayRetryAfterForceCancel) events = QEMU_NONDETERMINISM.apply(events, r.marks);
   return events;
 }
 
@@ -1222,7 +1237,7 @@ describe('QEMU 7.2 blockdev-mirror and diskmirror mirror --qmp say the same', ()
 
   it('scenario names are unique, and every allowance says why', () => {
     expect(new Set(SCENARIOS.map((s) => s.name)).size).toBe(SCENARIOS.length);
-    for (const a of [...Object.values(ALLOWED), EXTRA_ERROR_MEMBERS]) expect(a.reason.length).toBeGreaterThan(40);
+    for (const a of [...Object.values(ALLOWED), EXTRA_ERROR_MEMBERS, QEMU_NONDETERMINISM]) expect(a.reason.length).toBeGreaterThan(40);
   });
 
   it.each(SCENARIOS.map((sc) => [sc.name]))('%s', (name) => {

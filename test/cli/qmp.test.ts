@@ -52,6 +52,7 @@ async function answersTo(s: QmpSession, raw: string): Promise<Record<string, unk
 }
 
 const generic = (desc: string, id?: unknown) => ({ error: { class: 'GenericError', desc }, ...(id === undefined ? {} : { id }) });
+const notNegotiated = (id?: unknown) => ({ error: { class: 'CommandNotFound', desc: "Expecting capabilities negotiation with 'qmp_capabilities'" }, ...(id === undefined ? {} : { id }) });
 
 describe('bad input is answered and the monitor goes on', () => {
   it("every line that is not a JSON object command gets QEMU's GenericError; no stack trace, no exit", async () => {
@@ -77,11 +78,11 @@ describe('bad input is answered and the monitor goes on', () => {
       ['{"execute":"query-jobs","exec-oob":"query-jobs"}', [generic("QMP input member 'exec-oob' is unexpected")]],
       ['{"execute":"no-such-command","id":3}', [{ error: { class: 'CommandNotFound', desc: 'The command no-such-command has not been found' }, id: 3 }]],
       ['{"execute":"query-jobs","arguments":{"__proto__":{}}}', [generic("Parameter '__proto__' is unexpected")]],
-      // Not JSON at all: QEMU's parser texts, never with an id.
+      // Not JSON at all: QEMU's parser texts, never with an id. (A value cut short is not an error:
+      // the monitor reads a stream, and waits for the rest, as QEMU's does.)
       ['hello', [generic("JSON parse error, invalid keyword 'hello'")]],
       ['@', [generic("JSON parse error, stray '@'")]],
       ['}', [generic('JSON parse error, expecting value')]],
-      ['{"execute":', [generic('JSON parse error, premature EOI')]],
       ['{"execute" "query-jobs","id":4}', [generic('JSON parse error, missing : in object pair')]],
       ['{execute:"query-jobs"}', [generic('JSON parse error, key is not a string in object')]],
       ['{"execute":"query-jobs" "id":4}', [generic('JSON parse error, expected separator in dict')]],
@@ -96,7 +97,7 @@ describe('bad input is answered and the monitor goes on', () => {
     const [job] = (await s.execute('query-block-jobs')).return as Record<string, unknown>[];
     expect(job).toMatchObject({ device: 'mirror', ready: true });
     expect(await s.execute('job-complete', { id: 'mirror' })).toMatchObject({ return: {} });
-    expect((await s.exited).code).toBe(0);
+    expect((await s.close()).code).toBe(0);
     expect(s.stderr).toBe('');
     expect(existsSync(checkpointOf(dst))).toBe(false);
   });
@@ -108,7 +109,7 @@ describe('bad input is answered and the monitor goes on', () => {
     await s.status('running');
     s.child.stdin!.end('null\n');
     expect((await s.exited).code).toBe(130);
-    expect(s.lines.filter((l) => !('event' in l))).toEqual([generic('QMP input must be a JSON object')]);
+    expect(s.answers()).toEqual([generic('QMP input must be a JSON object')]);
     expect(s.stderr).not.toMatch(/TypeError|\n\s+at /);
     expect(s.stderr).toMatch(/interrupted; the checkpoint is in/);
   });
@@ -137,7 +138,6 @@ describe("arguments are checked as QEMU's QAPI visitors check them", () => {
       ['job-cancel', { id: ['mirror'] }, "Invalid parameter type for 'id', expected: string"],
       ['job-pause', [], "QMP input member 'arguments' must be an object"],
       ['query-block-jobs', { device: 'mirror' }, "Parameter 'device' is unexpected"],
-      ['qmp_capabilities', { enable: ['oob'] }, "Capability 'oob' not available"],
       ['x-source-write', { offset: 0, bytes: '4096', pattern: 0xee }, "Invalid parameter type for 'bytes', expected: integer"],
       ['x-source-write', { offset: 0, bytes: 4096, pattern: 0xee, size: 1 }, "Parameter 'size' is unexpected"],
       ['x-source-write', { bytes: 4096 }, "Parameter 'offset' is missing"],
@@ -158,9 +158,9 @@ describe("arguments are checked as QEMU's QAPI visitors check them", () => {
     // The same commands, well formed, work.
     expect(await s.execute('block-job-set-speed', { device: 'mirror', speed: 0 })).toEqual({ return: {}, id: expect.any(String) });
     expect(await s.execute('x-source-write', { offset: 0, bytes: 4096, pattern: 0xee })).toMatchObject({ return: {} });
-    expect(await s.execute('qmp_capabilities', {})).toMatchObject({ return: {} });
+    expect(await s.execute('qmp_capabilities', {})).toMatchObject({ error: { class: 'CommandNotFound', desc: 'Capabilities negotiation is already complete, command ignored' } });
     expect(await s.execute('block-job-cancel', { device: 'mirror' })).toMatchObject({ return: {} });
-    expect((await s.exited).code).toBe(0);
+    expect((await s.close()).code).toBe(0);
     // sync=none copies only what was written during the job: those 4 KiB.
     expect(readFileSync(src).subarray(0, 4096).every((b) => b === 0xee)).toBe(true);
     expect(readFileSync(dst).subarray(0, 4096).every((b) => b === 0xee)).toBe(true);
@@ -213,7 +213,7 @@ describe('one command at a time, in order, with bounded memory', () => {
     expect(peak - baseline, report).toBeLessThan(7 * 64 * MiB);
     expect(peak, report).toBeLessThan(totalBytes / 3);
     expect(await s.execute('job-complete', { id: 'mirror' })).toMatchObject({ return: {} });
-    expect((await s.exited).code).toBe(0);
+    expect((await s.close()).code).toBe(0);
     const last = writes[39]!;
     const data = readFileSync(src);
     expect(data[last.offset]).toBe(last.pattern);
@@ -238,15 +238,16 @@ describe('a job that has finished exits with its own code and leaves no checkpoi
   it("(sleep; echo job-complete) | diskmirror mirror --qmp: COMPLETED, exit 0, no checkpoint; the next run starts", async () => {
     const src = await image();
     const dst = target();
+    const negotiate = `'{"execute":"qmp_capabilities"}'`;
     const complete = `'{"execute":"job-complete","arguments":{"id":"mirror"}}'`;
-    const r = await shell(`(sleep 2; echo ${complete}) | node ${BIN} mirror --qmp ${src} ${dst}`);
+    const r = await shell(`(echo ${negotiate}; sleep 2; echo ${complete}) | node ${BIN} mirror --qmp ${src} ${dst}`);
     expect(r.stdout).toMatch(/BLOCK_JOB_COMPLETED/);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stderr).toBe('');
     expect(existsSync(checkpointOf(dst))).toBe(false);
     expect((await qemuCompare(src, dst)).code).toBe(0);
     // Nothing blocks the next run.
-    const again = await shell(`(sleep 2; echo ${complete}) | node ${BIN} mirror --qmp ${src} ${dst}`);
+    const again = await shell(`(echo ${negotiate}; sleep 2; echo ${complete}) | node ${BIN} mirror --qmp ${src} ${dst}`);
     expect(again.code, again.stderr).toBe(0);
   });
 
@@ -279,13 +280,18 @@ describe('a job that has finished exits with its own code and leaves no checkpoi
     }
   }, 120_000);
 
-  it('stdin left open: the job completes, the process exits 0 and removes its checkpoint', async () => {
+  it('stdin left open: the job completes and the monitor goes on answering, as QEMU, until quit; exit 0, no checkpoint', async () => {
     const src = await image();
     const dst = target();
     const s = new QmpSession(['mirror', '--qmp', '--checkpoint-interval', '0.1', src, dst]);
     await s.event('BLOCK_JOB_READY');
     expect(await s.execute('job-complete', { id: 'mirror' })).toMatchObject({ return: {} });
+    await s.status('null');
+    expect(await s.execute('query-block-jobs')).toMatchObject({ return: [] });
+    expect(await s.execute('job-pause', { id: 'mirror' })).toMatchObject({ error: { class: 'GenericError', desc: 'Job not found' } });
+    expect(await s.execute('quit')).toMatchObject({ return: {} });
     expect((await s.exited).code).toBe(0);
+    expect(s.events().at(-1)).toBe('SHUTDOWN');
     expect(existsSync(checkpointOf(dst))).toBe(false);
   });
 
@@ -337,6 +343,64 @@ describe('plain mode folds repeated error lines', () => {
     const s = new QmpSession(['mirror', '--qmp', '--on-source-error', 'ignore', '--inject', 'source:read:EIO:1M+4K', src, dst]);
     await s.waitFor(() => s.events().filter((e) => e === 'BLOCK_JOB_ERROR').length >= 6);
     expect(await s.execute('job-cancel', { id: 'mirror' })).toMatchObject({ return: {} });
-    expect((await s.exited).code).toBe(1);
+    expect((await s.close()).code).toBe(1);
+  });
+});
+
+describe("the monitor as QEMU's", () => {
+  it('greets first, refuses commands before qmp_capabilities, starts the job only once negotiated, and reads commands with no newline between them', async () => {
+    const src = await image();
+    const dst = target();
+    const s = new QmpSession(['mirror', '--qmp', src, dst], { negotiate: false });
+    const greeting = await s.waitFor((l) => 'QMP' in l);
+    expect(greeting).toEqual({ QMP: { version: { qemu: { major: 0, minor: 1, micro: 0 }, package: expect.stringMatching(/^diskmirror \d+\.\d+\.\d+/) }, capabilities: [] } });
+    expect(s.lines[0]).toBe(greeting);
+    // Before negotiation: refused, and no job yet.
+    s.child.stdin!.write('{"execute":"query-block-jobs","id":1}{"execute":"job-pause","arguments":{"id":"mirror"},"id":2}');
+    expect(await s.waitFor((l) => l.id === 2)).toEqual(notNegotiated(2));
+    expect(s.answers()).toEqual([notNegotiated(1), notNegotiated(2)]);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(s.events()).toEqual([]);
+    // Capabilities QEMU has and diskmirror has not are refused, as QEMU refuses unknown ones; negotiation goes on.
+    s.child.stdin!.write('{"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":"oob"}');
+    expect(await s.waitFor((l) => l.id === 'oob')).toEqual({ error: { class: 'GenericError', desc: "Capability 'oob' not available" }, id: 'oob' });
+    // Negotiation, then commands back to back without newlines.
+    s.child.stdin!.write('{"execute":"qmp_capabilities","id":3}{"execute":"qmp_capabilities","id":4}{"execute":"query-jobs","id":5}');
+    expect(await s.waitFor((l) => l.id === 3)).toEqual({ return: {}, id: 3 });
+    expect(await s.waitFor((l) => l.id === 4)).toEqual({ error: { class: 'CommandNotFound', desc: 'Capabilities negotiation is already complete, command ignored' }, id: 4 });
+    expect(await s.waitFor((l) => l.id === 5)).toMatchObject({ return: [{ id: 'mirror', type: 'mirror' }] });
+    await s.event('BLOCK_JOB_READY');
+    expect(s.events().slice(0, 2)).toEqual(['created', 'running']);
+    // A value split across writes is read whole.
+    s.child.stdin!.write('{"execute":"job-com');
+    await new Promise((r) => setTimeout(r, 100));
+    s.child.stdin!.write('plete","arguments":{"id":"mirror"},"id":6}');
+    expect(await s.waitFor((l) => l.id === 6)).toEqual({ return: {}, id: 6 });
+    await s.status('null');
+    expect((await s.close()).code).toBe(0);
+    expect((await qemuCompare(src, dst)).code).toBe(0);
+  });
+
+  it('a client that leaves before negotiating: no job ran, the target it would have made is not left behind', async () => {
+    const src = await image();
+    const dst = target();
+    const s = new QmpSession(['mirror', '--qmp', src, dst], { negotiate: false });
+    await s.waitFor((l) => 'QMP' in l);
+    const exit = await s.close();
+    expect(exit.code).toBe(1);
+    expect(s.stderr).toMatch(/ended before the job started; nothing was copied/);
+    expect(existsSync(dst)).toBe(false);
+    expect(existsSync(checkpointOf(dst))).toBe(false);
+  });
+
+  it('quit while the job runs: SHUTDOWN, then the job is interrupted with a checkpoint (exit 130)', async () => {
+    const src = await image();
+    const dst = target();
+    const s = new QmpSession(['mirror', '--qmp', '--speed', '1M', '--buf-size', '256K', src, dst]);
+    await s.status('running');
+    expect(await s.execute('quit')).toMatchObject({ return: {} });
+    expect((await s.exited).code).toBe(130);
+    expect(s.events()).toContain('SHUTDOWN');
+    expect(existsSync(checkpointOf(dst))).toBe(true);
   });
 });

@@ -42,6 +42,9 @@ export function run(args: string[], input?: string, options: RunOptions = {}): P
   });
 }
 
+/** The id of the negotiation QmpSession sends first. */
+export const NEGOTIATE = 'negotiate';
+
 /** A running command speaking JSON lines: send commands, wait for events. */
 export class QmpSession {
   readonly child: ChildProcess;
@@ -50,12 +53,17 @@ export class QmpSession {
   private waiters: { test: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
-  constructor(args: string[], options: RunOptions = {}) {
+  /**
+   * Starts the command. In QMP mode over stdio the session negotiates at
+   * once (`qmp_capabilities`, id NEGOTIATE), unless `negotiate: false`.
+   */
+  constructor(args: string[], options: RunOptions & { negotiate?: boolean } = {}) {
     this.child = spawn(process.execPath, [BIN, ...args], {
       stdio: ['pipe', 'pipe', 'pipe'],
       ...(options.cwd ? { cwd: options.cwd } : {}),
       ...(options.env ? { env: { ...process.env, ...options.env } } : {}),
     });
+    if (args.includes('--qmp') && options.negotiate !== false) this.child.stdin!.write(`${JSON.stringify({ execute: 'qmp_capabilities', id: NEGOTIATE })}\n`);
     this.child.stderr!.on('data', (d) => (this.stderr += d));
     createInterface({ input: this.child.stdout! }).on('line', (text) => {
       let line: Record<string, unknown>;
@@ -97,6 +105,17 @@ export class QmpSession {
     const id = `c${Math.random().toString(36).slice(2)}`;
     this.child.stdin!.write(`${JSON.stringify({ execute: command, arguments: args ?? {}, id })}\n`);
     return this.waitFor((l) => l.id === id);
+  }
+
+  /** Ends the session (stdin closes, as a client leaving) and resolves with how the process exited. */
+  close(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    this.child.stdin!.end();
+    return this.exited;
+  }
+
+  /** What the monitor answered, without the greeting, the negotiation and events. */
+  answers(): Record<string, unknown>[] {
+    return this.lines.filter((l) => !('event' in l) && !('QMP' in l) && l.id !== NEGOTIATE);
   }
 
   events(): string[] {

@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { checkArguments, checkRequest, COMMAND_PARAMS, CommandError, MirrorControl } from '../../src/mirror/control.js';
-import { ErrorLineFolder, readJsonValues } from '../../src/cli/mirror-io.js';
+import { ErrorLineFolder } from '../../src/cli/mirror-io.js';
+import { readJsonValues } from '../../src/cli/qmp-json.js';
 
 function thrown(fn: () => unknown): { class: string; desc: string } {
   try {

@@ -153,6 +153,19 @@ describe('OpfsDevice error mapping', () => {
     expect(await codeOf(dev.write(0, new Uint8Array(100)))).toBe('ENOSPC');
   });
 
+  it('after one failed flush, every flush fails (what was written may be lost), as QEMU file-posix', async () => {
+    const h = new FakeHandle();
+    const dev = new OpfsDevice(h, 'x.img');
+    let failures = 1;
+    h.flush = () => {
+      if (failures-- > 0) throw new DOMException('io', 'InvalidStateError');
+    };
+    expect(await codeOf(dev.flush())).toBe('EBADF');
+    const again = (await dev.flush().catch((e) => e)) as BlockError;
+    expect(again.code).toBe('EIO');
+    expect(again.message).toMatch(/an earlier flush failed/);
+  });
+
   it('QuotaExceededError is ENOSPC, and keeps the original as cause', async () => {
     const h = new FakeHandle();
     const dev = new OpfsDevice(h, 'x.img');
