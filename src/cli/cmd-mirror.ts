@@ -170,6 +170,9 @@ async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; pr
   if (positionals.length !== 2) throw new UsageError('expected SRC and DST');
   const [srcPath, dstPath] = positionals as [string, string];
   const qmp = qmpWhere(o.qmp);
+  if (qmp?.kind === 'unix' && lstatSync(qmp.path, { throwIfNoEntry: false })?.isSocket() === false) {
+    throw new UsageError(`--qmp unix:${qmp.path}: ${qmp.path} exists and is not a socket; refusing to replace it`);
+  }
   const given = mirrorOptions(o);
   const srcFormat = checkFormat(o.format as string | undefined);
   const dstFormat = checkFormat(o['target-format'] as string | undefined);
@@ -314,7 +317,7 @@ async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; pr
 
 export const mirrorCommand: Command = {
   usage:
-    'mirror [-f FMT] [-O FMT] [--sync full|top|none] [--granularity N] [--buf-size N] [--speed N] [--on-source-error P] [--on-target-error P] [--copy-mode M] [--inject RULE]... [--qmp] [--resume] [-p] SRC DST',
+    'mirror [-f FMT] [-O FMT] [--sync full|top|none] [--granularity N] [--buf-size N] [--speed N] [--on-source-error P] [--on-target-error P] [--copy-mode M] [--inject RULE]... [--qmp [unix:PATH]] [--resume] [-p] SRC DST',
   help: [
     "Mirrors SRC into DST with QEMU's mirror semantics. DST is created (format -O, default: the source's)",
     'unless it exists with the same size. Without --qmp the job completes once READY.',
@@ -329,7 +332,9 @@ export const mirrorCommand: Command = {
     '  --inject SIDE:OP:ERRNO:RANGE[:once]',
     '                                fail matching requests, e.g. source:read:EIO:1M:once,',
     '                                target:write:ENOSPC:2M- (2 MiB to the end), target:write:EIO:64K+4K',
-    '  --qmp                         JSON events on stdout, QMP commands on stdin; never completes by itself',
+    "  --qmp [unix:PATH]             a QMP monitor, as QEMU's: a greeting, qmp_capabilities first, then commands",
+    '                                and events; over stdio, or on a Unix socket (one client at a time).',
+    '                                The job starts once negotiated and never completes by itself; quit ends it',
     '  --resume                      continue from the checkpoint next to DST (DST.dmcheckpoint)',
     '  --checkpoint-interval S       seconds between checkpoints (default 5)',
     '  -p                            show a progress bar on a terminal',
