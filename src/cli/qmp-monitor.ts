@@ -195,8 +195,8 @@ export interface QmpRun {
   start(): void;
 }
 
-/** `--qmp` over stdio: one session, and the process ends with it. */
-export async function runQmpStdio(run: QmpRun, input: Readable = process.stdin, output: Writable = process.stdout): Promise<number | 'interrupted' | 'never-started'> {
+/** The context every session of a run shares; the job starts on the first negotiation. */
+function monitorContext(run: QmpRun): { context: MonitorContext; started: () => boolean } {
   let started = false;
   const context: MonitorContext = {
     job: run.job,
@@ -209,10 +209,16 @@ export async function runQmpStdio(run: QmpRun, input: Readable = process.stdin, 
       run.start();
     },
   };
+  return { context, started: () => started };
+}
+
+/** `--qmp` over stdio: one session, and the process ends with it. */
+export async function runQmpStdio(run: QmpRun, input: Readable = process.stdin, output: Writable = process.stdout): Promise<number | 'interrupted' | 'never-started'> {
+  const { context, started } = monitorContext(run);
   const session = new Session(input, output, context, true);
   session.start();
   await session.closed;
-  if (!started) return 'never-started';
+  if (!started()) return 'never-started';
   return outcomeAfter(context);
 }
 
@@ -224,20 +230,9 @@ export async function runQmpSocket(run: QmpRun, path: string): Promise<number | 
   const existing = fs.lstatSync(path, { throwIfNoEntry: false });
   if (existing && !existing.isSocket()) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
   if (existing) fs.rmSync(path);
-  let started = false;
+  const { context, started } = monitorContext(run);
   let jobGone = false;
   let current: Session | null = null;
-  const context: MonitorContext = {
-    job: run.job,
-    control: run.control,
-    version: run.version,
-    ending: { value: false },
-    onNegotiated: () => {
-      if (started) return;
-      started = true;
-      run.start();
-    },
-  };
   const server = createServer();
   server.maxConnections = 1;
   await new Promise<void>((resolve, reject) => {
@@ -259,7 +254,7 @@ export async function runQmpSocket(run: QmpRun, path: string): Promise<number | 
         void session.closed.then(async (how) => {
           current = null;
           socket.end();
-          if (how === 'quit') resolveRun(started ? await outcomeAfter(context) : 'never-started');
+          if (how === 'quit') resolveRun(started() ? await outcomeAfter(context) : 'never-started');
           else if (jobGone) resolveRun(await outcomeAfter(context));
         });
       });
