@@ -23,7 +23,7 @@ import {
   REFT_RESERVED_LO,
   VERSION_3,
 } from './constants.js';
-import { getU64 } from './header.js';
+import { bigU64, getU64, u32 } from './bytes.js';
 import type { Qcow2Image } from './image.js';
 import { classifyL2, entryOffset, isCopied, parseCompressed } from './l2-entry.js';
 import { getRefcountEntry } from './refcount.js';
@@ -43,10 +43,6 @@ export interface CheckResult {
 
 /** Most messages kept (the counts stay exact). */
 const MAX_MESSAGES = 1000;
-
-function u32(t: Uint8Array, at: number): number {
-  return ((t[at]! << 24) | (t[at + 1]! << 16) | (t[at + 2]! << 8) | t[at + 3]!) >>> 0;
-}
 
 class Counter {
   readonly counts: Uint8Array | Uint16Array | Uint32Array;
@@ -366,7 +362,7 @@ async function countBitmaps(image: Qcow2Image, counter: Counter, result: CheckRe
 }
 
 function hex64(hi: number, lo: number): string {
-  return (BigInt(hi) * 2n ** 32n + BigInt(lo)).toString(16);
+  return bigU64(hi, lo).toString(16);
 }
 
 /** Checks the image as qemu-img check does. */

@@ -8,6 +8,7 @@
  * lock; data I/O happens outside it, between `prepareWrite` and `commitWrite`.
  */
 import { FormatError } from '../image-format.js';
+import { putU32, u32 } from './bytes.js';
 import type { MetadataCache, MetadataIo } from './cache.js';
 import {
   L1E_BYTES,
@@ -35,17 +36,6 @@ import type { Refcounts } from './refcount.js';
 
 /** Visits a run of guest bytes of one kind; return false to stop the walk. */
 export type Visitor = (guestOffset: number, bytes: number, kind: SubclusterKind, hostOffset: number, hi: number, lo: number) => boolean;
-
-function u32(t: Uint8Array, at: number): number {
-  return ((t[at]! << 24) | (t[at + 1]! << 16) | (t[at + 2]! << 8) | t[at + 3]!) >>> 0;
-}
-
-function putU32(t: Uint8Array, at: number, v: number): void {
-  t[at] = v >>> 24;
-  t[at + 1] = v >>> 16;
-  t[at + 2] = v >>> 8;
-  t[at + 3] = v;
-}
 
 /** One guest cluster of a planned write. */
 export interface ClusterWrite {

@@ -8,6 +8,7 @@
  */
 import type { BlockDevice } from '../../block/block-device.js';
 import { FormatError } from '../image-format.js';
+import { setU64 } from './bytes.js';
 import {
   COMPAT_LAZY_REFCOUNTS,
   type CompressionType,
@@ -29,7 +30,7 @@ import {
   VERSION_2,
   VERSION_3,
 } from './constants.js';
-import { buildHeader, setU64 } from './header.js';
+import { buildHeader } from './header.js';
 import { setRefcountEntry } from './refcount.js';
 
 export type Preallocation = 'off' | 'metadata';

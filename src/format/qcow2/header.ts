@@ -4,6 +4,7 @@
  * new image. A bad field gives a FormatError naming the field and its value.
  */
 import { FormatError } from '../image-format.js';
+import { bigU64, setU64 } from './bytes.js';
 import {
   AUTOCLEAR_BITMAPS,
   AUTOCLEAR_DATA_FILE_RAW,
@@ -132,7 +133,7 @@ function u64(view: DataView, at: number, field: string, max = Number.MAX_SAFE_IN
   const lo = view.getUint32(at + 4, false);
   const value = hi * 2 ** 32 + lo;
   if (hi >= 2 ** 21 || value > max) {
-    throw new FormatError(`qcow2 header field ${field} is ${BigInt(hi) * 2n ** 32n + BigInt(lo)}: too large`, field);
+    throw new FormatError(`qcow2 header field ${field} is ${bigU64(hi, lo)}: too large`, field);
   }
   return value;
 }
@@ -348,9 +349,9 @@ function tableOffset(view: DataView, at: number, field: string, clusterSize: num
   const hi = view.getUint32(at, false);
   const lo = view.getUint32(at + 4, false);
   if (lo % clusterSize !== 0) {
-    throw new FormatError(`qcow2 ${field} is ${BigInt(hi) * 2n ** 32n + BigInt(lo)}: not aligned to the cluster size ${clusterSize}`, field);
+    throw new FormatError(`qcow2 ${field} is ${bigU64(hi, lo)}: not aligned to the cluster size ${clusterSize}`, field);
   }
-  if (hi >= 0x80000000) throw new FormatError(`qcow2 ${field} is ${BigInt(hi) * 2n ** 32n + BigInt(lo)}: past 2^63`, field);
+  if (hi >= 0x80000000) throw new FormatError(`qcow2 ${field} is ${bigU64(hi, lo)}: past 2^63`, field);
   return hi * 2 ** 32 + lo;
 }
 
@@ -506,13 +507,4 @@ export function buildHeader(h: NewHeader): Uint8Array {
     at += name.length;
   }
   return out.subarray(0, Math.max(at, headerLength));
-}
-
-export function setU64(view: DataView, at: number, value: number): void {
-  view.setUint32(at, Math.floor(value / 2 ** 32), false);
-  view.setUint32(at + 4, value >>> 0, false);
-}
-
-export function getU64(view: DataView, at: number): number {
-  return view.getUint32(at, false) * 2 ** 32 + view.getUint32(at + 4, false);
 }

@@ -21,7 +21,7 @@ import {
   V3_MIN_HEADER_BYTES,
   VERSION_3,
 } from './constants.js';
-import { type Qcow2Header, featureNames, parseHeader, setU64 } from './header.js';
+import { type Qcow2Header, featureNames, parseHeader } from './header.js';
 import type { SubclusterKind } from './l2-entry.js';
 import { parseCompressed } from './l2-entry.js';
 import { Mutex, RangeLocks } from './locks.js';
@@ -797,4 +797,3 @@ export async function readPadded(file: BlockDevice, offset: number, into: Uint8A
   if (inside < into.length) into.fill(0, inside);
 }
 
-export { setU64 };

@@ -9,9 +9,9 @@
  * is freed only after that.
  */
 import { FormatError } from '../image-format.js';
+import { putU32, setU64, u32 } from './bytes.js';
 import { MetadataCache, type MetadataIo } from './cache.js';
 import { HDR_REFCOUNT_TABLE_OFFSET, MAX_HOST_OFFSET, MAX_REFTABLE_BYTES, REFT_ENTRY_BYTES, REFT_RESERVED_LO } from './constants.js';
-import { setU64 } from './header.js';
 
 /** Reads entry `i` of a refcount block of `bits`-wide entries. */
 export function getRefcountEntry(block: Uint8Array, i: number, bits: number): number {
@@ -27,13 +27,9 @@ export function getRefcountEntry(block: Uint8Array, i: number, bits: number): nu
     case 16:
       return (block[i * 2]! << 8) | block[i * 2 + 1]!;
     case 32:
-      return ((block[i * 4]! << 24) | (block[i * 4 + 1]! << 16) | (block[i * 4 + 2]! << 8) | block[i * 4 + 3]!) >>> 0;
-    default: {
-      const at = i * 8;
-      const hi = ((block[at]! << 24) | (block[at + 1]! << 16) | (block[at + 2]! << 8) | block[at + 3]!) >>> 0;
-      const lo = ((block[at + 4]! << 24) | (block[at + 5]! << 16) | (block[at + 6]! << 8) | block[at + 7]!) >>> 0;
-      return hi * 2 ** 32 + lo;
-    }
+      return u32(block, i * 4);
+    default:
+      return u32(block, i * 8) * 2 ** 32 + u32(block, i * 8 + 4);
   }
 }
 
@@ -56,24 +52,11 @@ export function setRefcountEntry(block: Uint8Array, i: number, bits: number, val
       block[i * 2 + 1] = value;
       return;
     case 32:
-      block[i * 4] = value >>> 24;
-      block[i * 4 + 1] = value >>> 16;
-      block[i * 4 + 2] = value >>> 8;
-      block[i * 4 + 3] = value;
+      putU32(block, i * 4, value);
       return;
-    default: {
-      const hi = Math.floor(value / 2 ** 32);
-      const lo = value >>> 0;
-      const at = i * 8;
-      block[at] = hi >>> 24;
-      block[at + 1] = hi >>> 16;
-      block[at + 2] = hi >>> 8;
-      block[at + 3] = hi;
-      block[at + 4] = lo >>> 24;
-      block[at + 5] = lo >>> 16;
-      block[at + 6] = lo >>> 8;
-      block[at + 7] = lo;
-    }
+    default:
+      putU32(block, i * 8, Math.floor(value / 2 ** 32));
+      putU32(block, i * 8 + 4, value >>> 0);
   }
 }
 

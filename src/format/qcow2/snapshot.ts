@@ -4,9 +4,10 @@
  * reader needs; a writer copies shared clusters before changing them.
  */
 import { FormatError } from '../image-format.js';
+import { getU64 } from './bytes.js';
 import type { MetadataIo } from './cache.js';
 import { MAX_SNAPSHOT_EXTRA_DATA_BYTES, MAX_SNAPSHOT_TABLE_BYTES, SNAPSHOT_HEADER_BYTES } from './constants.js';
-import { getU64, type Qcow2Header } from './header.js';
+import type { Qcow2Header } from './header.js';
 
 export interface Snapshot {
   id: string;
