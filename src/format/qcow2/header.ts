@@ -1,28 +1,21 @@
 /**
- * The qcow2 header: parsing with every field validated before it is trusted,
- * header extensions, the feature name table, and building a header for a
- * new image. A bad field gives a FormatError naming the field and its value.
+ * The qcow2 header: reading and parsing it, every field validated before it
+ * is trusted (a bad field gives a FormatError naming the field and its
+ * value), the names of feature bits, building the header of a new image, and writing
+ * the fields an open image changes: feature bits and the refcount table's
+ * location. The extensions that follow the header are in header-extensions.ts.
  */
 import { FormatError } from '../image-format.js';
-import { bigU64, setU64 } from './bytes.js';
+import { bigU64, getU64Checked, putU32, setU64, u32 } from './bytes.js';
 import {
   AUTOCLEAR_BITMAPS,
   AUTOCLEAR_DATA_FILE_RAW,
   AUTOCLEAR_NAMES,
-  BITMAP_EXT_BYTES,
   COMPAT_NAMES,
   COMPRESSION_NAMES,
   COMPRESSION_ZLIB,
   type CompressionType,
   CRYPT_NONE,
-  EXT_BACKING_FORMAT,
-  EXT_BITMAPS,
-  EXT_DATA_FILE,
-  EXT_END,
-  EXT_FEATURE_TABLE,
-  EXT_HEADER_BYTES,
-  FEATURE_NAME_BYTES,
-  FEATURE_NAME_ENTRY_BYTES,
   FEATURE_TYPE_AUTOCLEAR,
   FEATURE_TYPE_COMPATIBLE,
   FEATURE_TYPE_INCOMPATIBLE,
@@ -53,8 +46,6 @@ import {
   L1E_BYTES,
   MAX_BACKING_FILE_NAME_BYTES,
   MAX_CLUSTER_BITS,
-  MAX_HEADER_EXTENSIONS,
-  MAX_HOST_OFFSET,
   MAX_L1_BYTES,
   MAX_REFCOUNT_ORDER,
   MAX_REFTABLE_BYTES,
@@ -71,23 +62,7 @@ import {
   L2E_BYTES,
   L2E_EXTENDED_BYTES,
 } from './constants.js';
-
-export interface FeatureName {
-  type: number;
-  bit: number;
-  name: string;
-}
-
-export interface BitmapsExtension {
-  nbBitmaps: number;
-  directoryBytes: number;
-  directoryOffset: number;
-}
-
-export interface UnknownExtension {
-  type: number;
-  data: Uint8Array;
-}
+import { type BitmapsExtension, type FeatureName, type UnknownExtension, parseExtensions, writeNewExtensions } from './header-extensions.js';
 
 export interface Qcow2Header {
   version: 2 | 3;
@@ -127,17 +102,6 @@ export interface Qcow2Header {
   extensionsEnd: number;
 }
 
-/** A 64-bit field as a safe number; refuses what a JS number cannot represent. */
-function u64(view: DataView, at: number, field: string, max = Number.MAX_SAFE_INTEGER): number {
-  const hi = view.getUint32(at, false);
-  const lo = view.getUint32(at + 4, false);
-  const value = hi * 2 ** 32 + lo;
-  if (hi >= 2 ** 21 || value > max) {
-    throw new FormatError(`qcow2 header field ${field} is ${bigU64(hi, lo)}: too large`, field);
-  }
-  return value;
-}
-
 function bitNames(bits: number, hiBits: number, names: Record<number, string>, table: FeatureName[], type: number): string[] {
   const out: string[] = [];
   for (let bit = 0; bit < 64; bit++) {
@@ -159,6 +123,24 @@ export function featureNames(header: Qcow2Header, kind: 'incompatible' | 'compat
         : [header.autoclear, header.autoclearHi, AUTOCLEAR_NAMES, FEATURE_TYPE_AUTOCLEAR, 3];
   const mask = onlyUnknown ? bits & ~known : bits;
   return bitNames(mask >>> 0, hi, onlyUnknown ? {} : names, header.featureNames, type);
+}
+
+/** Where a header is read from: the image file. */
+export interface HeaderSource {
+  readonly size: number;
+  read(offset: number, into: Uint8Array): Promise<void>;
+}
+
+/** Reads and parses the header of the image in `file`: its first cluster, or all of the file if it is shorter. */
+export async function readHeader(file: HeaderSource): Promise<Qcow2Header> {
+  const head = new Uint8Array(Math.min(file.size, V3_MIN_HEADER_BYTES));
+  await file.read(0, head);
+  if (head.length < V2_HEADER_BYTES) throw new FormatError(`qcow2 image is ${file.size} bytes: too short for a header`, 'header');
+  const clusterBits = u32(head, HDR_CLUSTER_BITS);
+  const clusterBytes = clusterBits >= MIN_CLUSTER_BITS && clusterBits <= MAX_CLUSTER_BITS ? 2 ** clusterBits : V3_MIN_HEADER_BYTES;
+  const cluster0 = new Uint8Array(Math.min(file.size, clusterBytes));
+  await file.read(0, cluster0);
+  return parseHeader(cluster0, file.size);
 }
 
 /**
@@ -219,7 +201,7 @@ export function parseHeader(cluster0: Uint8Array, fileBytes: number): Qcow2Heade
   }
 
   // Extensions first: the feature name table names any unknown bit we refuse.
-  const backingFileOffset = u64(view, HDR_BACKING_FILE_OFFSET, 'backing_file_offset');
+  const backingFileOffset = getU64Checked(view, HDR_BACKING_FILE_OFFSET, 'backing_file_offset');
   const backingFileBytes = view.getUint32(HDR_BACKING_FILE_SIZE, false);
   const extEnd = backingFileOffset !== 0 ? backingFileOffset : clusterSize;
   const ext = parseExtensions(cluster0, headerLength, Math.min(extEnd, clusterSize));
@@ -292,7 +274,7 @@ export function parseHeader(cluster0: Uint8Array, fileBytes: number): Qcow2Heade
 
   // Sizes and table positions.
   // QEMU counts the virtual size in whole 512-byte sectors: a partial last sector is not part of the image.
-  const rawSize = u64(view, HDR_SIZE, 'size', MAX_VIRTUAL_SIZE);
+  const rawSize = getU64Checked(view, HDR_SIZE, 'size', MAX_VIRTUAL_SIZE);
   header.virtualSize = rawSize - (rawSize % 512);
   const l2Coverage = header.l2Entries * clusterSize;
   const minL1 = Math.ceil(rawSize / l2Coverage);
@@ -359,72 +341,6 @@ function checkTableOffset(_header: Qcow2Header, field: string, offset: number, b
   if (offset + bytes >= 2 ** 63) throw new FormatError(`qcow2 ${field} is ${offset}: the table ends past 2^63`, field);
 }
 
-interface ParsedExtensions {
-  backingFormat?: string;
-  featureNames: FeatureName[];
-  bitmaps?: BitmapsExtension;
-  unknown: UnknownExtension[];
-  end: number;
-}
-
-function parseExtensions(cluster0: Uint8Array, start: number, end: number): ParsedExtensions {
-  const view = new DataView(cluster0.buffer, cluster0.byteOffset, cluster0.byteLength);
-  const out: ParsedExtensions = { featureNames: [], unknown: [], end: start };
-  const limit = Math.min(end, cluster0.length);
-  let offset = start;
-  for (let n = 0; n < MAX_HEADER_EXTENSIONS; n++) {
-    if (offset >= limit) {
-      out.end = offset;
-      return out; // the area is used up: the list ends here (as QEMU reads it)
-    }
-    if (offset + EXT_HEADER_BYTES > limit) {
-      throw new FormatError(`qcow2 header extension at ${offset} runs past the end of the extension area (${limit})`, 'header_extension_length');
-    }
-    const type = view.getUint32(offset, false);
-    const length = view.getUint32(offset + 4, false);
-    const dataAt = offset + EXT_HEADER_BYTES;
-    // The length is checked before the type, the end marker's included (as QEMU reads it).
-    if (length > limit - dataAt) {
-      throw new FormatError(`qcow2 header extension 0x${type.toString(16)} length is ${length}: past the end of the extension area (${limit - dataAt} bytes left)`, 'header_extension_length');
-    }
-    if (type === EXT_END) {
-      out.end = offset;
-      return out;
-    }
-    const data = cluster0.subarray(dataAt, dataAt + length);
-    switch (type) {
-      case EXT_BACKING_FORMAT:
-        if (length > 15) throw new FormatError(`qcow2 backing format extension length is ${length} (at most 15)`, 'backing_format');
-        out.backingFormat = new TextDecoder().decode(data).replace(/\0+$/, '');
-        break;
-      case EXT_FEATURE_TABLE:
-        for (let i = 0; i + FEATURE_NAME_ENTRY_BYTES <= length; i += FEATURE_NAME_ENTRY_BYTES) {
-          const raw = data.subarray(i + 2, i + 2 + FEATURE_NAME_BYTES);
-          const nul = raw.indexOf(0);
-          out.featureNames.push({ type: data[i]!, bit: data[i + 1]!, name: new TextDecoder().decode(nul >= 0 ? raw.subarray(0, nul) : raw) });
-        }
-        break;
-      case EXT_BITMAPS: {
-        if (length !== BITMAP_EXT_BYTES) {
-          throw new FormatError(`qcow2 bitmaps extension length is ${length} (expected ${BITMAP_EXT_BYTES})`, 'bitmaps_extension');
-        }
-        const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
-        out.bitmaps = {
-          nbBitmaps: v.getUint32(0, false),
-          directoryBytes: u64(v, 8, 'bitmap_directory_size'),
-          directoryOffset: u64(v, 16, 'bitmap_directory_offset'),
-        };
-        break;
-      }
-      case EXT_DATA_FILE:
-      default:
-        out.unknown.push({ type, data: data.slice() });
-    }
-    offset = dataAt + Math.ceil(length / 8) * 8;
-  }
-  throw new FormatError(`qcow2 header has more than ${MAX_HEADER_EXTENSIONS} extensions`, 'header_extension');
-}
-
 // ---- building a header for a new image ---------------------------------------------
 
 export interface NewHeader {
@@ -442,17 +358,6 @@ export interface NewHeader {
   backingFile?: string;
   backingFormat?: string;
 }
-
-const FEATURE_TABLE: FeatureName[] = [
-  { type: FEATURE_TYPE_INCOMPATIBLE, bit: 0, name: 'dirty bit' },
-  { type: FEATURE_TYPE_INCOMPATIBLE, bit: 1, name: 'corrupt bit' },
-  { type: FEATURE_TYPE_INCOMPATIBLE, bit: 2, name: 'external data file' },
-  { type: FEATURE_TYPE_INCOMPATIBLE, bit: 3, name: 'compression type' },
-  { type: FEATURE_TYPE_INCOMPATIBLE, bit: 4, name: 'extended L2 entries' },
-  { type: FEATURE_TYPE_COMPATIBLE, bit: 0, name: 'lazy refcounts' },
-  { type: FEATURE_TYPE_AUTOCLEAR, bit: 0, name: 'bitmaps' },
-  { type: FEATURE_TYPE_AUTOCLEAR, bit: 1, name: 'raw external data' },
-];
 
 /** The first cluster of a new image: header, extensions, backing file name. */
 export function buildHeader(h: NewHeader): Uint8Array {
@@ -476,25 +381,7 @@ export function buildHeader(h: NewHeader): Uint8Array {
     view.setUint32(HDR_HEADER_LENGTH, headerLength, false);
     out[HDR_COMPRESSION_TYPE] = h.compressionType === 'zstd' ? 1 : 0;
   }
-  let at = headerLength;
-  const ext = (type: number, data: Uint8Array) => {
-    view.setUint32(at, type, false);
-    view.setUint32(at + 4, data.length, false);
-    out.set(data, at + 8);
-    at += 8 + Math.ceil(data.length / 8) * 8;
-  };
-  if (h.backingFormat !== undefined) ext(EXT_BACKING_FORMAT, new TextEncoder().encode(h.backingFormat));
-  // QEMU writes the feature name table for version 3 when there is room for it.
-  if (h.version === VERSION_3 && clusterSize > 4096) {
-    const table = new Uint8Array(FEATURE_TABLE.length * FEATURE_NAME_ENTRY_BYTES);
-    FEATURE_TABLE.forEach((f, i) => {
-      table[i * FEATURE_NAME_ENTRY_BYTES] = f.type;
-      table[i * FEATURE_NAME_ENTRY_BYTES + 1] = f.bit;
-      table.set(new TextEncoder().encode(f.name), i * FEATURE_NAME_ENTRY_BYTES + 2);
-    });
-    ext(EXT_FEATURE_TABLE, table);
-  }
-  at += EXT_HEADER_BYTES; // end marker (zeroes)
+  let at = writeNewExtensions(out, headerLength, h.version, h.backingFormat);
   if (h.backingFile !== undefined) {
     const name = new TextEncoder().encode(h.backingFile);
     if (name.length === 0 || name.length > MAX_BACKING_FILE_NAME_BYTES) {
@@ -507,4 +394,44 @@ export function buildHeader(h: NewHeader): Uint8Array {
     at += name.length;
   }
   return out.subarray(0, Math.max(at, headerLength));
+}
+
+// ---- writing the fields of an open image ---------------------------------------------
+
+/** Where header fields are written: the image file. Callers flush when the order needs it. */
+export interface HeaderFile {
+  write(offset: number, data: Uint8Array): Promise<void>;
+}
+
+/**
+ * Sets (`on`) or clears incompatible feature `bit` (one of bits 0..31:
+ * dirty, corrupt) in `header`, then writes the field (8 bytes at 72).
+ */
+export async function setIncompatibleFeature(file: HeaderFile, header: Qcow2Header, bit: number, on: boolean): Promise<void> {
+  header.incompatible = (on ? header.incompatible | bit : header.incompatible & ~bit) >>> 0;
+  const field = new Uint8Array(8);
+  putU32(field, 0, header.incompatibleHi);
+  putU32(field, 4, header.incompatible);
+  await file.write(HDR_INCOMPATIBLE_FEATURES, field);
+}
+
+/**
+ * Clears every autoclear feature bit in `header` and on disk (8 bytes at
+ * 88): a writer that keeps no bitmaps up to date leaves them inconsistent,
+ * as the spec wants.
+ */
+export async function clearAutoclearFeatures(file: HeaderFile, header: Qcow2Header): Promise<void> {
+  header.autoclear = 0;
+  header.autoclearHi = 0;
+  delete header.bitmaps;
+  await file.write(HDR_AUTOCLEAR_FEATURES, new Uint8Array(8));
+}
+
+/** Switches to the refcount table at `offset`, `clusters` long: offset and size (12 bytes at 48) in one write. */
+export async function writeRefcountTableLocation(file: HeaderFile, offset: number, clusters: number): Promise<void> {
+  const field = new Uint8Array(HDR_REFCOUNT_TABLE_CLUSTERS + 4 - HDR_REFCOUNT_TABLE_OFFSET);
+  const view = new DataView(field.buffer);
+  setU64(view, 0, offset);
+  view.setUint32(HDR_REFCOUNT_TABLE_CLUSTERS - HDR_REFCOUNT_TABLE_OFFSET, clusters, false);
+  await file.write(HDR_REFCOUNT_TABLE_OFFSET, field);
 }

@@ -11,17 +11,13 @@ import { compressCluster, decompressCluster } from './compress.js';
 import {
   AUTOCLEAR_BITMAPS,
   COMPAT_LAZY_REFCOUNTS,
-  HDR_AUTOCLEAR_FEATURES,
-  HDR_INCOMPATIBLE_FEATURES,
   INCOMPAT_CORRUPT,
   INCOMPAT_DIRTY,
   L1E_BYTES,
   MAX_HOST_OFFSET,
-  V2_HEADER_BYTES,
-  V3_MIN_HEADER_BYTES,
   VERSION_3,
 } from './constants.js';
-import { type Qcow2Header, featureNames, parseHeader } from './header.js';
+import { type Qcow2Header, clearAutoclearFeatures, featureNames, readHeader, setIncompatibleFeature } from './header.js';
 import type { SubclusterKind } from './l2-entry.js';
 import { parseCompressed } from './l2-entry.js';
 import { Mutex, RangeLocks } from './locks.js';
@@ -102,14 +98,7 @@ export class Qcow2Image implements ImageFormat {
   static async open(file: BlockDevice, options: Qcow2OpenOptions = {}): Promise<Qcow2Image> {
     const readOnly = options.readOnly ?? file.readOnly;
     if (!readOnly && file.readOnly) throw readOnlyError('open', 0, 0);
-    const head = new Uint8Array(Math.min(file.size, V3_MIN_HEADER_BYTES));
-    await file.read(0, head);
-    if (head.length < V2_HEADER_BYTES) throw new FormatError(`qcow2 image is ${file.size} bytes: too short for a header`, 'header');
-    const clusterBits = new DataView(head.buffer).getUint32(20, false);
-    const clusterBytes = clusterBits >= 9 && clusterBits <= 21 ? 2 ** clusterBits : V3_MIN_HEADER_BYTES;
-    const cluster0 = new Uint8Array(Math.min(file.size, clusterBytes));
-    await file.read(0, cluster0);
-    const header = parseHeader(cluster0, file.size);
+    const header = await readHeader(file);
     if (!readOnly && header.incompatible & INCOMPAT_CORRUPT) {
       throw new FormatError('qcow2 image is marked corrupt: it can only be opened read-only (check it, then repair it with QEMU)', 'incompatible_features');
     }
@@ -236,12 +225,7 @@ export class Qcow2Image implements ImageFormat {
   private async signalCorruption(message: string): Promise<never> {
     const h = this.header;
     if (this.writable && h.version === VERSION_3) {
-      h.incompatible = (h.incompatible | INCOMPAT_CORRUPT) >>> 0;
-      const raw = new Uint8Array(8);
-      const view = new DataView(raw.buffer);
-      view.setUint32(0, h.incompatibleHi, false);
-      view.setUint32(4, h.incompatible, false);
-      await this.file.write(HDR_INCOMPATIBLE_FEATURES, raw).catch(() => {});
+      await setIncompatibleFeature(this.file, h, INCOMPAT_CORRUPT, true).catch(() => {});
       await this.file.flush().catch(() => {});
     }
     throw new FormatError(`qcow2 image is corrupt: ${message}; it is marked corrupt and can only be opened read-only now`, 'refcounts');
@@ -403,22 +387,11 @@ export class Qcow2Image implements ImageFormat {
     const lazy = this.map.lazyRefcounts;
     const autoclear = h.autoclear | h.autoclearHi;
     if (!lazy && autoclear === 0) return;
-    const raw = new Uint8Array(8);
     if (lazy) {
-      h.incompatible = (h.incompatible | INCOMPAT_DIRTY) >>> 0;
-      const view = new DataView(raw.buffer);
-      view.setUint32(0, h.incompatibleHi, false);
-      view.setUint32(4, h.incompatible, false);
-      await this.file.write(HDR_INCOMPATIBLE_FEATURES, raw.slice());
+      await setIncompatibleFeature(this.file, h, INCOMPAT_DIRTY, true);
       this.markedDirty = true;
     }
-    if (autoclear !== 0) {
-      // This writer keeps no bitmaps up to date: they become inconsistent, as the spec wants.
-      h.autoclear = 0;
-      h.autoclearHi = 0;
-      delete h.bitmaps;
-      await this.file.write(HDR_AUTOCLEAR_FEATURES, new Uint8Array(8));
-    }
+    if (autoclear !== 0) await clearAutoclearFeatures(this.file, h);
     await this.file.flush();
   }
 
@@ -722,13 +695,7 @@ export class Qcow2Image implements ImageFormat {
 
   /** Clears the dirty bit once everything is on disk (lazy refcounts). */
   private async markClean(): Promise<void> {
-    const h = this.header;
-    h.incompatible = (h.incompatible & ~INCOMPAT_DIRTY) >>> 0;
-    const raw = new Uint8Array(8);
-    const view = new DataView(raw.buffer);
-    view.setUint32(0, h.incompatibleHi, false);
-    view.setUint32(4, h.incompatible, false);
-    await this.file.write(HDR_INCOMPATIBLE_FEATURES, raw);
+    await setIncompatibleFeature(this.file, this.header, INCOMPAT_DIRTY, false);
     await this.file.flush();
     this.markedDirty = false;
   }

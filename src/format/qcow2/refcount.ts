@@ -11,7 +11,8 @@
 import { FormatError } from '../image-format.js';
 import { putU32, setU64, u32 } from './bytes.js';
 import { MetadataCache, type MetadataIo } from './cache.js';
-import { HDR_REFCOUNT_TABLE_OFFSET, MAX_HOST_OFFSET, MAX_REFTABLE_BYTES, REFT_ENTRY_BYTES, REFT_RESERVED_LO } from './constants.js';
+import { MAX_HOST_OFFSET, MAX_REFTABLE_BYTES, REFT_ENTRY_BYTES, REFT_RESERVED_LO } from './constants.js';
+import { writeRefcountTableLocation } from './header.js';
 
 /** Reads entry `i` of a refcount block of `bits`-wide entries. */
 export function getRefcountEntry(block: Uint8Array, i: number, bits: number): number {
@@ -475,12 +476,7 @@ export class Refcounts {
     }
     await this.host.write(tableStart * this.clusterSize, raw);
     await this.host.flush();
-    // Switch the header: offset (8 bytes) and clusters (4 bytes) at 48.
-    const field = new Uint8Array(12);
-    const fv = new DataView(field.buffer);
-    setU64(fv, 0, tableStart * this.clusterSize);
-    fv.setUint32(8, tableClusters, false);
-    await this.host.write(HDR_REFCOUNT_TABLE_OFFSET, field);
+    await writeRefcountTableLocation(this.host, tableStart * this.clusterSize, tableClusters);
     await this.host.flush();
     const oldOffset = this.tableOffset;
     const oldClusters = this.tableClusters;
