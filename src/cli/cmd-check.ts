@@ -6,7 +6,7 @@
  * qemu-img does; JSON carries qemu-img's keys in its order, each count only
  * when it is not zero (check-errors always).
  */
-import type { Command } from './commands.js';
+import type { Command } from './command.js';
 import { openForReading, parseSingleImage } from './node-images.js';
 import { checkImage, type CheckResult } from '../format/qcow2/check.js';
 import { Qcow2Image } from '../format/qcow2/image.js';

@@ -5,7 +5,7 @@
  * to read as zeroes are never read.
  */
 import { parseArgs, UsageError } from './args.js';
-import type { Command } from './commands.js';
+import type { Command } from './command.js';
 import { checkFormat, openImageFile } from './node-images.js';
 import type { BlockStatus, ImageFormat } from '../format/image-format.js';
 

@@ -6,13 +6,14 @@
  * compressed (qcow2 with zlib), -p shows progress on a terminal.
  */
 import { parseArgs, UsageError } from './args.js';
-import type { Command } from './commands.js';
+import type { Command } from './command.js';
 import { parseCreateOptions } from './image-options.js';
 import { type CacheMode, checkFormat, openImageChain, prepareImageFile, store } from './node-images.js';
 import { type NewImage, refuseOverlap } from '../format/image-access.js';
 import { resolveOptions } from '../mirror/options.js';
 import { type BlockStatus, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../format/image-format.js';
-import { type BlockJobInfo, MirrorJob } from '../mirror/mirror-job.js';
+import { MirrorJob } from '../mirror/mirror-job.js';
+import type { BlockJobInfo } from '../mirror/types.js';
 import { parseSize } from '../util/size.js';
 
 /**

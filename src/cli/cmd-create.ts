@@ -4,7 +4,7 @@
  */
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { parseArgs, UsageError } from './args.js';
-import type { Command } from './commands.js';
+import type { Command } from './command.js';
 import { describeCreate, parseCreateOptions } from './image-options.js';
 import { checkFormat, createImageFile, openImageFile, store } from './node-images.js';
 import { ImageConflictError } from '../block/block-device.js';

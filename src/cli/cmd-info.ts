@@ -11,7 +11,7 @@
  * lines, then (without --backing-chain) one more that names the chain.
  */
 import { statSync } from 'node:fs';
-import type { Command } from './commands.js';
+import type { Command } from './command.js';
 import { openForReading, parseSingleImage } from './node-images.js';
 import type { ImageInfo } from '../format/image-format.js';
 

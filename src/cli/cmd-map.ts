@@ -3,7 +3,7 @@
  * (JSON: start, length, depth, present, zero, data, offset), following the
  * backing chain.
  */
-import type { Command } from './commands.js';
+import type { Command } from './command.js';
 import { openForReading, parseSingleImage } from './node-images.js';
 import { type MapExtent, mapImage } from '../format/map.js';
 

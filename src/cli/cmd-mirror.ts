@@ -1,37 +1,34 @@
 /**
- * diskmirror mirror: a mirror job between two image files.
+ * diskmirror mirror: a mirror job between two image files, launched as the
+ * worker launches its jobs (src/mirror/launch.ts).
  *
  * Without --qmp it runs until READY, completes and exits 0; a stop (by
  * policy) pauses and asks, on a terminal, whether to resume or cancel, or
- * waits for "resume" or "cancel" on stdin. With --qmp it speaks QMP-shaped
- * JSON lines: events on stdout, commands on stdin, and exits when the job
- * reaches null. Either way the job checkpoints to a sidecar next to the
- * target; --resume continues from it; SIGINT and SIGTERM checkpoint and exit
- * 130.
+ * waits for "resume" or "cancel" on stdin (mirror-io.ts). With --qmp it is a
+ * QMP monitor (qmp-monitor.ts). Either way the job checkpoints to a sidecar
+ * next to the target; --resume continues from it (mirror-resume.ts); SIGINT
+ * and SIGTERM checkpoint and exit 130.
  */
 import { existsSync, lstatSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { type ParsedArgs, parseArgs, UsageError } from './args.js';
-import type { Command } from './commands.js';
+import type { Command } from './command.js';
 import { checkFormat, openImageChain, store } from './node-images.js';
-import { type ReadSidecar, type SidecarImages, readSidecar, SIDECAR_SUFFIX, SidecarCheckpointer, sidecarPath } from './sidecar.js';
+import { type SidecarImages, SidecarCheckpointer, sidecarPath } from './sidecar.js';
+import { planResume, refuseStaleCheckpoint } from './mirror-resume.js';
 import { ProgressLine } from './progress.js';
 import { EXIT, exitCodeFor, runPlain } from './mirror-io.js';
 import { runQmpSocket, runQmpStdio } from './qmp-monitor.js';
 import { version } from './version.js';
-import { FaultRules } from '../block/fault.js';
-import { ImageConflictError } from '../block/block-device.js';
-import { FaultImage } from '../format/fault-image.js';
-import { type NewImage, type OpenedImage, WritableOnDemand, createInStore, refuseOverlap } from '../format/image-access.js';
-import { type ImageStamp, describeChange, stampImage } from '../format/image-stamp.js';
+import { type OpenedImage, WritableOnDemand } from '../format/image-access.js';
+import { stampChain } from '../format/image-stamp.js';
 import type { ImageFormat } from '../format/image-format.js';
-import { repairLeaks } from '../format/repair.js';
 import { MirrorControl } from '../mirror/control.js';
-import { ERROR_POLICIES, type ErrorPolicy } from '../mirror/error-policy.js';
 import { parseFaultSpec } from '../mirror/fault-spec.js';
-import { MirrorJob } from '../mirror/mirror-job.js';
-import { COPY_MODES, type CopyMode, type MirrorOptions, type ResolvedOptions, SYNC_MODES, type SyncMode, resolveOptions } from '../mirror/options.js';
+import { launchMirror } from '../mirror/launch.js';
+import type { MirrorJob } from '../mirror/mirror-job.js';
+import { type MirrorOptions, resolveOptions } from '../mirror/options.js';
 import { parseSize } from '../util/size.js';
 
 const SPECS = [
@@ -67,12 +64,6 @@ function qmpWhere(value: unknown): QmpWhere | null {
   throw new UsageError(`--qmp takes stdio or unix:PATH, not '${text}'`);
 }
 
-function oneOf<T extends string>(option: string, value: unknown, allowed: readonly T[]): T | undefined {
-  if (value === undefined) return undefined;
-  if (!allowed.includes(value as T)) throw new UsageError(`--${option} must be one of ${allowed.join(', ')}, not '${String(value)}'`);
-  return value as T;
-}
-
 interface Opened {
   source: ImageFormat;
   target: ImageFormat;
@@ -82,87 +73,30 @@ interface Opened {
   checkpointer: SidecarCheckpointer;
   /** The stamps of both images, once closed (opened again read-only to read them). */
   stamps(): Promise<SidecarImages>;
-  /** The target was made by this run: removed again if the job ends before writing anything. */
-  created: { remove(): Promise<void> } | null;
+  /** Removes the target this run made if the job wrote nothing into it. */
+  dropIfUnwritten(): Promise<boolean>;
 }
 
-/** The options a job keeps for its whole life; a resume must not change them. */
-const FIXED: { option: string; field: keyof ResolvedOptions }[] = [
-  { option: 'sync', field: 'sync' },
-  { option: 'granularity', field: 'granularity' },
-  { option: 'buf-size', field: 'bufSize' },
-  { option: 'on-source-error', field: 'onSourceError' },
-  { option: 'on-target-error', field: 'onTargetError' },
-  { option: 'copy-mode', field: 'copyMode' },
-  { option: 'id', field: 'id' },
-];
-
-/** The command line as MirrorOptions; every value is checked here, before any file is touched. */
+/** The command line as MirrorOptions; every value is checked here (as the job checks it), before any file is touched. */
 function mirrorOptions(o: ParsedArgs['options']): MirrorOptions {
   const size = (name: string) => (o[name] === undefined ? undefined : parseSize(o[name] as string, `--${name}`));
-  const policy = (name: string) => oneOf<ErrorPolicy>(name, o[name], ERROR_POLICIES);
-  const options: MirrorOptions = { sync: oneOf('sync', o.sync ?? 'full', SYNC_MODES) as SyncMode };
-  const set = <K extends keyof MirrorOptions>(key: K, value: MirrorOptions[K] | undefined) => {
-    if (value !== undefined) options[key] = value;
+  const options = { sync: o.sync ?? 'full' } as MirrorOptions;
+  const set = (key: keyof MirrorOptions, value: unknown) => {
+    if (value !== undefined) (options as unknown as Record<string, unknown>)[key] = value;
   };
   set('granularity', size('granularity'));
   set('buf-size', size('buf-size'));
   set('speed', size('speed'));
-  set('on-source-error', policy('on-source-error'));
-  set('on-target-error', policy('on-target-error'));
-  set('copy-mode', oneOf<CopyMode>('copy-mode', o['copy-mode'], COPY_MODES));
-  set('id', o.id as string | undefined);
+  set('on-source-error', o['on-source-error']);
+  set('on-target-error', o['on-target-error']);
+  set('copy-mode', o['copy-mode']);
+  set('id', o.id);
   try {
     resolveOptions(options, { targetIsZero: false });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
   return options;
-}
-
-/**
- * A resumed job keeps the options it started with: the same command line,
- * with --resume added, is accepted; an option that differs is named.
- */
-function checkResumeOptions(o: ParsedArgs['options'], given: MirrorOptions, checkpoint: ReadSidecar, context: { targetClusterSize?: number; sourceHasBacking: boolean }): void {
-  const requested = given.sync === 'top' && !context.sourceHasBacking ? { ...given, sync: 'full' as const } : given;
-  const resolved = resolveOptions(requested, { ...(context.targetClusterSize ? { targetClusterSize: context.targetClusterSize } : {}), targetIsZero: false });
-  const differ: string[] = [];
-  for (const { option, field } of FIXED) {
-    if (o[option] === undefined) continue;
-    if (resolved[field] !== checkpoint.options[field]) differ.push(`--${option} ${String(o[option])} (the job started with ${String(checkpoint.options[field])})`);
-  }
-  if (o.format !== undefined && o.format !== checkpoint.sourceFormat) differ.push(`-f ${String(o.format)} (the source is ${checkpoint.sourceFormat})`);
-  if (o['target-format'] !== undefined && o['target-format'] !== checkpoint.targetFormat) differ.push(`-O ${String(o['target-format'])} (the target is ${checkpoint.targetFormat})`);
-  if (differ.length > 0) {
-    throw new UsageError(`--resume continues the job with the options it started with; these differ: ${differ.join(', ')}. Drop them, or delete ${checkpoint.target}${SIDECAR_SUFFIX} to start over`);
-  }
-}
-
-async function stampChain(opened: OpenedImage, digest: boolean): Promise<ImageStamp[]> {
-  const [top, ...backing] = opened.chain;
-  // The top may have changed (a guest wrote it); backing files are held shared and stamped as opened.
-  const identity = (await store.identify(top!.name)) ?? top!.identity;
-  const out = [await stampImage(opened.image, top!.name, identity, { digest })];
-  for (const file of backing) out.push({ name: file.name, key: file.identity.key, size: file.identity.size, modifiedMs: file.identity.modifiedMs });
-  return out;
-}
-
-/** Refuses a resume onto images that changed since the checkpoint, naming what changed. */
-async function checkResumeImages(checkpoint: ReadSidecar, source: OpenedImage, target: OpenedImage): Promise<void> {
-  const how = `delete ${checkpoint.target}${SIDECAR_SUFFIX} and run the mirror again without --resume (everything is copied again)`;
-  const sourceNow = await stampChain(source, true);
-  const chainBefore = checkpoint.images.source;
-  for (let i = 0; i < Math.max(chainBefore.length, sourceNow.length); i++) {
-    const before = chainBefore[i];
-    if (!before) throw new ImageConflictError(checkpoint.source, `cannot resume: the source's backing chain changed (${sourceNow[i]!.name} is new in it); ${how}`);
-    const change = describeChange(before, sourceNow[i] ?? null, { exact: true });
-    if (change) throw new ImageConflictError(checkpoint.source, `cannot resume: the ${i === 0 ? 'source' : 'backing file'} ${change}; ${how}`);
-  }
-  const targetNow = (await stampChain(target, checkpoint.final))[0]!;
-  // After a kill the job itself wrote the target after its last checkpoint, until the heartbeat stopped.
-  const change = describeChange(checkpoint.images.target, targetNow, { exact: checkpoint.final, writesEndedMs: checkpoint.touchedMs, slackMs: 2000 });
-  if (change) throw new ImageConflictError(checkpoint.target, `cannot resume: the target ${change}; ${how}`);
 }
 
 async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; progress: boolean }> {
@@ -192,99 +126,41 @@ async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; pr
   const sourceOpened = await openSource(true);
   const source: ImageFormat = qmp !== null ? new WritableOnDemand(sourceOpened, openSource) : sourceOpened.image;
   const currentSource = () => (source instanceof WritableOnDemand ? source.current : sourceOpened);
-  let target: OpenedImage | undefined;
-  let created: NewImage | undefined;
-  let published = false;
   try {
-    const existing = await store.identify(dstPath);
-    refuseOverlap(sourceOpened, srcPath, dstPath, existing);
-    let checkpoint: ReadSidecar | null = null;
-    let options: MirrorOptions = given;
-    if (existing) {
-      // The target is held exclusively before its checkpoint is read: a running job's is not ours to take.
-      target = await openImageChain(dstPath, dstFormat ? { format: dstFormat } : {});
-      if (!o.resume && lstatSync(sidecar, { throwIfNoEntry: false })) {
-        throw new UsageError(`${dstPath} has an interrupted mirror's checkpoint (${sidecar}): continue it with --resume, or delete that file to start over`);
-      }
-      checkpoint = o.resume ? readSidecar(sidecar) : null;
-      if (checkpoint) {
-        if (checkpoint.source !== resolve(srcPath) || checkpoint.target !== resolve(dstPath)) {
-          throw new UsageError(`the checkpoint ${sidecar} is for ${checkpoint.source} -> ${checkpoint.target}, not these images`);
-        }
-        const sourceInfo = await source.info();
-        const targetInfo = await target.image.info();
-        checkResumeOptions(o, given, checkpoint, { ...(targetInfo.clusterSize ? { targetClusterSize: targetInfo.clusterSize } : {}), sourceHasBacking: sourceInfo.backingFile !== undefined });
-        await checkResumeImages(checkpoint, sourceOpened, target);
-        const c = checkpoint.options;
-        options = {
-          id: c.id,
-          sync: c.sync,
-          granularity: c.granularity,
-          'buf-size': c.bufSize,
-          speed: given.speed ?? c.speed,
-          'on-source-error': c.onSourceError,
-          'on-target-error': c.onTargetError,
-          'copy-mode': c.copyMode,
-          unmap: c.unmap,
-          // What the target holds is not known: zeroes are written where the target does not read as zero already.
-          'target-is-zero': false,
-        };
-      } else if (o.resume) {
-        process.stderr.write(`diskmirror mirror: no checkpoint at ${sidecar}: mirroring everything\n`);
-      }
-      // An interrupted job may have left leaked clusters in a qcow2 target: give them back first.
-      await repairLeaks(target.image);
-    } else {
-      if (lstatSync(sidecar, { throwIfNoEntry: false })) {
-        throw new UsageError(`${sidecar} is the checkpoint of a mirror into ${dstPath}, which no longer exists: delete it to start over`);
-      }
-      // sync=top copies only the top image: the new target sits on the source's backing file, as drive-mirror makes it.
-      const format = dstFormat ?? source.format;
-      const sourceInfo = await source.info();
-      const onBacking = given.sync === 'top' && sourceInfo.backingFile !== undefined;
-      if (onBacking && format !== 'qcow2') {
-        throw new UsageError(`--sync top needs a target that can have a backing file: use -O qcow2 (the source's backing file is ${sourceInfo.backingFile})`);
-      }
-      const backing = onBacking
-        ? { backingFile: resolve(dirname(resolve(srcPath)), sourceInfo.backingFile!), ...(sourceInfo.backingFormat ? { backingFormat: sourceInfo.backingFormat } : {}) }
-        : {};
-      // Made aside and given its name once formatted; never over a file that appeared meanwhile.
-      created = await createInStore(store, dstPath, { format, size: source.size, ...backing }, { replace: false });
-      await created.publish();
-      published = true;
-      target = { image: created.image, name: created.name, chain: [{ name: created.name, identity: created.identity }] };
-    }
-    const targetOpened = target;
-    const faults = { source: new FaultRules(), target: new FaultRules() };
-    for (const { side, rule } of injected) faults[side].add(rule);
-    const stamps = async (digestTarget: boolean): Promise<SidecarImages> => ({
-      source: await stampChain(currentSource(), true),
-      target: (await stampChain(targetOpened, digestTarget))[0]!,
+    const stamps = async (target: OpenedImage, digestTarget: boolean): Promise<SidecarImages> => ({
+      source: await stampChain(store, currentSource(), true),
+      target: (await stampChain(store, target, digestTarget))[0]!,
     });
-    const checkpointer = new SidecarCheckpointer(
-      sidecar,
-      { source: resolve(srcPath), target: resolve(dstPath), sourceFormat: source.format, targetFormat: targetOpened.image.format },
-      () => stamps(false),
-    );
-    const job = await MirrorJob.create({
-      source: new FaultImage(source, faults.source),
-      target: new FaultImage(targetOpened.image, faults.target),
-      options,
-      targetCreated: created !== undefined,
-      ...(checkpoint ? { resume: { bitmap: checkpoint.bitmapBytes } } : {}),
-      checkpointer,
+    let checkpointer: SidecarCheckpointer | undefined;
+    const launched = await launchMirror({
+      store,
+      source: { image: source, name: srcPath, opened: sourceOpened },
+      target: dstPath,
+      ...(dstFormat ? { targetFormat: dstFormat } : {}),
+      options: given,
+      // A backing file is named as the source's directory reaches it.
+      backingName: (backing) => resolve(dirname(resolve(srcPath)), backing),
+      onExisting: (target) => planResume({ o, given, srcPath, dstPath, sidecar, source: sourceOpened }, target),
+      onMissing: async () => refuseStaleCheckpoint(sidecar, dstPath),
+      checkpointer: (target) =>
+        (checkpointer = new SidecarCheckpointer(
+          sidecar,
+          { source: resolve(srcPath), target: resolve(dstPath), sourceFormat: source.format, targetFormat: target.image.format },
+          () => stamps(target, false),
+        )),
       checkpointIntervalSeconds: intervalSeconds,
+      faults: injected,
     });
+    const { job, target } = launched;
     const control = new MirrorControl();
-    control.add(job, faults);
-    const made = created;
+    control.add(job, launched.faults);
     // Once the images are closed: open them again read-only (nothing writes on such an open) and stamp them.
     const stampsAfterClose = async (): Promise<SidecarImages> => {
       const s = await openSource(true);
       try {
-        const t = await openImageChain(dstPath, { readOnly: true, format: targetOpened.image.format });
+        const t = await openImageChain(dstPath, { readOnly: true, format: target.image.format });
         try {
-          return { source: await stampChain(s, true), target: (await stampChain(t, true))[0]! };
+          return { source: await stampChain(store, s, true), target: (await stampChain(store, t, true))[0]! };
         } finally {
           await t.image.close();
         }
@@ -294,23 +170,18 @@ async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; pr
     };
     return {
       source,
-      target: targetOpened.image,
+      target: target.image,
       job,
       control,
       sidecar,
-      checkpointer,
+      checkpointer: checkpointer!,
       stamps: stampsAfterClose,
-      created: made ? { remove: () => store.remove(made.name) } : null,
+      dropIfUnwritten: launched.dropIfUnwritten,
       qmp,
       progress: o.progress === true,
     };
   } catch (err) {
     await source.close().catch(() => {});
-    // A target this run made, before any data moved, goes again: unlinked while still held, so
-    // nobody else opens it meanwhile. Never by name before it was published: the name may be somebody else's.
-    if (created && published) await store.remove(created.name).catch(() => {});
-    if (created && !published) await created.discard();
-    await target?.image.close().catch(() => {});
     throw err;
   }
 }
@@ -422,15 +293,12 @@ export const mirrorCommand: Command = {
         );
         return EXIT.interrupted;
       }
-      const nothingWritten = outcome !== EXIT.completed && opened.created !== null && job.stats().bytesWritten === 0;
-      if (nothingWritten) {
-        // Nothing was copied into the target this run made: it goes, with its checkpoint (unlinked while still held).
-        await opened.created!.remove().catch(() => {});
-        await opened.checkpointer.remove().catch(() => {});
-      }
+      // Nothing was copied into a target this run made: it goes, with its checkpoint (unlinked while still held).
+      const dropped = outcome !== EXIT.completed && (await opened.dropIfUnwritten());
+      if (dropped) await opened.checkpointer.remove().catch(() => {});
       await closeBoth();
       // A failed job keeps its checkpoint (fix the cause, then --resume): seal it now that nothing writes.
-      if (outcome !== EXIT.completed && !nothingWritten && existsSync(opened.sidecar)) await seal();
+      if (outcome !== EXIT.completed && !dropped && existsSync(opened.sidecar)) await seal();
       return outcome;
     } finally {
       process.off('SIGINT', onSignal);

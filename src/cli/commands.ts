@@ -1,4 +1,5 @@
 /** The command table: each command names its usage, help text and runner. */
+import type { Command } from './command.js';
 import { infoCommand } from './cmd-info.js';
 import { mirrorCommand } from './cmd-mirror.js';
 import { checkCommand } from './cmd-check.js';
@@ -7,15 +8,7 @@ import { convertCommand } from './cmd-convert.js';
 import { createCommand } from './cmd-create.js';
 import { mapCommand } from './cmd-map.js';
 
-export interface Command {
-  usage: string;
-  help: string;
-  run(argv: string[]): Promise<number>;
-  /** Exit code for an error that is not a usage error (default 1). */
-  errorExit?: number;
-  /** Exit code for bad usage (default 2). */
-  usageExit?: number;
-}
+export type { Command } from './command.js';
 
 export const COMMANDS: Record<string, Command> = {
   info: infoCommand,

@@ -7,7 +7,8 @@ import type { Interface } from 'node:readline';
 import type { ProgressLine } from './progress.js';
 import type { MirrorControl } from '../mirror/control.js';
 import type { EventData } from '../mirror/events.js';
-import type { JobResult, MirrorJob } from '../mirror/mirror-job.js';
+import type { MirrorJob } from '../mirror/mirror-job.js';
+import type { JobResult } from '../mirror/types.js';
 
 /** Exit codes. */
 export const EXIT = { completed: 0, failed: 1, usage: 2, interrupted: 130 } as const;

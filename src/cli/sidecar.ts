@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { FormatName } from '../format/image-format.js';
 import type { ImageStamp } from '../format/image-stamp.js';
-import type { Checkpoint, Checkpointer } from '../mirror/mirror-job.js';
+import type { Checkpoint, Checkpointer } from '../mirror/types.js';
 import type { ResolvedOptions } from '../mirror/options.js';
 
 export const SIDECAR_SUFFIX = '.dmcheckpoint';

@@ -5,7 +5,9 @@
  * table (a copy with the same bytes elsewhere, or a file whose time was set
  * back, still differs there once its mapping changed).
  */
-import type { BlockDevice, FileIdentity } from '../block/block-device.js';
+import { type BlockDevice, type FileIdentity, ImageConflictError } from '../block/block-device.js';
+import type { FileStore } from '../block/file-store.js';
+import type { OpenedImage } from './image-access.js';
 import type { FormatName, ImageFormat } from './image-format.js';
 import { Qcow2Image } from './qcow2/image.js';
 
@@ -93,4 +95,45 @@ export function describeChange(before: ImageStamp, now: ImageStamp | null, rule:
     return `${before.name} was modified at ${when(now.modifiedMs)}, after the job stopped (${when(ended)})`;
   }
   return null;
+}
+
+/**
+ * The stamps of an opened chain: the top as its name names it now (a guest
+ * may have written it), backing files as they were opened (they are held
+ * shared).
+ */
+export async function stampChain(store: FileStore, opened: OpenedImage, digest: boolean): Promise<ImageStamp[]> {
+  const [top, ...backing] = opened.chain;
+  const identity = (await store.identify(top!.name)) ?? top!.identity;
+  const out = [await stampImage(opened.image, top!.name, identity, { digest })];
+  for (const file of backing) out.push({ name: file.name, key: file.identity.key, size: file.identity.size, modifiedMs: file.identity.modifiedMs });
+  return out;
+}
+
+/** What a checkpoint remembers of its images, and when the job's writes ended. */
+export interface SavedImages {
+  /** The source's chain, the image first. */
+  source: ImageStamp[];
+  target: ImageStamp;
+  /** Stamped after the job's last write: the images may not have changed at all. */
+  final: boolean;
+  /** When the job's writes ended at the latest (a heartbeat), for a checkpoint that is not final. */
+  writesEndedMs: number;
+}
+
+/**
+ * Refuses a resume onto images that changed since the checkpoint, naming
+ * what changed and `how` to start again. The source must be exactly as
+ * stamped; the target too when the checkpoint is final, else (after a kill,
+ * a closed tab) it may only have been written until the job's writes ended.
+ */
+export function refuseChangedImages(saved: SavedImages, now: { source: ImageStamp[]; target: ImageStamp }, labels: { source: string; target: string }, how: string): void {
+  for (let i = 0; i < Math.max(saved.source.length, now.source.length); i++) {
+    const before = saved.source[i];
+    if (!before) throw new ImageConflictError(labels.source, `cannot resume: the source's backing chain changed (${now.source[i]!.name} is new in it); ${how}`);
+    const change = describeChange(before, now.source[i] ?? null, { exact: true });
+    if (change) throw new ImageConflictError(labels.source, `cannot resume: the ${i === 0 ? 'source' : 'backing file'} ${change}; ${how}`);
+  }
+  const change = describeChange(saved.target, now.target, { exact: saved.final, writesEndedMs: saved.writesEndedMs, slackMs: 2000 });
+  if (change) throw new ImageConflictError(labels.target, `cannot resume: the target ${change}; ${how}`);
 }

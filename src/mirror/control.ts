@@ -12,7 +12,8 @@
 import { FaultRules } from '../block/fault.js';
 import { type FaultSide, formatFaultSpec, parseFaultSpec } from './fault-spec.js';
 import { JobError } from './job-states.js';
-import type { BlockJobInfo, MirrorJob } from './mirror-job.js';
+import type { MirrorJob } from './mirror-job.js';
+import type { BlockJobInfo } from './types.js';
 
 export type QmpErrorClass = 'GenericError' | 'CommandNotFound' | 'DeviceNotActive' | 'DeviceNotFound';
 

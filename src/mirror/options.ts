@@ -123,3 +123,23 @@ export function ioLimits(granularity: number, bufSize: number): { opBytes: numbe
   const nbBuffers = Math.max(1, Math.min(MAX_IN_FLIGHT, Math.floor(bufSize / opBytes)));
   return { opBytes, nbBuffers };
 }
+
+/**
+ * The options a resumed job is given again: what it started with, as
+ * MirrorOptions. What its target holds is not known, so it is not taken as
+ * zero (zeroes are written where it does not read as zero already).
+ */
+export function givenOptions(o: ResolvedOptions, changes: { speed?: number } = {}): MirrorOptions {
+  return {
+    id: o.id,
+    sync: o.sync,
+    granularity: o.granularity,
+    'buf-size': o.bufSize,
+    speed: changes.speed ?? o.speed,
+    'on-source-error': o.onSourceError,
+    'on-target-error': o.onTargetError,
+    'copy-mode': o.copyMode,
+    unmap: o.unmap,
+    'target-is-zero': false,
+  };
+}

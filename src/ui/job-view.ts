@@ -5,7 +5,7 @@
  */
 import { type JobStatus, type JobVerb, verbAllowed } from '../mirror/job-states.js';
 import type { AnyQmpEvent, EventData } from '../mirror/events.js';
-import type { CellState } from '../mirror/mirror-job.js';
+import type { CellState } from '../mirror/types.js';
 import { formatSize } from '../util/size.js';
 import type { JobProgress } from '../worker/worker.js';
 import { byId, errorText, h } from './dom.js';

@@ -14,7 +14,7 @@
 import { type DBSchema, type IDBPDatabase, openDB } from 'idb';
 import type { FormatName } from '../format/image-format.js';
 import type { ImageStamp } from '../format/image-stamp.js';
-import type { Checkpoint, Checkpointer } from '../mirror/mirror-job.js';
+import type { Checkpoint, Checkpointer } from '../mirror/types.js';
 import type { ResolvedOptions } from '../mirror/options.js';
 import type { SourceRef } from './source-ref.js';
 

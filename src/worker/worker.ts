@@ -10,21 +10,20 @@
 import * as Comlink from 'comlink';
 import { BlobDevice } from '../block/blob.js';
 import { type FileIdentity, BlockError, ImageConflictError } from '../block/block-device.js';
-import { FaultRules } from '../block/fault.js';
 import { HttpDevice } from '../block/http.js';
 import { heldLocks, holderWords, imageLocks, setLockTab, tryWebLock } from '../block/opfs-lock.js';
 import { type OpfsFileStore, checkOpfsName } from '../block/opfs-store.js';
-import { FaultImage } from '../format/fault-image.js';
-import { type NewImage, type OpenedImage, WritableOnDemand, createInStore, openChain, refuseOverlap } from '../format/image-access.js';
+import { type OpenedImage, WritableOnDemand, openChain } from '../format/image-access.js';
 import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from '../format/image-format.js';
-import { type ImageStamp, describeChange, stampImage } from '../format/image-stamp.js';
+import { type ImageStamp, refuseChangedImages, stampChain, stampImage } from '../format/image-stamp.js';
 import { openImage } from '../format/open.js';
-import { repairLeaks } from '../format/repair.js';
 import { RawImage } from '../format/raw.js';
 import { MirrorControl } from '../mirror/control.js';
+import { type Launched, launchMirror } from '../mirror/launch.js';
 import type { AnyQmpEvent } from '../mirror/events.js';
-import { type BlockJobInfo, type CellState, type JobStats, MirrorJob } from '../mirror/mirror-job.js';
-import { type MirrorOptions, type ResolvedOptions, OptionError, resolveOptions } from '../mirror/options.js';
+import type { MirrorJob } from '../mirror/mirror-job.js';
+import type { BlockJobInfo, CellState, JobStats } from '../mirror/types.js';
+import { type MirrorOptions, givenOptions, resolveOptions } from '../mirror/options.js';
 import { installErrorTransfer } from './error-transfer.js';
 import { type ImageEntry, type ImageFacts, ImageStore, publishOrDrop } from './image-store.js';
 import {
@@ -120,15 +119,6 @@ interface JobSource {
   stamps(): Promise<ImageStamp[]>;
 }
 
-/** The stamps of an opened chain: the top as it is now, backing files as they were opened (they are held shared). */
-async function stampChain(store: OpfsFileStore, opened: OpenedImage, digest: boolean): Promise<ImageStamp[]> {
-  const [top, ...backing] = opened.chain;
-  const identity = (await store.identify(top!.name)) ?? top!.identity;
-  const out = [await stampImage(opened.image, top!.name, identity, { digest })];
-  for (const file of backing) out.push({ name: file.name, key: file.identity.key, size: file.identity.size, modifiedMs: file.identity.modifiedMs });
-  return out;
-}
-
 /**
  * Opens a job's source. An image in OPFS opens read-only with shared locks
  * (backing files too) and is reopened read-write on a guest's first write;
@@ -205,22 +195,15 @@ async function uniqueJobId(wanted?: string): Promise<string> {
  * size or format, or a modification after that counts.
  */
 async function checkResumeImages(checkpoint: StoredCheckpoint, source: JobSource, store: OpfsFileStore, target: OpenedImage): Promise<void> {
-  const how = 'discard the interrupted job and mirror again (everything is copied again)';
   const images = checkpoint.images!;
-  const sourceNow = await source.stamps();
-  const label = describeSource(checkpoint.source);
-  for (let i = 0; i < Math.max(images.source.length, sourceNow.length); i++) {
-    const before = images.source[i];
-    if (!before) throw new ImageConflictError(label, `cannot resume: the source's backing chain changed (${sourceNow[i]!.name} is new in it); ${how}`);
-    const change = describeChange(before, sourceNow[i] ?? null, { exact: true });
-    if (change) throw new ImageConflictError(label, `cannot resume: the ${i === 0 ? 'source' : 'backing file'} ${change}; ${how}`);
-  }
   const final = checkpoint.final === true;
-  const targetNow = (await stampChain(store, target, final))[0]!;
   const heartbeat = await getHeartbeat(checkpoint.id);
-  const writesEndedMs = Math.max(heartbeat?.at ?? 0, checkpoint.savedAt);
-  const change = describeChange(images.target, targetNow, { exact: final, writesEndedMs, slackMs: 2000 });
-  if (change) throw new ImageConflictError(checkpoint.target, `cannot resume: the target ${change}; ${how}`);
+  refuseChangedImages(
+    { ...images, final, writesEndedMs: Math.max(heartbeat?.at ?? 0, checkpoint.savedAt) },
+    { source: await source.stamps(), target: (await stampChain(store, target, final))[0]! },
+    { source: describeSource(checkpoint.source), target: checkpoint.target },
+    'discard the interrupted job and mirror again (everything is copied again)',
+  );
 }
 
 // ---- launching -------------------------------------------------------------------------
@@ -260,9 +243,7 @@ async function launch(l: Launch): Promise<string> {
   if (!jobLock) throw new BlockError('EBUSY', 'open', 0, 0, `a job named "${id}" is running in another tab`);
   const store = images.files(`the job "${id}"`);
   let source: JobSource | undefined;
-  let target: OpenedImage | undefined;
-  let created: NewImage | undefined;
-  let checkpointer: IdbCheckpointer | undefined;
+  let launched: Launched | undefined;
   try {
     if (!l.resume) {
       // Mirroring into it would spoil that job's resume: it is resumed or discarded first. (A running job's target is locked.)
@@ -271,54 +252,39 @@ async function launch(l: Launch): Promise<string> {
       if (interrupted) throw new ImageConflictError(l.target, `${l.target} is the target of the interrupted job "${interrupted.id}": resume it, or discard it first`);
     }
     source = await openJobSource(l.source, store);
-    const existing = await store.identify(l.target);
-    if (source.opened) refuseOverlap(source.opened(), source.name, l.target, existing);
-    if (l.resume && !existing) throw new BlockError('ENOENT', 'open', 0, 0, `the target "${l.target}" is gone; the job cannot resume`);
-    if (existing) {
-      target = await openChain(store, l.target, { readOnly: false, ...(l.targetFormat ? { format: l.targetFormat } : {}) });
-      if (l.resume) await checkResumeImages(l.resume, source, store, target);
-      if (target.image.size !== source.image.size) {
-        throw new OptionError(`Source and target image have different sizes (${source.image.size} and ${target.image.size} bytes)`);
-      }
-      // An interrupted job may have left leaked clusters in a qcow2 target: give them back first.
-      await repairLeaks(target.image);
-    } else {
-      // sync=top copies only the top image: a new target sits on the source's backing file (same directory).
-      const format = l.targetFormat ?? source.image.format;
-      const info = await source.image.info();
-      const onBacking = l.options.sync === 'top' && info.backingFile !== undefined;
-      if (onBacking && format !== 'qcow2') {
-        throw new FormatError(`sync "top" needs a target that can have a backing file: choose qcow2 (the source's backing file is ${info.backingFile})`, 'format');
-      }
-      const backing = onBacking ? { backingFile: store.backingName(info.backingFile!, source.name), ...(info.backingFormat ? { backingFormat: info.backingFormat } : {}) } : {};
-      // Made aside and given its name once formatted; never over a file that appeared meanwhile.
-      const made = await createInStore(store, l.target, { format, size: source.image.size, ...backing }, { replace: false });
-      await publishOrDrop(made);
-      created = made;
-      target = { image: made.image, name: made.name, chain: [{ name: made.name, identity: (await store.identify(made.name)) ?? made.identity }] };
-    }
-    const targetOpened = target;
     const jobSource = source;
+    let checkpointer: IdbCheckpointer | undefined;
+    launched = await launchMirror({
+      store,
+      source: { image: source.image, name: source.name, opened: source.opened?.() ?? null },
+      target: l.target,
+      ...(l.targetFormat ? { targetFormat: l.targetFormat } : {}),
+      options: { ...l.options, id },
+      // Everything lives in one directory: a backing file is named as the source's directory reaches it.
+      backingName: (backing, sourceName) => store.backingName(backing, sourceName),
+      onExisting: async (target) => {
+        if (!l.resume) return null;
+        await checkResumeImages(l.resume, jobSource, store, target);
+        return { options: { ...l.options, id }, resume: { bitmap: l.resume.bitmap } };
+      },
+      onMissing: async () => {
+        if (l.resume) throw new BlockError('ENOENT', 'open', 0, 0, `the target "${l.target}" is gone; the job cannot resume`);
+      },
+      publish: publishOrDrop,
+      // Periodic checkpoints stamp the target without its digest: the job goes on writing it.
+      checkpointer: (target) =>
+        (checkpointer = new IdbCheckpointer({ source: l.source, target: l.target, targetFormat: target.image.format }, async () => ({
+          source: await jobSource.stamps(),
+          target: (await stampChain(store, target, false))[0]!,
+        }))),
+      checkpointIntervalSeconds: 2,
+    });
+    const { job, target: targetOpened, faults } = launched;
+    const jobCheckpointer = checkpointer!;
     // What the list shows of the images this job holds, from the images themselves.
     const facts = new Map<string, ImageFacts>();
     if (source.opened) facts.set(source.name, factsOf(source.image, await source.image.info()));
-    facts.set(l.target, factsOf(target.image, await target.image.info()));
-    // Periodic checkpoints stamp the target without its digest: the job goes on writing it.
-    const stamps = async (): Promise<CheckpointImages> => ({
-      source: await jobSource.stamps(),
-      target: (await stampChain(store, targetOpened, false))[0]!,
-    });
-    checkpointer = new IdbCheckpointer({ source: l.source, target: l.target, targetFormat: target.image.format }, stamps);
-    const faults = { source: new FaultRules(), target: new FaultRules() };
-    const job = await MirrorJob.create({
-      source: new FaultImage(source.image, faults.source),
-      target: new FaultImage(target.image, faults.target),
-      options: { ...l.options, id },
-      targetCreated: created !== undefined,
-      ...(l.resume ? { resume: { bitmap: l.resume.bitmap } } : {}),
-      checkpointer,
-      checkpointIntervalSeconds: 2,
-    });
+    facts.set(l.target, factsOf(targetOpened.image, await targetOpened.image.info()));
     control.add(job, faults);
     const entry: JobEntry = { job, source: l.source, target: l.target, guest: null, facts };
     jobs.set(id, entry);
@@ -338,15 +304,13 @@ async function launch(l: Launch): Promise<string> {
       };
       for (const sink of progressSinks) sink(progress);
     });
-    const madeTarget = created;
-    const jobCheckpointer = checkpointer;
+    const made = launched;
     void job.result.then(async (result) => {
       await entry.guest?.stop();
       await jobSource.image.close().catch(() => {});
       await targetOpened.image.close().catch(() => {});
-      if (madeTarget && result.outcome !== 'completed' && job.stats().bytesWritten === 0) {
-        // Nothing was copied into the target this job made: it goes, with its checkpoint.
-        await store.remove(l.target).catch(() => {});
+      if (result.outcome !== 'completed' && (await made.dropIfUnwritten())) {
+        // Nothing was copied into the target this job made: it went, and its checkpoint goes too.
         await jobCheckpointer.remove(id).catch(() => {});
       } else if (result.outcome === 'failed') {
         // A failed job keeps its checkpoint (fix the cause, then resume): seal it now that nothing writes.
@@ -362,11 +326,12 @@ async function launch(l: Launch): Promise<string> {
     if (numbered) nextJob = Math.max(nextJob, Number(numbered[1]) + 1);
     return id;
   } catch (err) {
-    checkpointer?.stop();
+    // launchMirror left nothing of the target behind; the source is ours to close.
     await source?.image.close().catch(() => {});
-    await target?.image.close().catch(() => {});
-    // A target this launch made, before any data moved: it goes again.
-    if (created) await store.remove(l.target).catch(() => {});
+    if (launched) {
+      await launched.target.image.close().catch(() => {});
+      await launched.dropIfUnwritten();
+    }
     await jobLock.release();
     throw err;
   }
@@ -399,22 +364,6 @@ function entryOf(id: string): JobEntry {
   const entry = jobs.get(id);
   if (!entry) throw new BlockError('ENOENT', 'open', 0, 0, `no job named "${id}"`);
   return entry;
-}
-
-function fromResolved(o: ResolvedOptions): MirrorOptions {
-  return {
-    id: o.id,
-    sync: o.sync,
-    granularity: o.granularity,
-    'buf-size': o.bufSize,
-    speed: o.speed,
-    'on-source-error': o.onSourceError,
-    'on-target-error': o.onTargetError,
-    'copy-mode': o.copyMode,
-    unmap: o.unmap,
-    // What the target held when the job stopped is not known: write zeroes where needed.
-    'target-is-zero': false,
-  };
 }
 
 /** What a job of this worker knows of an image it holds. */
@@ -561,7 +510,7 @@ const api = {
       source: checkpoint.source,
       target: checkpoint.target,
       targetFormat: checkpoint.targetFormat,
-      options: fromResolved(checkpoint.options),
+      options: givenOptions(checkpoint.options),
       resume: checkpoint,
     });
   },

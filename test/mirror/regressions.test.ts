@@ -1,6 +1,7 @@
 /** Defects found in review, each with the case that showed it. */
 import { describe, expect, it } from 'vitest';
-import { MirrorJob, type Checkpoint } from '../../src/mirror/mirror-job.js';
+import { MirrorJob } from '../../src/mirror/mirror-job.js';
+import type { Checkpoint } from '../../src/mirror/types.js';
 import { MirrorControl } from '../../src/mirror/control.js';
 import { Kernel } from '../../src/kernel/kernel.js';
 import { BlockError } from '../../src/block/block-device.js';

@@ -1,0 +1,98 @@
+/**
+ * What the world sees of a mirror job: its query-block-jobs fields, its
+ * statistics and picture, its result, and what it needs to be built and to
+ * checkpoint. The worker, the command line and the page import these.
+ */
+import type { Errno } from '../block/block-device.js';
+import type { ImageFormat } from '../format/image-format.js';
+import type { Kernel } from '../kernel/kernel.js';
+import type { IoStatus } from './error-policy.js';
+import type { JobStatus } from './job-states.js';
+import type { MirrorOptions, ResolvedOptions } from './options.js';
+
+/** QEMU's query-block-jobs fields. */
+export interface BlockJobInfo {
+  type: 'mirror';
+  device: string;
+  len: number;
+  offset: number;
+  busy: boolean;
+  paused: boolean;
+  speed: number;
+  'io-status': IoStatus;
+  ready: boolean;
+  status: JobStatus;
+  'auto-finalize': boolean;
+  'auto-dismiss': boolean;
+  error?: string;
+}
+
+/** A range that failed and has not been copied since. */
+export interface FailedRange {
+  offset: number;
+  bytes: number;
+  side: 'source' | 'target';
+  errno: Errno;
+  attempts: number;
+}
+
+/** More than QEMU reports, for the app's picture and the CLI's progress line. */
+export interface JobStats {
+  granularity: number;
+  nbChunks: number;
+  dirtyChunks: number;
+  dirtyBytes: number;
+  inFlightOps: number;
+  inFlightBytes: number;
+  failed: FailedRange[];
+  /** Bytes copied, zeroed or skipped as known-zero. */
+  bytesDone: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+export type JobOutcome = 'completed' | 'cancelled' | 'failed';
+
+export interface JobResult {
+  outcome: JobOutcome;
+  error?: string;
+  errno?: Errno;
+}
+
+/** How the picture sees one cell (a range of chunks). */
+export type CellState = 'clean' | 'dirty' | 'inflight' | 'failed' | 'zero';
+
+/** Restores a job's progress from a checkpoint: the chunks still dirty. */
+export interface ResumeState {
+  bitmap: Uint8Array;
+}
+
+export interface Checkpoint {
+  id: string;
+  options: ResolvedOptions;
+  size: number;
+  status: JobStatus;
+  offset: number;
+  bitmap: Uint8Array;
+  savedAt: number;
+}
+
+export interface Checkpointer {
+  save(checkpoint: Checkpoint): Promise<void>;
+  /** Called once the job reached null: the checkpoint is not needed anymore. */
+  remove(id: string): Promise<void>;
+}
+
+export interface MirrorJobParams {
+  source: ImageFormat;
+  target: ImageFormat;
+  options: MirrorOptions;
+  /** The target was created by this job (so it reads as zeroes unless told otherwise). */
+  targetCreated?: boolean;
+  kernel?: Kernel;
+  resume?: ResumeState;
+  checkpointer?: Checkpointer;
+  /** Seconds between periodic checkpoints (default 5). */
+  checkpointIntervalSeconds?: number;
+  now?: () => number;
+}
