@@ -1,9 +1,10 @@
 /**
  * The qcow2 header: reading and parsing it, every field validated before it
  * is trusted (a bad field gives a FormatError naming the field and its
- * value), the names of feature bits, building the header of a new image, and writing
- * the fields an open image changes: feature bits and the refcount table's
- * location. The extensions that follow the header are in header-extensions.ts.
+ * value), the names of feature bits, building the header of a new image,
+ * and writing the fields an open image changes: feature bits and the
+ * refcount table's location. The extensions that follow the header are in
+ * header-extensions.ts.
  */
 import { FormatError } from '../image-format.js';
 import { bigU64, getU64Checked, putU32, setU64, u32 } from './bytes.js';

@@ -21,6 +21,7 @@ import { type Qcow2Header, clearAutoclearFeatures, featureNames, readHeader, set
 import type { SubclusterKind } from './l2-entry.js';
 import { parseCompressed } from './l2-entry.js';
 import { Mutex, RangeLocks } from './locks.js';
+import { metadataOverlap } from './overlap.js';
 import { Refcounts } from './refcount.js';
 import { readSnapshots, type SnapshotTable } from './snapshot.js';
 
@@ -192,32 +193,18 @@ export class Qcow2Image implements ImageFormat {
     if (this.writable) this.map.refcounts = refcounts;
   }
 
-  /**
-   * QEMU's metadata overlap check: clusters the refcounts call free must not
-   * hold the header, the L1 tables, the refcount table or blocks, the
-   * snapshot table or an active L2 table. If they do, the image is marked
-   * corrupt and the write refused.
-   */
+  /** Refcounts call clusters free: refuse (and mark the image corrupt) if they hold metadata. */
   private async checkFree(first: number, count: number): Promise<void> {
-    const cs = this.header.clusterSize;
-    const start = first * cs;
-    const end = (first + count) * cs;
-    const overlaps = (offset: number, bytes: number) => bytes > 0 && offset < end && start < offset + bytes;
-    const h = this.header;
-    const refcounts = this.refcountsValue!;
-    let what = '';
-    if (start < cs) what = 'the header';
-    else if (overlaps(h.l1TableOffset, h.l1Size * L1E_BYTES)) what = 'the active L1 table';
-    else if (overlaps(refcounts.tableOffset, refcounts.tableClusters * cs)) what = 'the refcount table';
-    else if (refcounts.hasBlockIn(first, count)) what = 'a refcount block';
-    else if (this.map.hasL2In(first, count)) what = 'an active L2 table';
-    else {
-      if (h.nbSnapshots > 0) {
-        const sn = await this.snapshots();
-        if (overlaps(h.snapshotsOffset, sn.bytes)) what = 'the snapshot table';
-        for (const s of sn.snapshots) if (!what && overlaps(s.l1TableOffset, s.l1Size * L1E_BYTES)) what = `the L1 table of snapshot ${s.name}`;
-      }
-    }
+    const what = await metadataOverlap(
+      {
+        header: this.header,
+        refcounts: this.refcountsValue!,
+        hasL2In: (f, c) => this.map.hasL2In(f, c),
+        snapshots: () => this.snapshots(),
+      },
+      first,
+      count,
+    );
     if (what) await this.signalCorruption(`clusters ${first}..${first + count - 1} are free by their refcounts but hold ${what}`);
   }
 
