@@ -5,10 +5,12 @@
  * its references, bad entries), leaks (a refcount above its references),
  * and check errors (the check itself could not read something).
  *
- * `repairRefcounts` sets every refcount to its reference count and fixes
- * COPIED flags: what a writable open does to a dirty (lazy refcounts) image.
+ * The counting is shared with repair.ts, which sets every refcount to its
+ * reference count and fixes COPIED flags.
  */
-import { FormatError } from '../image-format.js';
+import { bigU64, getU64, u32 } from './bytes.js';
+import type { MetadataIo } from './cache.js';
+import type { ClusterMap } from './cluster.js';
 import {
   BITMAP_DIR_ENTRY_BYTES,
   L1E_BYTES,
@@ -18,15 +20,27 @@ import {
   L2E_RESERVED_LO,
   MAX_BITMAPS,
   MAX_L1_BYTES,
-  OFLAG_COPIED_HI,
   REFT_ENTRY_BYTES,
   REFT_RESERVED_LO,
   VERSION_3,
 } from './constants.js';
-import { bigU64, getU64, u32 } from './bytes.js';
-import type { Qcow2Image } from './image.js';
-import { classifyL2, entryOffset, isCopied, parseCompressed } from './l2-entry.js';
-import { getRefcountEntry } from './refcount.js';
+import type { Qcow2Header } from './header.js';
+import { classifyL2, entryOffset, isCopied, parseCompressed, parseL1, readL2Entry } from './l2-entry.js';
+import { getRefcountEntry, type Refcounts } from './refcount.js';
+import type { SnapshotTable } from './snapshot.js';
+
+/** What check (and repair) need of an open image: a Qcow2Image has all of it. */
+export interface CheckTarget {
+  readonly header: Qcow2Header;
+  readonly file: { readonly size: number };
+  readonly io: MetadataIo;
+  readonly map: ClusterMap;
+  readonly readOnly: boolean;
+  snapshots(): Promise<SnapshotTable>;
+  refcounts(): Promise<Refcounts>;
+  /** Writes what the caches hold (check reads tables from the file). */
+  flush(): Promise<void>;
+}
 
 export interface CheckResult {
   corruptions: number;
@@ -87,14 +101,14 @@ function report(result: CheckResult, kind: 'corruptions' | 'leaks' | 'checkError
 }
 
 /** Reads the stored refcounts, block by block, remembering blocks that cannot be read. */
-class StoredRefcounts {
+export class StoredRefcounts {
   private readonly table: Float64Array;
   private readonly bad: Uint8Array;
   private readonly perBlock: number;
   private cachedIndex = -1;
   private cached: Uint8Array | null = null;
   constructor(
-    private readonly image: Qcow2Image,
+    private readonly image: CheckTarget,
     raw: Uint8Array,
   ) {
     const h = image.header;
@@ -130,7 +144,7 @@ class StoredRefcounts {
   }
 }
 
-interface Calculated {
+export interface Calculated {
   result: CheckResult;
   counter: Counter;
   stored: StoredRefcounts;
@@ -138,7 +152,7 @@ interface Calculated {
 }
 
 /** Counts every reference (QEMU's calculate_refcounts). */
-async function calculate(image: Qcow2Image): Promise<Calculated> {
+export async function calculate(image: CheckTarget): Promise<Calculated> {
   const h = image.header;
   const cs = h.clusterSize;
   const fileBytes = image.file.size;
@@ -228,7 +242,7 @@ async function calculate(image: Qcow2Image): Promise<Calculated> {
 }
 
 async function checkL1(
-  image: Qcow2Image,
+  image: CheckTarget,
   counter: Counter,
   result: CheckResult,
   l1Offset: number,
@@ -242,11 +256,12 @@ async function checkL1(
   counter.inc(l1Offset, l1Size * L1E_BYTES);
   // Entries past the end of the file read as zeroes: only the part inside is read.
   const inside = Math.max(0, Math.min(l1Size, Math.ceil((image.file.size - l1Offset) / L1E_BYTES)));
-  const l1 = new Uint8Array(inside * L1E_BYTES);
-  await image.io.read(l1Offset, l1);
+  const raw = new Uint8Array(inside * L1E_BYTES);
+  await image.io.read(l1Offset, raw);
+  const l1 = parseL1(raw);
   for (let i = 0; i < inside; i++) {
-    const hi = u32(l1, i * 8);
-    const lo = u32(l1, i * 8 + 4);
+    const hi = l1[i * 2]!;
+    const lo = l1[i * 2 + 1]!;
     if (hi === 0 && lo === 0) continue;
     if (hi & L1E_RESERVED_HI || lo & L1E_RESERVED_LO) {
       report(result, 'corruptions', `ERROR found L1 entry with reserved bits set: ${hex64(hi, lo)}`);
@@ -264,16 +279,11 @@ async function checkL1(
 }
 
 /** Counts the references of one L2 table, `times` over (`active` of them from the active L1). */
-function checkL2(image: Qcow2Image, counter: Counter, result: CheckResult, table: Uint8Array, times: number, active: number, nextContiguous: number): number {
+function checkL2(image: CheckTarget, counter: Counter, result: CheckResult, table: Uint8Array, times: number, active: number, nextContiguous: number): number {
   const h = image.header;
   const cs = h.clusterSize;
-  const eb = h.l2EntryBytes;
   for (let i = 0; i < h.l2Entries; i++) {
-    const at = i * eb;
-    const hi = u32(table, at);
-    const lo = u32(table, at + 4);
-    const bmHi = h.extendedL2 ? u32(table, at + 8) : 0;
-    const bmLo = h.extendedL2 ? u32(table, at + 12) : 0;
+    const [hi, lo, bmHi, bmLo] = readL2Entry(table, i, h.extendedL2);
     const kind = classifyL2(hi, lo, h.extendedL2);
     if (kind !== 'compressed' && (hi & L2E_RESERVED_HI || lo & L2E_RESERVED_LO)) {
       report(result, 'corruptions', `ERROR found l2 entry with reserved bits set: ${hex64(hi, lo)}`, times);
@@ -329,7 +339,7 @@ function checkL2(image: Qcow2Image, counter: Counter, result: CheckResult, table
   return nextContiguous;
 }
 
-async function countBitmaps(image: Qcow2Image, counter: Counter, result: CheckResult): Promise<void> {
+async function countBitmaps(image: CheckTarget, counter: Counter, result: CheckResult): Promise<void> {
   const b = image.header.bitmaps!;
   if (b.nbBitmaps > MAX_BITMAPS || b.directoryBytes > 64 << 20) {
     report(result, 'checkErrors', `ERROR bitmaps extension: ${b.nbBitmaps} bitmaps, directory of ${b.directoryBytes} bytes: too large`);
@@ -366,7 +376,7 @@ function hex64(hi: number, lo: number): string {
 }
 
 /** Checks the image as qemu-img check does. */
-export async function checkImage(image: Qcow2Image): Promise<CheckResult> {
+export async function checkImage(image: CheckTarget): Promise<CheckResult> {
   if (!image.readOnly) await image.flush();
   const { result, counter, stored } = await calculate(image);
   const cs = image.header.clusterSize;
@@ -390,7 +400,7 @@ export async function checkImage(image: Qcow2Image): Promise<CheckResult> {
 }
 
 /** COPIED must be set exactly when the refcount is 1 (active L1 and its L2 tables); `fix` rewrites wrong flags. */
-async function checkCopied(image: Qcow2Image, stored: StoredRefcounts, result: CheckResult, fix: ((what: 'l1' | 'l2', index: number, l2Offset: number, copied: boolean) => Promise<void>) | null): Promise<void> {
+export async function checkCopied(image: CheckTarget, stored: StoredRefcounts, result: CheckResult, fix: ((what: 'l1' | 'l2', index: number, l2Offset: number, copied: boolean) => Promise<void>) | null): Promise<void> {
   const h = image.header;
   const cs = h.clusterSize;
   const l1 = image.map.l1;
@@ -412,9 +422,7 @@ async function checkCopied(image: Qcow2Image, stored: StoredRefcounts, result: C
     if (l2Offset >= image.file.size) continue; // reads as zeroes
     await image.io.read(l2Offset, table);
     for (let j = 0; j < h.l2Entries; j++) {
-      const at = j * h.l2EntryBytes;
-      const ehi = u32(table, at);
-      const elo = u32(table, at + 4);
+      const [ehi, elo] = readL2Entry(table, j, h.extendedL2);
       const kind = classifyL2(ehi, elo, h.extendedL2);
       if (kind !== 'normal' && kind !== 'zero-alloc') continue;
       const rc = await stored.get(Math.floor(entryOffset(ehi, elo) / cs));
@@ -425,58 +433,4 @@ async function checkCopied(image: Qcow2Image, stored: StoredRefcounts, result: C
       }
     }
   }
-}
-
-/**
- * Rebuilds refcounts from the references (a dirty image after lazy
- * refcounts), then fixes COPIED flags. Refuses an image with corruptions a
- * refcount change cannot fix.
- */
-export async function repairRefcounts(image: Qcow2Image): Promise<void> {
-  // The count reads tables from the file: what the caches hold goes there first.
-  if (!image.readOnly) await image.flush();
-  const { result, counter } = await calculate(image);
-  if (result.corruptions > 0 || result.checkErrors > 0) {
-    throw new FormatError(`qcow2 image is dirty and could not be repaired: ${result.messages[0] ?? 'corrupt metadata'}`, 'incompatible_features');
-  }
-  const refcounts = await image.refcounts();
-  for (let i = 0; i < counter.nbClusters; i++) {
-    const want = counter.counts[i]!;
-    const t = Math.floor(i / refcounts.perBlock);
-    if (refcounts.blockOffset(t) === 0) {
-      if (want === 0) continue;
-      throw new FormatError(`qcow2 image is dirty and cluster ${i} has no refcount block; it could not be repaired`, 'refcount_table');
-    }
-    if ((await refcounts.get(i)) !== want) await refcounts.set(i, want);
-  }
-  await refcounts.flush();
-  // COPIED flags follow the repaired counts.
-  const stored = new StoredRefcounts(image, await readReftable(image));
-  await checkCopied(image, stored, result, async (what, index, l2Offset, copied) => {
-    if (what === 'l1') {
-      const hi = image.map.l1[index * 2]!;
-      const nhi = copied ? (hi | OFLAG_COPIED_HI) >>> 0 : (hi & ~OFLAG_COPIED_HI) >>> 0;
-      image.map.l1[index * 2] = nhi;
-      const raw = new Uint8Array(8);
-      const v = new DataView(raw.buffer);
-      v.setUint32(0, nhi, false);
-      v.setUint32(4, image.map.l1[index * 2 + 1]!, false);
-      await image.io.write(image.header.l1TableOffset + index * L1E_BYTES, raw);
-    } else {
-      const table = await image.map.l2Cache.get(l2Offset);
-      const at = index * image.header.l2EntryBytes;
-      const hi = u32(table, at);
-      const nhi = copied ? (hi | OFLAG_COPIED_HI) >>> 0 : (hi & ~OFLAG_COPIED_HI) >>> 0;
-      table[at] = nhi >>> 24;
-      image.map.l2Cache.markDirty(l2Offset);
-    }
-  });
-  await image.map.l2Cache.flush();
-}
-
-async function readReftable(image: Qcow2Image): Promise<Uint8Array> {
-  const refcounts = await image.refcounts();
-  const raw = new Uint8Array(refcounts.tableClusters * image.header.clusterSize);
-  await image.io.read(refcounts.tableOffset, raw);
-  return raw;
 }

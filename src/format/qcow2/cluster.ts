@@ -29,8 +29,11 @@ import {
   makeCompressed,
   makeEntry,
   parseCompressed,
+  readL2Entry,
   subclusterKind,
   subclusterMask,
+  withCopied,
+  writeL2Entry,
 } from './l2-entry.js';
 import type { Refcounts } from './refcount.js';
 
@@ -113,13 +116,6 @@ export class ClusterMap {
     this.l2Cache = o.l2Cache;
     this.l1 = o.l1;
     this.hasBacking = o.hasBacking;
-  }
-
-  /** Decodes an L1 table read from disk. */
-  static parseL1(raw: Uint8Array): Uint32Array {
-    const out = new Uint32Array(raw.length / 4);
-    for (let i = 0; i < out.length; i++) out[i] = u32(raw, i * 4);
-    return out;
   }
 
   /** L2 table offset for L1 index `i` (0: none); validated. */
@@ -242,6 +238,19 @@ export class ClusterMap {
     this.l2Clusters = null;
   }
 
+  /** Sets or clears COPIED in L1 entry `i` (repair: the flag follows the refcount), written through as `setL1` writes. */
+  async setL1Copied(i: number, copied: boolean): Promise<void> {
+    await this.setL1(i, this.l2Offset(i), copied);
+  }
+
+  /** Sets or clears COPIED in entry `index` of the L2 table at `l2Offset` (repair), through the cache. */
+  async setL2Copied(l2Offset: number, index: number, copied: boolean): Promise<void> {
+    const table = await this.l2Cache.get(l2Offset);
+    const [hi, lo, bmHi, bmLo] = this.readEntry(table, index);
+    this.putEntry(table, index, withCopied(hi, copied), lo, bmHi, bmLo);
+    this.l2Cache.markDirty(l2Offset);
+  }
+
   /** Clusters holding active L2 tables (built on first use). */
   private l2Clusters: Set<number> | null = null;
 
@@ -335,11 +344,7 @@ export class ClusterMap {
 
   /** One cluster of a write plan (host offset filled in later for new clusters). */
   private planCluster(table: Uint8Array, l2Index: number, guestOffset: number, from: number, to: number): ClusterWrite {
-    const at = l2Index * this.l2EntryBytes;
-    const hi = u32(table, at);
-    const lo = u32(table, at + 4);
-    const bmHi = this.extendedL2 ? u32(table, at + 8) : 0;
-    const bmLo = this.extendedL2 ? u32(table, at + 12) : 0;
+    const [hi, lo, bmHi, bmLo] = readL2Entry(table, l2Index, this.extendedL2);
     const kind = classifyL2(hi, lo, this.extendedL2);
     const cw: ClusterWrite = {
       l2Index,
@@ -469,13 +474,7 @@ export class ClusterMap {
   }
 
   private putEntry(table: Uint8Array, index: number, hi: number, lo: number, bmHi: number, bmLo: number): void {
-    const at = index * this.l2EntryBytes;
-    putU32(table, at, hi);
-    putU32(table, at + 4, lo);
-    if (this.extendedL2) {
-      putU32(table, at + 8, bmHi);
-      putU32(table, at + 12, bmLo);
-    }
+    writeL2Entry(table, index, this.extendedL2, hi, lo, bmHi, bmLo);
   }
 
   /** Drops the reference an old entry held (QEMU's qcow2_free_any_cluster). */
@@ -500,9 +499,7 @@ export class ClusterMap {
     const l2 = this.l2Offset(l1Index);
     if (l2 === 0) return true;
     const table = await this.l2Cache.get(l2);
-    const at = ((guestOffset - l1Index * this.l2Coverage) / this.clusterSize) * this.l2EntryBytes;
-    const hi = u32(table, at);
-    const lo = u32(table, at + 4);
+    const [hi, lo] = readL2Entry(table, (guestOffset - l1Index * this.l2Coverage) / this.clusterSize, this.extendedL2);
     return (hi & OFFSET_MASK_HI) === 0 && (lo & OFFSET_MASK_LO) === 0 && classifyL2(hi, lo, this.extendedL2) !== 'compressed';
   }
 
@@ -667,8 +664,7 @@ export class ClusterMap {
   }
 
   private readEntry(table: Uint8Array, index: number): [number, number, number, number] {
-    const at = index * this.l2EntryBytes;
-    return [u32(table, at), u32(table, at + 4), this.extendedL2 ? u32(table, at + 8) : 0, this.extendedL2 ? u32(table, at + 12) : 0];
+    return readL2Entry(table, index, this.extendedL2);
   }
 
   private checkEntry(kind: ClusterKind, hi: number, lo: number, guestOffset: number): void {

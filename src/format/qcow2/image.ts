@@ -19,10 +19,11 @@ import {
 } from './constants.js';
 import { type Qcow2Header, clearAutoclearFeatures, featureNames, readHeader, setIncompatibleFeature } from './header.js';
 import type { SubclusterKind } from './l2-entry.js';
-import { parseCompressed } from './l2-entry.js';
+import { parseCompressed, parseL1 } from './l2-entry.js';
 import { Mutex, RangeLocks } from './locks.js';
 import { metadataOverlap } from './overlap.js';
 import { Refcounts } from './refcount.js';
+import { repairDirty } from './repair.js';
 import { readSnapshots, type SnapshotTable } from './snapshot.js';
 
 export interface Qcow2OpenOptions {
@@ -108,7 +109,7 @@ export class Qcow2Image implements ImageFormat {
     }
     const l1Raw = new Uint8Array(header.l1Size * L1E_BYTES);
     await readPadded(file, header.l1TableOffset, l1Raw);
-    const image = new Qcow2Image(file, header, ClusterMap.parseL1(l1Raw), !readOnly, options);
+    const image = new Qcow2Image(file, header, parseL1(l1Raw), !readOnly, options);
     try {
       if (header.backingFile !== undefined) {
         if (!options.openBacking) {
@@ -119,7 +120,7 @@ export class Qcow2Image implements ImageFormat {
       if (!readOnly) {
         await image.loadRefcounts();
         if (options.compress) image.compress = true;
-        if (header.incompatible & INCOMPAT_DIRTY && !options.noRepair) await image.repairDirty();
+        if (header.incompatible & INCOMPAT_DIRTY && !options.noRepair) await repairDirty(image);
       }
     } catch (err) {
       await image.backingImage?.close().catch(() => {});
@@ -685,13 +686,6 @@ export class Qcow2Image implements ImageFormat {
     await setIncompatibleFeature(this.file, this.header, INCOMPAT_DIRTY, false);
     await this.file.flush();
     this.markedDirty = false;
-  }
-
-  /** A dirty image (lazy refcounts, not closed cleanly): rebuild the refcounts, then clear the bit. */
-  private async repairDirty(): Promise<void> {
-    const { repairRefcounts } = await import('./check.js');
-    await repairRefcounts(this);
-    await this.markClean();
   }
 
   async resize(bytes: number): Promise<void> {

@@ -1,11 +1,15 @@
 /**
  * L1 and L2 entries as pure functions: classification (one function, as
  * QEMU's qcow2_get_cluster_type / qcow2_get_subcluster_type), host offsets
- * and compressed descriptors. Entries are passed as two 32-bit halves
- * (hi = bits 32..63, lo = bits 0..31), see constants.ts.
+ * and compressed descriptors, and entries read from and stored into their
+ * tables. Entries are passed as two 32-bit halves (hi = bits 32..63, lo =
+ * bits 0..31), see constants.ts.
  */
+import { putU32, u32 } from './bytes.js';
 import {
   COMPRESSED_SECTOR_BYTES,
+  L2E_BYTES,
+  L2E_EXTENDED_BYTES,
   OFFSET_MASK_HI,
   OFFSET_MASK_LO,
   OFLAG_COMPRESSED_HI,
@@ -69,6 +73,11 @@ export function isCopied(hi: number): boolean {
   return (hi & OFLAG_COPIED_HI) !== 0;
 }
 
+/** The hi half with COPIED set or cleared. */
+export function withCopied(hi: number, copied: boolean): number {
+  return (copied ? hi | OFLAG_COPIED_HI : hi & ~OFLAG_COPIED_HI) >>> 0;
+}
+
 /** An offset (cluster aligned, < 2^56) with flags, as hi/lo halves. */
 export function makeEntry(offset: number, copied: boolean): [number, number] {
   const hi = (Math.floor(offset / 2 ** 32) & OFFSET_MASK_HI) | (copied ? OFLAG_COPIED_HI : 0);
@@ -114,4 +123,30 @@ export function subclusterMask(first: number, end: number): number {
   if (end <= first) return 0;
   const n = end - first;
   return (n >= SUBCLUSTERS_PER_CLUSTER ? 0xffffffff : ((1 << n) - 1) << first) >>> 0;
+}
+
+// ---- entries in their tables -------------------------------------------------------------
+
+/** Decodes an L1 table as read from disk into hi/lo pairs (entry i at 2i, 2i + 1). */
+export function parseL1(raw: Uint8Array): Uint32Array {
+  const out = new Uint32Array(raw.length / 4);
+  for (let i = 0; i < out.length; i++) out[i] = u32(raw, i * 4);
+  return out;
+}
+
+/** Entry `index` of an L2 table: hi, lo and (extended L2) the bitmap's halves, else zeroes. */
+export function readL2Entry(table: Uint8Array, index: number, extendedL2: boolean): [number, number, number, number] {
+  const at = index * (extendedL2 ? L2E_EXTENDED_BYTES : L2E_BYTES);
+  return [u32(table, at), u32(table, at + 4), extendedL2 ? u32(table, at + 8) : 0, extendedL2 ? u32(table, at + 12) : 0];
+}
+
+/** Stores entry `index` of an L2 table (the bitmap only with extended L2). */
+export function writeL2Entry(table: Uint8Array, index: number, extendedL2: boolean, hi: number, lo: number, bmHi: number, bmLo: number): void {
+  const at = index * (extendedL2 ? L2E_EXTENDED_BYTES : L2E_BYTES);
+  putU32(table, at, hi);
+  putU32(table, at + 4, lo);
+  if (extendedL2) {
+    putU32(table, at + 8, bmHi);
+    putU32(table, at + 12, bmLo);
+  }
 }
