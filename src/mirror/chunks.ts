@@ -1,0 +1,162 @@
+/**
+ * The mirror's chunks, each one bit of the kernel's bitmaps (granularity
+ * bytes of the image): dirty (to copy), in flight, backing off (a failed
+ * range waiting for its retry), written (the job put data there: no longer
+ * known to read as zero) and zero (last copied as zeroes, for the picture).
+ * Every bitmap is sized here, before any I/O, so linear memory never grows
+ * while views over it are in use.
+ */
+import type { DirtyBitmap, Kernel } from '../kernel/kernel.js';
+import type { CellState, FailedRange } from './types.js';
+
+/** Bytes before level 0 in a serialized bitmap (see DirtyBitmap.serialize). */
+const SERIAL_HEADER = 16;
+
+export interface ChunkRun {
+  start: number;
+  length: number;
+}
+
+export class ChunkMap {
+  readonly nbChunks: number;
+  readonly dirty: DirtyBitmap;
+  readonly inFlight: DirtyBitmap;
+  readonly backingOff: DirtyBitmap;
+  /** Only kept on a target known to read as zero, where it says which chunks no longer are. */
+  readonly written: DirtyBitmap | null;
+  readonly zero: DirtyBitmap;
+  private freed = false;
+
+  constructor(
+    kernel: Kernel,
+    readonly size: number,
+    readonly granularity: number,
+    targetIsZero: boolean,
+  ) {
+    this.nbChunks = Math.ceil(size / granularity);
+    this.dirty = kernel.newBitmap(this.nbChunks);
+    this.inFlight = kernel.newBitmap(this.nbChunks);
+    this.backingOff = kernel.newBitmap(this.nbChunks);
+    this.written = targetIsZero ? kernel.newBitmap(this.nbChunks) : null;
+    this.zero = kernel.newBitmap(this.nbChunks);
+  }
+
+  /** The bitmaps were freed (the job concluded): every count reads as zero from then on. */
+  get released(): boolean {
+    return this.freed;
+  }
+
+  /** The chunks of a byte range, rounded out. */
+  span(offset: number, bytes: number): { first: number; nb: number } {
+    const first = Math.floor(offset / this.granularity);
+    return { first, nb: Math.ceil((offset + bytes) / this.granularity) - first };
+  }
+
+  /** A chunk run as a byte range (the last chunk may be short). */
+  bytesOf(first: number, nb: number): { offset: number; bytes: number } {
+    const offset = first * this.granularity;
+    return { offset, bytes: Math.max(0, Math.min(nb * this.granularity, this.size - offset)) };
+  }
+
+  /** Dirty chunks as bytes, whole chunks (QEMU's bdrv_get_dirty_count: a dirty partial last chunk counts whole). */
+  dirtyBytes(): number {
+    return this.freed ? 0 : this.dirty.count * this.granularity;
+  }
+
+  get dirtyCount(): number {
+    return this.freed ? 0 : this.dirty.count;
+  }
+
+  /** The next run of dirty chunks from `from` that is neither in flight nor backing off, at most `maxChunks` long. */
+  nextIssuable(from: number, maxChunks: number): ChunkRun | null {
+    let pos = from;
+    while (pos < this.nbChunks) {
+      const d = this.dirty.nextDirty(pos);
+      if (d < 0) return null;
+      if (this.inFlight.get(d)) {
+        pos = this.inFlight.nextClean(d);
+        if (pos < 0) return null;
+        continue;
+      }
+      if (this.backingOff.get(d)) {
+        pos = this.backingOff.nextClean(d);
+        if (pos < 0) return null;
+        continue;
+      }
+      const run = this.dirty.nextDirtyRun(d, maxChunks)!;
+      let end = run.start + run.length;
+      const f = this.inFlight.nextDirty(d);
+      if (f >= 0 && f < end) end = f;
+      const b = this.backingOff.nextDirty(d);
+      if (b >= 0 && b < end) end = b;
+      return { start: d, length: end - d };
+    }
+    return null;
+  }
+
+  /** The job wrote data there: those chunks no longer read as zero. */
+  markWritten(first: number, nb: number): void {
+    this.written?.set(first, nb);
+    this.zero.reset(first, nb);
+  }
+
+  /** The target reads zero there already (created zero, and the job wrote nothing there since). */
+  knownZero(first: number, nb: number): boolean {
+    return this.written !== null && this.written.countRange(first, nb) === 0;
+  }
+
+  /** Zeroes were written (or were there): the picture shows them. */
+  markZeroed(first: number, nb: number): void {
+    this.written?.reset(first, nb);
+    this.zero.set(first, nb);
+  }
+
+  /**
+   * A picture in `cells` cells, each covering an equal share of the
+   * chunks: failed beats in flight beats dirty beats zero beats clean.
+   */
+  picture(cells: number, failedRanges: Iterable<FailedRange>): CellState[] {
+    const out: CellState[] = [];
+    if (this.freed) return out;
+    const perCell = Math.max(1, Math.ceil(this.nbChunks / Math.max(1, cells)));
+    // Failed ranges as chunk spans; nothing is allocated in kernel memory while I/O may be in flight.
+    const failed = [...failedRanges].map((f) => {
+      const first = Math.floor(f.offset / this.granularity);
+      return [first, first + Math.max(1, Math.ceil(f.bytes / this.granularity))] as const;
+    });
+    for (let first = 0; first < this.nbChunks; first += perCell) {
+      const end = first + perCell;
+      if (failed.some(([a, b]) => a < end && first < b)) out.push('failed');
+      else if (this.inFlight.countRange(first, perCell) > 0) out.push('inflight');
+      else if (this.dirty.countRange(first, perCell) > 0) out.push('dirty');
+      else if (this.zero.countRange(first, perCell) === Math.min(perCell, this.nbChunks - first)) out.push('zero');
+      else out.push('clean');
+    }
+    return out;
+  }
+
+  /**
+   * The dirty bitmap as a checkpoint stores it, with the chunks in flight
+   * and `changing` (source writes under way) counted dirty: none is clean
+   * yet. The union is built here, not in kernel memory: no allocation may
+   * grow linear memory (and detach the views of I/O under way).
+   */
+  serialize(changing: Iterable<{ first: number; nb: number }>): Uint8Array {
+    const out = this.dirty.serialize();
+    const inFlight = this.inFlight.serialize();
+    for (let i = SERIAL_HEADER; i < out.length; i++) out[i]! |= inFlight[i]!;
+    for (const w of changing) {
+      for (let c = w.first; c < Math.min(w.first + w.nb, this.nbChunks); c++) out[SERIAL_HEADER + (c >>> 3)]! |= 1 << (c & 7);
+    }
+    return out;
+  }
+
+  free(): void {
+    this.freed = true;
+    this.dirty.free();
+    this.inFlight.free();
+    this.backingOff.free();
+    this.written?.free();
+    this.zero.free();
+  }
+}
