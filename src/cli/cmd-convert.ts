@@ -11,50 +11,12 @@ import { parseCreateOptions } from './image-options.js';
 import { type CacheMode, checkFormat, openImageChain, prepareImageFile, store } from './node-images.js';
 import { type NewImage, refuseOverlap } from '../format/image-access.js';
 import { resolveOptions } from '../mirror/options.js';
-import { type BlockStatus, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../format/image-format.js';
+import { type ImageFormat, FormatError } from '../format/image-format.js';
+import { ZeroPadded } from '../format/zero-padded.js';
 import { MirrorJob } from '../mirror/mirror-job.js';
 import type { BlockJobInfo } from '../mirror/types.js';
 import { parseSize } from '../util/size.js';
-
-/**
- * A source seen as `size` bytes, reading zeroes past its end: a raw file
- * whose size is not a multiple of 512 becomes a whole number of sectors, as
- * qemu-img rounds it.
- */
-class ZeroPadded implements ImageFormat {
-  readonly readOnly = true;
-  constructor(
-    readonly inner: ImageFormat,
-    readonly size: number,
-  ) {}
-  get format() {
-    return this.inner.format;
-  }
-  async read(offset: number, into: Uint8Array): Promise<void> {
-    const inside = Math.max(0, Math.min(into.length, this.inner.size - offset));
-    if (inside > 0) await this.inner.read(offset, into.subarray(0, inside));
-    into.fill(0, inside);
-  }
-  async blockStatus(offset: number, bytes: number, options?: BlockStatusOptions): Promise<BlockStatus> {
-    if (offset >= this.inner.size) return { offset, bytes: Math.min(bytes, this.size - offset), kind: 'zero', depth: 0 };
-    return this.inner.blockStatus(offset, Math.min(bytes, this.inner.size - offset), options);
-  }
-  write(): Promise<void> {
-    throw new FormatError('read-only');
-  }
-  writeZeroes(_o: number, _b: number, _opts: WriteZeroesOptions): Promise<void> {
-    throw new FormatError('read-only');
-  }
-  flush(): Promise<void> {
-    return Promise.resolve();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-  info(): Promise<ImageInfo> {
-    return this.inner.info();
-  }
-}
+import { ProgressLine } from './progress.js';
 
 export interface ConvertOptions {
   sourceFormat?: 'raw' | 'qcow2';
@@ -121,25 +83,6 @@ function checkGranularity(granularity: number): void {
   }
 }
 
-/** A qemu-img-like progress line: "    (42.00/100%)". */
-function progressBar(): { update(info: BlockJobInfo): void; done(): void } {
-  let last = '';
-  const draw = (fraction: number) => {
-    const text = `    (${(fraction * 100).toFixed(2)}/100%)`;
-    if (text === last) return;
-    last = text;
-    process.stdout.write(`${text}\r`);
-  };
-  draw(0);
-  return {
-    update: (info) => draw(info.len > 0 ? Math.min(1, info.offset / info.len) : 0),
-    done: () => {
-      draw(1);
-      process.stdout.write('\n');
-    },
-  };
-}
-
 export const convertCommand: Command = {
   usage: 'convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-p] [-q] [-t unsafe|writeback] SRC DST',
   help: [
@@ -171,18 +114,20 @@ export const convertCommand: Command = {
     const compress = Boolean(options.compress);
     const cache = (options.cache as string | undefined) ?? 'unsafe';
     if (cache !== 'unsafe' && cache !== 'writeback') throw new UsageError(`-t must be unsafe or writeback, not '${cache}'`);
-    const bar = options.progress && !options.quiet && process.stdout.isTTY ? progressBar() : null;
+    // qemu-img convert -p draws on stdout, and only on a terminal.
+    const bar = options.progress && !options.quiet && process.stdout.isTTY ? new ProgressLine(process.stdout) : null;
+    bar?.update(0, 1);
     const granularity = options.granularity !== undefined ? parseSize(options.granularity as string, '--granularity') : undefined;
     await convertImage(src, dst, {
       ...(sourceFormat ? { sourceFormat } : {}),
       targetFormat,
       create,
       compress,
-      ...(bar ? { onProgress: bar.update } : {}),
+      ...(bar ? { onProgress: (info: BlockJobInfo) => bar.update(info.offset, info.len) } : {}),
       ...(granularity ? { granularity } : {}),
       cache,
     });
-    bar?.done();
+    bar?.finish();
     return 0;
   },
 };

@@ -5,6 +5,7 @@
  */
 import { type OptionSpec, type ParsedArgs, parseArgs, UsageError } from './args.js';
 import type { BlockDevice } from '../block/block-device.js';
+import { UnsafeCacheDevice } from '../block/unsafe-cache.js';
 import { NodeFileStore } from '../block/node-store.js';
 import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from '../format/image-format.js';
 import { type NewImage, type OpenedImage, createInStore, openChain } from '../format/image-access.js';
@@ -51,30 +52,6 @@ export async function openImageFile(path: string, options: OpenFileOptions = {})
  * anyway, and the ordering flushes cost more than the copy).
  */
 export type CacheMode = 'writeback' | 'unsafe';
-
-/** A device whose flushes do nothing. */
-class UnsafeCacheDevice implements BlockDevice {
-  constructor(private readonly inner: BlockDevice) {}
-  get size(): number {
-    return this.inner.size;
-  }
-  get readOnly(): boolean {
-    return this.inner.readOnly;
-  }
-  read(offset: number, into: Uint8Array): Promise<void> {
-    return this.inner.read(offset, into);
-  }
-  write(offset: number, data: Uint8Array): Promise<void> {
-    return this.inner.write(offset, data);
-  }
-  async flush(): Promise<void> {}
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-  resize(bytes: number): Promise<void> {
-    return this.inner.resize!(bytes);
-  }
-}
 
 export type CreateOptions = CreateImageOptions & { compress?: boolean; cache?: CacheMode };
 
