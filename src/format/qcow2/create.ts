@@ -8,7 +8,7 @@
  */
 import type { BlockDevice } from '../../block/block-device.js';
 import { FormatError } from '../image-format.js';
-import { setU64 } from './bytes.js';
+import { putU32, setU64 } from './bytes.js';
 import {
   COMPAT_LAZY_REFCOUNTS,
   type CompressionType,
@@ -25,12 +25,13 @@ import {
   MAX_VIRTUAL_SIZE,
   MIN_CLUSTER_BITS,
   MIN_CLUSTER_BITS_EXTENDED_L2,
-  OFLAG_COPIED_HI,
   REFT_ENTRY_BYTES,
+  SUBCLUSTER_ALL,
   VERSION_2,
   VERSION_3,
 } from './constants.js';
 import { buildHeader } from './header.js';
+import { makeEntry, writeL2Entry } from './l2-entry.js';
 import { setRefcountEntry } from './refcount.js';
 
 export type Preallocation = 'off' | 'metadata';
@@ -177,22 +178,20 @@ export async function createQcow2(file: BlockDevice, o: Qcow2CreateOptions): Pro
     await file.write((blocksAt + b) * cs, block);
   }
   const l1 = new Uint8Array(l1Clusters * cs);
-  const lv = new DataView(l1.buffer);
   for (let i = 0; i < l2Tables; i++) {
-    setU64(lv, i * L1E_BYTES, (l2At + i) * cs);
-    lv.setUint32(i * L1E_BYTES, lv.getUint32(i * L1E_BYTES, false) | OFLAG_COPIED_HI, false);
+    const [hi, lo] = makeEntry((l2At + i) * cs, true);
+    putU32(l1, i * L1E_BYTES, hi);
+    putU32(l1, i * L1E_BYTES + 4, lo);
   }
   await file.write(l1At * cs, l1);
   for (let i = 0; i < l2Tables; i++) {
     const l2 = new Uint8Array(cs);
-    const view = new DataView(l2.buffer);
     const firstData = i * l2Entries;
     const n = Math.min(l2Entries, dataClusters - firstData);
     for (let e = 0; e < n; e++) {
-      const at = e * l2EntryBytes;
-      setU64(view, at, (dataAt + firstData + e) * cs);
-      view.setUint32(at, view.getUint32(at, false) | OFLAG_COPIED_HI, false);
-      if (r.extendedL2) view.setUint32(at + 12, 0xffffffff, false); // every subcluster allocated
+      const [hi, lo] = makeEntry((dataAt + firstData + e) * cs, true);
+      // With extended L2, every subcluster allocated.
+      writeL2Entry(l2, e, r.extendedL2, hi, lo, 0, SUBCLUSTER_ALL);
     }
     await file.write((l2At + i) * cs, l2);
   }
