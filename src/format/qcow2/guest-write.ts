@@ -174,11 +174,19 @@ export class GuestWriter {
     if (fullEnd < end) await this.zeroPartial(fullEnd, end - fullEnd);
   }
 
-  private async zeroWhole(first: number, count: number, unmap: boolean): Promise<void> {
+  /** Runs `step` over clusters [first, first + count), a piece within one L2 table at a time. */
+  private async byTable(first: number, count: number, step: (c: number, n: number) => Promise<void>): Promise<void> {
     const perTable = this.map.l2Entries;
-    const v3 = this.header.version === VERSION_3;
     for (let c = first; c < first + count; ) {
       const n = Math.min(first + count - c, (Math.floor(c / perTable) + 1) * perTable - c);
+      await step(c, n);
+      c += n;
+    }
+  }
+
+  private async zeroWhole(first: number, count: number, unmap: boolean): Promise<void> {
+    const v3 = this.header.version === VERSION_3;
+    await this.byTable(first, count, async (c, n) => {
       if (v3) {
         await this.lock.run(() => this.map.zeroClusters(c, n, unmap));
       } else if (!this.backing() && unmap) {
@@ -189,8 +197,7 @@ export class GuestWriter {
         const stop = Math.min(this.size, (c + n) * cs);
         if (!(await this.reader.readsAsZero(start, stop - start))) await this.writeZeroData(start, stop - start);
       }
-      c += n;
-    }
+    });
   }
 
   /**
@@ -234,12 +241,7 @@ export class GuestWriter {
 
   /** Discards whole clusters [first, first + count) as QEMU's qcow2 discard, one L2 table at a time. */
   async discardClusters(first: number, count: number): Promise<void> {
-    const perTable = this.map.l2Entries;
-    for (let c = first; c < first + count; ) {
-      const n = Math.min(first + count - c, (Math.floor(c / perTable) + 1) * perTable - c);
-      await this.lock.run(() => this.map.discardClusters(c, n));
-      c += n;
-    }
+    await this.byTable(first, count, (c, n) => this.lock.run(() => this.map.discardClusters(c, n)));
   }
 
   /**
@@ -253,14 +255,7 @@ export class GuestWriter {
     const end = offset + bytes;
     const { start: fullStart, end: fullEnd } = this.wholeClusters(offset, bytes);
     if (fullEnd > fullStart) {
-      const perTable = this.map.l2Entries;
-      const first = fullStart / cs;
-      const count = (fullEnd - fullStart) / cs;
-      for (let c = first; c < first + count; ) {
-        const n = Math.min(first + count - c, (Math.floor(c / perTable) + 1) * perTable - c);
-        await this.lock.run(() => this.map.fullDiscardClusters(c, n));
-        c += n;
-      }
+      await this.byTable(fullStart / cs, (fullEnd - fullStart) / cs, (c, n) => this.lock.run(() => this.map.fullDiscardClusters(c, n)));
       if (offset < fullStart) await this.deallocatePartial(offset, fullStart - offset);
       if (fullEnd < end) await this.deallocatePartial(fullEnd, end - fullEnd);
     } else {
