@@ -1,8 +1,9 @@
 /**
  * The guest-to-host map (QEMU's qcow2-cluster.c): L1 in memory, L2 tables
  * through the bounded cache. Walking a guest range, allocating and copying
- * L2 tables, planning and linking writes (copy-on-write of shared and
- * compressed clusters, subclusters), zeroing and discarding clusters.
+ * L2 tables, linking compressed clusters, zeroing and discarding clusters,
+ * and the COPIED fixes of repair. Planning and linking ordinary writes is
+ * in write-plan.ts, which uses the entry helpers below.
  *
  * Every function that changes metadata runs under the image's metadata
  * lock; data I/O happens outside it, between `prepareWrite` and `commitWrite`.
@@ -263,6 +264,7 @@ export class ClusterMap {
     return this.refcounts;
   }
 
+  /** Stores entry `index` of an L2 table (the caller marks the table dirty). */
   putEntry(table: Uint8Array, index: number, hi: number, lo: number, bmHi: number, bmLo: number): void {
     writeL2Entry(table, index, this.extendedL2, hi, lo, bmHi, bmLo);
   }
