@@ -1,4 +1,8 @@
-/** The teaching panel: fault rules on the running job, and a guest writing to its source. */
+/**
+ * The teaching panel: fault rules on the running job, and a guest writing
+ * to its source. It says what went wrong on its own error line.
+ */
+import { jobIsGone } from '../shared/worker-error.js';
 import { parseSize } from '../util/size.js';
 import { byId, errorText, h } from './dom.js';
 import { worker } from './bridge.js';
@@ -24,7 +28,7 @@ export class FaultPanel {
   }
 
   private say(text: string): void {
-    byId('job-error').textContent = text;
+    byId('fault-error').textContent = text;
   }
 
   private job(): string | null {
@@ -62,8 +66,9 @@ export class FaultPanel {
     let rules: ListedRule[] = [];
     try {
       rules = (await worker().execute('fault-list', { device: id })) as ListedRule[];
-    } catch {
-      // The job is gone.
+    } catch (err) {
+      // A job that is gone has no rules left to list.
+      if (!jobIsGone(err)) this.say(errorText(err));
     }
     list.replaceChildren(
       ...rules.map((r) =>

@@ -1,12 +1,12 @@
 /**
- * The images section: the list in OPFS, storage, imports (file picker, drag
- * and drop, URL), blank images, deletion and downloads.
+ * The images section: the list of images (as the worker reads them from
+ * OPFS), storage, imports (file picker, drag and drop, URL), blank images,
+ * deletion and downloads, and the message line under its toolbar.
  */
 import type { FormatName } from '../format/image-format.js';
+import type { MirrorOptions } from '../mirror/options.js';
 import { formatSize, parseSize } from '../util/size.js';
-import type { ImageEntry } from '../worker/worker.js';
-import { IMAGE_DIRECTORY } from '../worker/paths.js';
-import { checkImageLock, lockImage } from '../block/opfs-lock.js';
+import type { ImageEntry } from '../worker/api-types.js';
 import { byId, errorText, h } from './dom.js';
 import { worker } from './bridge.js';
 
@@ -14,7 +14,7 @@ export interface ImagesHooks {
   /** An import started: the page shows it as the current job. */
   onJobStarted(id: string): void;
   /** Options an import takes from the mirror form (policies, speed). */
-  importOptions(): Record<string, unknown>;
+  importOptions(): Partial<MirrorOptions>;
   onImagesChanged(images: ImageEntry[]): void;
 }
 
@@ -44,48 +44,48 @@ async function requestPersistence(): Promise<void> {
   await refreshStorage();
 }
 
+type SavePicker = (options: { suggestedName: string }) => Promise<FileSystemFileHandle & { createWritable(): Promise<WritableStream> }>;
+
 /**
- * Streams an image out of OPFS: a save picker where the browser has one,
- * else a download link over the file. The image is read under a shared
- * lock, so an image a job writes is refused (with the lock's message) and
- * no job starts writing it while the picker streams it. The link's File is
- * a snapshot: should the image change after the lock is let go, the
- * browser fails the download rather than mix two versions.
+ * Saves an image out of OPFS, as the worker reads it: through a save
+ * picker where the browser has one, else a download link. Either is
+ * refused (with the lock's message) while a job writes the image. The
+ * picker's stream holds a shared lock until it is saved, so no job starts
+ * writing the image meanwhile; the link's File is a snapshot, so should
+ * the image change, the browser fails the download rather than mix two
+ * versions. Nothing is read into the page's memory.
  */
 async function download(name: string): Promise<void> {
-  const lock = await lockImage(name, 'shared', 'a download');
-  try {
-    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle(IMAGE_DIRECTORY);
-    let file: File;
+  const picker = (window as unknown as { showSaveFilePicker?: SavePicker }).showSaveFilePicker;
+  if (picker) {
+    const bytes = await worker().imageStream(name);
     try {
-      file = await (await dir.getFileHandle(name)).getFile();
-    } catch (err) {
-      throw new Error(`cannot read "${name}" now (${errorText(err)})`);
-    }
-    const picker = (window as unknown as { showSaveFilePicker?: (o: { suggestedName: string }) => Promise<FileSystemFileHandle> }).showSaveFilePicker;
-    if (picker) {
-      let handle: FileSystemFileHandle;
+      let handle: Awaited<ReturnType<SavePicker>>;
       try {
         handle = await picker({ suggestedName: name });
       } catch (err) {
-        if ((err as Error).name === 'AbortError') return;
+        if ((err as Error).name === 'AbortError') {
+          await bytes.cancel();
+          return;
+        }
         throw err;
       }
-      const writable = await (handle as unknown as { createWritable(): Promise<WritableStream> }).createWritable();
-      await file.stream().pipeTo(writable);
-      say(`Saved ${name}.`);
-      return;
+      await bytes.pipeTo(await handle.createWritable());
+    } catch (err) {
+      // Lets go of the lock (a stream that pipeTo ended already ignores this).
+      await bytes.cancel().catch(() => {});
+      throw err;
     }
-    // The File is backed by OPFS on disk: the browser streams it, nothing is read into memory here.
-    const url = URL.createObjectURL(file);
-    const a = h('a', { href: url, download: name, hidden: true });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60_000);
-  } finally {
-    await lock.release();
+    say(`Saved ${name}.`);
+    return;
   }
+  const file = await worker().imageFile(name);
+  const url = URL.createObjectURL(file);
+  const a = h('a', { href: url, download: name, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 export class ImagesSection {
@@ -128,6 +128,11 @@ export class ImagesSection {
 
   get list(): ImageEntry[] {
     return this.images;
+  }
+
+  /** Says `text` on the section's message line. */
+  say(text: string): void {
+    say(text);
   }
 
   async refresh(): Promise<void> {
@@ -247,11 +252,7 @@ export class ImagesSection {
   private async remove(name: string): Promise<void> {
     // An image somebody holds is refused before anybody is asked to confirm (the worker checks again as it deletes).
     try {
-      const conflict = await checkImageLock(name, 'exclusive');
-      if (conflict) {
-        say(conflict.message);
-        return;
-      }
+      await worker().checkDeletable(name);
     } catch (err) {
       say(errorText(err));
       return;

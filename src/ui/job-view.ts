@@ -1,25 +1,24 @@
 /**
- * The job panel: state and io-status, progress, throughput and ETA, the
- * verb buttons (each enabled only where the verb table allows it), the
- * bitmap picture, and the dialog a stop opens.
+ * The job panel: its heading, state and io-status, progress, throughput
+ * and ETA, the verb buttons (each enabled only where the verb table allows
+ * it), its error line, the bitmap picture (bitmap-view.ts), and the dialog
+ * a stop opens. Nothing else on the page writes into it.
  */
 import { type JobStatus, type JobVerb, verbAllowed } from '../mirror/job-states.js';
 import type { AnyQmpEvent, EventData } from '../mirror/events.js';
 import type { CellState } from '../mirror/types.js';
 import { formatSize } from '../util/size.js';
-import type { JobProgress } from '../worker/worker.js';
+import type { JobProgress } from '../worker/api-types.js';
+import { BitmapView } from './bitmap-view.js';
 import { byId, errorText, h } from './dom.js';
 import { worker } from './bridge.js';
 
-const COLOURS: Record<CellState, string> = {
-  clean: '#3a9d5d',
-  zero: '#b9dcc5',
-  dirty: '#e0a526',
-  inflight: '#2f6fd6',
-  failed: '#d23c3c',
-};
-const LABELS: Record<CellState, string> = { clean: 'copied', zero: 'zeroes', dirty: 'dirty', inflight: 'in flight', failed: 'failed' };
-const CELL_PX = 8;
+export interface JobPanelHooks {
+  /** A job reached null or concluded. */
+  onFinished(id: string): void;
+  /** The picture has room for another number of cells now. */
+  onPictureCells(cells: number): void;
+}
 
 interface JobView {
   id: string;
@@ -33,6 +32,8 @@ interface JobView {
   lastSample: { t: number; bytes: number } | null;
   error: string | null;
   done: boolean;
+  /** The last picture of its bitmap (kept once the job has none any more). */
+  picture: CellState[];
 }
 
 function formatDuration(seconds: number): string {
@@ -46,11 +47,12 @@ function formatDuration(seconds: number): string {
 export class JobPanel {
   private readonly jobs = new Map<string, JobView>();
   private current: string | null = null;
-  private pictureBusy = false;
+  private readonly bitmap: BitmapView;
   private readonly dialog = byId<HTMLDialogElement>('stop-dialog');
   private dialogJob: string | null = null;
 
-  constructor(private readonly onFinished: (id: string) => void) {
+  constructor(private readonly hooks: JobPanelHooks) {
+    this.bitmap = new BitmapView((cells) => hooks.onPictureCells(cells));
     for (const button of document.querySelectorAll<HTMLButtonElement>('#job-section [data-verb]')) {
       button.addEventListener('click', () => void this.verb(button.dataset.verb!));
     }
@@ -60,31 +62,42 @@ export class JobPanel {
     // Escape (or Close) leaves the job paused: free some space or remove a fault, then Resume from the panel.
     this.dialog.addEventListener('cancel', () => (this.dialogJob = null));
     byId('stop-close').addEventListener('click', () => this.closeDialog());
-    byId('bitmap-legend').replaceChildren(
-      ...(Object.keys(COLOURS) as CellState[]).map((k) => h('span', {}, h('i', { style: `background:${COLOURS[k]}` }), LABELS[k])),
-    );
   }
 
   get currentJob(): string | null {
     return this.current;
   }
 
-  /** A job the page started or resumed: it becomes the one shown. */
-  track(id: string): void {
+  /** How many cells the bitmap picture has room for. */
+  get pictureCells(): number {
+    return this.bitmap.cells;
+  }
+
+  /**
+   * A job the page started or resumed: it becomes the one shown. With
+   * `names` (a mirror started from the form), the heading names its
+   * source and target.
+   */
+  track(id: string, names?: { source: string; target: string }): void {
     if (!this.jobs.has(id)) {
-      this.jobs.set(id, { id, status: 'created', ioStatus: 'ok', paused: false, ready: false, last: null, rate: 0, lastSample: null, error: null, done: false });
+      this.jobs.set(id, { id, status: 'created', ioStatus: 'ok', paused: false, ready: false, last: null, rate: 0, lastSample: null, error: null, done: false, picture: [] });
     } else {
       Object.assign(this.jobs.get(id)!, { done: false, error: null, lastSample: null, rate: 0 });
     }
+    if (names) byId('job-heading').textContent = `Job: ${names.source} → ${names.target}`;
     this.select(id);
   }
 
   private select(id: string): void {
     this.current = id;
-    byId('job-error').textContent = this.jobs.get(id)?.error ?? '';
+    this.sayError(this.jobs.get(id)?.error ?? '');
     this.renderPicker();
     this.render();
-    void this.drawPicture();
+    this.bitmap.draw(this.jobs.get(id)?.picture ?? []);
+  }
+
+  private sayError(text: string): void {
+    byId('job-error').textContent = text;
   }
 
   private renderPicker(): void {
@@ -105,7 +118,7 @@ export class JobPanel {
       if (view.status === 'null' || view.status === 'concluded') {
         view.done = true;
         if (this.dialogJob === id) this.closeDialog();
-        this.onFinished(id);
+        this.hooks.onFinished(id);
       }
     } else if (e.event === 'BLOCK_JOB_ERROR') {
       if (e.data.action === 'stop') {
@@ -118,7 +131,7 @@ export class JobPanel {
       view.error = null;
     }
     if (id === this.current) {
-      byId('job-error').textContent = view.error ?? '';
+      this.sayError(view.error ?? '');
       this.render();
     }
   }
@@ -127,6 +140,7 @@ export class JobPanel {
     const view = this.jobs.get(p.info.device);
     if (!view) return;
     view.last = p;
+    if (p.cells.length > 0) view.picture = p.cells;
     view.status = p.info.status;
     view.ioStatus = p.info['io-status'];
     view.paused = p.info.paused;
@@ -140,7 +154,7 @@ export class JobPanel {
     if (!view.lastSample || now - view.lastSample.t > 50 || p.info.offset < view.lastSample.bytes) view.lastSample = { t: now, bytes: p.info.offset };
     if (p.info.device === this.current) {
       this.render();
-      void this.drawPicture();
+      this.bitmap.draw(p.cells);
     }
   }
 
@@ -187,44 +201,10 @@ export class JobPanel {
     byId('job-stats').replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
   }
 
-  private async drawPicture(): Promise<void> {
-    if (!this.current || this.pictureBusy) return;
-    this.pictureBusy = true;
-    try {
-      const canvas = byId<HTMLCanvasElement>('bitmap');
-      const width = Math.max(CELL_PX, canvas.clientWidth || canvas.width);
-      canvas.width = width;
-      const maxCells = Math.floor(width / CELL_PX) * Math.floor(canvas.height / CELL_PX);
-      const cells = await worker().picture(this.current, maxCells);
-      // A finished job has no bitmap any more: keep the last picture.
-      if (cells.length === 0) return;
-      // Cells as large as the canvas allows for this many.
-      let px = Math.max(CELL_PX, Math.floor(Math.sqrt((width * canvas.height) / cells.length)));
-      while (px > CELL_PX && Math.ceil(cells.length / Math.floor(width / px)) * px > canvas.height) px--;
-      const perRow = Math.floor(width / px);
-      const ctx = canvas.getContext('2d');
-      if (!ctx) return;
-      ctx.clearRect(0, 0, canvas.width, canvas.height);
-      const counts: Partial<Record<CellState, number>> = {};
-      cells.forEach((cell, i) => {
-        counts[cell] = (counts[cell] ?? 0) + 1;
-        ctx.fillStyle = COLOURS[cell];
-        ctx.fillRect((i % perRow) * px, Math.floor(i / perRow) * px, px - 1, px - 1);
-      });
-      const summary = (Object.keys(counts) as CellState[]).map((k) => `${counts[k]} ${LABELS[k]}`).join(', ');
-      canvas.setAttribute('aria-description', cells.length ? `${cells.length} cells: ${summary}` : 'no data');
-      canvas.dataset.cells = cells.map((c) => c[0]).join('');
-    } catch {
-      // The job may be gone by now; the next update draws again.
-    } finally {
-      this.pictureBusy = false;
-    }
-  }
-
   private async verb(verb: string): Promise<void> {
     const id = this.current;
     if (!id) return;
-    byId('job-error').textContent = '';
+    this.sayError('');
     try {
       if (verb === 'pause') await worker().execute('job-pause', { id });
       else if (verb === 'resume') await worker().execute('job-resume', { id });
@@ -232,7 +212,7 @@ export class JobPanel {
       else if (verb === 'cancel') await worker().execute('block-job-cancel', { device: id, force: false });
       else if (verb === 'force-cancel') await worker().execute('block-job-cancel', { device: id, force: true });
     } catch (err) {
-      byId('job-error').textContent = errorText(err);
+      this.sayError(errorText(err));
     }
   }
 
@@ -260,7 +240,7 @@ export class JobPanel {
       if (action === 'resume') await worker().execute('job-resume', { id });
       else await worker().execute('job-cancel', { id });
     } catch (err) {
-      byId('job-error').textContent = errorText(err);
+      this.sayError(errorText(err));
     }
   }
 }

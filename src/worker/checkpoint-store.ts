@@ -16,9 +16,7 @@ import type { FormatName } from '../format/image-format.js';
 import type { ImageStamp } from '../format/image-stamp.js';
 import type { Checkpoint, Checkpointer } from '../mirror/types.js';
 import type { ResolvedOptions } from '../mirror/options.js';
-import type { SourceRef } from './source-ref.js';
-
-export type { SourceRef } from './source-ref.js';
+import type { SourceRef } from '../shared/source-ref.js';
 
 /** Records of another version cannot be resumed (they do not name their images). */
 export const CHECKPOINT_VERSION = 2;

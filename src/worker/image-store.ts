@@ -1,8 +1,9 @@
 /**
- * Images kept in OPFS, in one directory: listing, creating, deleting and
- * hashing them. Everything that opens or makes an image goes through an
- * OpfsFileStore and image-access.ts, so it is locked (Web Locks) and a new
- * image appears under its name only once it is whole.
+ * Images kept in OPFS, in one directory: listing, creating, deleting,
+ * reading out (downloads) and hashing them. Everything that opens or makes
+ * an image goes through an OpfsFileStore and image-access.ts, so it is
+ * locked (Web Locks) and a new image appears under its name only once it is
+ * whole; what reads a whole file out holds a shared lock while it does.
  *
  * The list reads each image's header from a snapshot of the file
  * (getFile()), without a lock, as `qemu-img info -U` does: listing never
@@ -11,13 +12,12 @@
  */
 import { BlobDevice } from '../block/blob.js';
 import { BlockError } from '../block/block-device.js';
-import { lockImage } from '../block/opfs-lock.js';
+import { checkImageLock, lockImage } from '../block/opfs-lock.js';
 import { OpfsFileStore, checkOpfsName, isTemporaryName } from '../block/opfs-store.js';
 import { type NewImage, createInStore } from '../format/image-access.js';
 import type { FormatName } from '../format/image-format.js';
 import { openImage } from '../format/open.js';
-import { writeDemoImage, DEMO_IMAGE_BYTES } from '../format/demo.js';
-import { IMAGE_DIRECTORY } from './paths.js';
+import { writeDemoImage, DEMO_IMAGE_BYTES } from './demo.js';
 
 export interface ImageEntry {
   name: string;
@@ -34,7 +34,8 @@ export interface ImageEntry {
 /** What the list knows of an image besides its file (a job's own view of its images). */
 export type ImageFacts = Pick<ImageEntry, 'format' | 'virtualSize' | 'backingFile'>;
 
-const DIRECTORY = IMAGE_DIRECTORY;
+/** The OPFS directory that holds the images. */
+const IMAGE_DIRECTORY = 'images';
 const SHA256_LIMIT = 512 << 20;
 
 /**
@@ -77,7 +78,7 @@ export class ImageStore {
   async directory(): Promise<FileSystemDirectoryHandle> {
     if (!this.dir) {
       const root = await navigator.storage.getDirectory();
-      this.dir = await root.getDirectoryHandle(DIRECTORY, { create: true });
+      this.dir = await root.getDirectoryHandle(IMAGE_DIRECTORY, { create: true });
     }
     return this.dir;
   }
@@ -211,13 +212,74 @@ export class ImageStore {
     this.known.delete(name);
   }
 
+  /** Throws the LockError a deletion of `name` would meet now. Looks only: takes no lock. */
+  async checkRemovable(name: string): Promise<void> {
+    checkOpfsName(name);
+    const conflict = await checkImageLock(name, 'exclusive');
+    if (conflict) throw conflict;
+  }
+
+  /**
+   * A snapshot of an image's file, taken under a shared lock (refused, with
+   * the lock's message, while a job writes the image). Should the image
+   * change after the lock is let go, reading the snapshot fails rather than
+   * mix two versions.
+   */
+  async file(name: string, holder: string): Promise<File> {
+    checkOpfsName(name);
+    const lock = await lockImage(name, 'shared', holder);
+    try {
+      return await this.snapshot(name);
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /**
+   * An image's bytes, read under a shared lock that is held until the
+   * stream ends, fails or is cancelled: refused while a job writes the
+   * image, and no job starts writing it while the stream is read.
+   */
+  async stream(name: string, holder: string): Promise<ReadableStream<Uint8Array>> {
+    checkOpfsName(name);
+    const lock = await lockImage(name, 'shared', holder);
+    let reader: ReadableStreamDefaultReader<Uint8Array>;
+    try {
+      reader = (await this.snapshot(name)).stream().getReader();
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const { done, value } = await reader.read();
+          if (!done) {
+            controller.enqueue(value);
+            return;
+          }
+          controller.close();
+        } catch (err) {
+          controller.error(err);
+        }
+        await lock.release();
+      },
+      async cancel(reason) {
+        try {
+          await reader.cancel(reason);
+        } finally {
+          await lock.release();
+        }
+      },
+    });
+  }
+
   /** SHA-256 of an image file's bytes, read under a shared lock (refused while a job writes it). */
   async sha256(name: string): Promise<string> {
     checkOpfsName(name);
     const lock = await lockImage(name, 'shared', 'a checksum being computed');
     try {
-      const dir = await this.directory();
-      const file = await (await dir.getFileHandle(name)).getFile();
+      const file = await this.snapshot(name);
       if (file.size > SHA256_LIMIT) {
         throw new BlockError('EFBIG', 'read', 0, file.size, `hashing reads the image into memory; "${name}" is over 512 MiB`);
       }
@@ -226,6 +288,17 @@ export class ImageStore {
       return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
     } finally {
       await lock.release();
+    }
+  }
+
+  /** An image's file as it is now; the image being gone or unreadable is a BlockError. */
+  private async snapshot(name: string): Promise<File> {
+    const dir = await this.directory();
+    try {
+      return await (await dir.getFileHandle(name)).getFile();
+    } catch (err) {
+      const code = (err as Error).name === 'NotFoundError' ? 'ENOENT' : 'EIO';
+      throw new BlockError(code, 'open', 0, 0, `cannot read "${name}" now (${(err as Error).message})`, { cause: err });
     }
   }
 }

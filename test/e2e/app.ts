@@ -42,8 +42,11 @@ export async function startMirror(page: Page, f: MirrorForm): Promise<void> {
   await expect(page.getByRole('status', { name: 'Job state' })).toContainText(/running|ready/);
 }
 
-/** The mirror form's error line (a refused start or resume). */
+/** The mirror form's error line (a refused start). */
 export const formError = (page: Page) => page.locator('#form-error');
+
+/** The error line of the interrupted jobs (a refused resume). */
+export const interruptedError = (page: Page) => page.locator('#interrupted-error');
 
 /** The line under the images toolbar (deletes, downloads, imports). */
 export const imagesMessage = (page: Page) => page.locator('#images-message');

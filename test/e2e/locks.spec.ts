@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from '@playwright/test';
 import { test, expect } from './fixtures.js';
-import { addFault, formError, imagesMessage, jobState, makeDemo, openApp, opfsHash, opfsNames, scribble, shot, startMirror, submitMirror, waitReadyAndComplete } from './app.js';
+import { addFault, formError, imagesMessage, interruptedError, jobState, makeDemo, openApp, opfsHash, opfsNames, scribble, shot, startMirror, submitMirror, waitReadyAndComplete } from './app.js';
 import { startFileServer, type FileServer } from '../helpers/file-server.js';
 
 const button = (page: Page, name: string) => page.getByRole('button', { name, exact: true });
@@ -180,7 +180,7 @@ test('a resume onto a source changed after the interruption is refused, naming w
   await scribble(page, 'demo.raw', 4096, [1, 2, 3, 4]);
   const target = await opfsHash(page, 'resumed.raw');
   await page.getByRole('button', { name: 'Resume interrupted job mirror0' }).click();
-  await expect(formError(page)).toContainText(/^cannot resume: the source demo\.raw was modified at .* UTC, after the checkpoint \(.* UTC\); discard the interrupted job and mirror again/);
+  await expect(interruptedError(page)).toContainText(/^cannot resume: the source demo\.raw was modified at .* UTC, after the checkpoint \(.* UTC\); discard the interrupted job and mirror again/);
   await shot(page, testInfo, 'resume-refused');
   expect(await opfsHash(page, 'resumed.raw')).toBe(target);
   await expect(jobState(page)).toHaveText('No job yet');
@@ -196,7 +196,7 @@ test('a resume onto a target written after the job stopped is refused', async ({
   await page.waitForTimeout(2500);
   await scribble(page, 'resumed.raw', 0, [9, 9, 9, 9]);
   await page.getByRole('button', { name: 'Resume interrupted job mirror0' }).click();
-  await expect(formError(page)).toContainText(/^cannot resume: the target resumed\.raw was modified at .* UTC, after the job stopped \(.* UTC\)/);
+  await expect(interruptedError(page)).toContainText(/^cannot resume: the target resumed\.raw was modified at .* UTC, after the job stopped \(.* UTC\)/);
   await page.getByRole('button', { name: 'Discard interrupted job mirror0' }).click();
   await expect(page.getByRole('heading', { name: 'Interrupted jobs' })).toBeHidden();
 });
@@ -215,7 +215,7 @@ test("a failed job's sealed checkpoint resumes exactly; once its target changed,
   await scribble(page, 'sealed.raw', 0, [7]);
   const scribbled = await opfsHash(page, 'sealed.raw');
   await page.getByRole('button', { name: 'Resume interrupted job mirror0' }).click();
-  await expect(formError(page)).toContainText(/^cannot resume: the target sealed\.raw was modified at .* UTC, after the checkpoint/);
+  await expect(interruptedError(page)).toContainText(/^cannot resume: the target sealed\.raw was modified at .* UTC, after the checkpoint/);
   expect(await opfsHash(page, 'sealed.raw')).toBe(scribbled);
   await page.getByRole('button', { name: 'Discard interrupted job mirror0' }).click();
 

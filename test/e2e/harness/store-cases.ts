@@ -9,7 +9,7 @@ import { BlockError, ImageConflictError, LockError } from '../../../src/block/bl
 import { checkImageLock, imageLocks, tryWebLock, imageLockName } from '../../../src/block/opfs-lock.js';
 import { OpfsFileStore, TEMPORARY_MARK } from '../../../src/block/opfs-store.js';
 import { createInStore, openChain, refuseOverlap } from '../../../src/format/image-access.js';
-import { deserializeError, serializeError } from '../../../src/worker/error-transfer.js';
+import { deserializeError, serializeError } from '../../../src/shared/error-transfer.js';
 
 interface Case {
   name: string;

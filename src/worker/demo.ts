@@ -1,8 +1,9 @@
 /**
- * The built-in demo image: patterned data with holes, so a newcomer can run
- * a mirror (and watch zero chunks skipped) without bringing an image.
+ * The app's demo image: patterned data with holes, so a newcomer can run a
+ * mirror (and watch zero chunks skipped) without bringing an image. App
+ * content, made by the worker's image store; the formats know nothing of it.
  */
-import type { ImageFormat } from './image-format.js';
+import type { ImageFormat } from '../format/image-format.js';
 
 export const DEMO_IMAGE_BYTES = 8 << 20;
 

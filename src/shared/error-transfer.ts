@@ -2,8 +2,10 @@
  * Errors keep their identity across the worker boundary. Comlink's default
  * "throw" handler keeps only name, message and stack; this one also carries
  * the fields our error classes have (code, op, offset, bytes, field,
- * qmpClass; image, mode, holder for image conflicts) and rebuilds the class
- * on the other side. Installed by both the worker and the page.
+ * qmpClass; image, mode, holder for image conflicts; the worker's own
+ * codes) and rebuilds the class on the other side, so the page checks an
+ * error's class and code, never its words. Installed by both the worker and
+ * the page.
  */
 import * as Comlink from 'comlink';
 import { BlockError, type BlockOp, type Errno, ImageConflictError, LockError, type LockMode } from '../block/block-device.js';
@@ -11,12 +13,14 @@ import { FormatError } from '../format/image-format.js';
 import { JobError } from '../mirror/job-states.js';
 import { OptionError } from '../mirror/options.js';
 import { CommandError, type QmpErrorClass } from '../mirror/control.js';
+import { WorkerError, type WorkerErrorCode } from './worker-error.js';
 
 interface SerializedError {
   name: string;
   message: string;
   stack?: string;
-  code?: Errno;
+  /** An Errno (BlockError, image conflicts) or a WorkerErrorCode. */
+  code?: string;
   op?: BlockOp;
   offset?: number;
   bytes?: number;
@@ -45,7 +49,7 @@ export function deserializeError(s: SerializedError): Error {
   let err: Error;
   switch (s.name) {
     case 'BlockError':
-      err = new BlockError(s.code ?? 'EIO', s.op ?? 'read', s.offset ?? 0, s.bytes ?? 0, s.detail ?? s.message);
+      err = new BlockError((s.code as Errno | undefined) ?? 'EIO', s.op ?? 'read', s.offset ?? 0, s.bytes ?? 0, s.detail ?? s.message);
       break;
     case 'FormatError':
       err = new FormatError(s.message, s.field);
@@ -66,6 +70,9 @@ export function deserializeError(s: SerializedError): Error {
       break;
     case 'OptionError':
       err = new OptionError(s.message);
+      break;
+    case 'WorkerError':
+      err = new WorkerError(s.code as WorkerErrorCode, s.message);
       break;
     default:
       err = Object.assign(new Error(s.message), { name: s.name });

@@ -1,0 +1,68 @@
+/**
+ * A job's source, however it is reached: an image in OPFS (its backing
+ * chain with it), a file the page picked, or a URL read with Range requests.
+ */
+import { BlobDevice } from '../block/blob.js';
+import type { FileIdentity } from '../block/block-device.js';
+import { HttpDevice } from '../block/http.js';
+import type { OpfsFileStore } from '../block/opfs-store.js';
+import { type OpenedImage, WritableOnDemand, openChain } from '../format/image-access.js';
+import type { ImageFormat } from '../format/image-format.js';
+import { type ImageStamp, stampChain, stampImage } from '../format/image-stamp.js';
+import { openImage } from '../format/open.js';
+import { RawImage } from '../format/raw.js';
+import type { SourceRef } from '../shared/source-ref.js';
+import { WorkerError } from '../shared/worker-error.js';
+
+export interface JobSource {
+  /** What the job reads (and a guest writes, for an image in OPFS). */
+  image: ImageFormat;
+  /** The source's name, for messages. */
+  name: string;
+  /** For an image in OPFS: its chain as open now. */
+  opened: (() => OpenedImage) | null;
+  /** The stamps of the source's chain now. */
+  stamps(): Promise<ImageStamp[]>;
+}
+
+/**
+ * Opens a job's source. An image in OPFS opens read-only with shared locks
+ * (backing files too) and is reopened read-write on a guest's first write;
+ * a picked file (found by `pickedFile`) or a URL is read-only.
+ */
+export async function openJobSource(ref: SourceRef, store: OpfsFileStore, pickedFile: (name: string) => File | undefined): Promise<JobSource> {
+  if (ref.kind === 'opfs') {
+    const open = (readOnly: boolean) => openChain(store, ref.name, { readOnly });
+    const image = new WritableOnDemand(await open(true), open);
+    return { image, name: ref.name, opened: () => image.current, stamps: () => stampChain(store, image.current, true) };
+  }
+  let image: ImageFormat;
+  let identity: FileIdentity;
+  let name: string;
+  if (ref.kind === 'file') {
+    const file = pickedFile(ref.name);
+    if (!file) throw new WorkerError('picked-file-gone', `the picked file "${ref.name}" is gone; pick it again`);
+    const device = new BlobDevice(file, ref.name);
+    image = ref.raw ? new RawImage(device) : await openImage(device, { name: ref.name });
+    identity = { key: `file:${ref.name}`, size: file.size, modifiedMs: file.lastModified };
+    name = ref.name;
+  } else {
+    const device = await HttpDevice.open(ref.url);
+    try {
+      image = ref.raw ? new RawImage(device) : await openImage(device, { name: ref.url, resolve: (n) => HttpDevice.open(new URL(n, ref.url).href) });
+    } catch (err) {
+      await device.close().catch(() => {});
+      throw err;
+    }
+    identity = { key: `url:${ref.url}`, size: device.size, modifiedMs: 0 };
+    name = ref.url;
+  }
+  // Nothing here writes these: stamped once.
+  try {
+    const stamp = await stampImage(image, name, identity, { digest: true });
+    return { image, name, opened: null, stamps: async () => [stamp] };
+  } catch (err) {
+    await image.close().catch(() => {});
+    throw err;
+  }
+}

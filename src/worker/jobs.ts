@@ -1,0 +1,280 @@
+/**
+ * The jobs of this worker: how one starts (mirror, import, resume), what it
+ * holds while it runs, how it lets go, and what the page hears of it
+ * (events, progress that carries the bitmap's picture, the moment it let
+ * go of its images).
+ *
+ * Every job opens and creates its images through image-access.ts over an
+ * OpfsFileStore (Web Locks; see ARCHITECTURE.md, "Who may touch an image"),
+ * and holds them, and a lock on its own id, for its whole life.
+ */
+import { ImageConflictError } from '../block/block-device.js';
+import { heldLocks, tryWebLock } from '../block/opfs-lock.js';
+import { type OpfsFileStore, checkOpfsName } from '../block/opfs-store.js';
+import { type OpenedImage, openChain } from '../format/image-access.js';
+import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from '../format/image-format.js';
+import { refuseChangedImages, stampChain } from '../format/image-stamp.js';
+import { MirrorControl } from '../mirror/control.js';
+import { type Launched, launchMirror } from '../mirror/launch.js';
+import type { MirrorJob } from '../mirror/mirror-job.js';
+import { type MirrorOptions, resolveOptions } from '../mirror/options.js';
+import { type SourceRef, describeSource } from '../shared/source-ref.js';
+import { WorkerError } from '../shared/worker-error.js';
+import type { EventSink, JobProgress, ProgressSink, ReleasedSink } from './api-types.js';
+import { type StoredCheckpoint, IdbCheckpointer, getHeartbeat, listCheckpoints } from './checkpoint-store.js';
+import type { GuestWriter } from './guest.js';
+import { type ImageFacts, type ImageStore, publishOrDrop } from './image-store.js';
+import { type JobSource, openJobSource } from './job-source.js';
+
+/** What a job starts from. */
+export interface Launch {
+  source: SourceRef;
+  target: string;
+  /** The format of a target the job creates (default: the source's); an existing target is opened as this format if given. */
+  targetFormat?: FormatName;
+  options: MirrorOptions;
+  resume?: StoredCheckpoint;
+}
+
+export interface JobEntry {
+  job: MirrorJob;
+  source: SourceRef;
+  target: string;
+  guest: GuestWriter | null;
+  /** What the job knows of the OPFS images it holds, for the list. */
+  facts: Map<string, ImageFacts>;
+}
+
+/** Lock names of running jobs (a job id is taken while its job runs, in any tab). */
+const JOB_LOCK_PREFIX = 'diskmirror-job:';
+
+export class Jobs {
+  /** The QMP-shaped commands over these jobs. */
+  readonly control = new MirrorControl();
+  private readonly entries = new Map<string, JobEntry>();
+  private readonly eventSinks = new Set<EventSink>();
+  private readonly progressSinks = new Set<ProgressSink>();
+  private readonly releasedSinks = new Set<ReleasedSink>();
+  private pictureCells = 0;
+  private nextJob = 0;
+
+  constructor(
+    private readonly images: ImageStore,
+    /** A file the page picked, by name. */
+    private readonly pickedFile: (name: string) => File | undefined,
+  ) {}
+
+  /** Hears every job's events, progress and release (see WorkerApi.subscribe). */
+  listen(onEvent: EventSink, onProgress: ProgressSink, onReleased?: ReleasedSink): void {
+    this.eventSinks.add(onEvent);
+    this.progressSinks.add(onProgress);
+    if (onReleased) this.releasedSinks.add(onReleased);
+  }
+
+  /** How many cells the picture in each progress has (0: none). */
+  setPictureCells(cells: number): void {
+    if (!Number.isSafeInteger(cells) || cells < 0) throw new RangeError(`picture cells ${cells}: must be a whole number, 0 or more`);
+    this.pictureCells = cells;
+  }
+
+  /** A job running in this worker. */
+  entry(id: string): JobEntry {
+    const entry = this.entries.get(id);
+    if (!entry) throw new WorkerError('no-such-job', `no job named "${id}"`);
+    return entry;
+  }
+
+  /** What a job of this worker knows of an image it holds. */
+  facts(name: string): ImageFacts | undefined {
+    for (const entry of this.entries.values()) {
+      const facts = entry.facts.get(name);
+      if (facts) return facts;
+    }
+    return undefined;
+  }
+
+  /** The ids of jobs running now, in this tab or another. */
+  async running(): Promise<Set<string>> {
+    const names = (await heldLocks().catch(() => [])).map((l) => l.name);
+    return new Set([...this.entries.keys(), ...names.filter((n) => n.startsWith(JOB_LOCK_PREFIX)).map((n) => n.slice(JOB_LOCK_PREFIX.length))]);
+  }
+
+  /**
+   * The one way a job starts (mirror, import, resume): options checked, then
+   * the source opened (shared), the target refused if it is the source or in
+   * its backing chain, an existing target opened exclusive (and checked
+   * against the checkpoint on a resume), a new one made aside and published;
+   * then the job runs, holding all of it until it ends.
+   */
+  async launch(l: Launch): Promise<string> {
+    checkOpfsName(l.target);
+    if (l.targetFormat !== undefined && !FORMAT_NAMES.includes(l.targetFormat)) {
+      throw new FormatError(`Unknown target format '${String(l.targetFormat)}' (expected raw or qcow2)`, 'format');
+    }
+    // Every option is checked before an image is opened or made.
+    resolveOptions(l.options, { targetIsZero: false });
+    const id = l.resume ? l.resume.id : await this.uniqueId(l.options.id);
+    if (this.entries.has(id)) throw new WorkerError('job-exists', `a job named "${id}" is already running`);
+    const jobLock = await tryWebLock(JOB_LOCK_PREFIX + id, 'exclusive');
+    if (!jobLock) throw new WorkerError('job-running', `a job named "${id}" is running in another tab`);
+    const store = this.images.files(`the job "${id}"`);
+    let source: JobSource | undefined;
+    let launched: Launched | undefined;
+    try {
+      if (!l.resume) {
+        // Mirroring into it would spoil that job's resume: it is resumed or discarded first. (A running job's target is locked.)
+        const running = await this.running();
+        const interrupted = (await listCheckpoints()).find((c) => c.target === l.target && !running.has(c.id));
+        if (interrupted) throw new ImageConflictError(l.target, `${l.target} is the target of the interrupted job "${interrupted.id}": resume it, or discard it first`);
+      }
+      source = await openJobSource(l.source, store, this.pickedFile);
+      const jobSource = source;
+      let checkpointer: IdbCheckpointer | undefined;
+      launched = await launchMirror({
+        store,
+        source: { image: source.image, name: source.name, opened: source.opened?.() ?? null },
+        target: l.target,
+        ...(l.targetFormat ? { targetFormat: l.targetFormat } : {}),
+        options: { ...l.options, id },
+        // Everything lives in one directory: a backing file is named as the source's directory reaches it.
+        backingName: (backing, sourceName) => store.backingName(backing, sourceName),
+        onExisting: async (target) => {
+          if (!l.resume) return null;
+          await checkResumeImages(l.resume, jobSource, store, target);
+          return { options: { ...l.options, id }, resume: { bitmap: l.resume.bitmap } };
+        },
+        onMissing: async () => {
+          if (l.resume) throw new WorkerError('target-gone', `the target "${l.target}" is gone; the job cannot resume`);
+        },
+        publish: publishOrDrop,
+        // Periodic checkpoints stamp the target without its digest: the job goes on writing it.
+        checkpointer: (target) =>
+          (checkpointer = new IdbCheckpointer({ source: l.source, target: l.target, targetFormat: target.image.format }, async () => ({
+            source: await jobSource.stamps(),
+            target: (await stampChain(store, target, false))[0]!,
+          }))),
+        checkpointIntervalSeconds: 2,
+      });
+      const { job, target: targetOpened, faults } = launched;
+      const jobCheckpointer = checkpointer!;
+      // What the list shows of the images this job holds, from the images themselves.
+      const facts = new Map<string, ImageFacts>();
+      if (source.opened) facts.set(source.name, factsOf(source.image, await source.image.info()));
+      facts.set(l.target, factsOf(targetOpened.image, await targetOpened.image.info()));
+      this.control.add(job, faults);
+      const entry: JobEntry = { job, source: l.source, target: l.target, guest: null, facts };
+      this.entries.set(id, entry);
+      job.on(
+        (event) => {
+          for (const sink of this.eventSinks) sink(event);
+        },
+        { replay: true },
+      );
+      job.onProgress((info) => {
+        const progress: JobProgress = {
+          info,
+          stats: job.stats(),
+          source: describeSource(l.source),
+          target: l.target,
+          guest: entry.guest?.state ?? null,
+          cells: this.pictureCells > 0 ? job.picture(this.pictureCells) : [],
+        };
+        for (const sink of this.progressSinks) sink(progress);
+      });
+      const made = launched;
+      void job.result.then(async (result) => {
+        await entry.guest?.stop();
+        await jobSource.image.close().catch(() => {});
+        await targetOpened.image.close().catch(() => {});
+        if (result.outcome !== 'completed' && (await made.dropIfUnwritten())) {
+          // Nothing was copied into the target this job made: it went, and its checkpoint goes too.
+          await jobCheckpointer.remove(id).catch(() => {});
+        } else if (result.outcome === 'failed') {
+          // A failed job keeps its checkpoint (fix the cause, then resume): seal it now that nothing writes.
+          await sealCheckpoint(jobCheckpointer, jobSource, l, store, targetOpened.image.format).catch(() => {});
+        }
+        jobCheckpointer.stop();
+        this.entries.delete(id);
+        await jobLock.release();
+        for (const sink of this.releasedSinks) sink(id);
+      });
+      job.start();
+      const numbered = /^mirror(\d+)$/.exec(id);
+      if (numbered) this.nextJob = Math.max(this.nextJob, Number(numbered[1]) + 1);
+      return id;
+    } catch (err) {
+      // launchMirror left nothing of the target behind; the source is ours to close.
+      await source?.image.close().catch(() => {});
+      if (launched) {
+        await launched.target.image.close().catch(() => {});
+        await launched.dropIfUnwritten();
+      }
+      await jobLock.release();
+      throw err;
+    }
+  }
+
+  /** A job id used neither by a running job (any tab) nor by an interrupted one (whose checkpoint it would overwrite). */
+  private async uniqueId(wanted?: string): Promise<string> {
+    const stored = new Set((await listCheckpoints()).map((c) => c.id));
+    const running = await this.running();
+    if (wanted !== undefined) {
+      if (running.has(wanted)) throw new WorkerError('job-exists', `a job named "${wanted}" is already running`);
+      if (stored.has(wanted)) throw new WorkerError('job-exists', `an interrupted job is named "${wanted}": resume or discard it first, or choose another ID`);
+      return wanted;
+    }
+    // Numbers go up as jobs start (a refused start uses none), skipping ids in use anywhere.
+    let n = this.nextJob;
+    while (running.has(`mirror${n}`) || stored.has(`mirror${n}`)) n++;
+    return `mirror${n}`;
+  }
+}
+
+function factsOf(image: ImageFormat, info: { virtualSize: number; backingFile?: string }): ImageFacts {
+  const facts: ImageFacts = { format: image.format, virtualSize: info.virtualSize };
+  if (info.backingFile) facts.backingFile = info.backingFile;
+  return facts;
+}
+
+/**
+ * Refuses a resume onto images that changed since the checkpoint, naming
+ * what changed (as the command line does). The source must be exactly as
+ * stamped. The target too, when the checkpoint was sealed after the job's
+ * last write; otherwise (a closed tab) the job itself wrote it after its
+ * last checkpoint, until its heartbeat stopped: only another file, another
+ * size or format, or a modification after that counts.
+ */
+async function checkResumeImages(checkpoint: StoredCheckpoint, source: JobSource, store: OpfsFileStore, target: OpenedImage): Promise<void> {
+  const images = checkpoint.images!;
+  const final = checkpoint.final === true;
+  const heartbeat = await getHeartbeat(checkpoint.id);
+  refuseChangedImages(
+    { ...images, final, writesEndedMs: Math.max(heartbeat?.at ?? 0, checkpoint.savedAt) },
+    { source: await source.stamps(), target: (await stampChain(store, target, final))[0]! },
+    { source: describeSource(checkpoint.source), target: checkpoint.target },
+    'discard the interrupted job and mirror again (everything is copied again)',
+  );
+}
+
+/**
+ * Stamps the closed images again (opened read-only: nothing writes on such
+ * an open) and seals the checkpoint with them. A source outside OPFS was
+ * stamped once and never written.
+ */
+async function sealCheckpoint(checkpointer: IdbCheckpointer, source: JobSource, l: Launch, store: OpfsFileStore, targetFormat: FormatName): Promise<void> {
+  const reopen = async <T>(name: string, format: FormatName | undefined, fn: (opened: OpenedImage) => Promise<T>): Promise<T> => {
+    const opened = await openChain(store, name, { readOnly: true, ...(format ? { format } : {}) });
+    try {
+      return await fn(opened);
+    } finally {
+      await opened.image.close();
+    }
+  };
+  try {
+    const sourceStamps = source.opened ? await reopen(source.name, source.image.format, (o) => stampChain(store, o, true)) : await source.stamps();
+    const targetStamp = await reopen(l.target, targetFormat, async (o) => (await stampChain(store, o, true))[0]!);
+    await checkpointer.seal({ source: sourceStamps, target: targetStamp });
+  } finally {
+    checkpointer.stop();
+  }
+}
