@@ -26,9 +26,9 @@ const context = await chromium.launchPersistentContext(profile, {
 try {
   const page = context.pages()[0] ?? (await context.newPage());
   await page.goto(url);
-  await page.waitForFunction(() => (window as unknown as { harnessReady?: boolean }).harnessReady === true);
+  await page.waitForFunction(() => (globalThis as unknown as { harnessReady?: boolean }).harnessReady === true);
   const r = (await page.evaluate(
-    (mb) => (window as unknown as { runInWorker(s: string, a: object): Promise<Record<string, number>> }).runInWorker('bench-opfs', { megabytes: mb }),
+    (mb) => (globalThis as unknown as { runInWorker(s: string, a: object): Promise<Record<string, number>> }).runInWorker('bench-opfs', { megabytes: mb }),
     megabytes,
   )) as Record<string, number>;
   const best = (prefix: string) => Math.min(r[`${prefix}_ms_0`]!, r[`${prefix}_ms_1`]!);

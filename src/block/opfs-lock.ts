@@ -72,7 +72,7 @@ function parseLabel(name: string | undefined): Label | null {
 }
 
 function lockManager(): LockManager {
-  const locks = (globalThis.navigator as Navigator | undefined)?.locks;
+  const locks = (globalThis.navigator as { locks?: LockManager } | undefined)?.locks;
   if (!locks) throw new BlockError('ENOTSUP', 'open', 0, 0, 'this browser has no Web Locks (navigator.locks): images cannot be locked, so none is opened');
   return locks;
 }

@@ -62,7 +62,7 @@ export class Kernel {
 
   /** A fresh kernel instance with its own linear memory. */
   static async create(): Promise<Kernel> {
-    compiled ??= WebAssembly.compile(wasmBytes() as BufferSource);
+    compiled ??= WebAssembly.compile(wasmBytes() as Uint8Array<ArrayBuffer>);
     const module = await compiled;
     let kernel: Kernel | undefined;
     const instance = await WebAssembly.instantiate(module, {
