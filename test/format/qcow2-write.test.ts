@@ -317,6 +317,36 @@ describe('qcow2 write: snapshots, lazy refcounts, compressed writes', () => {
     }
   });
 
+  it('a compressed cluster freed by a discard is never packed into again once it holds other data', async () => {
+    // Compressed cluster 0, discarded (its host cluster freed); a plain write takes that host cluster;
+    // the next compressed write must not pack into it.
+    const path = name();
+    const cs = 64 << 10;
+    const image = (await createImageFile(path, { format: 'qcow2', size: MiB, compress: true })) as Qcow2Image;
+    const model = new Uint8Array(MiB);
+    const compressible = (seed: number) => new Uint8Array(cs).map((_, i) => (i % 7 === 0 ? seed : 0));
+    try {
+      await image.write(0, compressible(1));
+      await image.discard(0, cs);
+      image.compress = false;
+      const plain = mixedData(cs, 93);
+      await image.write(cs, plain);
+      model.set(plain, cs);
+      image.compress = true;
+      const packed = compressible(3);
+      await image.write(2 * cs, packed);
+      model.set(packed, 2 * cs);
+      const back = new Uint8Array(cs);
+      await image.read(cs, back);
+      expect(findDiff(back, plain)).toBe(-1);
+    } finally {
+      await image.close();
+    }
+    const check = await qemuCheck(path);
+    expect(check.code, check.stderr).toBe(0);
+    await verify(path, model);
+  });
+
   it('compressed writes are refused for zstd images', async () => {
     await expect(createImageFile(name(), { format: 'qcow2', size: MiB, compressionType: 'zstd', compress: true })).rejects.toThrow(/zlib/);
   });

@@ -191,6 +191,9 @@ export class Refcounts {
         if (value > this.maxRefcount) throw new FormatError(`qcow2 refcount of cluster ${i} would overflow ${this.bits} bits`, 'refcount');
         setRefcountEntry(data, i - base, this.bits, value);
         if (value === 0 && i < this.freeHint) this.freeHint = i;
+        // The cluster compressed data was being packed into is free now: it may be handed out for other
+        // data, so nothing more is packed there.
+        if (value === 0 && this.freeByteOffset !== 0 && Math.floor(this.freeByteOffset / this.clusterSize) === i) this.freeByteOffset = 0;
       }
       this.cache.markDirty(block);
       index = blockEnd;
@@ -235,7 +238,11 @@ export class Refcounts {
     for (let attempt = 0; ; attempt++) {
       if (attempt > 64) throw new FormatError('internal: byte allocation does not settle');
       let offset = this.freeByteOffset;
-      if (offset !== 0 && (await this.get(Math.floor(offset / this.clusterSize))) >= this.maxRefcount) offset = 0;
+      if (offset !== 0) {
+        // Packed on only while the cluster is still ours (not freed meanwhile) and can take one more reference.
+        const refs = await this.get(Math.floor(offset / this.clusterSize));
+        if (refs === 0 || refs >= this.maxRefcount) offset = 0;
+      }
       let first: number;
       let count: number;
       let fresh = -1;
