@@ -158,6 +158,24 @@ describe('qcow2 write: growth and boundaries', () => {
     }
   });
 
+  it('the open image knows where its grown refcount table is: a check in the same session is clean', async () => {
+    const size = 6 * MiB;
+    const path = name();
+    const image = (await createImageFile(path, { format: 'qcow2', size, clusterSize: 512, refcountBits: 64 })) as Qcow2Image;
+    try {
+      const before = image.header.refcountTableOffset;
+      await image.write(0, mixedData(size, 21));
+      expect(image.header.refcountTableOffset).not.toBe(before);
+      const result = await checkImage(image);
+      expect(result.corruptions).toBe(0);
+      expect(result.leaks).toBe(0);
+      expect(result.checkErrors).toBe(0);
+    } finally {
+      await image.close();
+    }
+    expect(await qemuCheck(path)).toMatchObject({ code: 0, corruptions: 0, leaks: 0 });
+  });
+
   it('writes across L2-table and refcount-block boundaries, in every order', async () => {
     const size = 4 * MiB;
     // 512-byte clusters: an L2 table maps 32 KiB, a 16-bit refcount block counts 256 clusters.

@@ -192,6 +192,10 @@ export class Qcow2Image implements ImageFormat {
         fileBytes: () => this.file.size,
         beforeMetadataWrite: () => this.beforeMetadataWrite(),
         checkFree: (first, count) => this.checkFree(first, count),
+        tableMoved: (offset, clusters) => {
+          h.refcountTableOffset = offset;
+          h.refcountTableClusters = clusters;
+        },
       },
       {
         clusterBits: h.clusterBits,

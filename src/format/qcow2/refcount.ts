@@ -72,6 +72,8 @@ export interface RefcountHost extends MetadataIo {
    * metadata (refcounts that say otherwise mean corruption).
    */
   checkFree(first: number, count: number): Promise<void>;
+  /** Called once the header points at a new refcount table (the open image's header must say so too). */
+  tableMoved(offset: number, clusters: number): void;
 }
 
 export interface RefcountParams {
@@ -491,6 +493,7 @@ export class Refcounts {
     this.blockClusters = null;
     this.tableOffset = tableStart * this.clusterSize;
     this.tableClusters = tableClusters;
+    this.host.tableMoved(this.tableOffset, tableClusters);
     for (const [t, data] of newBlocks) await this.cache.install(newTable[t]!, data, false);
     this.highWater = Math.max(this.highWater, areaEnd);
     // The old table is unreferenced now.
