@@ -3,6 +3,7 @@
  * bytes of the image): dirty (to copy), in flight, backing off (a failed
  * range waiting for its retry), written (the job put data there: no longer
  * known to read as zero) and zero (last copied as zeroes, for the picture).
+ * The ranges that failed and were not copied since are kept here too.
  * Every bitmap is sized here, before any I/O, so linear memory never grows
  * while views over it are in use.
  */
@@ -25,6 +26,8 @@ export class ChunkMap {
   /** Only kept on a target known to read as zero, where it says which chunks no longer are. */
   readonly written: DirtyBitmap | null;
   readonly zero: DirtyBitmap;
+  /** Ranges that failed and were not copied since, by first chunk. */
+  private readonly failures = new Map<number, FailedRange>();
   private freed = false;
 
   constructor(
@@ -111,16 +114,35 @@ export class ChunkMap {
     this.zero.set(first, nb);
   }
 
+  /** A range [first, first + nb) failed (once more, if it failed before). */
+  noteFailure(first: number, nb: number, side: FailedRange['side'], errno: FailedRange['errno']): void {
+    const prior = this.failures.get(first);
+    this.failures.set(first, { ...this.bytesOf(first, nb), side, errno, attempts: (prior?.attempts ?? 0) + 1 });
+  }
+
+  /** [first, first + nb) was copied: the failed ranges inside it are failed no more. */
+  forgetFailures(first: number, nb: number): void {
+    for (const [key, f] of this.failures) {
+      const span = this.span(f.offset, f.bytes);
+      if (span.first >= first && span.first + span.nb <= first + nb) this.failures.delete(key);
+    }
+  }
+
+  /** The failed ranges not copied since (copies). */
+  failedRanges(): FailedRange[] {
+    return [...this.failures.values()].map((f) => ({ ...f }));
+  }
+
   /**
    * A picture in `cells` cells, each covering an equal share of the
    * chunks: failed beats in flight beats dirty beats zero beats clean.
    */
-  picture(cells: number, failedRanges: Iterable<FailedRange>): CellState[] {
+  picture(cells: number): CellState[] {
     const out: CellState[] = [];
     if (this.freed) return out;
     const perCell = Math.max(1, Math.ceil(this.nbChunks / Math.max(1, cells)));
     // Failed ranges as chunk spans; nothing is allocated in kernel memory while I/O may be in flight.
-    const failed = [...failedRanges].map((f) => {
+    const failed = [...this.failures.values()].map((f) => {
       const first = Math.floor(f.offset / this.granularity);
       return [first, first + Math.max(1, Math.ceil(f.bytes / this.granularity))] as const;
     });

@@ -80,9 +80,7 @@ export abstract class Job {
 
   /** The body: from running to an outcome (the job concludes with it). */
   protected abstract body(): Promise<JobOutcome>;
-  /** query-block-jobs' fields. */
-  abstract query(): BlockJobInfo;
-  /** len and offset, for the events that carry them. */
+  /** len, offset and speed, for query-block-jobs and the events that carry them. */
   protected abstract progressData(): ProgressData;
   /** Waits for the I/O under way (QEMU's .pause and the drain before an end). */
   protected abstract drain(): Promise<void>;
@@ -103,6 +101,27 @@ export abstract class Job {
 
   get status(): JobStatus {
     return this.statusValue;
+  }
+
+  /** What query-block-jobs says of the job (blockjob.c's block_job_query). */
+  query(): BlockJobInfo {
+    const { type, device, len, offset, speed } = this.progressData();
+    const info: BlockJobInfo = {
+      type,
+      device,
+      len,
+      offset,
+      busy: this.busy,
+      paused: this.pauseCount > 0,
+      speed,
+      'io-status': this.ioStatus,
+      ready: this.isReady,
+      status: this.statusValue,
+      'auto-finalize': this.autoFinalize,
+      'auto-dismiss': this.autoDismiss,
+    };
+    if (this.resultValue?.error) info.error = this.resultValue.error;
+    return info;
   }
 
   get ready(): boolean {

@@ -25,7 +25,7 @@ import { Job, type ProgressData } from './job.js';
 import { JobError } from './job-states.js';
 import { type ResolvedOptions, MAX_IN_FLIGHT, OptionError, ioLimits, resolveOptions } from './options.js';
 import { SourceWrites } from './source-writes.js';
-import type { BlockJobInfo, CellState, FailedRange, JobOutcome, JobStats, MirrorJobParams } from './types.js';
+import type { CellState, JobOutcome, JobStats, MirrorJobParams } from './types.js';
 
 /** Block status is asked in pieces of at most this many bytes during the initial scan. */
 const DIRTY_INIT_STEP = 1 << 30;
@@ -43,7 +43,6 @@ export class MirrorJob extends Job {
   private readonly writes: SourceWrites;
   private readonly pool: BufferPool;
   private readonly opBytes: number;
-  private readonly failedRanges = new Map<number, FailedRange>();
   private offsetDone = 0;
   private bytesRead = 0;
   private bytesWritten = 0;
@@ -151,25 +150,6 @@ export class MirrorJob extends Job {
 
   // ---- observation ---------------------------------------------------------------------
 
-  query(): BlockJobInfo {
-    const info: BlockJobInfo = {
-      type: 'mirror',
-      device: this.id,
-      len: this.len,
-      offset: this.offsetDone,
-      busy: this.busy,
-      paused: this.pauseCount > 0,
-      speed: this.rate.speed,
-      'io-status': this.ioStatus,
-      ready: this.isReady,
-      status: this.statusValue,
-      'auto-finalize': this.options.autoFinalize,
-      'auto-dismiss': this.options.autoDismiss,
-    };
-    if (this.resultValue?.error) info.error = this.resultValue.error;
-    return info;
-  }
-
   stats(): JobStats {
     return {
       granularity: this.granularity,
@@ -178,7 +158,7 @@ export class MirrorJob extends Job {
       dirtyBytes: this.chunks.dirtyBytes(),
       inFlightOps: this.ops.size,
       inFlightBytes: this.ops.unsettledBytes,
-      failed: [...this.failedRanges.values()].map((f) => ({ ...f })),
+      failed: this.chunks.failedRanges(),
       bytesDone: this.offsetDone,
       bytesRead: this.bytesRead,
       bytesWritten: this.bytesWritten,
@@ -187,7 +167,7 @@ export class MirrorJob extends Job {
 
   /** A picture of the bitmap in `cells` cells: failed beats in flight beats dirty beats clean. */
   picture(cells: number): CellState[] {
-    return this.chunks.picture(cells, this.failedRanges.values());
+    return this.chunks.picture(cells);
   }
 
   /** The dirty bitmap as stored in checkpoints (chunks in flight and being written count as dirty). */
@@ -445,10 +425,7 @@ export class MirrorJob extends Job {
     op.settled = true;
     this.offsetDone += op.bytes;
     this.backoff.forget(first);
-    for (const [key, f] of this.failedRanges) {
-      const span = this.chunks.span(f.offset, f.bytes);
-      if (span.first >= first && span.first + span.nb <= first + op.nbChunks) this.failedRanges.delete(key);
-    }
+    this.chunks.forgetFailures(first, op.nbChunks);
   }
 
   /** A failed operation: the range is dirty again first, then the policy decides. */
@@ -461,10 +438,7 @@ export class MirrorJob extends Job {
   private onIoError(side: 'source' | 'target', operation: 'read' | 'write', error: BlockError, first: number, nb: number): void {
     const range = nb > 0 ? this.chunks.bytesOf(first, nb) : { offset: 0, bytes: 0 };
     // A flush has no range: it is not a failed range of the picture, nor does it back off a chunk.
-    if (nb > 0) {
-      const prior = this.failedRanges.get(first);
-      this.failedRanges.set(first, { ...range, side, errno: error.code, attempts: (prior?.attempts ?? 0) + 1 });
-    }
+    if (nb > 0) this.chunks.noteFailure(first, nb, side, error.code);
     const action = this.errorAction(side === 'source' ? this.options.onSourceError : this.options.onTargetError, operation, error, range);
     if (action === 'report') this.failureValue ??= error;
     if (action === 'ignore' && nb > 0) this.backoff.start(first, nb);
