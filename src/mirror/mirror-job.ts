@@ -54,6 +54,8 @@ export class MirrorJob extends Job {
   private resuming = false;
   /** The initial scan is complete (or was not needed): checkpoints describe the whole image. */
   private scanned = false;
+  /** len once the job concluded (its bitmaps are gone). */
+  private finalLen: number | undefined;
   private scanEnded!: () => void;
   /** Settles once the scan is complete, or the job ended without one. */
   private readonly scanSettled = new Promise<void>((resolve) => (this.scanEnded = resolve));
@@ -178,7 +180,7 @@ export class MirrorJob extends Job {
 
   /** QEMU's len: done, plus dirty, plus in flight (active writes too, as active_write_bytes_in_flight). */
   private get len(): number {
-    return this.offsetDone + this.chunks.dirtyBytes() + this.ops.unsettledBytes;
+    return this.finalLen ?? this.offsetDone + this.chunks.dirtyBytes() + this.ops.unsettledBytes;
   }
 
   protected progressData(): ProgressData {
@@ -473,6 +475,8 @@ export class MirrorJob extends Job {
   }
 
   protected override onConcluded(): void {
+    // len stays what it was at the end (a failed job's len still counts what it left dirty), as QEMU's progress does.
+    this.finalLen = this.len;
     this.chunks.free();
     this.pool.free();
   }

@@ -322,3 +322,26 @@ describe('the speed limit, as QEMU pays it', () => {
     expect((await job.result).outcome).toBe('completed');
   });
 });
+
+describe('a concluded job', () => {
+  it('keeps its len: a job that failed under report still counts what it left dirty (as QEMU, not a full bar)', async () => {
+    const src = memoryRaw(4 * MiB, 4, false);
+    const source = new FaultImage(src.image);
+    source.faults.add({ op: 'read', errno: 'EIO', offset: 2 * MiB, length: 1, once: false });
+    const job = await MirrorJob.create({
+      source,
+      target: blankRaw(4 * MiB).image,
+      targetCreated: true,
+      options: { sync: 'full', 'buf-size': MiB, 'auto-dismiss': false },
+    });
+    const rec = recordEvents(job);
+    job.start();
+    await waitForEvent(job, isStatus('concluded'));
+    const completed = rec.events.find((e) => e.event === 'BLOCK_JOB_COMPLETED')!;
+    const info = job.query();
+    expect(info.status).toBe('concluded');
+    expect(info.offset).toBeLessThan(info.len);
+    expect({ len: info.len, offset: info.offset }).toEqual({ len: (completed.data as { len: number }).len, offset: (completed.data as { offset: number }).offset });
+    job.dismiss();
+  });
+});
