@@ -21,7 +21,13 @@ export type WorkerErrorCode =
   /** A picked file is no longer held (the page was reloaded): pick it again. */
   | 'picked-file-gone'
   /** This browser has no Origin Private File System. */
-  | 'no-opfs';
+  | 'no-opfs'
+  /** A URL could not be fetched at all: no server, or no CORS headers (a page cannot tell which). */
+  | 'url-unreachable'
+  /** The server of a URL does not answer Range requests. */
+  | 'url-no-range'
+  /** A picked file is not the one the job reads. */
+  | 'wrong-file';
 
 export class WorkerError extends Error {
   override name = 'WorkerError';

@@ -31,6 +31,8 @@ export interface CheckpointImages {
 export interface StoredCheckpoint {
   id: string;
   version?: number;
+  /** An import completes by itself when resumed (records without it are mirrors). */
+  kind?: 'mirror' | 'import';
   source: SourceRef;
   target: string;
   targetFormat: FormatName;
@@ -126,7 +128,7 @@ export class IdbCheckpointer implements Checkpointer {
   private removed = false;
 
   constructor(
-    private readonly context: { source: SourceRef; target: string; targetFormat: FormatName },
+    private readonly context: { kind: 'mirror' | 'import'; source: SourceRef; target: string; targetFormat: FormatName },
     /** The images' stamps now (called after the job flushed them). */
     private readonly stamps: () => Promise<CheckpointImages>,
   ) {}

@@ -29,6 +29,8 @@ export interface ImageEntry {
   inUse?: string;
   /** Set when the image could not be inspected (corrupt, or changing too fast to read). */
   note?: string;
+  /** A job of this tab that holds the image, and how. */
+  job?: { id: string; kind: 'mirror' | 'import'; role: 'source' | 'target' };
 }
 
 /** What the list knows of an image besides its file (a job's own view of its images). */

@@ -3,16 +3,18 @@
  * chain with it), a file the page picked, or a URL read with Range requests.
  */
 import { BlobDevice } from '../block/blob.js';
-import type { FileIdentity } from '../block/block-device.js';
+import { type FileIdentity, BlockError } from '../block/block-device.js';
 import { HttpDevice } from '../block/http.js';
 import type { OpfsFileStore } from '../block/opfs-store.js';
 import { type OpenedImage, WritableOnDemand, openChain } from '../format/image-access.js';
 import type { ImageFormat } from '../format/image-format.js';
 import { type ImageStamp, stampChain, stampImage } from '../format/image-stamp.js';
 import { openImage } from '../format/open.js';
+import { QCOW2_MAGIC } from '../format/probe.js';
 import { RawImage } from '../format/raw.js';
 import type { SourceRef } from '../shared/source-ref.js';
 import { WorkerError } from '../shared/worker-error.js';
+import type { ImageFacts } from './image-store.js';
 
 export interface JobSource {
   /** What the job reads (and a guest writes, for an image in OPFS). */
@@ -47,9 +49,9 @@ export async function openJobSource(ref: SourceRef, store: OpfsFileStore, picked
     identity = { key: `file:${ref.name}`, size: file.size, modifiedMs: file.lastModified };
     name = ref.name;
   } else {
-    const device = await HttpDevice.open(ref.url);
+    const device = await openUrl(ref.url);
     try {
-      image = ref.raw ? new RawImage(device) : await openImage(device, { name: ref.url, resolve: (n) => HttpDevice.open(new URL(n, ref.url).href) });
+      image = ref.raw ? new RawImage(device) : await openImage(device, { name: ref.url, resolve: (n) => openUrl(new URL(n, ref.url).href) });
     } catch (err) {
       await device.close().catch(() => {});
       throw err;
@@ -65,4 +67,37 @@ export async function openJobSource(ref: SourceRef, store: OpfsFileStore, picked
     await image.close().catch(() => {});
     throw err;
   }
+}
+
+/**
+ * Opens a URL, saying what stands in the way when it cannot be read: the
+ * browser refused (no CORS headers, or no server at all: a page cannot
+ * tell which), or the server ignores Range requests.
+ */
+async function openUrl(url: string): Promise<HttpDevice> {
+  try {
+    return await HttpDevice.open(url);
+  } catch (err) {
+    if (err instanceof BlockError && err.cause instanceof TypeError) {
+      throw new WorkerError('url-unreachable', `${url} could not be read: the server is unreachable, or it does not allow this page to read it (CORS)`);
+    }
+    if (err instanceof BlockError && err.code === 'ENOTSUP') throw new WorkerError('url-no-range', `${url}: ${err.detail}`);
+    throw err;
+  }
+}
+
+/**
+ * What an image copied byte for byte (an import) holds, from its first
+ * bytes: a qcow2 image (its virtual size from the header), or raw.
+ */
+export async function contentFacts(image: ImageFormat): Promise<ImageFacts> {
+  if (image.size >= 32) {
+    const head = new Uint8Array(32);
+    await image.read(0, head);
+    const view = new DataView(head.buffer);
+    if (view.getUint32(0, false) === QCOW2_MAGIC) {
+      return { format: 'qcow2', virtualSize: view.getUint32(24, false) * 2 ** 32 + view.getUint32(28, false) };
+    }
+  }
+  return { format: 'raw', virtualSize: image.size };
 }

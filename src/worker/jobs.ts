@@ -20,14 +20,15 @@ import type { MirrorJob } from '../mirror/mirror-job.js';
 import { type MirrorOptions, resolveOptions } from '../mirror/options.js';
 import { type SourceRef, describeSource } from '../shared/source-ref.js';
 import { WorkerError } from '../shared/worker-error.js';
-import type { EventSink, JobProgress, ProgressSink, ReleasedSink } from './api-types.js';
+import type { EventSink, JobKind, JobProgress, JobRelease, ProgressSink, ReleasedSink } from './api-types.js';
 import { type StoredCheckpoint, IdbCheckpointer, getHeartbeat, listCheckpoints } from './checkpoint-store.js';
 import type { GuestWriter } from './guest.js';
 import { type ImageFacts, type ImageStore, publishOrDrop } from './image-store.js';
-import { type JobSource, openJobSource } from './job-source.js';
+import { type JobSource, contentFacts, openJobSource } from './job-source.js';
 
 /** What a job starts from. */
 export interface Launch {
+  kind: JobKind;
   source: SourceRef;
   target: string;
   /** The format of a target the job creates (default: the source's); an existing target is opened as this format if given. */
@@ -38,6 +39,7 @@ export interface Launch {
 
 export interface JobEntry {
   job: MirrorJob;
+  kind: JobKind;
   source: SourceRef;
   target: string;
   guest: GuestWriter | null;
@@ -47,11 +49,15 @@ export interface JobEntry {
 
 /** Lock names of running jobs (a job id is taken while its job runs, in any tab). */
 const JOB_LOCK_PREFIX = 'diskmirror-job:';
+/** How many ended jobs are remembered for a retry. */
+const ENDED_KEPT = 32;
 
 export class Jobs {
   /** The QMP-shaped commands over these jobs. */
   readonly control = new MirrorControl();
   private readonly entries = new Map<string, JobEntry>();
+  /** How jobs that ended here were started (for a retry), oldest first. */
+  private readonly ended = new Map<string, Launch>();
   private readonly eventSinks = new Set<EventSink>();
   private readonly progressSinks = new Set<ProgressSink>();
   private readonly releasedSinks = new Set<ReleasedSink>();
@@ -82,6 +88,20 @@ export class Jobs {
     const entry = this.entries.get(id);
     if (!entry) throw new WorkerError('no-such-job', `no job named "${id}"`);
     return entry;
+  }
+
+  /** The job of this worker that holds an image, and as what. */
+  holderOf(name: string): { id: string; kind: JobKind; role: 'source' | 'target' } | undefined {
+    for (const [id, entry] of this.entries) {
+      if (entry.target === name) return { id, kind: entry.kind, role: 'target' };
+      if (entry.source.kind === 'opfs' && entry.source.name === name) return { id, kind: entry.kind, role: 'source' };
+    }
+    return undefined;
+  }
+
+  /** How an ended job was started, if this worker ran it. */
+  endedLaunch(id: string): Launch | undefined {
+    return this.ended.get(id);
   }
 
   /** What a job of this worker knows of an image it holds. */
@@ -149,7 +169,7 @@ export class Jobs {
         publish: publishOrDrop,
         // Periodic checkpoints stamp the target without its digest: the job goes on writing it.
         checkpointer: (target) =>
-          (checkpointer = new IdbCheckpointer({ source: l.source, target: l.target, targetFormat: target.image.format }, async () => ({
+          (checkpointer = new IdbCheckpointer({ kind: l.kind, source: l.source, target: l.target, targetFormat: target.image.format }, async () => ({
             source: await jobSource.stamps(),
             target: (await stampChain(store, target, false))[0]!,
           }))),
@@ -160,9 +180,10 @@ export class Jobs {
       // What the list shows of the images this job holds, from the images themselves.
       const facts = new Map<string, ImageFacts>();
       if (source.opened) facts.set(source.name, factsOf(source.image, await source.image.info()));
-      facts.set(l.target, factsOf(targetOpened.image, await targetOpened.image.info()));
+      // An import copies the bytes as they are: the list shows what they hold, not the raw container.
+      facts.set(l.target, l.kind === 'import' ? await contentFacts(source.image) : factsOf(targetOpened.image, await targetOpened.image.info()));
       this.control.add(job, faults);
-      const entry: JobEntry = { job, source: l.source, target: l.target, guest: null, facts };
+      const entry: JobEntry = { job, kind: l.kind, source: l.source, target: l.target, guest: null, facts };
       this.entries.set(id, entry);
       job.on(
         (event) => {
@@ -170,8 +191,23 @@ export class Jobs {
         },
         { replay: true },
       );
+      if (l.kind === 'import') {
+        // An import is a copy: once everything is copied (READY, again after a pause), it completes by itself.
+        job.on((event) => {
+          if (event.event === 'JOB_STATUS_CHANGE' && event.data.status === 'ready') {
+            queueMicrotask(() => {
+              try {
+                if (job.status === 'ready') job.complete();
+              } catch {
+                // Paused or ending meanwhile: the next READY completes it.
+              }
+            });
+          }
+        });
+      }
       job.onProgress((info) => {
         const progress: JobProgress = {
+          kind: l.kind,
           info,
           stats: job.stats(),
           source: describeSource(l.source),
@@ -186,17 +222,28 @@ export class Jobs {
         await entry.guest?.stop();
         await jobSource.image.close().catch(() => {});
         await targetOpened.image.close().catch(() => {});
+        let resumable = false;
         if (result.outcome !== 'completed' && (await made.dropIfUnwritten())) {
           // Nothing was copied into the target this job made: it went, and its checkpoint goes too.
           await jobCheckpointer.remove(id).catch(() => {});
         } else if (result.outcome === 'failed') {
           // A failed job keeps its checkpoint (fix the cause, then resume): seal it now that nothing writes.
-          await sealCheckpoint(jobCheckpointer, jobSource, l, store, targetOpened.image.format).catch(() => {});
+          resumable = await sealCheckpoint(jobCheckpointer, jobSource, l, store, targetOpened.image.format).catch(() => false);
         }
         jobCheckpointer.stop();
         this.entries.delete(id);
+        this.remember(id, l);
         await jobLock.release();
-        for (const sink of this.releasedSinks) sink(id);
+        const release: JobRelease = {
+          id,
+          kind: l.kind,
+          outcome: result.outcome,
+          source: describeSource(l.source),
+          target: l.target,
+          targetImage: await this.images.describe(l.target).catch(() => null),
+          resumable,
+        };
+        for (const sink of this.releasedSinks) sink(release);
       });
       job.start();
       const numbered = /^mirror(\d+)$/.exec(id);
@@ -212,6 +259,13 @@ export class Jobs {
       await jobLock.release();
       throw err;
     }
+  }
+
+  private remember(id: string, l: Launch): void {
+    const { resume: _resume, ...launch } = l;
+    this.ended.delete(id);
+    this.ended.set(id, launch);
+    while (this.ended.size > ENDED_KEPT) this.ended.delete(this.ended.keys().next().value!);
   }
 
   /** A job id used neither by a running job (any tab) nor by an interrupted one (whose checkpoint it would overwrite). */
@@ -261,7 +315,7 @@ async function checkResumeImages(checkpoint: StoredCheckpoint, source: JobSource
  * an open) and seals the checkpoint with them. A source outside OPFS was
  * stamped once and never written.
  */
-async function sealCheckpoint(checkpointer: IdbCheckpointer, source: JobSource, l: Launch, store: OpfsFileStore, targetFormat: FormatName): Promise<void> {
+async function sealCheckpoint(checkpointer: IdbCheckpointer, source: JobSource, l: Launch, store: OpfsFileStore, targetFormat: FormatName): Promise<boolean> {
   const reopen = async <T>(name: string, format: FormatName | undefined, fn: (opened: OpenedImage) => Promise<T>): Promise<T> => {
     const opened = await openChain(store, name, { readOnly: true, ...(format ? { format } : {}) });
     try {
@@ -273,7 +327,7 @@ async function sealCheckpoint(checkpointer: IdbCheckpointer, source: JobSource, 
   try {
     const sourceStamps = source.opened ? await reopen(source.name, source.image.format, (o) => stampChain(store, o, true)) : await source.stamps();
     const targetStamp = await reopen(l.target, targetFormat, async (o) => (await stampChain(store, o, true))[0]!);
-    await checkpointer.seal({ source: sourceStamps, target: targetStamp });
+    return await checkpointer.seal({ source: sourceStamps, target: targetStamp });
   } finally {
     checkpointer.stop();
   }

@@ -17,7 +17,7 @@ import { type MirrorOptions, givenOptions } from '../mirror/options.js';
 import { installErrorTransfer } from '../shared/error-transfer.js';
 import { type SourceRef, describeSource } from '../shared/source-ref.js';
 import { WorkerError } from '../shared/worker-error.js';
-import type { EventSink, ImageEntry, InterruptedJob, ProgressSink, ReleasedSink, StartMirrorRequest } from './api-types.js';
+import type { EventSink, ImageEntry, ImportOptions, InterruptedJob, ProgressSink, ReleasedSink, StartMirrorRequest } from './api-types.js';
 import { deleteCheckpoint, getCheckpoint, listCheckpoints, unresumable } from './checkpoint-store.js';
 import { GuestWriter, type GuestStats } from './guest.js';
 import { ImageStore } from './image-store.js';
@@ -37,6 +37,8 @@ const api = {
     for (const image of list) {
       const state = locks.get(image.name);
       if (state) image.inUse = `in use by ${holderWords(state)}`;
+      const job = jobs.holderOf(image.name);
+      if (job) image.job = job;
     }
     return list;
   },
@@ -95,14 +97,21 @@ const api = {
     return [...pickedFiles.keys()];
   },
 
-  /** Copies a picked file's bytes into OPFS (the format comes along as it is). */
-  async importFile(file: File, name: string, options: Partial<MirrorOptions> = {}): Promise<string> {
+  /**
+   * Copies a picked file's bytes into OPFS (the format comes along as it
+   * is). An import completes by itself; on a read error it fails (report),
+   * unless `options` say otherwise. Nothing comes from the mirror form.
+   */
+  async importFile(file: File, name: string, options: ImportOptions = {}): Promise<string> {
     pickedFiles.set(file.name, file);
-    return jobs.launch({ source: { kind: 'file', name: file.name, raw: true }, target: name, targetFormat: 'raw', options: { sync: 'full', ...options } });
+    return jobs.launch({ kind: 'import', source: { kind: 'file', name: file.name, raw: true }, target: name, targetFormat: 'raw', options: importOptions(options, 'report') });
   },
 
-  /** Copies a URL's bytes into OPFS with Range requests; network errors meet on-source-error. */
-  async importUrl(url: string, name: string, options: Partial<MirrorOptions> = {}): Promise<string> {
+  /**
+   * Copies a URL's bytes into OPFS with Range requests; a failed request is
+   * retried with backoff (ignore), unless `options` say otherwise.
+   */
+  async importUrl(url: string, name: string, options: ImportOptions = {}): Promise<string> {
     let parsed: URL;
     try {
       parsed = new URL(url);
@@ -110,7 +119,7 @@ const api = {
       throw new FormatError(`"${url}" is not a URL`, 'url');
     }
     if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new FormatError(`"${url}" is not an http(s) URL`, 'url');
-    return jobs.launch({ source: { kind: 'url', url: parsed.href, raw: true }, target: name, targetFormat: 'raw', options: { sync: 'full', ...options } });
+    return jobs.launch({ kind: 'import', source: { kind: 'url', url: parsed.href, raw: true }, target: name, targetFormat: 'raw', options: importOptions(options, 'ignore') });
   },
 
   /**
@@ -133,6 +142,7 @@ const api = {
 
   async startMirror(request: StartMirrorRequest): Promise<string> {
     return jobs.launch({
+      kind: 'mirror',
       source: request.source,
       target: request.target,
       ...(request.targetFormat ? { targetFormat: request.targetFormat } : {}),
@@ -168,6 +178,7 @@ const api = {
       .map((c) => {
         const item: InterruptedJob = {
           id: c.id,
+          kind: c.kind ?? 'mirror',
           source: describeSource(c.source),
           target: c.target,
           status: c.status,
@@ -175,19 +186,33 @@ const api = {
           dirtyBytes: c.dirtyBytes,
           size: c.size,
         };
-        const problem = unresumable(c) ?? (c.source.kind === 'file' && !pickedFiles.has(c.source.name) ? `pick "${c.source.name}" again to resume` : null);
+        const problem = unresumable(c);
         if (problem) item.problem = problem;
+        else if (c.source.kind === 'file' && !pickedFiles.has(c.source.name)) item.pickFile = c.source.name;
+        else if (c.kind === 'import' && c.source.kind === 'url') item.resumesItself = true;
         return item;
       });
   },
 
-  async resumeInterrupted(id: string): Promise<string> {
+  /**
+   * Resumes an interrupted job where its checkpoint says. Its source, if a
+   * picked file this page no longer holds, is `file` (the same file: its
+   * name, size and date are checked).
+   */
+  async resumeInterrupted(id: string, file?: File): Promise<string> {
     const checkpoint = await getCheckpoint(id);
     if (!checkpoint) throw new WorkerError('no-checkpoint', `no checkpoint for a job named "${id}"`);
     if ((await jobs.running()).has(id)) throw new WorkerError('job-running', `the job "${id}" is running`);
     const problem = unresumable(checkpoint);
     if (problem) throw new ImageConflictError(checkpoint.target, `the checkpoint of "${id}" was ${problem}`);
+    if (file) {
+      const wanted = checkpoint.source.kind === 'file' ? checkpoint.source.name : null;
+      if (wanted === null) throw new WorkerError('wrong-file', `the job "${id}" does not read a picked file`);
+      if (file.name !== wanted) throw new WorkerError('wrong-file', `the job "${id}" reads "${wanted}", not "${file.name}"`);
+      pickedFiles.set(file.name, file);
+    }
     return jobs.launch({
+      kind: checkpoint.kind ?? 'mirror',
       source: checkpoint.source,
       target: checkpoint.target,
       targetFormat: checkpoint.targetFormat,
@@ -196,11 +221,33 @@ const api = {
     });
   },
 
+  /**
+   * Tries an ended job again: from its checkpoint when it kept one (a
+   * failed job), else from the start, as it was started.
+   */
+  async retryJob(id: string): Promise<string> {
+    if (await getCheckpoint(id)) return api.resumeInterrupted(id);
+    const launch = jobs.endedLaunch(id);
+    if (!launch) throw new WorkerError('no-such-job', `no ended job named "${id}" to try again`);
+    const { id: _old, ...options } = launch.options;
+    return jobs.launch({ ...launch, options });
+  },
+
   async discardInterrupted(id: string): Promise<void> {
     if ((await jobs.running()).has(id)) throw new WorkerError('job-running', `the job "${id}" is running`);
     await deleteCheckpoint(id);
   },
 };
+
+/** An import's options: its own defaults, never the mirror form's. */
+function importOptions(given: ImportOptions, onSourceError: 'report' | 'ignore'): MirrorOptions {
+  return {
+    sync: 'full',
+    'on-source-error': given['on-source-error'] ?? onSourceError,
+    'on-target-error': given['on-target-error'] ?? 'report',
+    speed: given.speed ?? 0,
+  };
+}
 
 export type WorkerApi = typeof api;
 
