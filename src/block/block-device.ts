@@ -144,14 +144,16 @@ export function closedError(op: BlockOp, offset: number, bytes: number): BlockEr
  */
 export class ImageConflictError extends Error {
   override name = 'ImageConflictError';
-  readonly code: Errno = 'EBUSY';
+  /** EBUSY (somebody holds it, or it is the other side), or EEXIST (a new image's name is taken). */
+  readonly code: Errno;
   constructor(
     /** The image as the user named it. */
     readonly image: string,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; code?: Errno },
   ) {
     super(message, options);
+    this.code = options?.code ?? 'EBUSY';
   }
 }
 

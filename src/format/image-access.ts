@@ -127,7 +127,7 @@ export interface CreateInStoreOptions {
 export async function createInStore(store: FileStore, name: string, options: CreateImageOptions, how: CreateInStoreOptions): Promise<NewImage> {
   const finalName = store.resolve(name);
   const existing = await store.identify(name);
-  if (existing && !how.replace) throw new ImageConflictError(name, `${name} already exists`);
+  if (existing && !how.replace) throw new ImageConflictError(name, `${name} already exists`, { code: 'EEXIST' });
   if (options.backingFile !== undefined) {
     const selfBacking = () => new ImageConflictError(name, `${name}: Trying to create an image with the same filename as the backing file; nothing was written`);
     const backingName = store.backingName(options.backingFile, finalName);

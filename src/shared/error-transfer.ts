@@ -66,7 +66,7 @@ export function deserializeError(s: SerializedError): Error {
       if (err.message !== s.message) err.message = s.message;
       break;
     case 'ImageConflictError':
-      err = new ImageConflictError(s.image ?? '', s.message);
+      err = new ImageConflictError(s.image ?? '', s.message, s.code === 'EEXIST' ? { code: 'EEXIST' } : {});
       break;
     case 'OptionError':
       err = new OptionError(s.message);

@@ -23,6 +23,16 @@ export function byId<T extends HTMLElement = HTMLElement>(id: string): T {
   return el as T;
 }
 
-export function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+
+/** The page's error lines: each speaks of the last action, so the next action clears them all. */
+const ERROR_LINES = ['form-error', 'job-error', 'fault-error', 'interrupted-error', 'images-message'];
+
+export function clearErrorLines(): void {
+  for (const id of ERROR_LINES) {
+    const line = document.getElementById(id);
+    if (line?.classList.contains('error') && line.textContent) {
+      line.textContent = '';
+      if (line.classList.contains('message')) line.classList.remove('error');
+    }
+  }
 }

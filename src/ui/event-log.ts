@@ -15,12 +15,14 @@ export class EventLog {
     const line = JSON.stringify(e);
     this.lines.push(line);
     const list = byId('events');
+    // The list scrolls inside the log's box: follow the newest line unless the reader scrolled up.
+    const box = byId('events-log');
     const failed = e.event === 'BLOCK_JOB_ERROR' || (e.event === 'BLOCK_JOB_COMPLETED' && Boolean(e.data.error));
     const item = h('li', { class: failed ? 'error' : '' }, line);
-    const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+    const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
     list.append(item);
     while (list.childElementCount > MAX_SHOWN) list.firstElementChild!.remove();
-    if (atBottom) list.scrollTop = list.scrollHeight;
+    if (atBottom) box.scrollTop = box.scrollHeight;
   }
 
   /** All events so far, one JSON object per line. */

@@ -4,8 +4,9 @@
  */
 import { jobIsGone } from '../shared/worker-error.js';
 import { parseSize } from '../util/size.js';
-import { byId, errorText, h } from './dom.js';
+import { byId, h } from './dom.js';
 import { worker } from './bridge.js';
+import { explain } from './messages.js';
 
 interface ListedRule {
   side: string;
@@ -52,7 +53,7 @@ export class FaultPanel {
       this.say('');
       await this.refresh();
     } catch (err) {
-      this.say(errorText(err));
+      this.say(explain(err));
     }
   }
 
@@ -68,7 +69,7 @@ export class FaultPanel {
       rules = (await worker().execute('fault-list', { device: id })) as ListedRule[];
     } catch (err) {
       // A job that is gone has no rules left to list.
-      if (!jobIsGone(err)) this.say(errorText(err));
+      if (!jobIsGone(err)) this.say(explain(err));
     }
     list.replaceChildren(
       ...rules.map((r) =>
@@ -83,13 +84,19 @@ export class FaultPanel {
     );
   }
 
+  /** Removes a rule; focus goes to the rule now in its place (or the one before, or Add fault when none is left). */
   private async remove(id: string, index: number): Promise<void> {
+    const list = byId('fault-list');
+    const position = [...list.querySelectorAll('button')].findIndex((b) => b === document.activeElement);
     try {
       await worker().execute('fault-remove', { device: id, index });
       await this.refresh();
     } catch (err) {
-      this.say(errorText(err));
+      this.say(explain(err));
     }
+    if (position < 0) return;
+    const buttons = [...list.querySelectorAll<HTMLButtonElement>('button')];
+    (buttons[Math.min(position, buttons.length - 1)] ?? byId('fault-form').querySelector<HTMLButtonElement>('button[type=submit]'))?.focus();
   }
 
   private async guest(on: boolean): Promise<void> {
@@ -110,7 +117,7 @@ export class FaultPanel {
       }
     } catch (err) {
       toggle.checked = false;
-      this.say(errorText(err));
+      this.say(explain(err));
     }
   }
 

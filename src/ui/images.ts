@@ -1,27 +1,39 @@
 /**
  * The images section: the list of images (as the worker reads them from
  * OPFS), storage, imports (file picker, drag and drop, URL), blank images,
- * deletion and downloads, and the message line under its toolbar.
+ * deletion and downloads, and the message line under its toolbar (an
+ * error looks like one, in words from messages.ts, and goes with the next
+ * action). An image a job holds is shown as held, by which job and how.
  */
 import type { FormatName } from '../format/image-format.js';
-import type { MirrorOptions } from '../mirror/options.js';
+import type { ErrorPolicy } from '../mirror/error-policy.js';
 import { formatSize, parseSize } from '../util/size.js';
 import type { ImageEntry } from '../worker/api-types.js';
-import { byId, errorText, h } from './dom.js';
+import { byId, h } from './dom.js';
 import { worker } from './bridge.js';
+import type { JobNames } from './job-view.js';
+import { type MessageContext, explain } from './messages.js';
 
 export interface ImagesHooks {
   /** An import started: the page shows it as the current job. */
-  onJobStarted(id: string): void;
-  /** Options an import takes from the mirror form (policies, speed). */
-  importOptions(): Partial<MirrorOptions>;
+  onJobStarted(id: string, names: JobNames): void;
   onImagesChanged(images: ImageEntry[]): void;
 }
 
-const message = () => byId('images-message');
+/** Says `text` on the section's message line, as news or as an error. */
+function say(text: string, tone: 'status' | 'error' = 'status'): void {
+  const line = byId('images-message');
+  line.textContent = text;
+  line.classList.toggle('error', tone === 'error' && text !== '');
+}
 
-function say(text: string): void {
-  message().textContent = text;
+/** The "In use" column: which job holds the image and how, else who else does. */
+function inUseWords(img: ImageEntry): string {
+  if (img.job) {
+    if (img.job.kind === 'import' && img.job.role === 'target') return `being imported (${img.job.id})`;
+    return `${img.job.role} of ${img.job.id}`;
+  }
+  return img.inUse ?? '';
 }
 
 async function refreshStorage(): Promise<void> {
@@ -131,8 +143,13 @@ export class ImagesSection {
   }
 
   /** Says `text` on the section's message line. */
-  say(text: string): void {
-    say(text);
+  say(text: string, tone: 'status' | 'error' = 'status'): void {
+    say(text, tone);
+  }
+
+  /** Which job holds an image, as the list last showed. */
+  private holder(name: string): ImageEntry['job'] {
+    return this.images.find((i) => i.name === name)?.job;
   }
 
   async refresh(): Promise<void> {
@@ -144,15 +161,16 @@ export class ImagesSection {
           'tr',
           { title: [img.inUse, img.note].filter(Boolean).join('; ') },
           h('th', { scope: 'row' }, img.name),
-          h('td', {}, img.format),
-          h('td', {}, formatSize(img.virtualSize)),
-          h('td', {}, formatSize(img.fileSize)),
-          h('td', {}, img.backingFile ?? ''),
-          h('td', { class: 'muted' }, img.inUse ?? ''),
+          // data-label names each cell where a narrow screen shows the row as a card (style.css).
+          h('td', { 'data-label': 'Format' }, img.format),
+          h('td', { 'data-label': 'Virtual size' }, formatSize(img.virtualSize)),
+          h('td', { 'data-label': 'Bytes used' }, formatSize(img.fileSize)),
+          h('td', { 'data-label': 'Backing file' }, img.backingFile ?? ''),
+          h('td', { class: img.job ? 'busy' : 'muted', 'data-label': 'In use' }, inUseWords(img)),
           h(
             'td',
             { class: 'actions' },
-            h('button', { type: 'button', class: 'small', 'aria-label': `Download ${img.name}`, onclick: () => void this.act(() => download(img.name)) }, 'Download'),
+            h('button', { type: 'button', class: 'small', 'aria-label': `Download ${img.name}`, onclick: () => void this.download(img.name) }, 'Download'),
             h('button', { type: 'button', class: 'small danger', 'aria-label': `Delete ${img.name}`, onclick: () => void this.remove(img.name) }, 'Delete'),
           ),
         ),
@@ -163,24 +181,28 @@ export class ImagesSection {
     await refreshStorage().catch(() => {});
   }
 
-  private async act(fn: () => Promise<unknown>): Promise<void> {
+  /** Runs an action; what goes wrong is said as an error, in words about `ctx`. */
+  private async act(fn: () => Promise<unknown>, ctx: MessageContext = {}): Promise<void> {
     try {
       await fn();
     } catch (err) {
-      say(errorText(err));
+      say(explain(err, { ...ctx, holder: (name) => this.holder(name) }), 'error');
     }
   }
 
   private async demo(): Promise<void> {
     const button = byId<HTMLButtonElement>('new-demo');
+    const hadFocus = document.activeElement === button;
     button.disabled = true;
     say('Creating the demo image…');
     await this.act(async () => {
       const entry = await worker().createDemoImage();
       say(`Created ${entry.name} (${formatSize(entry.virtualSize)}).`);
       await this.refresh();
-    });
+    }, { image: 'demo.raw' });
     button.disabled = false;
+    // Disabled, the button lost focus: it gets it back (another demo, or Tab on to the rest).
+    if (hadFocus && (document.activeElement === document.body || document.activeElement === null)) button.focus();
   }
 
   private uniqueName(wanted: string): string {
@@ -194,34 +216,41 @@ export class ImagesSection {
   private async importFile(file: File): Promise<void> {
     const name = this.uniqueName(file.name || 'imported.img');
     say(`Importing ${file.name} (${formatSize(file.size)}) as ${name}…`);
-    await this.act(async () => {
-      const id = await worker().importFile(file, name, this.hooks.importOptions());
-      this.imports.set(id, name);
-      this.hooks.onJobStarted(id);
-      await this.refresh();
-    });
+    await this.act(
+      async () => {
+        const id = await worker().importFile(file, name);
+        this.imports.set(id, name);
+        this.hooks.onJobStarted(id, { kind: 'import', source: file.name, target: name });
+        await this.refresh();
+      },
+      { image: name },
+    );
   }
 
   private async importUrl(url: string): Promise<void> {
     if (!url) {
-      say('Type the URL of an image first.');
+      say('Type the URL of an image first.', 'error');
       return;
     }
     let base = 'download.img';
     try {
       base = decodeURIComponent(new URL(url).pathname.split('/').filter(Boolean).pop() ?? base) || base;
     } catch {
-      say(`"${url}" is not a URL.`);
+      say(`"${url}" is not a URL: type one that starts with https:// or http://.`, 'error');
       return;
     }
     const name = this.uniqueName(base);
     say(`Importing ${url} as ${name}…`);
-    await this.act(async () => {
-      const id = await worker().importUrl(url, name, this.hooks.importOptions());
-      this.imports.set(id, name);
-      this.hooks.onJobStarted(id);
-      await this.refresh();
-    });
+    const onError = byId<HTMLSelectElement>('url-on-error').value as ErrorPolicy;
+    await this.act(
+      async () => {
+        const id = await worker().importUrl(url, name, { 'on-source-error': onError });
+        this.imports.set(id, name);
+        this.hooks.onJobStarted(id, { kind: 'import', source: url, target: name });
+        await this.refresh();
+      },
+      { image: name, url },
+    );
   }
 
   /** A job ended: if it was an import, say how it went. */
@@ -231,30 +260,44 @@ export class ImagesSection {
     this.imports.delete(id);
     say(
       outcome === 'completed'
-        ? `Imported ${name}.`
+        ? `Imported ${name}: it is ready to mirror.`
         : outcome === 'cancelled'
           ? `The import of ${name} was cancelled; what was copied so far is in ${name}.`
           : `The import of ${name} failed: ${error ?? 'an error'}.`,
+      outcome === 'failed' ? 'error' : 'status',
     );
   }
 
   private async create(): Promise<void> {
     const name = byId<HTMLInputElement>('create-name').value.trim();
     const format = byId<HTMLSelectElement>('create-format').value as FormatName;
-    await this.act(async () => {
-      const size = parseSize(byId<HTMLInputElement>('create-size').value, 'Image size');
-      const entry = await worker().createImage(name, format, size);
-      say(`Created ${entry.name}: ${entry.format}, ${formatSize(entry.virtualSize)}.`);
-      await this.refresh();
-    });
+    say('');
+    await this.act(
+      async () => {
+        const size = parseSize(byId<HTMLInputElement>('create-size').value, 'Image size');
+        if (size === 0) throw new Error('Image size must be more than 0 (for example 64M).');
+        const entry = await worker().createImage(name, format, size);
+        say(`Created ${entry.name}: ${entry.format}, ${formatSize(entry.virtualSize)}.`);
+        await this.refresh();
+      },
+      { image: name },
+    );
   }
 
-  private async remove(name: string): Promise<void> {
-    // An image somebody holds is refused before anybody is asked to confirm (the worker checks again as it deletes).
+  /** Saves an image out of the browser (the job panel's Download too). */
+  async download(name: string): Promise<void> {
+    say('');
+    await this.act(() => download(name), { image: name });
+  }
+
+  /** Deletes an image once the person confirms; one somebody holds is refused before anybody is asked. */
+  async remove(name: string): Promise<void> {
+    say('');
     try {
+      // The worker checks again as it deletes.
       await worker().checkDeletable(name);
     } catch (err) {
-      say(errorText(err));
+      say(explain(err, { image: name, holder: (n) => this.holder(n) }), 'error');
       return;
     }
     if (!confirm(`Delete ${name}? This cannot be undone.`)) return;
@@ -262,6 +305,6 @@ export class ImagesSection {
       await worker().deleteImage(name);
       say(`Deleted ${name}.`);
       await this.refresh();
-    });
+    }, { image: name });
   }
 }

@@ -1,27 +1,45 @@
 /**
- * The job panel: its heading, state and io-status, progress, throughput
- * and ETA, the verb buttons (each enabled only where the verb table allows
- * it), its error line, the bitmap picture (bitmap-view.ts), and the dialog
- * a stop opens. Nothing else on the page writes into it.
+ * The job panel: its heading, state in words (QMP's status and io-status
+ * as small text), progress, throughput and ETA, the verb buttons (each
+ * enabled only where the verb table allows it), its error line, how the
+ * job ended with what to do next (job-ending.ts), the bitmap picture
+ * (bitmap-view.ts), and the dialog a stop opens. Nothing else on the page
+ * writes into it. After an action that disables its own button, focus
+ * moves to the next control that makes sense, never to the page's body.
  */
 import { type JobStatus, type JobVerb, verbAllowed } from '../mirror/job-states.js';
 import type { AnyQmpEvent, EventData } from '../mirror/events.js';
 import type { CellState } from '../mirror/types.js';
 import { formatSize } from '../util/size.js';
-import type { JobProgress } from '../worker/api-types.js';
+import type { JobKind, JobProgress, JobRelease } from '../worker/api-types.js';
 import { BitmapView } from './bitmap-view.js';
-import { byId, errorText, h } from './dom.js';
+import { byId, h } from './dom.js';
 import { worker } from './bridge.js';
+import { type EndAction, type Ending, describeEnding } from './job-ending.js';
+import { explain } from './messages.js';
 
 export interface JobPanelHooks {
   /** A job reached null or concluded. */
   onFinished(id: string): void;
   /** The picture has room for another number of cells now. */
   onPictureCells(cells: number): void;
+  /** An ending's actions. */
+  onDownload(image: string): Promise<void>;
+  onDelete(image: string): Promise<void>;
+  /** Tries an ended job again; the new job's id. */
+  onRetry(id: string): Promise<string>;
+}
+
+/** What the page knows of a job before its first progress. */
+export interface JobNames {
+  kind: JobKind;
+  source: string;
+  target: string;
 }
 
 interface JobView {
   id: string;
+  names: JobNames | null;
   status: JobStatus;
   ioStatus: string;
   paused: boolean;
@@ -34,6 +52,14 @@ interface JobView {
   done: boolean;
   /** The last picture of its bitmap (kept once the job has none any more). */
   picture: CellState[];
+  /** The last BLOCK_JOB_ERROR: where and how it failed. */
+  lastError: EventData['BLOCK_JOB_ERROR'] | null;
+  /** How it ended: from its last event, then from its release. */
+  ending: Ending | null;
+  completedError: string | undefined;
+  /** What it had copied when it ended. */
+  endOffset: number;
+  release: JobRelease | null;
 }
 
 function formatDuration(seconds: number): string {
@@ -44,17 +70,47 @@ function formatDuration(seconds: number): string {
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
+/** The state line's words for a job that has not ended. */
+function stateWords(view: JobView): string {
+  const importing = view.names?.kind === 'import';
+  switch (view.status) {
+    case 'created':
+      return 'Starting';
+    case 'running':
+      return view.ready ? 'In sync, copying new writes' : importing ? 'Importing' : 'Copying';
+    case 'ready':
+      return importing ? 'Copied, finishing' : 'In sync: Complete to finish';
+    case 'paused':
+    case 'standby':
+      return view.ioStatus === 'nospace' ? 'Paused: out of space' : view.ioStatus === 'failed' ? 'Paused on an error' : 'Paused';
+    case 'waiting':
+    case 'pending':
+      return 'Finishing';
+    case 'aborting':
+      return 'Stopping';
+    default:
+      return 'Ended';
+  }
+}
+
+const ACTION_LABELS: Record<EndAction, string> = { download: 'Download', delete: 'Delete', retry: 'Retry' };
+
 export class JobPanel {
   private readonly jobs = new Map<string, JobView>();
   private current: string | null = null;
   private readonly bitmap: BitmapView;
   private readonly dialog = byId<HTMLDialogElement>('stop-dialog');
   private dialogJob: string | null = null;
+  /** A verb button was pressed: once it is disabled, focus goes to the next sensible control. */
+  private keepFocus = false;
 
   constructor(private readonly hooks: JobPanelHooks) {
     this.bitmap = new BitmapView((cells) => hooks.onPictureCells(cells));
-    for (const button of document.querySelectorAll<HTMLButtonElement>('#job-section [data-verb]')) {
-      button.addEventListener('click', () => void this.verb(button.dataset.verb!));
+    for (const button of this.verbButtons()) {
+      button.addEventListener('click', () => {
+        this.keepFocus = true;
+        void this.verb(button.dataset.verb!);
+      });
     }
     byId<HTMLSelectElement>('job-select').addEventListener('change', (e) => this.select((e.target as HTMLSelectElement).value));
     byId('stop-resume').addEventListener('click', () => void this.dialogAction('resume'));
@@ -62,6 +118,10 @@ export class JobPanel {
     // Escape (or Close) leaves the job paused: free some space or remove a fault, then Resume from the panel.
     this.dialog.addEventListener('cancel', () => (this.dialogJob = null));
     byId('stop-close').addEventListener('click', () => this.closeDialog());
+    // A person who moves on elsewhere keeps their focus.
+    document.addEventListener('focusin', (e) => {
+      if (!byId('job-section').contains(e.target as Node)) this.keepFocus = false;
+    });
   }
 
   get currentJob(): string | null {
@@ -73,19 +133,46 @@ export class JobPanel {
     return this.bitmap.cells;
   }
 
+  private verbButtons(): HTMLButtonElement[] {
+    return [...document.querySelectorAll<HTMLButtonElement>('#job-section [data-verb]')];
+  }
+
   /**
    * A job the page started or resumed: it becomes the one shown. With
-   * `names` (a mirror started from the form), the heading names its
-   * source and target.
+   * `names`, the heading names it before its first progress.
    */
-  track(id: string, names?: { source: string; target: string }): void {
-    if (!this.jobs.has(id)) {
-      this.jobs.set(id, { id, status: 'created', ioStatus: 'ok', paused: false, ready: false, last: null, rate: 0, lastSample: null, error: null, done: false, picture: [] });
+  track(id: string, names?: JobNames): void {
+    const view = this.jobs.get(id);
+    if (!view) {
+      this.jobs.set(id, {
+        id,
+        names: names ?? null,
+        status: 'created',
+        ioStatus: 'ok',
+        paused: false,
+        ready: false,
+        last: null,
+        rate: 0,
+        lastSample: null,
+        error: null,
+        done: false,
+        picture: [],
+        lastError: null,
+        ending: null,
+        completedError: undefined,
+        endOffset: 0,
+        release: null,
+      });
     } else {
-      Object.assign(this.jobs.get(id)!, { done: false, error: null, lastSample: null, rate: 0 });
+      Object.assign(view, { done: false, error: null, lastSample: null, rate: 0, ending: null, release: null, lastError: null });
+      if (names) view.names = names;
     }
-    if (names) byId('job-heading').textContent = `Job: ${names.source} → ${names.target}`;
     this.select(id);
+  }
+
+  /** Moves focus to the job panel (after Start, Resume or Retry). */
+  focus(): void {
+    byId('job-section').focus();
   }
 
   private select(id: string): void {
@@ -100,9 +187,15 @@ export class JobPanel {
     byId('job-error').textContent = text;
   }
 
+  private title(view: JobView): string {
+    const n = view.names;
+    if (!n) return view.id;
+    return n.kind === 'import' ? `${view.id}: import of ${n.source} as ${n.target}` : `${view.id}: ${n.source} → ${n.target}`;
+  }
+
   private renderPicker(): void {
     const select = byId<HTMLSelectElement>('job-select');
-    select.replaceChildren(...[...this.jobs.keys()].map((id) => new Option(id, id, false, id === this.current)));
+    select.replaceChildren(...[...this.jobs.values()].map((view) => new Option(this.title(view), view.id, false, view.id === this.current)));
     byId('job-picker').hidden = this.jobs.size < 2;
   }
 
@@ -121,25 +214,47 @@ export class JobPanel {
         this.hooks.onFinished(id);
       }
     } else if (e.event === 'BLOCK_JOB_ERROR') {
+      view.lastError = e.data;
       if (e.data.action === 'stop') {
         view.paused = true;
         this.openDialog(id, e.data);
       }
-    } else if (e.event === 'BLOCK_JOB_COMPLETED' && e.data.error) {
-      view.error = `The job failed: ${e.data.error}.`;
+    } else if (e.event === 'BLOCK_JOB_COMPLETED') {
+      view.completedError = e.data.error;
+      this.end(view, e.data.error ? 'failed' : 'completed', e.data.offset);
     } else if (e.event === 'BLOCK_JOB_CANCELLED') {
-      view.error = null;
+      this.end(view, 'cancelled', e.data.offset);
     }
-    if (id === this.current) {
-      this.sayError(view.error ?? '');
-      this.render();
-    }
+    if (id === this.current) this.render();
+  }
+
+  /** The job let go of its images: the ending names the target as it is now. */
+  released(release: JobRelease): void {
+    const view = this.jobs.get(release.id);
+    if (!view) return;
+    view.release = release;
+    if (view.ending) this.end(view, release.outcome, view.endOffset);
+    if (release.id === this.current) this.render();
+  }
+
+  private end(view: JobView, outcome: JobRelease['outcome'], offset: number): void {
+    view.endOffset = offset;
+    view.ending = describeEnding({
+      kind: view.names?.kind ?? view.last?.kind ?? 'mirror',
+      outcome,
+      target: view.names?.target ?? view.last?.target ?? '',
+      ...(view.completedError !== undefined ? { error: view.completedError } : {}),
+      ...(view.lastError ? { lastError: view.lastError } : {}),
+      offset,
+      ...(view.release ? { release: view.release } : {}),
+    });
   }
 
   onProgress(p: JobProgress): void {
     const view = this.jobs.get(p.info.device);
     if (!view) return;
     view.last = p;
+    view.names ??= { kind: p.kind, source: p.source, target: p.target };
     if (p.cells.length > 0) view.picture = p.cells;
     view.status = p.info.status;
     view.ioStatus = p.info['io-status'];
@@ -154,51 +269,120 @@ export class JobPanel {
     if (!view.lastSample || now - view.lastSample.t > 50 || p.info.offset < view.lastSample.bytes) view.lastSample = { t: now, bytes: p.info.offset };
     if (p.info.device === this.current) {
       this.render();
-      this.bitmap.draw(p.cells);
+      this.bitmap.draw(view.picture);
     }
   }
 
   private render(): void {
-    const state = byId('job-state');
     const view = this.current ? this.jobs.get(this.current) : undefined;
-    const buttons = document.querySelectorAll<HTMLButtonElement>('#job-section [data-verb]');
+    const buttons = this.verbButtons();
     if (!view) {
-      state.textContent = 'No job yet';
+      byId('job-state').textContent = 'No job yet';
       for (const b of buttons) b.disabled = true;
       return;
     }
-    const p = view.last;
-    const where = p ? `: ${p.source} → ${p.target}` : '';
-    state.textContent = `Job ${view.id}${where} — ${view.status} (io-status ${view.ioStatus})`;
+    const title = `Job ${this.title(view)}`;
+    if (byId('job-heading').textContent !== title) byId('job-heading').textContent = title;
+    if (byId('job-picker').hidden === false) this.renderPicker();
+    const ending = view.done || view.ending ? view.ending : null;
+    const words = ending?.word ?? stateWords(view);
+    const qmp = `— ${view.status} (io-status ${view.ioStatus})`;
+    const state = byId('job-state');
+    // Changed only when it says something new: it is a live region.
+    if (state.textContent !== `${words} ${qmp}`) state.replaceChildren(h('span', {}, words), ' ', h('small', { class: 'qmp' }, qmp));
+    this.renderEnding(view);
     const can = (verb: JobVerb) => !view.done && verbAllowed(verb, view.status);
     const enabled: Record<string, boolean> = {
       pause: can('pause') && !view.paused,
       resume: can('resume') && view.paused,
       complete: can('complete'),
-      cancel: can('cancel') && !view.paused,
+      // QMP refuses a soft cancel of a paused job; the panel's Cancel then cancels as job-cancel does (as the stop dialog's).
+      cancel: can('cancel'),
       'force-cancel': can('cancel'),
     };
     for (const b of buttons) b.disabled = !enabled[b.dataset.verb!];
+    const cancel = buttons.find((b) => b.dataset.verb === 'cancel');
+    cancel?.setAttribute('title', view.paused ? 'Paused: cancels at once, as QMP job-cancel (a soft cancel of a paused job is refused)' : 'Before READY: stops, leaving the target as it is. In sync: finishes the copy without switching over');
+    this.rescueFocus(view);
 
     const bar = byId('progress');
+    const p = view.last;
     const offset = p?.info.offset ?? 0;
     const len = p?.info.len ?? 0;
-    const percent = len > 0 ? Math.floor((offset / len) * 100) : view.ready || view.done ? 100 : 0;
+    const percent = len > 0 ? Math.floor((offset / len) * 100) : view.ready || ending?.tone === 'done' ? 100 : 0;
     bar.setAttribute('aria-valuenow', String(percent));
-    bar.setAttribute('aria-valuetext', `${percent}% (${formatSize(offset)} of ${formatSize(len)})`);
+    bar.setAttribute('aria-valuetext', `${percent}% (${formatSize(offset)} of ${formatSize(len)})${ending ? `: ${ending.word.toLowerCase()}` : ''}`);
     (bar.firstElementChild as HTMLElement).style.width = `${percent}%`;
-    bar.classList.toggle('stopped', view.paused);
+    bar.classList.toggle('stopped', view.paused && !ending);
+    bar.classList.toggle('failed', ending?.tone === 'failed');
+    bar.classList.toggle('cancelled', ending?.tone === 'cancelled');
     const rows: [string, string][] = [
       ['Copied', `${formatSize(offset)} of ${formatSize(len)}`],
       ['Dirty', p ? formatSize(p.stats.dirtyBytes) : '–'],
       ['In flight', p ? `${p.stats.inFlightOps} ops, ${formatSize(p.stats.inFlightBytes)}` : '–'],
-      ['Throughput', view.paused || view.done ? '–' : `${formatSize(Math.max(0, view.rate))}/s`],
-      ['ETA', view.done || view.paused ? '–' : view.ready ? 'ready: Complete to finish' : view.rate > 0 ? formatDuration((len - offset) / view.rate) : '–'],
+      ['Throughput', view.paused || view.done || !p ? '–' : `${formatSize(Math.max(0, view.rate))}/s`],
+      ['ETA', view.done || view.paused ? '–' : view.ready ? (view.names?.kind === 'import' ? 'finishing' : 'ready: Complete to finish') : view.rate > 0 ? formatDuration((len - offset) / view.rate) : '–'],
       ['io-status', view.ioStatus],
-      ['Speed limit', p && p.info.speed > 0 ? `${formatSize(p.info.speed)}/s` : 'none'],
+      // Known from the job's first progress (until then the form's limit may not have reached it).
+      ['Speed limit', !p ? '–' : p.info.speed > 0 ? `${formatSize(p.info.speed)}/s` : 'none'],
     ];
     if (p?.guest?.running) rows.push(['Guest', `${p.guest.writes} writes, ${formatSize(p.guest.bytesWritten)}`]);
     byId('job-stats').replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+  }
+
+  /** How the job ended and what to do next; kept while the same ending shows, so focus on its buttons stays. */
+  private renderEnding(view: JobView): void {
+    const box = byId('job-outcome');
+    const ending = view.ending;
+    const key = ending ? `${view.id}|${ending.text}|${ending.actions.join()}` : '';
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    box.className = ending ? `outcome ${ending.tone}` : 'outcome';
+    if (!ending) {
+      box.replaceChildren();
+      return;
+    }
+    const target = view.names?.target ?? view.last?.target ?? '';
+    // The sentence grows once the job let go of its images: focus on one of its buttons stays on it.
+    const focusedAction = (document.activeElement as HTMLElement | null)?.closest('#job-outcome button')?.getAttribute('data-action') ?? null;
+    const act = (action: EndAction) => async () => {
+      this.sayError('');
+      try {
+        if (action === 'download') await this.hooks.onDownload(target);
+        else if (action === 'delete') await this.hooks.onDelete(target);
+        else {
+          const id = await this.hooks.onRetry(view.id);
+          if (id !== view.id) this.track(id, view.names ?? undefined);
+          this.focus();
+        }
+      } catch (err) {
+        this.sayError(explain(err, { image: target }));
+      }
+    };
+    box.replaceChildren(
+      h('span', {}, `${ending.text}.`),
+      ...ending.actions.map((a) =>
+        h('button', { type: 'button', class: a === 'delete' ? 'small danger' : 'small', 'data-action': a, 'aria-label': `${ACTION_LABELS[a]} ${a === 'retry' ? view.id : target}`, onclick: act(a) }, ACTION_LABELS[a]),
+      ),
+    );
+    if (focusedAction) box.querySelector<HTMLButtonElement>(`button[data-action="${focusedAction}"]`)?.focus();
+  }
+
+  /**
+   * The verb button pressed was disabled (or the job ended): focus goes on
+   * to what comes next (Complete once in sync, Resume when paused, Pause
+   * when running, the ending's first action), not to the page's body.
+   */
+  private rescueFocus(view: JobView): void {
+    if (!this.keepFocus) return;
+    const active = document.activeElement;
+    const lost = !active || active === document.body || (active instanceof HTMLButtonElement && active.disabled);
+    if (!lost) return;
+    const byVerb = (verb: string) => document.querySelector<HTMLButtonElement>(`#job-section [data-verb="${verb}"]:not(:disabled)`);
+    const next = view.done ? byId('job-outcome').querySelector('button') : view.ready && !view.paused ? byVerb('complete') : view.paused ? byVerb('resume') : byVerb('pause');
+    // Until the job settles (the button wanted is enabled), a stand-in holds focus inside the panel.
+    (next ?? this.verbButtons().find((b) => !b.disabled) ?? byId('job-section')).focus();
+    if (next && document.activeElement === next) this.keepFocus = false;
   }
 
   private async verb(verb: string): Promise<void> {
@@ -209,10 +393,11 @@ export class JobPanel {
       if (verb === 'pause') await worker().execute('job-pause', { id });
       else if (verb === 'resume') await worker().execute('job-resume', { id });
       else if (verb === 'complete') await worker().execute('job-complete', { id });
+      else if (verb === 'cancel' && this.jobs.get(id)?.paused) await worker().execute('job-cancel', { id });
       else if (verb === 'cancel') await worker().execute('block-job-cancel', { device: id, force: false });
       else if (verb === 'force-cancel') await worker().execute('block-job-cancel', { device: id, force: true });
     } catch (err) {
-      this.sayError(errorText(err));
+      this.sayError(explain(err));
     }
   }
 
@@ -236,11 +421,12 @@ export class JobPanel {
     const id = this.dialogJob;
     this.closeDialog();
     if (!id) return;
+    this.keepFocus = true;
     try {
       if (action === 'resume') await worker().execute('job-resume', { id });
       else await worker().execute('job-cancel', { id });
     } catch (err) {
-      this.sayError(errorText(err));
+      this.sayError(explain(err));
     }
   }
 }

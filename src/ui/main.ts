@@ -6,14 +6,16 @@
  * most ~10 progress updates a second per job, each with its picture).
  */
 import type { AnyQmpEvent } from '../mirror/events.js';
-import { errorText } from './dom.js';
+import type { JobRelease } from '../worker/api-types.js';
 import { subscribe, worker } from './bridge.js';
+import { clearErrorLines } from './dom.js';
 import { EventLog } from './event-log.js';
 import { FaultPanel } from './faults.js';
 import { ImagesSection } from './images.js';
 import { InterruptedJobs } from './interrupted.js';
 import { JobPanel } from './job-view.js';
 import { MirrorForm } from './mirror-form.js';
+import { explain } from './messages.js';
 
 const log = new EventLog();
 const faults = new FaultPanel(() => panel.currentJob);
@@ -24,23 +26,34 @@ const panel = new JobPanel({
     void interrupted.refresh();
   },
   onPictureCells: (cells) => void worker().setPictureCells(cells),
+  onDownload: (image) => images.download(image),
+  onDelete: (image) => images.remove(image),
+  onRetry: async (id) => {
+    const started = await worker().retryJob(id);
+    await images.refresh();
+    await interrupted.refresh();
+    return started;
+  },
 });
 const form = new MirrorForm({
   currentJob: () => panel.currentJob,
   onStarted: async (id, names) => {
     panel.track(id, names);
+    panel.focus();
     await images.refresh();
     await faults.refresh();
   },
+  holder: (image) => images.list.find((i) => i.name === image)?.job,
 });
 const images = new ImagesSection({
-  onJobStarted: (id) => panel.track(id),
-  importOptions: () => form.importOptions(),
+  onJobStarted: (id, names) => panel.track(id, names),
   onImagesChanged: (list) => void form.setImages(list),
 });
 const interrupted = new InterruptedJobs({
-  onResumed: async (id) => {
-    panel.track(id);
+  onResumed: async (id, names, byPerson) => {
+    panel.track(id, names);
+    if (byPerson) panel.focus();
+    else images.say(`The import of ${names.target} resumed by itself where it stopped (${id}).`);
     await images.refresh();
   },
 });
@@ -53,8 +66,9 @@ function onEvent(e: AnyQmpEvent): void {
   if (e.event === 'BLOCK_JOB_ERROR') void faults.refresh();
 }
 
-/** A job that ended let go of its images: they are free in the list, and a failed job can be resumed. */
-function onReleased(): void {
+/** A job that ended let go of its images: they are free in the list (an import's image is a source now), and a failed job can be resumed. */
+function onReleased(release: JobRelease): void {
+  panel.released(release);
   void images.refresh();
   void interrupted.refresh();
 }
@@ -68,6 +82,10 @@ async function registerServiceWorker(): Promise<void> {
   }
 }
 
+// An error line speaks of the last action: the next one (a button, a submitted form) clears them.
+document.addEventListener('click', (e) => (e.target as Element | null)?.closest('button') && clearErrorLines(), true);
+document.addEventListener('submit', clearErrorLines, true);
+
 async function init(): Promise<void> {
   await subscribe(onEvent, (p) => panel.onProgress(p), onReleased, panel.pictureCells);
   await images.refresh();
@@ -77,5 +95,5 @@ async function init(): Promise<void> {
 }
 
 void init().catch((err) => {
-  images.say(`This browser cannot run diskmirror: ${errorText(err)}`);
+  images.say(`This browser cannot run diskmirror: ${explain(err)}`, 'error');
 });

@@ -10,14 +10,18 @@ import { type SourceRef, describeSource } from '../shared/source-ref.js';
 import { jobIsGone } from '../shared/worker-error.js';
 import { parseSize } from '../util/size.js';
 import type { ImageEntry } from '../worker/api-types.js';
-import { byId, errorText } from './dom.js';
+import { byId } from './dom.js';
 import { worker } from './bridge.js';
+import type { JobNames } from './job-view.js';
+import { explain } from './messages.js';
 
 export interface MirrorFormHooks {
   /** The job shown: a new speed limit applies to it at once. */
   currentJob(): string | null;
   /** A mirror started from the form, named by its source and target. */
-  onStarted(id: string, names: { source: string; target: string }): Promise<void>;
+  onStarted(id: string, names: JobNames): Promise<void>;
+  /** Which job holds an image, as the list shows. */
+  holder(image: string): ImageEntry['job'];
 }
 
 const value = (id: string) => byId<HTMLInputElement | HTMLSelectElement>(id).value.trim();
@@ -41,12 +45,6 @@ export class MirrorForm {
     options['on-target-error'] = value('on-target-error') as ErrorPolicy;
     options['copy-mode'] = value('copy-mode') as CopyMode;
     return options;
-  }
-
-  /** What an import takes from the form: the error policies and the speed limit. */
-  importOptions(): Partial<MirrorOptions> {
-    const o = this.options();
-    return { speed: o.speed ?? 0, 'on-source-error': o['on-source-error'], 'on-target-error': o['on-target-error'] };
   }
 
   /** The sources on offer (the images, and files picked on this page) and the target names suggested. */
@@ -77,10 +75,10 @@ export class MirrorForm {
       // The worker refuses a target that is the source or in its backing chain, before anything is written.
       const targetFormat = value('target-format') as FormatName | '';
       const id = await worker().startMirror({ source, target, options: this.options(), ...(targetFormat ? { targetFormat } : {}) });
-      await this.hooks.onStarted(id, { source: describeSource(source), target });
+      await this.hooks.onStarted(id, { kind: 'mirror', source: describeSource(source), target });
       this.say('');
     } catch (err) {
-      this.say(errorText(err));
+      this.say(explain(err, { image: value('target'), holder: (name) => this.hooks.holder(name) }));
     }
   }
 
@@ -94,7 +92,7 @@ export class MirrorForm {
       this.say('');
     } catch (err) {
       // A job that is not running any more needs no limit; a bad value is said (the form keeps it for the next job).
-      if (!jobIsGone(err)) this.say(errorText(err));
+      if (!jobIsGone(err)) this.say(explain(err));
     }
   }
 }

@@ -15,7 +15,7 @@ import { BlockError } from '../block/block-device.js';
 import { checkImageLock, lockImage } from '../block/opfs-lock.js';
 import { OpfsFileStore, checkOpfsName, isTemporaryName } from '../block/opfs-store.js';
 import { type NewImage, createInStore } from '../format/image-access.js';
-import type { FormatName } from '../format/image-format.js';
+import { type FormatName, FormatError } from '../format/image-format.js';
 import { openImage } from '../format/open.js';
 import { writeDemoImage, DEMO_IMAGE_BYTES } from './demo.js';
 
@@ -169,6 +169,8 @@ export class ImageStore {
   /** Creates a blank image (qcow2 with QEMU's defaults, or sparse raw); refuses to overwrite one. */
   async create(name: string, format: FormatName, virtualSize: number): Promise<void> {
     checkOpfsName(name);
+    // A disk of no bytes holds nothing to mirror: refused, as a size that is not a whole number is.
+    if (!Number.isSafeInteger(virtualSize) || virtualSize <= 0) throw new FormatError(`Image size ${virtualSize} must be a whole number of bytes, more than 0`, 'size');
     const created = await createInStore(this.files('an image being created'), name, { format, size: virtualSize }, { replace: false });
     try {
       await created.image.flush();

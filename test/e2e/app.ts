@@ -77,10 +77,19 @@ export async function scribble(page: Page, name: string, offset: number, bytes: 
 
 export const jobState = (page: Page) => page.getByRole('status', { name: 'Job state' });
 
+/** How the job shown ended: its sentence and actions. */
+export const jobOutcome = (page: Page) => page.getByRole('status', { name: 'How the job ended' });
+
 export async function waitReadyAndComplete(page: Page): Promise<void> {
   await expect(jobState(page)).toContainText('— ready', { timeout: 60_000 });
   await page.getByRole('button', { name: 'Complete', exact: true }).click();
   await expect(jobState(page)).toContainText(/— (concluded|null)/, { timeout: 60_000 });
+}
+
+/** An import completed by itself: its image is in the list, free to mirror. */
+export async function waitImported(page: Page, name: string): Promise<void> {
+  await expect(imagesMessage(page)).toHaveText(`Imported ${name}: it is ready to mirror.`, { timeout: 60_000 });
+  await expect(page.getByRole('rowheader', { name, exact: true })).toBeVisible();
 }
 
 export async function addFault(page: Page, f: { side: string; op: string; errno: string; offset: string; length: string; once: boolean }): Promise<void> {

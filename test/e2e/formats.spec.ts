@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, expect } from './fixtures.js';
-import { jobState, openApp, shot, startMirror, waitReadyAndComplete } from './app.js';
+import { jobState, openApp, shot, startMirror, waitImported, waitReadyAndComplete } from './app.js';
 import { startFileServer, type FileServer } from '../helpers/file-server.js';
 import { qemuCheck, qemuCompare, requireQemu } from '../helpers/qemu.js';
 
@@ -37,8 +37,7 @@ test.afterAll(async () => {
 async function importUrl(page: import('@playwright/test').Page, name: string): Promise<void> {
   await page.getByLabel('Image URL').fill(server.url(name));
   await page.getByRole('button', { name: 'Import from URL' }).click();
-  await waitReadyAndComplete(page);
-  await expect(page.getByRole('rowheader', { name, exact: true })).toBeVisible();
+  await waitImported(page, name);
 }
 
 async function download(page: import('@playwright/test').Page, name: string, path: string): Promise<void> {

@@ -1,10 +1,14 @@
-/** Bringing images in: from a URL (Range requests, with failures) and from a picked file. */
+/**
+ * Bringing images in: from a URL (Range requests, with failures; a server
+ * without CORS) and from a picked file. An import completes by itself and
+ * its image is a mirror source the moment it ends.
+ */
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { test, expect } from './fixtures.js';
-import { jobState, loggedEvents, openApp, opfsHash, shot } from './app.js';
+import { imagesMessage, jobOutcome, jobState, loggedEvents, openApp, opfsHash, shot, startMirror, waitReadyAndComplete } from './app.js';
 import { startFileServer, type FileServer } from '../helpers/file-server.js';
 import { pattern } from '../contract/device-contract.js';
 
@@ -30,43 +34,77 @@ test.afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-test('Import from URL with failing Range requests: on-source-error ignore retries, the import is correct', async ({ page }, testInfo) => {
+/** The image is free and a mirror from it copies it whole. */
+async function mirrorsFrom(page: import('@playwright/test').Page, name: string): Promise<void> {
+  await expect(page.getByRole('row', { name: new RegExp(`^${name.replace('.', '\\.')}`) }).getByRole('cell').nth(4)).toHaveText('');
+  await startMirror(page, { source: name, target: 'again.raw' });
+  await waitReadyAndComplete(page);
+  await expect(jobOutcome(page)).toContainText('Done: again.raw (raw, 6.00 MiB)');
+  expect(await opfsHash(page, 'again.raw')).toBe(expectedHash);
+}
+
+test('Import from URL with failing Range requests: retried by default (ignore), completes by itself, mirrorable at once', async ({ page }, testInfo) => {
   failEvery = 3;
   await openApp(page);
-  await page.getByLabel('On source error').selectOption('ignore');
+  // The mirror form's policy and speed are not the import's.
+  await page.getByLabel('On source error').selectOption('report');
+  await page.getByLabel('Speed limit').fill('64K');
   await page.getByLabel('Image URL').fill(server.url('disk.img'));
   await page.getByRole('button', { name: 'Import from URL' }).click();
-  await expect(jobState(page)).toContainText('— ready', { timeout: 60_000 });
-  await shot(page, testInfo, 'url-import-ready');
-  await page.getByRole('button', { name: 'Complete', exact: true }).click();
-  await expect(jobState(page)).toContainText(/— (concluded|null)/);
+  await expect(jobState(page)).toContainText(/— (concluded|null)/, { timeout: 60_000 });
+  await expect(jobOutcome(page)).toContainText('Done: disk.img (raw, 6.00 MiB)');
+  await shot(page, testInfo, 'url-import-done');
   await expect(page.getByRole('rowheader', { name: 'disk.img', exact: true })).toBeVisible();
-  await expect(page.getByText('Imported disk.img.')).toBeVisible();
+  await expect(imagesMessage(page)).toHaveText('Imported disk.img: it is ready to mirror.');
   expect(server.failures).toBeGreaterThan(0);
   const errors = (await loggedEvents(page)).filter((e) => e.event === 'BLOCK_JOB_ERROR');
   expect(errors.length).toBeGreaterThan(0);
   expect(errors.every((e) => e.data.action === 'ignore' && e.data.operation === 'read')).toBe(true);
   expect(await opfsHash(page, 'disk.img')).toBe(expectedHash);
+  await page.getByLabel('Speed limit').fill('');
+  await mirrorsFrom(page, 'disk.img');
 });
 
-test('Import from URL under report fails on the first bad request, with the error shown', async ({ page }) => {
+test('Import from URL told to fail the import (report) fails on the first bad request: its sentence, a red bar, Delete and Retry', async ({ page }) => {
   failEvery = 2;
   await openApp(page);
   await page.getByLabel('Image URL').fill(server.url('disk.img'));
+  await page.getByLabel('If a request fails').selectOption('report');
   await page.getByRole('button', { name: 'Import from URL' }).click();
-  await expect(page.getByRole('alert').filter({ hasText: 'The job failed: Input/output error' })).toBeVisible({ timeout: 30_000 });
+  await expect(jobOutcome(page)).toContainText(/^Failed at [\d.]+ (KiB|MiB|bytes): source read error \(EIO\); /, { timeout: 30_000 });
+  await expect(page.locator('#progress')).toHaveClass(/failed/);
+  await expect(jobOutcome(page).getByRole('button', { name: 'Retry mirror0' })).toBeVisible();
 });
 
-test('Import file: a picked file is copied into OPFS; it can also be a mirror source directly', async ({ page }) => {
+test('Import from a server without CORS headers: the sentence says what the server must do', async ({ page }) => {
+  const plain = await startFileServer(dir, { cors: false });
+  try {
+    await openApp(page);
+    await page.getByLabel('Image URL').fill(plain.url('disk.img'));
+    await page.getByRole('button', { name: 'Import from URL' }).click();
+    await expect(imagesMessage(page)).toHaveText(
+      `The server did not allow this page to read ${plain.url('disk.img')}: it must send CORS headers (Access-Control-Allow-Origin) and answer Range requests. Check the address too.`,
+    );
+    await expect(imagesMessage(page)).toHaveClass(/error/);
+    // Nothing was made, and the next action clears the error.
+    await expect(page.getByRole('rowheader', { name: 'disk.img', exact: true })).toHaveCount(0);
+    await page.getByRole('button', { name: 'New demo image' }).click();
+    await expect(imagesMessage(page)).not.toHaveClass(/error/);
+  } finally {
+    await plain.close();
+  }
+});
+
+test('Import file: a picked file is copied into OPFS by itself, mirrorable at once; it can also be a mirror source directly', async ({ page }) => {
   failEvery = 0;
   await openApp(page);
   const chooser = page.waitForEvent('filechooser');
   await page.getByRole('button', { name: 'Import file' }).click();
   await (await chooser).setFiles(join(dir, 'disk.img'));
-  await expect(jobState(page)).toContainText('— ready', { timeout: 30_000 });
-  await page.getByRole('button', { name: 'Complete', exact: true }).click();
-  await expect(jobState(page)).toContainText(/— (concluded|null)/);
+  await expect(jobState(page)).toContainText(/— (concluded|null)/, { timeout: 30_000 });
+  await expect(jobOutcome(page)).toContainText('Done: disk.img (raw, 6.00 MiB)');
   expect(await opfsHash(page, 'disk.img')).toBe(expectedHash);
+  await mirrorsFrom(page, 'disk.img');
   // The picked file is offered as a source.
   await expect(page.getByRole('combobox', { name: 'Source', exact: true }).getByRole('option', { name: 'picked file: disk.img' })).toBeAttached();
 });

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from '@playwright/test';
 import { test, expect } from './fixtures.js';
-import { addFault, formError, imagesMessage, interruptedError, jobState, makeDemo, openApp, opfsHash, opfsNames, scribble, shot, startMirror, submitMirror, waitReadyAndComplete } from './app.js';
+import { addFault, formError, jobOutcome, waitImported, imagesMessage, interruptedError, jobState, makeDemo, openApp, opfsHash, opfsNames, scribble, shot, startMirror, submitMirror, waitReadyAndComplete } from './app.js';
 import { startFileServer, type FileServer } from '../helpers/file-server.js';
 
 const button = (page: Page, name: string) => page.getByRole('button', { name, exact: true });
@@ -44,22 +44,22 @@ test('a second job meets a running job\'s locks: refused with the lock message; 
 
   // The running job reads demo.raw: nobody may write it.
   await submitMirror(page, { source: 'other.raw', target: 'demo.raw' });
-  await expect(formError(page)).toHaveText('Failed to get "write" lock: demo.raw is in use by the job "mirror0"');
+  await expect(formError(page)).toHaveText('demo.raw is in use by mirror0 (its source): wait until it ends, or choose another image.');
   // It writes held.raw: nobody may read it, nor write it.
   await submitMirror(page, { source: 'held.raw', target: 'fresh.raw' });
-  await expect(formError(page)).toHaveText('Failed to get shared "write" lock: held.raw is being written by the job "mirror0"');
+  await expect(formError(page)).toHaveText('held.raw is in use by mirror0 (its target): wait until it ends, or choose another image.');
   await submitMirror(page, { source: 'other.raw', target: 'held.raw' });
-  await expect(formError(page)).toHaveText('Failed to get "write" lock: held.raw is in use by the job "mirror0"');
+  await expect(formError(page)).toHaveText('held.raw is in use by mirror0 (its target): wait until it ends, or choose another image.');
   // The demo image cannot be made again over the one the job reads.
   await page.getByRole('button', { name: 'New demo image' }).click();
-  await expect(imagesMessage(page)).toHaveText('Failed to get "write" lock: demo.raw is in use by the job "mirror0"');
+  await expect(imagesMessage(page)).toHaveText('demo.raw is in use by mirror0 (its source): wait until it ends, or choose another image.');
 
   expect(await hashes(page, ['demo.raw', 'held.raw', 'other.raw'])).toEqual(before);
   // No target was made, not even a temporary file.
   expect(await opfsNames(page)).toEqual(namesBefore);
-  await expect(row(page, 'held.raw')).toContainText('in use by the job "mirror0"');
-  await expect(row(page, 'demo.raw')).toContainText('in use by the job "mirror0"');
-  await expect(row(page, 'other.raw')).not.toContainText('in use');
+  await expect(row(page, 'held.raw')).toContainText('target of mirror0');
+  await expect(row(page, 'demo.raw')).toContainText('source of mirror0');
+  await expect(row(page, 'other.raw')).not.toContainText(/in use|of mirror|being imported/);
   await shot(page, testInfo, 'refused-second-job');
 
   // A second job that only reads what the first reads may run beside it.
@@ -74,7 +74,7 @@ test('a second job meets a running job\'s locks: refused with the lock message; 
   await button(page, 'Resume').click();
   await waitReadyAndComplete(page);
   expect(await opfsHash(page, 'held.raw')).toBe(before['demo.raw']);
-  await expect(row(page, 'held.raw')).not.toContainText('in use');
+  await expect(row(page, 'held.raw')).not.toContainText(/in use|of mirror|being imported/);
 });
 
 test('a job whose target is its own source is refused; the image is untouched', async ({ page }) => {
@@ -82,7 +82,7 @@ test('a job whose target is its own source is refused; the image is untouched', 
   await makeDemo(page);
   const before = await opfsHash(page, 'demo.raw');
   await submitMirror(page, { source: 'demo.raw', target: 'demo.raw' });
-  await expect(formError(page)).toHaveText('demo.raw is both the source and the target (the same file): refusing to write to it; nothing was written');
+  await expect(formError(page)).toHaveText('demo.raw is both the source and the target (the same file): refusing to write to it; nothing was written.');
   await expect(jobState(page)).toHaveText('No job yet');
   expect(await opfsHash(page, 'demo.raw')).toBe(before);
   expect(await opfsNames(page)).toEqual(['demo.raw']);
@@ -109,13 +109,12 @@ test.describe('backing chains', () => {
     for (const name of ['base.qcow2', 'over.qcow2']) {
       await page.getByLabel('Image URL').fill(server.url(name));
       await page.getByRole('button', { name: 'Import from URL' }).click();
-      await waitReadyAndComplete(page);
-      await expect(page.getByRole('rowheader', { name, exact: true })).toBeVisible();
+      await waitImported(page, name);
     }
     const before = await hashes(page, ['base.qcow2', 'over.qcow2']);
     await submitMirror(page, { source: 'over.qcow2', target: 'base.qcow2' });
     await expect(formError(page)).toHaveText(
-      'base.qcow2 is the backing file of the source over.qcow2: writing it would change what the source reads; refusing; nothing was written',
+      'base.qcow2 is the backing file of the source over.qcow2: writing it would change what the source reads; refusing; nothing was written.',
     );
     expect(await hashes(page, ['base.qcow2', 'over.qcow2'])).toEqual(before);
   });
@@ -128,11 +127,11 @@ test('Delete and Download of an image a running job holds are refused before any
   await makeDemo(page);
   await startMirror(page, { source: 'demo.raw', target: 'busy.raw', speed: '512K' });
   await page.getByRole('button', { name: 'Delete busy.raw' }).click();
-  await expect(imagesMessage(page)).toHaveText('Failed to get "write" lock: busy.raw is in use by the job "mirror0"');
+  await expect(imagesMessage(page)).toHaveText('busy.raw is in use by mirror0 (its target): wait until it ends, or choose another image.');
   await page.getByRole('button', { name: 'Delete demo.raw' }).click();
-  await expect(imagesMessage(page)).toHaveText('Failed to get "write" lock: demo.raw is in use by the job "mirror0"');
+  await expect(imagesMessage(page)).toHaveText('demo.raw is in use by mirror0 (its source): wait until it ends, or choose another image.');
   await page.getByRole('button', { name: 'Download busy.raw' }).click();
-  await expect(imagesMessage(page)).toHaveText('Failed to get shared "write" lock: busy.raw is being written by the job "mirror0"');
+  await expect(imagesMessage(page)).toHaveText('busy.raw is in use by mirror0 (its target): wait until it ends, or choose another image.');
   expect(dialogs).toBe(0);
   await expect(page.getByRole('rowheader', { name: 'busy.raw', exact: true })).toBeVisible();
   expect(await opfsNames(page)).toEqual(['busy.raw', 'demo.raw']);
@@ -148,16 +147,16 @@ test('Delete and Download of an image a running job holds are refused before any
   await expect(other.locator('body[data-ready="true"]')).toBeAttached();
   await expect(row(other, 'busy.raw')).toContainText('in use by the job "mirror0" in another tab');
   await other.getByRole('button', { name: 'Delete busy.raw' }).click();
-  await expect(imagesMessage(other)).toHaveText('Failed to get "write" lock: busy.raw is in use by the job "mirror0" in another tab');
+  await expect(imagesMessage(other)).toHaveText('busy.raw is in use by mirror0 in another tab: wait until it ends, or choose another image.');
   await submitMirror(other, { source: 'demo.raw', target: 'busy.raw' });
-  await expect(formError(other)).toHaveText('Failed to get "write" lock: busy.raw is in use by the job "mirror0" in another tab');
+  await expect(formError(other)).toHaveText('busy.raw is in use by mirror0 in another tab: wait until it ends, or choose another image.');
   expect(otherDialogs).toBe(0);
   await other.close();
 
   // Once the job is over, the image can go (after a confirm).
   await button(page, 'Force cancel').click();
   await expect(jobState(page)).toContainText(/— (concluded|null)/);
-  await expect(row(page, 'busy.raw')).not.toContainText('in use');
+  await expect(row(page, 'busy.raw')).not.toContainText(/in use|of mirror|being imported/);
   await page.getByRole('button', { name: 'Delete busy.raw' }).click();
   await expect(page.getByRole('rowheader', { name: 'busy.raw', exact: true })).toBeHidden();
   expect(dialogs).toBe(1);
@@ -206,12 +205,12 @@ test("a failed job's sealed checkpoint resumes exactly; once its target changed,
   await makeDemo(page);
   await startMirror(page, { source: 'demo.raw', target: 'sealed.raw', speed: '2M', onTargetError: 'report' });
   await addFault(page, { side: 'target', op: 'write', errno: 'EIO', offset: '5M', length: '', once: false });
-  await expect(page.getByRole('alert').filter({ hasText: 'The job failed: Input/output error' })).toBeVisible({ timeout: 20_000 });
+  await expect(jobOutcome(page)).toContainText('Failed at 5.00 MiB: target write error (EIO); sealed.raw is incomplete', { timeout: 20_000 });
   await expect(page.getByRole('heading', { name: 'Interrupted jobs' })).toBeVisible();
   await expect(page.getByRole('button', { name: 'Resume interrupted job mirror0' })).toBeEnabled();
   // A failed job's checkpoint is sealed once its images are closed: nothing may change after that, not even within
   // the slack an unsealed checkpoint gives the job's own late writes (this write comes well inside it).
-  await expect(row(page, 'sealed.raw')).not.toContainText('in use');
+  await expect(row(page, 'sealed.raw')).not.toContainText(/in use|of mirror|being imported/);
   await scribble(page, 'sealed.raw', 0, [7]);
   const scribbled = await opfsHash(page, 'sealed.raw');
   await page.getByRole('button', { name: 'Resume interrupted job mirror0' }).click();
@@ -223,7 +222,7 @@ test("a failed job's sealed checkpoint resumes exactly; once its target changed,
   await startMirror(page, { source: 'demo.raw', target: 'sealed2.raw', speed: '2M', onTargetError: 'report' });
   await addFault(page, { side: 'target', op: 'write', errno: 'EIO', offset: '5M', length: '', once: false });
   await expect(page.getByRole('heading', { name: 'Interrupted jobs' })).toBeVisible({ timeout: 20_000 });
-  await expect(row(page, 'sealed2.raw')).not.toContainText('in use');
+  await expect(row(page, 'sealed2.raw')).not.toContainText(/in use|of mirror|being imported/);
   // The seal's stamps are what a resume finds: closing the images changed nothing the exact check sees.
   await page.getByRole('button', { name: /^Resume interrupted job mirror/ }).click();
   await waitReadyAndComplete(page);

@@ -1,6 +1,6 @@
 /** The smaller promises of the page: drag and drop, delete, picked files as sources, copying the log, live speed. */
 import { test, expect } from './fixtures.js';
-import { jobState, makeDemo, openApp, opfsHash, startMirror, waitReadyAndComplete } from './app.js';
+import { jobState, makeDemo, waitImported, openApp, opfsHash, startMirror, waitReadyAndComplete } from './app.js';
 
 test('a file dropped on the images section is imported; Delete removes an image', async ({ page }) => {
   await openApp(page);
@@ -12,7 +12,7 @@ test('a file dropped on the images section is imported; Delete removes an image'
   }, bytes);
   await page.locator('#images-section').dispatchEvent('dragover', { dataTransfer: drop });
   await page.locator('#images-section').dispatchEvent('drop', { dataTransfer: drop });
-  await waitReadyAndComplete(page);
+  await waitImported(page, 'dropped.img');
   await expect(page.getByRole('rowheader', { name: 'dropped.img', exact: true })).toBeVisible();
   const expected = await page.evaluate(async (data) => {
     const digest = await crypto.subtle.digest('SHA-256', new Uint8Array(data));
@@ -29,7 +29,7 @@ test('a picked file mirrors straight into a new qcow2 image', async ({ page }) =
   await page.getByRole('button', { name: 'Import file' }).click();
   const data = Buffer.alloc(2 << 20, 0x42);
   await (await chooser).setFiles({ name: 'picked.img', mimeType: 'application/octet-stream', buffer: data });
-  await waitReadyAndComplete(page); // the import
+  await waitImported(page, 'picked.img');
   await startMirror(page, { source: 'picked file: picked.img', target: 'from-picked.qcow2', targetFormat: 'qcow2' });
   await waitReadyAndComplete(page);
   await expect(page.getByRole('row', { name: /from-picked\.qcow2/ }).getByRole('cell', { name: 'qcow2', exact: true })).toBeVisible();

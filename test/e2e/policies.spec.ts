@@ -1,6 +1,6 @@
 /** The error policies, through the UI, as a teacher would show them. */
 import { test, expect } from './fixtures.js';
-import { addFault, jobState, loggedEvents, makeDemo, openApp, opfsHash, shot, startMirror, waitReadyAndComplete } from './app.js';
+import { addFault, jobOutcome, jobState, loggedEvents, makeDemo, openApp, opfsHash, shot, startMirror, waitReadyAndComplete } from './app.js';
 
 test.beforeEach(async ({ page }) => {
   await openApp(page);
@@ -31,7 +31,9 @@ test('report: the job ends with the error shown', async ({ page }, testInfo) => 
   await startMirror(page, { source: 'demo.raw', target: 'copy.raw', speed: '2M', onSourceError: 'report' });
   await addFault(page, { side: 'source', op: 'read', errno: 'EIO', offset: '5M', length: '', once: false });
   await expect(jobState(page)).toContainText(/— (concluded|null)/, { timeout: 20_000 });
-  await expect(page.getByRole('alert').filter({ hasText: 'The job failed: Input/output error' })).toBeVisible();
+  await expect(jobOutcome(page)).toHaveText('Failed at 5.00 MiB: source read error (EIO); copy.raw is incomplete.DeleteRetry', { timeout: 20_000 });
+  await expect(page.locator('#progress')).toHaveClass(/failed/);
+  await expect(page.getByRole('progressbar', { name: 'Mirror progress' })).toHaveAttribute('aria-valuetext', /^62% \(5\.00 MiB of 8\.00 MiB\): failed$/);
   await shot(page, testInfo, 'report-failed');
   const completed = (await loggedEvents(page)).find((e) => e.event === 'BLOCK_JOB_COMPLETED');
   expect(completed?.data.error).toBe('Input/output error');

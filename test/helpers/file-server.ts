@@ -19,9 +19,11 @@ export interface FileServer {
 export interface FileServerOptions {
   /** Return a status (or 'reset') to fail this ranged GET. */
   fail?: (request: { path: string; start: number; end: number; count: number }) => number | 'reset' | null;
+  /** Send CORS headers (default true): without them a page on another origin may not read the answers. */
+  cors?: boolean;
 }
 
-const CORS = {
+const CORS_HEADERS = {
   'Access-Control-Allow-Origin': '*',
   'Access-Control-Allow-Headers': 'Range, If-Range',
   'Access-Control-Expose-Headers': 'Accept-Ranges, Content-Range, Content-Length, ETag',
@@ -30,6 +32,7 @@ const CORS = {
 export async function startFileServer(dir: string, options: FileServerOptions = {}): Promise<FileServer> {
   let ranged = 0;
   let failures = 0;
+  const CORS = options.cors === false ? {} : CORS_HEADERS;
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     if (req.method === 'OPTIONS') {
       res.writeHead(204, { ...CORS, 'Access-Control-Allow-Methods': 'GET, HEAD' }).end();

@@ -1,0 +1,61 @@
+/**
+ * How a job ended, in one sentence and the actions that follow from it:
+ * "Done: copy.qcow2 (qcow2, 8.00 MiB)" with Download; "Failed at 5.00 MiB:
+ * source read error (EIO); copy.qcow2 is incomplete" with Delete and
+ * Retry; "Cancelled; copy.qcow2 holds what was copied". Words only: the
+ * job panel draws them.
+ */
+import type { EventData } from '../mirror/events.js';
+import type { JobOutcome } from '../mirror/types.js';
+import { formatSize } from '../util/size.js';
+import type { JobKind, JobRelease } from '../worker/api-types.js';
+
+export interface EndFacts {
+  kind: JobKind;
+  outcome: JobOutcome;
+  target: string;
+  /** BLOCK_JOB_COMPLETED's error, when it failed. */
+  error?: string;
+  /** The last BLOCK_JOB_ERROR: where and how it failed. */
+  lastError?: EventData['BLOCK_JOB_ERROR'];
+  /** What the job had copied when it ended. */
+  offset: number;
+  /** Once the job let go of its images: the target as listed now. */
+  release?: JobRelease;
+}
+
+export type EndAction = 'download' | 'delete' | 'retry';
+
+export interface Ending {
+  tone: 'done' | 'failed' | 'cancelled';
+  /** The state line's first words. */
+  word: string;
+  text: string;
+  actions: EndAction[];
+}
+
+function described(name: string, release: JobRelease | undefined): string {
+  const image = release?.targetImage;
+  return image ? `${name} (${image.format}, ${formatSize(image.virtualSize)})` : name;
+}
+
+/** "source read error (EIO)", from the failing request. */
+export function failureWords(e: EventData['BLOCK_JOB_ERROR']): string {
+  return `${e.operation === 'read' ? 'source read' : 'target write'} error (${e.errno})`;
+}
+
+export function describeEnding(f: EndFacts): Ending {
+  // Known once the job let go: the target is gone when the job made it and wrote nothing into it.
+  const gone = f.release !== undefined && f.release.targetImage === null;
+  if (f.outcome === 'completed') {
+    return { tone: 'done', word: 'Done', text: `Done: ${described(f.target, f.release)}`, actions: gone ? [] : ['download'] };
+  }
+  if (f.outcome === 'cancelled') {
+    const text = gone ? `Cancelled before anything was copied; ${f.target} was not kept` : `Cancelled; ${f.target} holds what was copied`;
+    return { tone: 'cancelled', word: 'Cancelled', text, actions: gone ? [] : ['delete'] };
+  }
+  const why = f.lastError ? failureWords(f.lastError) : (f.error ?? 'an error');
+  const at = f.lastError && f.lastError.bytes > 0 ? f.lastError.offset : f.offset;
+  const left = gone ? `nothing was copied, so ${f.target} was not kept` : `${f.target} is incomplete`;
+  return { tone: 'failed', word: 'Failed', text: `Failed at ${formatSize(at)}: ${why}; ${left}`, actions: gone ? ['retry'] : ['delete', 'retry'] };
+}

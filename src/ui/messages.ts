@@ -1,0 +1,87 @@
+/**
+ * Errors in words, at the page's boundary. The worker's errors keep their
+ * class and code across the bridge (error-transfer.ts); here each becomes a
+ * sentence that names the image it is about and says what to do. Nothing
+ * here reads an error's words to decide: classes and codes do.
+ */
+import { BlockError, ImageConflictError, LockError, describeErrno } from '../block/block-device.js';
+import { WorkerError } from '../shared/worker-error.js';
+import { formatSize } from '../util/size.js';
+import type { ImageEntry } from '../worker/api-types.js';
+
+export interface MessageContext {
+  /** The image the action was about (a new image's name, a target, an image to delete). */
+  image?: string;
+  /** The URL of an import. */
+  url?: string;
+  /** Which job holds an image, as the list knows it. */
+  holder?: (image: string) => ImageEntry['job'] | undefined;
+}
+
+/** A sentence: first letter up, one full stop. */
+export function sentence(text: string): string {
+  const t = text.trim();
+  if (!t) return t;
+  const up = t[0]!.toUpperCase() + t.slice(1);
+  return /[.!?…]$/.test(up) ? up : `${up}.`;
+}
+
+/** Who holds an image, as a person reads it: "mirror0 (its target)", "another tab". */
+function holderPhrase(image: string, holder: string, ctx: MessageContext): { words: string; importing: boolean } {
+  const m = /^the job "(.+)"( in another tab)?$/.exec(holder);
+  if (!m) return { words: holder, importing: false };
+  const job = m[1]!;
+  if (m[2]) return { words: `${job} in another tab`, importing: false };
+  const held = ctx.holder?.(image);
+  if (held && held.id === job) return { words: `${job} (its ${held.role})`, importing: held.kind === 'import' && held.role === 'target' };
+  return { words: job, importing: false };
+}
+
+function lockSentence(err: LockError, ctx: MessageContext): string {
+  const { words, importing } = holderPhrase(err.image, err.holder, ctx);
+  if (importing) return `${err.image} is still being imported (${words.replace(/ \(its target\)$/, '')}): wait until the import ends.`;
+  return `${err.image} is in use by ${words}: wait until it ends, or choose another image.`;
+}
+
+function blockSentence(err: BlockError, ctx: MessageContext): string {
+  const image = ctx.image ?? 'the image';
+  switch (err.code) {
+    case 'EEXIST':
+      return `An image named ${image} already exists: choose another name, or delete it first.`;
+    case 'ENOSPC':
+      return `The browser's storage for this page is full (${describeErrno(err.code)}): delete images you no longer need, or ask the browser to keep more (persistent storage).`;
+    case 'ENOENT':
+      return `${image} is not there any more; the list shows what is.`;
+    case 'EBUSY':
+      return `${image} is open elsewhere (another tab, or a job): close it there first.`;
+  }
+  const what = `${sentence(err.detail).replace(/\.$/, '')} (${err.code})`;
+  if (err.op === 'open') return `${what}.`;
+  return `${sentence(err.op)} of ${formatSize(err.bytes)} at ${formatSize(err.offset)} failed: ${what}.`;
+}
+
+function workerSentence(err: WorkerError, ctx: MessageContext): string {
+  const url = ctx.url ?? 'the URL';
+  switch (err.code) {
+    case 'url-unreachable':
+      return `The server did not allow this page to read ${url}: it must send CORS headers (Access-Control-Allow-Origin) and answer Range requests. Check the address too.`;
+    case 'url-no-range':
+      return `The server of ${url} does not answer Range requests: it must, for the page to copy the image in pieces.`;
+    case 'picked-file-gone':
+      return `${sentence(err.message).replace(/\.$/, '')}: this page no longer holds the file since it was reloaded.`;
+    default:
+      return sentence(err.message);
+  }
+}
+
+/** What went wrong, in a sentence for the person who asked. */
+export function explain(err: unknown, ctx: MessageContext = {}): string {
+  if (err instanceof LockError) return lockSentence(err, ctx);
+  if (err instanceof ImageConflictError) {
+    if (err.code === 'EEXIST') return `An image named ${err.image} already exists: choose another name, or delete it first.`;
+    return sentence(err.message);
+  }
+  if (err instanceof BlockError) return blockSentence(err, ctx);
+  if (err instanceof WorkerError) return workerSentence(err, ctx);
+  return sentence(err instanceof Error ? err.message : String(err));
+}
