@@ -12,5 +12,5 @@ export type SourceRef =
 
 /** How the page and the worker name a source to a person. */
 export function describeSource(ref: SourceRef): string {
-  return ref.kind === 'opfs' ? ref.name : ref.kind === 'url' ? ref.url : `file: ${ref.name}`;
+  return ref.kind === 'opfs' ? ref.name : ref.kind === 'url' ? ref.url : `picked file ${ref.name}`;
 }

@@ -33,7 +33,8 @@ function inUseWords(img: ImageEntry): string {
     if (img.job.kind === 'import' && img.job.role === 'target') return `being imported (${img.job.id})`;
     return `${img.job.role} of ${img.job.id}`;
   }
-  return img.inUse ?? '';
+  if (img.inUse) return img.inUse;
+  return img.interruptedJob !== undefined ? `incomplete: ${img.interruptedJob} was interrupted` : '';
 }
 
 async function refreshStorage(): Promise<void> {
@@ -166,7 +167,7 @@ export class ImagesSection {
           h('td', { 'data-label': 'Virtual size' }, formatSize(img.virtualSize)),
           h('td', { 'data-label': 'Bytes used' }, formatSize(img.fileSize)),
           h('td', { 'data-label': 'Backing file' }, img.backingFile ?? ''),
-          h('td', { class: img.job ? 'busy' : 'muted', 'data-label': 'In use' }, inUseWords(img)),
+          h('td', { class: img.job || img.interruptedJob !== undefined ? 'busy' : 'muted', 'data-label': 'In use' }, inUseWords(img)),
           h(
             'td',
             { class: 'actions' },
@@ -251,6 +252,11 @@ export class ImagesSection {
       },
       { image: name, url },
     );
+  }
+
+  /** An import resumed after a reload: its end is said as any other's. */
+  watchImport(id: string, name: string): void {
+    this.imports.set(id, name);
   }
 
   /** A job ended: if it was an import, say how it went. */

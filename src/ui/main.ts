@@ -52,6 +52,7 @@ const images = new ImagesSection({
 const interrupted = new InterruptedJobs({
   onResumed: async (id, names, byPerson) => {
     panel.track(id, names);
+    if (names.kind === 'import') images.watchImport(id, names.target);
     if (byPerson) panel.focus();
     else images.say(`The import of ${names.target} resumed by itself where it stopped (${id}).`);
     await images.refresh();

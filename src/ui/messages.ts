@@ -55,9 +55,9 @@ function blockSentence(err: BlockError, ctx: MessageContext): string {
     case 'EBUSY':
       return `${image} is open elsewhere (another tab, or a job): close it there first.`;
   }
-  const what = `${sentence(err.detail).replace(/\.$/, '')} (${err.code})`;
-  if (err.op === 'open') return `${what}.`;
-  return `${sentence(err.op)} of ${formatSize(err.bytes)} at ${formatSize(err.offset)} failed: ${what}.`;
+  const detail = err.detail.replace(/\.$/, '');
+  if (err.op === 'open') return `${sentence(detail).replace(/\.$/, '')} (${err.code}).`;
+  return `${err.op[0]!.toUpperCase()}${err.op.slice(1)} of ${formatSize(err.bytes)} at ${formatSize(err.offset)} failed: ${detail} (${err.code}).`;
 }
 
 function workerSentence(err: WorkerError, ctx: MessageContext): string {

@@ -31,6 +31,8 @@ export interface ImageEntry {
   note?: string;
   /** A job of this tab that holds the image, and how. */
   job?: { id: string; kind: 'mirror' | 'import'; role: 'source' | 'target' };
+  /** The target of an interrupted job (not running anywhere): incomplete until it is resumed. */
+  interruptedJob?: string;
 }
 
 /** What the list knows of an image besides its file (a job's own view of its images). */

@@ -34,11 +34,15 @@ const api = {
   async listImages(): Promise<ImageEntry[]> {
     const list = await images.list((name) => jobs.facts(name));
     const locks = await imageLocks().catch(() => new Map<string, never>());
+    const running = await jobs.running();
+    const interrupted = new Map((await listCheckpoints().catch(() => [])).filter((c) => !running.has(c.id)).map((c) => [c.target, c.id]));
     for (const image of list) {
       const state = locks.get(image.name);
       if (state) image.inUse = `in use by ${holderWords(state)}`;
       const job = jobs.holderOf(image.name);
       if (job) image.job = job;
+      const stopped = interrupted.get(image.name);
+      if (stopped !== undefined) image.interruptedJob = stopped;
     }
     return list;
   },

@@ -5,7 +5,7 @@
  * finding nothing serious or critical in the page's main states, light and
  * dark.
  */
-import AxeBuilder from '@axe-core/playwright';
+import { AxeBuilder } from '@axe-core/playwright';
 import type { Page } from '@playwright/test';
 import { test, expect } from './fixtures.js';
 import { addFault, formError, imagesMessage, jobOutcome, jobState, makeDemo, openApp, shot, startMirror, submitMirror } from './app.js';

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { test, expect } from './fixtures.js';
-import { imagesMessage, jobOutcome, jobState, loggedEvents, openApp, opfsHash, shot, startMirror, waitReadyAndComplete } from './app.js';
+import { imagesMessage, jobOutcome, jobState, loggedEvents, openApp, opfsHash, shot, startMirror, waitImported, waitReadyAndComplete } from './app.js';
 import { startFileServer, type FileServer } from '../helpers/file-server.js';
 import { pattern } from '../contract/device-contract.js';
 
@@ -107,6 +107,58 @@ test('Import file: a picked file is copied into OPFS by itself, mirrorable at on
   await mirrorsFrom(page, 'disk.img');
   // The picked file is offered as a source.
   await expect(page.getByRole('combobox', { name: 'Source', exact: true }).getByRole('option', { name: 'picked file: disk.img' })).toBeAttached();
+});
+
+test('A URL import cut off by a reload resumes by itself where it stopped, and finishes', async ({ page }) => {
+  failEvery = 0;
+  const slow = await startFileServer(dir, { delayMs: () => 300 });
+  try {
+    await openApp(page);
+    await page.getByLabel('Image URL').fill(slow.url('disk.img'));
+    await page.getByRole('button', { name: 'Import from URL' }).click();
+    await expect(jobState(page)).toContainText('Importing');
+    await expect.poll(() => slow.rangedRequests).toBeGreaterThan(4);
+    await page.reload();
+    await expect(page.locator('body[data-ready="true"]')).toBeAttached();
+    await expect(imagesMessage(page)).toHaveText(/^The import of disk\.img resumed by itself where it stopped \(mirror\d+\)\.$/);
+    await expect(page.getByRole('heading', { name: /^Job mirror\d+: import of .*disk\.img as disk\.img$/ })).toBeVisible();
+    await waitImported(page, 'disk.img');
+    await expect(page.getByRole('heading', { name: 'Interrupted jobs' })).toBeHidden();
+    expect(await opfsHash(page, 'disk.img')).toBe(expectedHash);
+  } finally {
+    await slow.close();
+  }
+});
+
+test('A file import cut off by a reload asks for its file again, says so, and resumes with it', async ({ page }, testInfo) => {
+  // Big enough that a speed limit set at once holds it back before it ends.
+  const big = join(dir, 'big.img');
+  const data = pattern(64 << 20, 5);
+  writeFileSync(big, data);
+  const bigHash = createHash('sha256').update(data).digest('hex');
+  await openApp(page);
+  const chooser = page.waitForEvent('filechooser');
+  await page.getByRole('button', { name: 'Import file' }).click();
+  await (await chooser).setFiles(big);
+  await page.getByLabel('Speed limit').fill('1M');
+  await page.getByLabel('Speed limit').dispatchEvent('change');
+  await expect(page.locator('#job-stats')).toContainText('Speed limit1.00 MiB/s');
+  await page.reload();
+  await expect(page.locator('body[data-ready="true"]')).toBeAttached();
+  const item = page.getByRole('listitem').filter({ hasText: 'import of picked file big.img as big.img' });
+  await expect(page.getByRole('row', { name: /^big\.img/ }).getByRole('cell').nth(4)).toHaveText(/^incomplete: mirror\d+ was interrupted$/);
+  await expect(item).toContainText('It reads the file big.img, which this page no longer holds: pick the same file again to resume.');
+  await shot(page, testInfo, 'pick-file-again');
+  // Another file is refused, by name.
+  let pick = page.waitForEvent('filechooser');
+  await item.getByRole('button', { name: /^Pick big\.img to resume mirror\d+$/ }).click();
+  await (await pick).setFiles(join(dir, 'disk.img'));
+  await expect(page.locator('#interrupted-error')).toHaveText(/^The job "mirror\d+" reads "big\.img", not "disk\.img"\.$/);
+  pick = page.waitForEvent('filechooser');
+  await item.getByRole('button', { name: /^Pick big\.img to resume mirror\d+$/ }).click();
+  await (await pick).setFiles(big);
+  await waitImported(page, 'big.img');
+  expect(await opfsHash(page, 'big.img')).toBe(bigHash);
 });
 
 test('Download streams the image out of OPFS', async ({ page }, testInfo) => {

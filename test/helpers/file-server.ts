@@ -21,6 +21,8 @@ export interface FileServerOptions {
   fail?: (request: { path: string; start: number; end: number; count: number }) => number | 'reset' | null;
   /** Send CORS headers (default true): without them a page on another origin may not read the answers. */
   cors?: boolean;
+  /** Milliseconds to wait before answering each ranged GET (a slow server). */
+  delayMs?: () => number;
 }
 
 const CORS_HEADERS = {
@@ -68,6 +70,15 @@ export async function startFileServer(dir: string, options: FileServerOptions = 
         return;
       }
     }
+    const delay = m ? (options.delayMs?.() ?? 0) : 0;
+    if (delay > 0) {
+      setTimeout(() => send(res, path, start, end, size, m !== null, headers), delay);
+      return;
+    }
+    send(res, path, start, end, size, m !== null, headers);
+  };
+  const send = (res: ServerResponse, path: string, start: number, end: number, size: number, ranged: boolean, headers: Record<string, string | number>) => {
+    if (res.destroyed) return;
     const length = Math.max(0, end - start + 1);
     const body = Buffer.alloc(length);
     const fd = openSync(join(dir, path), 'r');
@@ -77,7 +88,7 @@ export async function startFileServer(dir: string, options: FileServerOptions = 
       closeSync(fd);
     }
     res
-      .writeHead(m ? 206 : 200, { ...headers, 'Content-Length': length, ...(m ? { 'Content-Range': `bytes ${start}-${end}/${size}` } : {}) })
+      .writeHead(ranged ? 206 : 200, { ...headers, 'Content-Length': length, ...(ranged ? { 'Content-Range': `bytes ${start}-${end}/${size}` } : {}) })
       .end(body);
   };
   const server = createServer(handler);
