@@ -56,6 +56,8 @@ export class MirrorJob extends Job {
   private scanned = false;
   /** len once the job concluded (its bitmaps are gone). */
   private finalLen: number | undefined;
+  /** The numbers at the end: a concluded job still says what it left dirty. */
+  private finalStats: JobStats | undefined;
   private scanEnded!: () => void;
   /** Settles once the scan is complete, or the job ended without one. */
   private readonly scanSettled = new Promise<void>((resolve) => (this.scanEnded = resolve));
@@ -153,6 +155,7 @@ export class MirrorJob extends Job {
   // ---- observation ---------------------------------------------------------------------
 
   stats(): JobStats {
+    if (this.finalStats) return { ...this.finalStats, failed: this.finalStats.failed.map((f) => ({ ...f })) };
     return {
       granularity: this.granularity,
       nbChunks: this.nbChunks,
@@ -477,6 +480,7 @@ export class MirrorJob extends Job {
   protected override onConcluded(): void {
     // len stays what it was at the end (a failed job's len still counts what it left dirty), as QEMU's progress does.
     this.finalLen = this.len;
+    this.finalStats = this.stats();
     this.chunks.free();
     this.pool.free();
   }

@@ -21,8 +21,11 @@ export interface InterruptedHooks {
 function standing(job: InterruptedJob): string {
   const what = job.kind === 'import' ? `import of ${job.source} as ${job.target}` : `${job.source} → ${job.target}`;
   const when = new Date(job.savedAt).toLocaleString();
+  const left = `${formatSize(job.dirtyBytes)} of ${formatSize(job.size)} left to copy`;
+  // A failed job's checkpoint is its last word, saved as it was aborting.
+  if (job.status === 'aborting') return `: ${what}; it failed (${when}), with ${left}. `;
   const state = job.status === 'ready' || job.status === 'standby' ? 'in sync' : job.status === 'paused' ? 'paused' : 'copying';
-  return `: ${what}; it was ${state} when last saved (${when}), with ${formatSize(job.dirtyBytes)} of ${formatSize(job.size)} left to copy. `;
+  return `: ${what}; it was ${state} when last saved (${when}), with ${left}. `;
 }
 
 export class InterruptedJobs {

@@ -18,11 +18,17 @@ export interface MessageContext {
   holder?: (image: string) => ImageEntry['job'] | undefined;
 }
 
-/** A sentence: first letter up, one full stop. */
-export function sentence(text: string): string {
+/**
+ * A sentence: one full stop, and the first letter up unless the first
+ * word is a name (an image, a file: it has a dot or a digit in it, or is
+ * one of `names`) that must read as it is spelled.
+ */
+export function sentence(text: string, names: readonly string[] = []): string {
   const t = text.trim();
   if (!t) return t;
-  const up = t[0]!.toUpperCase() + t.slice(1);
+  const first = /^\S+/.exec(t)![0].replace(/[:,;]$/, '');
+  const isName = /[.\d_/"]/.test(first) || names.some((n) => t.startsWith(n));
+  const up = isName ? t : t[0]!.toUpperCase() + t.slice(1);
   return /[.!?…]$/.test(up) ? up : `${up}.`;
 }
 
@@ -70,7 +76,7 @@ function workerSentence(err: WorkerError, ctx: MessageContext): string {
     case 'picked-file-gone':
       return `${sentence(err.message).replace(/\.$/, '')}: this page no longer holds the file since it was reloaded.`;
     default:
-      return sentence(err.message);
+      return sentence(err.message, [ctx.image ?? '', ctx.url ?? ''].filter(Boolean));
   }
 }
 
@@ -79,9 +85,10 @@ export function explain(err: unknown, ctx: MessageContext = {}): string {
   if (err instanceof LockError) return lockSentence(err, ctx);
   if (err instanceof ImageConflictError) {
     if (err.code === 'EEXIST') return `An image named ${err.image} already exists: choose another name, or delete it first.`;
-    return sentence(err.message);
+    return sentence(err.message, [err.image]);
   }
   if (err instanceof BlockError) return blockSentence(err, ctx);
   if (err instanceof WorkerError) return workerSentence(err, ctx);
-  return sentence(err instanceof Error ? err.message : String(err));
+  const names = [ctx.image, ctx.url].filter((n): n is string => Boolean(n));
+  return sentence(err instanceof Error ? err.message : String(err), names);
 }

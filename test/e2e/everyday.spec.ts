@@ -66,7 +66,7 @@ test('messages in words: a taken name, a zero size and a busy target each say wh
   // A busy image is refused before any confirmation is asked.
   let dialogs = 0;
   page.on('dialog', () => dialogs++);
-  await button(page, 'Delete demo.raw').click();
+  await page.getByRole('table').getByRole('button', { name: 'Delete demo.raw' }).click();
   await expect(imagesMessage(page)).toHaveText('demo.raw is in use by mirror0 (its source): wait until it ends, or choose another image.');
   expect(dialogs).toBe(0);
   // That action cleared the form's error.

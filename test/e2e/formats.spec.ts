@@ -42,7 +42,7 @@ async function importUrl(page: import('@playwright/test').Page, name: string): P
 
 async function download(page: import('@playwright/test').Page, name: string, path: string): Promise<void> {
   const event = page.waitForEvent('download');
-  await page.getByRole('button', { name: `Download ${name}`, exact: true }).click();
+  await page.getByRole('table').getByRole('button', { name: `Download ${name}`, exact: true }).click();
   await (await event).saveAs(path);
 }
 

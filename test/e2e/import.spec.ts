@@ -168,7 +168,7 @@ test('Download streams the image out of OPFS', async ({ page }, testInfo) => {
   await page.reload();
   await page.getByRole('button', { name: 'New demo image' }).click();
   const download = page.waitForEvent('download');
-  await page.getByRole('button', { name: 'Download demo.raw' }).click();
+  await page.getByRole('table').getByRole('button', { name: 'Download demo.raw' }).click();
   const path = testInfo.outputPath('demo.raw');
   await (await download).saveAs(path);
   const bytes = readFileSync(path);

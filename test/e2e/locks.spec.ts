@@ -126,11 +126,11 @@ test('Delete and Download of an image a running job holds are refused before any
   page.on('dialog', () => dialogs++);
   await makeDemo(page);
   await startMirror(page, { source: 'demo.raw', target: 'busy.raw', speed: '512K' });
-  await page.getByRole('button', { name: 'Delete busy.raw' }).click();
+  await page.getByRole('table').getByRole('button', { name: 'Delete busy.raw' }).click();
   await expect(imagesMessage(page)).toHaveText('busy.raw is in use by mirror0 (its target): wait until it ends, or choose another image.');
-  await page.getByRole('button', { name: 'Delete demo.raw' }).click();
+  await page.getByRole('table').getByRole('button', { name: 'Delete demo.raw' }).click();
   await expect(imagesMessage(page)).toHaveText('demo.raw is in use by mirror0 (its source): wait until it ends, or choose another image.');
-  await page.getByRole('button', { name: 'Download busy.raw' }).click();
+  await page.getByRole('table').getByRole('button', { name: 'Download busy.raw' }).click();
   await expect(imagesMessage(page)).toHaveText('busy.raw is in use by mirror0 (its target): wait until it ends, or choose another image.');
   expect(dialogs).toBe(0);
   await expect(page.getByRole('rowheader', { name: 'busy.raw', exact: true })).toBeVisible();
@@ -146,7 +146,7 @@ test('Delete and Download of an image a running job holds are refused before any
   await other.goto('/');
   await expect(other.locator('body[data-ready="true"]')).toBeAttached();
   await expect(row(other, 'busy.raw')).toContainText('in use by the job "mirror0" in another tab');
-  await other.getByRole('button', { name: 'Delete busy.raw' }).click();
+  await other.getByRole('table').getByRole('button', { name: 'Delete busy.raw' }).click();
   await expect(imagesMessage(other)).toHaveText('busy.raw is in use by mirror0 in another tab: wait until it ends, or choose another image.');
   await submitMirror(other, { source: 'demo.raw', target: 'busy.raw' });
   await expect(formError(other)).toHaveText('busy.raw is in use by mirror0 in another tab: wait until it ends, or choose another image.');
@@ -157,7 +157,7 @@ test('Delete and Download of an image a running job holds are refused before any
   await button(page, 'Force cancel').click();
   await expect(jobState(page)).toContainText(/— (concluded|null)/);
   await expect(row(page, 'busy.raw')).not.toContainText(/in use|of mirror|being imported/);
-  await page.getByRole('button', { name: 'Delete busy.raw' }).click();
+  await page.getByRole('table').getByRole('button', { name: 'Delete busy.raw' }).click();
   await expect(page.getByRole('rowheader', { name: 'busy.raw', exact: true })).toBeHidden();
   expect(dialogs).toBe(1);
 });
@@ -179,7 +179,7 @@ test('a resume onto a source changed after the interruption is refused, naming w
   await scribble(page, 'demo.raw', 4096, [1, 2, 3, 4]);
   const target = await opfsHash(page, 'resumed.raw');
   await page.getByRole('button', { name: 'Resume interrupted job mirror0' }).click();
-  await expect(interruptedError(page)).toContainText(/^cannot resume: the source demo\.raw was modified at .* UTC, after the checkpoint \(.* UTC\); discard the interrupted job and mirror again/);
+  await expect(interruptedError(page)).toContainText(/^Cannot resume: the source demo\.raw was modified at .* UTC, after the checkpoint \(.* UTC\); discard the interrupted job and mirror again/);
   await shot(page, testInfo, 'resume-refused');
   expect(await opfsHash(page, 'resumed.raw')).toBe(target);
   await expect(jobState(page)).toHaveText('No job yet');
@@ -195,7 +195,7 @@ test('a resume onto a target written after the job stopped is refused', async ({
   await page.waitForTimeout(2500);
   await scribble(page, 'resumed.raw', 0, [9, 9, 9, 9]);
   await page.getByRole('button', { name: 'Resume interrupted job mirror0' }).click();
-  await expect(interruptedError(page)).toContainText(/^cannot resume: the target resumed\.raw was modified at .* UTC, after the job stopped \(.* UTC\)/);
+  await expect(interruptedError(page)).toContainText(/^Cannot resume: the target resumed\.raw was modified at .* UTC, after the job stopped \(.* UTC\)/);
   await page.getByRole('button', { name: 'Discard interrupted job mirror0' }).click();
   await expect(page.getByRole('heading', { name: 'Interrupted jobs' })).toBeHidden();
 });
@@ -214,7 +214,7 @@ test("a failed job's sealed checkpoint resumes exactly; once its target changed,
   await scribble(page, 'sealed.raw', 0, [7]);
   const scribbled = await opfsHash(page, 'sealed.raw');
   await page.getByRole('button', { name: 'Resume interrupted job mirror0' }).click();
-  await expect(interruptedError(page)).toContainText(/^cannot resume: the target sealed\.raw was modified at .* UTC, after the checkpoint/);
+  await expect(interruptedError(page)).toContainText(/^Cannot resume: the target sealed\.raw was modified at .* UTC, after the checkpoint/);
   expect(await opfsHash(page, 'sealed.raw')).toBe(scribbled);
   await page.getByRole('button', { name: 'Discard interrupted job mirror0' }).click();
 

@@ -19,7 +19,7 @@ test('a file dropped on the images section is imported; Delete removes an image'
     return [...new Uint8Array(digest)].map((x) => x.toString(16).padStart(2, '0')).join('');
   }, bytes);
   expect(await opfsHash(page, 'dropped.img')).toBe(expected);
-  await page.getByRole('button', { name: 'Delete dropped.img' }).click();
+  await page.getByRole('table').getByRole('button', { name: 'Delete dropped.img' }).click();
   await expect(page.getByRole('rowheader', { name: 'dropped.img', exact: true })).toBeHidden();
 });
 

@@ -342,6 +342,9 @@ describe('a concluded job', () => {
     expect(info.status).toBe('concluded');
     expect(info.offset).toBeLessThan(info.len);
     expect({ len: info.len, offset: info.offset }).toEqual({ len: (completed.data as { len: number }).len, offset: (completed.data as { offset: number }).offset });
+    // Its numbers say the same: what it left dirty is not counted as zero once its bitmap is freed.
+    expect(job.stats().dirtyBytes).toBe(info.len - info.offset);
+    expect(job.stats().dirtyBytes).toBeGreaterThan(0);
     job.dismiss();
   });
 });

@@ -27,7 +27,7 @@ describe('explain', () => {
       'An image named x.raw already exists: choose another name, or delete it first.',
     );
     // Any other conflict keeps its own words.
-    expect(explain(deserializeError(serializeError(new ImageConflictError('a', 'a is the source'))))).toBe('A is the source.');
+    expect(explain(deserializeError(serializeError(new ImageConflictError('a', 'a is the source'))))).toBe('a is the source.');
   });
 
   it('tells a server that refuses the page from one that ignores Range', () => {
@@ -44,6 +44,10 @@ describe('explain', () => {
     expect(explain(new FormatError('unknown format', 'format'))).toBe('Unknown format.');
     expect(explain('plain words!')).toBe('Plain words!');
     expect(sentence('')).toBe('');
+    // A message that starts with a name keeps its spelling.
+    expect(explain(new ImageConflictError('demo.raw', 'demo.raw is both the source and the target'))).toBe('demo.raw is both the source and the target.');
+    expect(sentence('disk is busy', ['disk'])).toBe('disk is busy.');
+    expect(sentence('"x" is not a URL')).toBe('"x" is not a URL.');
   });
 });
 
