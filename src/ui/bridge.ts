@@ -2,7 +2,9 @@
  * The page's one way to the worker: started lazily, wrapped once, typed by
  * the worker's own API (squoosh's worker-bridge habit). Errors come back
  * with their class and code (error-transfer.ts); callbacks cross as
- * comlink proxies, made here and nowhere else.
+ * comlink proxies, made here and nowhere else. `restartWorker` kills the
+ * worker as a closed tab would (its jobs die without a last word) and
+ * starts a new one, subscribed as before: a lesson shows a resume with it.
  */
 import * as Comlink from 'comlink';
 import type { EventSink, ProgressSink, ReleasedSink } from '../worker/api-types.js';
@@ -10,17 +12,28 @@ import type { WorkerApi } from '../worker/worker.js';
 import { installErrorTransfer } from '../shared/error-transfer.js';
 
 let remote: Comlink.Remote<WorkerApi> | undefined;
+let thread: Worker | undefined;
+let subscription: { onEvent: EventSink; onProgress: ProgressSink; onReleased: ReleasedSink; pictureCells: () => number } | undefined;
 
 export function worker(): Comlink.Remote<WorkerApi> {
   if (!remote) {
     installErrorTransfer();
-    const w = new Worker(new URL('../worker/worker.ts', import.meta.url), { type: 'module', name: 'diskmirror' });
-    remote = Comlink.wrap<WorkerApi>(w);
+    thread = new Worker(new URL('../worker/worker.ts', import.meta.url), { type: 'module', name: 'diskmirror' });
+    remote = Comlink.wrap<WorkerApi>(thread);
   }
   return remote;
 }
 
 /** Hears the worker's events, progress (with pictures of `pictureCells` cells) and releases. */
-export async function subscribe(onEvent: EventSink, onProgress: ProgressSink, onReleased: ReleasedSink, pictureCells: number): Promise<void> {
-  await worker().subscribe(Comlink.proxy(onEvent), Comlink.proxy(onProgress), Comlink.proxy(onReleased), pictureCells);
+export async function subscribe(onEvent: EventSink, onProgress: ProgressSink, onReleased: ReleasedSink, pictureCells: () => number): Promise<void> {
+  subscription = { onEvent, onProgress, onReleased, pictureCells };
+  await worker().subscribe(Comlink.proxy(onEvent), Comlink.proxy(onProgress), Comlink.proxy(onReleased), pictureCells());
+}
+
+/** Kills the worker (its jobs stop mid-copy, their checkpoints stay) and starts a new one. */
+export async function restartWorker(): Promise<void> {
+  thread?.terminate();
+  remote = undefined;
+  thread = undefined;
+  if (subscription) await subscribe(subscription.onEvent, subscription.onProgress, subscription.onReleased, subscription.pictureCells);
 }

@@ -1,8 +1,14 @@
 /**
- * The teaching panel: fault rules on the running job, and a guest writing
- * to its source. It says what went wrong on its own error line.
+ * The teaching panel: fault rules and a guest writing to the source. With
+ * no job running, rules and the guest are armed: Start mirror hands them
+ * to the job, which meets them from its first request (as the command
+ * line's --inject). While a job runs they are the job's: listed with their
+ * hit counts, added and removed live. They stay armed for the next job
+ * when it ends, so an experiment is repeated by pressing Start again. The
+ * panel never names a job that is over.
  */
 import { jobIsGone } from '../shared/worker-error.js';
+import { parseFaultSpec, formatFaultSpec } from '../mirror/fault-spec.js';
 import { parseSize } from '../util/size.js';
 import { byId, h } from './dom.js';
 import { worker } from './bridge.js';
@@ -16,7 +22,10 @@ interface ListedRule {
 }
 
 export class FaultPanel {
-  constructor(private readonly currentJob: () => string | null) {
+  /** The rules the next job starts with (and the running one was given, with what was added since). */
+  private armed: string[] = [];
+
+  constructor(private readonly runningJob: () => string | null) {
     byId<HTMLFormElement>('fault-form').addEventListener('submit', (e) => {
       e.preventDefault();
       void this.add();
@@ -32,24 +41,48 @@ export class FaultPanel {
     byId('fault-error').textContent = text;
   }
 
-  private job(): string | null {
-    const id = this.currentJob();
-    if (!id) this.say('Start a job first: faults and guest writes act on the running job.');
-    return id;
+  /** What Start mirror hands to a new job. */
+  forStart(): { faults: string[]; guest?: number } {
+    const out: { faults: string[]; guest?: number } = { faults: [...this.armed] };
+    if (byId<HTMLInputElement>('guest-switch').checked) out.guest = parseSize(byId<HTMLInputElement>('guest-rate').value, 'Guest write rate');
+    return out;
+  }
+
+  /** Arms exactly these rules and this guest (a lesson's set-up); nothing runs meanwhile. */
+  async arm(rules: string[], guestRate?: number): Promise<void> {
+    this.armed = rules.map((r) => formatFaultSpec(parseFaultSpec(r)));
+    byId<HTMLInputElement>('guest-switch').checked = guestRate !== undefined;
+    if (guestRate !== undefined) byId<HTMLInputElement>('guest-rate').value = String(guestRate);
+    byId('guest-stats').textContent = guestRate !== undefined ? 'armed: the guest starts writing when the job starts' : '';
+    await this.refresh();
+  }
+
+  /** Removes every rule, from the running job and from the armed set. */
+  async liftAll(): Promise<void> {
+    this.armed = [];
+    const id = this.runningJob();
+    if (id) await worker().execute('fault-remove', { device: id, all: true });
+    await this.refresh();
+  }
+
+  private rule(): string {
+    const side = byId<HTMLSelectElement>('fault-side').value;
+    const op = byId<HTMLSelectElement>('fault-op').value;
+    const errno = byId<HTMLSelectElement>('fault-errno').value;
+    const offset = parseSize(byId<HTMLInputElement>('fault-offset').value || '0', 'Fault offset');
+    const lengthText = byId<HTMLInputElement>('fault-length').value.trim();
+    const range = lengthText === '' ? `${offset}-` : `${offset}+${parseSize(lengthText, 'Fault length')}`;
+    const once = byId<HTMLInputElement>('fault-once').checked ? ':once' : '';
+    // Checked here too, so an armed rule is as valid as one the job took.
+    return formatFaultSpec(parseFaultSpec(`${side}:${op}:${errno}:${range}${once}`));
   }
 
   async add(): Promise<void> {
-    const id = this.job();
-    if (!id) return;
     try {
-      const side = byId<HTMLSelectElement>('fault-side').value;
-      const op = byId<HTMLSelectElement>('fault-op').value;
-      const errno = byId<HTMLSelectElement>('fault-errno').value;
-      const offset = parseSize(byId<HTMLInputElement>('fault-offset').value || '0', 'Fault offset');
-      const lengthText = byId<HTMLInputElement>('fault-length').value.trim();
-      const range = lengthText === '' ? `${offset}-` : `${offset}+${parseSize(lengthText, 'Fault length')}`;
-      const once = byId<HTMLInputElement>('fault-once').checked ? ':once' : '';
-      await worker().execute('fault-add', { device: id, rule: `${side}:${op}:${errno}:${range}${once}` });
+      const rule = this.rule();
+      const id = this.runningJob();
+      if (id) await worker().execute('fault-add', { device: id, rule });
+      this.armed.push(rule);
       this.say('');
       await this.refresh();
     } catch (err) {
@@ -58,38 +91,52 @@ export class FaultPanel {
   }
 
   async refresh(): Promise<void> {
-    const id = this.currentJob();
+    const id = this.runningJob();
     const list = byId('fault-list');
-    if (!id) {
-      list.replaceChildren();
+    let rules: ListedRule[] | null = null;
+    if (id) {
+      try {
+        rules = (await worker().execute('fault-list', { device: id })) as ListedRule[];
+      } catch (err) {
+        // A job that is gone has no rules: the armed ones are listed.
+        if (!jobIsGone(err)) this.say(explain(err));
+      }
+    }
+    if (rules && id) {
+      list.replaceChildren(
+        ...rules.map((r) =>
+          h(
+            'li',
+            {},
+            h('code', {}, r.rule),
+            ` — hit ${r.hits} time${r.hits === 1 ? '' : 's'} `,
+            h('button', { type: 'button', class: 'small', 'aria-label': `Remove fault ${r.rule}`, onclick: () => void this.remove(r.rule, () => worker().execute('fault-remove', { device: id, index: r.index })) }, 'Remove'),
+          ),
+        ),
+      );
       return;
     }
-    let rules: ListedRule[] = [];
-    try {
-      rules = (await worker().execute('fault-list', { device: id })) as ListedRule[];
-    } catch (err) {
-      // A job that is gone has no rules left to list.
-      if (!jobIsGone(err)) this.say(explain(err));
-    }
     list.replaceChildren(
-      ...rules.map((r) =>
+      ...this.armed.map((rule) =>
         h(
           'li',
           {},
-          h('code', {}, r.rule),
-          ` — hit ${r.hits} time${r.hits === 1 ? '' : 's'} `,
-          h('button', { type: 'button', class: 'small', 'aria-label': `Remove fault ${r.rule}`, onclick: () => void this.remove(id, r.index) }, 'Remove'),
+          h('code', {}, rule),
+          h('span', { class: 'muted' }, ' — armed: applies from the next job\u2019s first request '),
+          h('button', { type: 'button', class: 'small', 'aria-label': `Remove fault ${rule}`, onclick: () => void this.remove(rule) }, 'Remove'),
         ),
       ),
     );
   }
 
   /** Removes a rule; focus goes to the rule now in its place (or the one before, or Add fault when none is left). */
-  private async remove(id: string, index: number): Promise<void> {
+  private async remove(rule: string, fromJob?: () => Promise<unknown>): Promise<void> {
     const list = byId('fault-list');
     const position = [...list.querySelectorAll('button')].findIndex((b) => b === document.activeElement);
     try {
-      await worker().execute('fault-remove', { device: id, index });
+      await fromJob?.();
+      const at = this.armed.indexOf(rule);
+      if (at >= 0) this.armed.splice(at, 1);
       await this.refresh();
     } catch (err) {
       this.say(explain(err));
@@ -100,30 +147,42 @@ export class FaultPanel {
   }
 
   private async guest(on: boolean): Promise<void> {
-    const id = this.job();
+    const id = this.runningJob();
     const toggle = byId<HTMLInputElement>('guest-switch');
-    if (!id) {
-      toggle.checked = false;
-      return;
-    }
+    const stats = byId('guest-stats');
     try {
+      const rate = parseSize(byId<HTMLInputElement>('guest-rate').value, 'Guest write rate');
+      if (!id) {
+        stats.textContent = on ? 'armed: the guest starts writing when the job starts' : '';
+        return;
+      }
       if (on) {
-        const rate = parseSize(byId<HTMLInputElement>('guest-rate').value, 'Guest write rate');
         await worker().startGuestWrites(id, rate);
-        byId('guest-stats').textContent = `writing about ${byId<HTMLInputElement>('guest-rate').value}/s of random data to the source`;
+        stats.textContent = `writing about ${byId<HTMLInputElement>('guest-rate').value}/s of random data to the source`;
       } else {
         const s = await worker().stopGuestWrites(id);
-        byId('guest-stats').textContent = s ? `the guest wrote ${s.writes} times` : '';
+        stats.textContent = s ? `the guest wrote ${s.writes} times` : '';
       }
     } catch (err) {
+      if (jobIsGone(err)) {
+        stats.textContent = on ? 'armed: the guest starts writing when the job starts' : '';
+        return;
+      }
       toggle.checked = false;
       this.say(explain(err));
     }
   }
 
-  /** The job ended: the guest has stopped with it. */
-  jobEnded(id: string): void {
-    if (id === this.currentJob()) byId<HTMLInputElement>('guest-switch').checked = false;
+  /** Stops the guest of the running job (a lesson's guest-off); it is not armed for the next one either. */
+  async guestOff(): Promise<void> {
+    byId<HTMLInputElement>('guest-switch').checked = false;
+    await this.guest(false);
+  }
+
+  /** The job ended: its rules are the armed ones again; the guest stays armed if it was on. */
+  jobEnded(): void {
+    const guest = byId<HTMLInputElement>('guest-switch').checked;
+    byId('guest-stats').textContent = guest ? 'armed: the guest starts writing when the next job starts' : '';
     void this.refresh();
   }
 }

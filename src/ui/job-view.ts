@@ -9,6 +9,7 @@
  */
 import { type JobStatus, type JobVerb, verbAllowed } from '../mirror/job-states.js';
 import type { AnyQmpEvent, EventData } from '../mirror/events.js';
+import { parseFaultSpec } from '../mirror/fault-spec.js';
 import type { CellState } from '../mirror/types.js';
 import { formatSize } from '../util/size.js';
 import type { JobKind, JobProgress, JobRelease } from '../worker/api-types.js';
@@ -126,6 +127,12 @@ export class JobPanel {
 
   get currentJob(): string | null {
     return this.current;
+  }
+
+  /** The job shown, if it has not ended. */
+  get runningJob(): string | null {
+    const view = this.current ? this.jobs.get(this.current) : undefined;
+    return view && !view.done ? view.id : null;
   }
 
   /** How many cells the bitmap picture has room for. */
@@ -403,13 +410,39 @@ export class JobPanel {
 
   private openDialog(id: string, error: EventData['BLOCK_JOB_ERROR']): void {
     const side = error.operation === 'read' ? 'source' : 'target';
-    const range = error.bytes > 0 ? `bytes ${error.offset}–${error.offset + error.bytes - 1} (${formatSize(error.bytes)} at ${formatSize(error.offset)})` : 'a flush';
+    const range = error.bytes > 0 ? `${formatSize(error.bytes)} at ${formatSize(error.offset)} (bytes ${error.offset}–${error.offset + error.bytes - 1})` : 'a flush';
+    const ioStatus = error.errno === 'ENOSPC' ? 'nospace' : 'failed';
     byId('stop-title').textContent = `Job ${id} stopped: ${side} ${error.operation} error`;
     byId('stop-text').textContent =
-      `The ${side} ${error.operation === 'read' ? 'read' : 'write'} of ${range} failed with ${error.errno}. ` +
-      `The on-${side}-error policy paused the job; the range stays dirty and is retried on Resume. Close keeps the job paused (to remove a fault or free space first). (${error.message})`;
+      `${error.operation === 'read' ? 'Reading' : 'Writing'} ${range} of the ${side} failed with ${error.errno}. ` +
+      `on-${side}-error paused the job (io-status ${ioStatus}); the range stays dirty and is retried on Resume.`;
+    byId('stop-armed').textContent = '';
     this.dialogJob = id;
     if (!this.dialog.open) this.dialog.showModal();
+    byId('stop-resume').focus();
+    void this.guardResume(id, side, error);
+  }
+
+  /**
+   * While a fault rule that stopped the job is still there, Resume would
+   * meet it again: the dialog says so and Close becomes its default.
+   */
+  private async guardResume(id: string, side: 'source' | 'target', error: EventData['BLOCK_JOB_ERROR']): Promise<void> {
+    let rules: { side: string; rule: string }[] = [];
+    try {
+      rules = (await worker().execute('fault-list', { device: id })) as { side: string; rule: string }[];
+    } catch {
+      return;
+    }
+    const end = error.offset + Math.max(1, error.bytes);
+    const armed = rules.find((r) => {
+      const { side: ruleSide, rule } = parseFaultSpec(r.rule);
+      const to = rule.length === null ? Infinity : rule.offset + rule.length;
+      return ruleSide === side && rule.op === error.operation && rule.offset < end && error.offset < to;
+    });
+    if (!armed || this.dialogJob !== id || !this.dialog.open) return;
+    byId('stop-armed').textContent = `The fault that stopped it (${armed.rule}) is still armed: remove it under Faults first, or Resume meets it again.`;
+    byId('stop-close').focus();
   }
 
   private closeDialog(): void {

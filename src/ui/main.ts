@@ -7,21 +7,22 @@
  */
 import type { AnyQmpEvent } from '../mirror/events.js';
 import type { JobRelease } from '../worker/api-types.js';
-import { subscribe, worker } from './bridge.js';
+import { restartWorker, subscribe, worker } from './bridge.js';
 import { clearErrorLines } from './dom.js';
 import { EventLog } from './event-log.js';
 import { FaultPanel } from './faults.js';
 import { ImagesSection } from './images.js';
 import { InterruptedJobs } from './interrupted.js';
 import { JobPanel } from './job-view.js';
+import { LessonsSection } from './lessons.js';
 import { MirrorForm } from './mirror-form.js';
 import { explain } from './messages.js';
 
 const log = new EventLog();
-const faults = new FaultPanel(() => panel.currentJob);
+const faults = new FaultPanel(() => panel.runningJob);
 const panel = new JobPanel({
-  onFinished: (id) => {
-    faults.jobEnded(id);
+  onFinished: () => {
+    faults.jobEnded();
     void images.refresh();
     void interrupted.refresh();
   },
@@ -44,6 +45,7 @@ const form = new MirrorForm({
     await faults.refresh();
   },
   holder: (image) => images.list.find((i) => i.name === image)?.job,
+  armed: () => faults.forStart(),
 });
 const images = new ImagesSection({
   onJobStarted: (id, names) => panel.track(id, names),
@@ -59,9 +61,36 @@ const interrupted = new InterruptedJobs({
   },
 });
 
+const lessons = new LessonsSection({
+  setUp: async (lesson) => {
+    const { target } = lesson.setup;
+    // A fresh run: an interrupted job onto the target and the target itself go (the worker refuses them while in use).
+    for (const job of await worker().listInterrupted()) if (job.target === target) await worker().discardInterrupted(job.id);
+    if ((await worker().listImages()).some((i) => i.name === target)) await worker().deleteImage(target);
+    await worker().createDemoImage();
+    await images.refresh();
+    form.fill('demo.raw', target, lesson.setup.targetFormat ?? '', lesson.setup.options);
+    await faults.arm(lesson.setup.faults, lesson.setup.guest);
+    images.say(`Set up for the lesson: a fresh demo.raw, the mirror form filled${lesson.setup.faults.length ? ', faults armed' : ''}${lesson.setup.guest ? ', a guest armed' : ''}.`);
+  },
+  start: () => form.start(),
+  liftFaults: () => faults.liftAll(),
+  guestOff: () => faults.guestOff(),
+  interruptAndResume: async (id) => {
+    await restartWorker();
+    // The dead worker's locks go with it; then its checkpoint is the job's.
+    for (let i = 0; i < 100 && !(await worker().listInterrupted()).some((j) => j.id === id); i++) await new Promise((r) => setTimeout(r, 50));
+    const resumed = await worker().resumeInterrupted(id);
+    panel.track(resumed);
+    await images.refresh();
+    await interrupted.refresh();
+  },
+});
+
 function onEvent(e: AnyQmpEvent): void {
   log.add(e);
   panel.onEvent(e);
+  lessons.onEvent(e);
   if (e.event === 'BLOCK_JOB_COMPLETED') images.jobEnded(e.data.device, e.data.error ? 'failed' : 'completed', e.data.error);
   if (e.event === 'BLOCK_JOB_CANCELLED') images.jobEnded(e.data.device, 'cancelled');
   if (e.event === 'BLOCK_JOB_ERROR') void faults.refresh();
@@ -88,9 +117,10 @@ document.addEventListener('click', (e) => (e.target as Element | null)?.closest(
 document.addEventListener('submit', clearErrorLines, true);
 
 async function init(): Promise<void> {
-  await subscribe(onEvent, (p) => panel.onProgress(p), onReleased, panel.pictureCells);
+  await subscribe(onEvent, (p) => panel.onProgress(p), onReleased, () => panel.pictureCells);
   await images.refresh();
   await interrupted.refresh();
+  lessons.fromHash(true);
   void registerServiceWorker();
   document.body.dataset.ready = 'true';
 }

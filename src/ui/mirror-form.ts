@@ -22,9 +22,27 @@ export interface MirrorFormHooks {
   onStarted(id: string, names: JobNames): Promise<void>;
   /** Which job holds an image, as the list shows. */
   holder(image: string): ImageEntry['job'];
+  /** Faults and a guest armed for the next job. */
+  armed(): { faults: string[]; guest?: number };
 }
 
 const value = (id: string) => byId<HTMLInputElement | HTMLSelectElement>(id).value.trim();
+
+/** What each error policy does, in one line (QEMU's block_job_error_action). */
+const POLICY_WORDS: Record<ErrorPolicy, string> = {
+  report: 'the first error fails the job.',
+  ignore: 'the error is logged and the chunk stays dirty and is retried, so the job cannot converge while the error lasts.',
+  stop: 'the job pauses (io-status failed); Resume retries the range.',
+  enospc: 'ENOSPC pauses the job (io-status nospace); any other error fails it.',
+  auto: 'as enospc for a job: ENOSPC pauses it, any other error fails it.',
+};
+
+/** A size as the form's fields take it: 4M, 64K, or bytes. */
+function sizeWords(bytes: number): string {
+  if (bytes % (1 << 20) === 0) return `${bytes / (1 << 20)}M`;
+  if (bytes % 1024 === 0) return `${bytes / 1024}K`;
+  return String(bytes);
+}
 
 export class MirrorForm {
   constructor(private readonly hooks: MirrorFormHooks) {
@@ -32,6 +50,12 @@ export class MirrorForm {
       e.preventDefault();
       void this.start();
     });
+    for (const side of ['source', 'target'] as const) {
+      const select = byId<HTMLSelectElement>(`on-${side}-error`);
+      const explainPolicy = () => (byId(`on-${side}-error-hint`).textContent = `On ${side} error, ${select.value}: ${POLICY_WORDS[select.value as ErrorPolicy]}`);
+      select.addEventListener('change', explainPolicy);
+      explainPolicy();
+    }
     byId('speed').addEventListener('change', () => void this.applySpeed());
   }
 
@@ -65,7 +89,8 @@ export class MirrorForm {
     byId('form-error').textContent = text;
   }
 
-  private async start(): Promise<void> {
+  /** Presses Start mirror: the new job's id, or null when it was refused (the form says why). */
+  async start(): Promise<string | null> {
     this.say('');
     try {
       if (!value('source')) throw new Error('Pick a source image (or make the demo image first).');
@@ -74,12 +99,30 @@ export class MirrorForm {
       if (!target) throw new Error('Name a target image: an existing one, or a new name.');
       // The worker refuses a target that is the source or in its backing chain, before anything is written.
       const targetFormat = value('target-format') as FormatName | '';
-      const id = await worker().startMirror({ source, target, options: this.options(), ...(targetFormat ? { targetFormat } : {}) });
+      const id = await worker().startMirror({ source, target, options: this.options(), ...(targetFormat ? { targetFormat } : {}), ...this.hooks.armed() });
       await this.hooks.onStarted(id, { kind: 'mirror', source: describeSource(source), target });
       this.say('');
+      return id;
     } catch (err) {
       this.say(explain(err, { image: value('target'), holder: (name) => this.hooks.holder(name) }));
+      return null;
     }
+  }
+
+  /** Fills the form as a lesson sets it up: an OPFS source, a target, and the options (QEMU's defaults for the rest). */
+  fill(source: string, target: string, targetFormat: FormatName | '', o: MirrorOptions): void {
+    const set = (id: string, v: string) => (byId<HTMLInputElement | HTMLSelectElement>(id).value = v);
+    set('source', JSON.stringify({ kind: 'opfs', name: source } satisfies SourceRef));
+    set('target', target);
+    set('target-format', targetFormat);
+    set('sync', o.sync ?? 'full');
+    set('granularity', o.granularity ? sizeWords(o.granularity) : '');
+    set('buf-size', o['buf-size'] ? sizeWords(o['buf-size']) : '');
+    set('speed', o.speed ? sizeWords(o.speed) : '');
+    set('on-source-error', o['on-source-error'] ?? 'report');
+    set('on-target-error', o['on-target-error'] ?? 'report');
+    set('copy-mode', o['copy-mode'] ?? 'background');
+    for (const id of ['on-source-error', 'on-target-error']) byId(id).dispatchEvent(new Event('change'));
   }
 
   /** The speed limit applies live to the job shown. */

@@ -40,6 +40,10 @@ export interface StartMirrorRequest {
   /** Format of a target the job creates; default: the source's. An existing target keeps its own. */
   targetFormat?: FormatName;
   options: MirrorOptions;
+  /** Fault rules armed before the start (SIDE:OP:ERRNO:RANGE[:once], as --inject): they apply from the job's first request. */
+  faults?: string[];
+  /** A guest writing to the source from the start, in bytes per second. */
+  guest?: number;
 }
 
 /** What the page shows for a job besides QEMU's fields. */

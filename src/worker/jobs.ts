@@ -17,6 +17,7 @@ import { refuseChangedImages, stampChain } from '../format/image-stamp.js';
 import { MirrorControl } from '../mirror/control.js';
 import { type Launched, launchMirror } from '../mirror/launch.js';
 import type { MirrorJob } from '../mirror/mirror-job.js';
+import type { FaultSpec } from '../mirror/fault-spec.js';
 import { type MirrorOptions, resolveOptions } from '../mirror/options.js';
 import { type SourceRef, describeSource } from '../shared/source-ref.js';
 import { WorkerError } from '../shared/worker-error.js';
@@ -35,6 +36,8 @@ export interface Launch {
   targetFormat?: FormatName;
   options: MirrorOptions;
   resume?: StoredCheckpoint;
+  /** Faults armed before the start (as --inject). */
+  faults?: FaultSpec[];
 }
 
 export interface JobEntry {
@@ -156,6 +159,7 @@ export class Jobs {
         target: l.target,
         ...(l.targetFormat ? { targetFormat: l.targetFormat } : {}),
         options: { ...l.options, id },
+        ...(l.faults ? { faults: l.faults } : {}),
         // Everything lives in one directory: a backing file is named as the source's directory reaches it.
         backingName: (backing, sourceName) => store.backingName(backing, sourceName),
         onExisting: async (target) => {

@@ -13,7 +13,8 @@ import * as Comlink from 'comlink';
 import { ImageConflictError } from '../block/block-device.js';
 import { holderWords, imageLocks } from '../block/opfs-lock.js';
 import { type FormatName, FormatError } from '../format/image-format.js';
-import { type MirrorOptions, givenOptions } from '../mirror/options.js';
+import { parseFaultSpec } from '../mirror/fault-spec.js';
+import { type MirrorOptions, OptionError, givenOptions } from '../mirror/options.js';
 import { installErrorTransfer } from '../shared/error-transfer.js';
 import { type SourceRef, describeSource } from '../shared/source-ref.js';
 import { WorkerError } from '../shared/worker-error.js';
@@ -144,14 +145,33 @@ const api = {
     jobs.setPictureCells(cells);
   },
 
+  /** Starts a mirror; armed faults apply from its first request, an armed guest starts writing with it. */
   async startMirror(request: StartMirrorRequest): Promise<string> {
-    return jobs.launch({
+    // Checked before anything is opened: a bad rule or rate refuses the start.
+    const faults = (request.faults ?? []).map((rule) => {
+      try {
+        return parseFaultSpec(rule);
+      } catch (err) {
+        throw new OptionError((err as Error).message);
+      }
+    });
+    if (request.guest !== undefined && (!Number.isSafeInteger(request.guest) || request.guest <= 0)) {
+      throw new OptionError(`guest write rate ${request.guest}: must be a positive number of bytes per second`);
+    }
+    const id = await jobs.launch({
       kind: 'mirror',
       source: request.source,
       target: request.target,
       ...(request.targetFormat ? { targetFormat: request.targetFormat } : {}),
       options: request.options,
+      ...(faults.length ? { faults } : {}),
     });
+    try {
+      if (request.guest !== undefined) api.startGuestWrites(id, request.guest);
+    } catch {
+      // The job ended already: nothing to write to.
+    }
+    return id;
   },
 
   /** Runs one QMP-shaped command (job-pause, job-resume, block-job-cancel, fault-add...). */
