@@ -18,6 +18,7 @@ import { byId, h } from './dom.js';
 import { worker } from './bridge.js';
 import { type EndAction, type Ending, describeEnding } from './job-ending.js';
 import { explain } from './messages.js';
+import { TimelineData, drawTimeline } from './timeline.js';
 
 export interface JobPanelHooks {
   /** A job reached null or concluded. */
@@ -60,6 +61,9 @@ interface JobView {
   completedError: string | undefined;
   /** What it had copied when it ended. */
   endOffset: number;
+  timeline: TimelineData;
+  /** When errors the job ignored came (ms, Date.now()), the last few. */
+  ignoredAt: number[];
   release: JobRelease | null;
 }
 
@@ -168,11 +172,14 @@ export class JobPanel {
         ending: null,
         completedError: undefined,
         endOffset: 0,
+        timeline: new TimelineData(),
+        ignoredAt: [],
         release: null,
       });
     } else {
-      Object.assign(view, { done: false, error: null, lastSample: null, rate: 0, ending: null, release: null, lastError: null });
+      Object.assign(view, { done: false, error: null, lastSample: null, rate: 0, ending: null, release: null, lastError: null, ignoredAt: [] });
       if (names) view.names = names;
+      view.timeline.mark('resume', 'started again');
     }
     this.select(id);
   }
@@ -210,6 +217,7 @@ export class JobPanel {
     const id = e.event === 'JOB_STATUS_CHANGE' || e.event === 'BLOCK_JOB_PENDING' ? e.data.id : e.data.device;
     const view = this.jobs.get(id);
     if (!view) return;
+    this.markTimeline(view, e);
     if (e.event === 'JOB_STATUS_CHANGE') {
       view.status = e.data.status;
       if (view.status === 'running' || view.status === 'ready') view.paused = false;
@@ -233,6 +241,29 @@ export class JobPanel {
       this.end(view, 'cancelled', e.data.offset);
     }
     if (id === this.current) this.render();
+  }
+
+  private markTimeline(view: JobView, e: AnyQmpEvent): void {
+    const t = view.timeline;
+    if (e.event === 'JOB_STATUS_CHANGE') {
+      const s = e.data.status;
+      if (s === 'paused' || s === 'standby') t.mark('pause', s === 'standby' ? 'paused while ready (standby)' : 'paused');
+      else if ((s === 'running' || s === 'ready') && (view.status === 'paused' || view.status === 'standby')) t.mark('resume', 'resumed');
+    } else if (e.event === 'BLOCK_JOB_ERROR') {
+      t.mark('error', `${e.data.operation} error at ${formatSize(e.data.offset)} (${e.data.action})`);
+      if (e.data.action === 'ignore') {
+        view.ignoredAt.push(Date.now());
+        if (view.ignoredAt.length > 20) view.ignoredAt.shift();
+      }
+    } else if (e.event === 'BLOCK_JOB_READY') t.mark('ready', 'READY');
+    else if (e.event === 'BLOCK_JOB_COMPLETED') t.mark('end', e.data.error ? 'failed' : 'completed');
+    else if (e.event === 'BLOCK_JOB_CANCELLED') t.mark('end', 'cancelled');
+  }
+
+  /** The job keeps meeting an error it ignores: it cannot converge while that lasts. */
+  private stuck(view: JobView): number {
+    const recent = view.ignoredAt.filter((at) => Date.now() - at < 10_000).length;
+    return !view.done && !view.paused && !view.ready && recent >= 3 ? view.ignoredAt.length : 0;
   }
 
   /** The job let go of its images: the ending names the target as it is now. */
@@ -274,6 +305,7 @@ export class JobPanel {
       view.rate = view.rate === 0 ? instant : view.rate * 0.7 + instant * 0.3;
     }
     if (!view.lastSample || now - view.lastSample.t > 50 || p.info.offset < view.lastSample.bytes) view.lastSample = { t: now, bytes: p.info.offset };
+    if (!view.done) view.timeline.add(view.paused ? 0 : view.rate, p.stats.dirtyBytes);
     if (p.info.device === this.current) {
       this.render();
       this.bitmap.draw(view.picture);
@@ -323,18 +355,45 @@ export class JobPanel {
     bar.classList.toggle('stopped', view.paused && !ending);
     bar.classList.toggle('failed', ending?.tone === 'failed');
     bar.classList.toggle('cancelled', ending?.tone === 'cancelled');
+    const stuck = this.stuck(view);
     const rows: [string, string][] = [
       ['Copied', `${formatSize(offset)} of ${formatSize(len)}`],
       ['Dirty', p ? formatSize(p.stats.dirtyBytes) : '–'],
       ['In flight', p ? `${p.stats.inFlightOps} ops, ${formatSize(p.stats.inFlightBytes)}` : '–'],
-      ['Throughput', view.paused || view.done || !p ? '–' : `${formatSize(Math.max(0, view.rate))}/s`],
-      ['ETA', view.done || view.paused ? '–' : view.ready ? (view.names?.kind === 'import' ? 'finishing' : 'ready: Complete to finish') : view.rate > 0 ? formatDuration((len - offset) / view.rate) : '–'],
+      ['Throughput', view.paused || view.done || !p || stuck ? '–' : `${formatSize(Math.max(0, view.rate))}/s`],
+      [
+        'ETA',
+        stuck
+          ? 'none while the error lasts'
+          : view.done || view.paused
+            ? '–'
+            : view.ready
+              ? view.names?.kind === 'import'
+                ? 'finishing'
+                : 'ready: Complete to finish'
+              : view.rate > 0
+                ? formatDuration((len - offset) / view.rate)
+                : '–',
+      ],
       ['io-status', view.ioStatus],
       // Known from the job's first progress (until then the form's limit may not have reached it).
       ['Speed limit', !p ? '–' : p.info.speed > 0 ? `${formatSize(p.info.speed)}/s` : 'none'],
     ];
     if (p?.guest?.running) rows.push(['Guest', `${p.guest.writes} writes, ${formatSize(p.guest.bytesWritten)}`]);
     byId('job-stats').replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+    const notes: string[] = [];
+    if (stuck) {
+      notes.push(
+        `This job cannot converge while the error lasts: under ignore the failed range stays dirty and is retried (${stuck} errors so far). Remove the fault (or fix the disk) and it catches up.`,
+      );
+    }
+    const disk = p ? p.stats.nbChunks * p.stats.granularity : 0;
+    if (p && disk > 0 && len > disk) {
+      notes.push(`len (${formatSize(len)}) is past the disk's size (${formatSize(disk)}): every write to a chunk already copied adds its bytes to the work again, as QEMU's progress counts them.`);
+    }
+    const note = notes.join(' ');
+    if (byId('job-note').textContent !== note) byId('job-note').textContent = note;
+    drawTimeline(view.timeline);
   }
 
   /** How the job ended and what to do next; kept while the same ending shows, so focus on its buttons stays. */

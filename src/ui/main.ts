@@ -39,6 +39,7 @@ const panel = new JobPanel({
 const form = new MirrorForm({
   currentJob: () => panel.currentJob,
   onStarted: async (id, names) => {
+    log.jobStarted(id, form.options());
     panel.track(id, names);
     panel.focus();
     await images.refresh();

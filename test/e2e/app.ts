@@ -115,8 +115,13 @@ export async function opfsHash(page: Page, name: string): Promise<string> {
 
 /** The events in the log, parsed. */
 export async function loggedEvents(page: Page): Promise<{ event: string; data: Record<string, unknown> }[]> {
-  const lines = await page.getByRole('log', { name: 'Events' }).getByRole('listitem').allTextContents();
-  return lines.map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown> });
+  const toggle = page.getByRole('button', { name: 'Show as JSON lines' });
+  if (await toggle.isVisible()) await toggle.click();
+  const text = (await page.getByLabel('Events as JSON lines').textContent()) ?? '';
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { event: string; data: Record<string, unknown> });
 }
 
 export async function shot(page: Page, testInfo: TestInfo, name: string): Promise<void> {

@@ -5,6 +5,7 @@ import { FormatError } from '../../src/format/image-format.js';
 import { deserializeError, serializeError } from '../../src/shared/error-transfer.js';
 import { WorkerError } from '../../src/shared/worker-error.js';
 import { describeEnding } from '../../src/ui/job-ending.js';
+import { eventTime, eventWords, sinceStart } from '../../src/ui/event-words.js';
 import { explain, sentence } from '../../src/ui/messages.js';
 import type { JobRelease } from '../../src/worker/api-types.js';
 
@@ -83,5 +84,22 @@ describe('describeEnding', () => {
     expect(describeEnding({ kind: 'import', outcome: 'cancelled', target: 'disk.img', offset: 0, release: release({ targetImage: null }) }).text).toBe(
       'Cancelled before anything was copied; disk.img was not kept',
     );
+  });
+});
+
+describe('eventWords', () => {
+  const ts = { seconds: 1, microseconds: 201000 };
+  it('says an error with its place, errno, the policy and what it did', () => {
+    const e = { event: 'BLOCK_JOB_ERROR', data: { device: 'mirror0', operation: 'read', action: 'stop', errno: 'EIO', offset: 4 << 20, bytes: 1 << 20, message: 'x' }, timestamp: ts } as const;
+    expect(sinceStart(eventTime(e) - 0)).toBe('+1.201 s');
+    expect(eventWords(e, { 'on-source-error': 'stop' })).toEqual({ job: 'mirror0', kind: 'error', text: 'read error at 4.00 MiB (1.00 MiB): EIO; on-source-error=stop, so the job paused (io-status failed)' });
+    expect(eventWords({ ...e, data: { ...e.data, operation: 'write', action: 'ignore' } }).text).toBe('write error at 4.00 MiB (1.00 MiB): EIO; the on-target-error policy chose ignore, so the range stays dirty and is retried');
+    expect(eventWords({ ...e, data: { ...e.data, errno: 'ENOSPC' } }, { 'on-source-error': 'enospc' }).text).toContain('on-source-error=enospc, so the job paused (io-status nospace)');
+  });
+  it('says status changes and endings', () => {
+    expect(eventWords({ event: 'JOB_STATUS_CHANGE', data: { id: 'm', status: 'standby' }, timestamp: ts }).text).toBe('standby (paused while ready)');
+    const end = { type: 'mirror', device: 'm', len: 8 << 20, offset: 5 << 20, speed: 0 } as const;
+    expect(eventWords({ event: 'BLOCK_JOB_COMPLETED', data: { ...end, error: 'Input/output error' }, timestamp: ts })).toEqual({ job: 'm', kind: 'error', text: 'failed: Input/output error (5.00 MiB of 8.00 MiB copied)' });
+    expect(eventWords({ event: 'BLOCK_JOB_CANCELLED', data: end, timestamp: ts }).kind).toBe('end');
   });
 });
