@@ -28,6 +28,13 @@ export class ChunkMap {
   readonly zero: DirtyBitmap;
   /** Ranges that failed and were not copied since, by first chunk. */
   private readonly failures = new Map<number, FailedRange>();
+  /**
+   * Chunks a guest dirtied since the last picture (a bit each, made on the
+   * first such write): a picture shows them dirty even when the job copied
+   * them again before the picture was taken.
+   */
+  private touched: Uint8Array | null = null;
+  private anyTouched = false;
   private freed = false;
 
   constructor(
@@ -128,6 +135,29 @@ export class ChunkMap {
     }
   }
 
+  /** A guest write (background mode) dirtied these chunks: the next picture shows them. */
+  noteGuestWrite(first: number, nb: number): void {
+    if (this.freed) return;
+    this.touched ??= new Uint8Array(Math.ceil(this.nbChunks / 8));
+    this.anyTouched = true;
+    for (let c = first; c < Math.min(first + nb, this.nbChunks); c++) this.touched[c >>> 3]! |= 1 << (c & 7);
+  }
+
+  /** Any chunk of [first, first+nb) touched? Whole bytes at a time: a picture of a large disk stays cheap. */
+  private touchedIn(first: number, nb: number): boolean {
+    const t = this.touched;
+    if (!t || !this.anyTouched) return false;
+    const end = Math.min(first + nb, this.nbChunks);
+    let c = first;
+    while (c < end && c & 7) if (t[c >>> 3]! & (1 << (c++ & 7))) return true;
+    while (c + 8 <= end) {
+      if (t[c >>> 3]) return true;
+      c += 8;
+    }
+    while (c < end) if (t[c >>> 3]! & (1 << (c++ & 7))) return true;
+    return false;
+  }
+
   /** The failed ranges not copied since (copies). */
   failedRanges(): FailedRange[] {
     return [...this.failures.values()].map((f) => ({ ...f }));
@@ -150,10 +180,12 @@ export class ChunkMap {
       const end = first + perCell;
       if (failed.some(([a, b]) => a < end && first < b)) out.push('failed');
       else if (this.inFlight.countRange(first, perCell) > 0) out.push('inflight');
-      else if (this.dirty.countRange(first, perCell) > 0) out.push('dirty');
+      else if (this.dirty.countRange(first, perCell) > 0 || this.touchedIn(first, perCell)) out.push('dirty');
       else if (this.zero.countRange(first, perCell) === Math.min(perCell, this.nbChunks - first)) out.push('zero');
       else out.push('clean');
     }
+    if (this.anyTouched) this.touched!.fill(0);
+    this.anyTouched = false;
     return out;
   }
 

@@ -86,6 +86,7 @@ export class SourceWrites {
   private async background(offset: number, data: Uint8Array, first: number, nb: number): Promise<void> {
     const { chunks } = this.host;
     chunks.dirty.set(first, nb);
+    chunks.noteGuestWrite(first, nb);
     this.activeCount++;
     try {
       await this.host.source.write(offset, data);

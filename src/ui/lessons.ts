@@ -89,7 +89,7 @@ export class LessonsSection {
     byId<HTMLButtonElement>('lesson-setup').disabled = this.phase === 'running';
     byId<HTMLButtonElement>('lesson-run').disabled = this.phase !== 'ready' || this.prediction() === null;
     byId('lesson-run-hint').textContent =
-      this.phase === 'idle' ? 'Set up first.' : this.phase === 'ready' && this.prediction() === null ? 'Choose your prediction first.' : this.phase === 'running' ? 'Running…' : '';
+      this.phase === 'idle' ? (byId('lesson-result').textContent ? 'Set up again to run it once more.' : 'Set up first.') : this.phase === 'ready' && this.prediction() === null ? 'Choose your prediction first.' : this.phase === 'running' ? 'Running…' : '';
   }
 
   private say(text: string): void {
