@@ -132,3 +132,11 @@ export const READY_THEN_COMPLETE: ExpectedEvent[] = [
   status('ready', 'ready: source and target are in sync'),
   { label: 'BLOCK_JOB_READY', event: 'BLOCK_JOB_READY', then: [{ do: 'complete' }] },
 ];
+
+/** A job that fails with EIO: aborting, BLOCK_JOB_COMPLETED with the error, gone. */
+export const FAILS_WITH_EIO: ExpectedEvent[] = [
+  status('aborting', 'aborting'),
+  { label: 'BLOCK_JOB_COMPLETED with error "Input/output error"', event: 'BLOCK_JOB_COMPLETED', match: { error: 'Input/output error' } },
+  status('concluded', 'concluded'),
+  status('null', 'gone (null)'),
+];

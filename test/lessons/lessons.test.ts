@@ -159,7 +159,8 @@ function happened(run: Run): string {
   return 'completes';
 }
 
-describe('lessons against the engine', () => {
+// The lessons mostly wait on their speed limits: they run side by side.
+describe.concurrent('lessons against the engine', () => {
   it('has at least 10 lessons, with unique ids, each answer among its choices', () => {
     expect(LESSONS.length).toBeGreaterThanOrEqual(10);
     expect(new Set(LESSONS.map((l) => l.id)).size).toBe(LESSONS.length);

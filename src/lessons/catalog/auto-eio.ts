@@ -1,4 +1,4 @@
-import { type Lesson, STARTS, status } from '../lesson.js';
+import { FAILS_WITH_EIO, type Lesson, STARTS } from '../lesson.js';
 import { FAILS, OUTCOMES } from './choices.js';
 
 export const autoEio: Lesson = {
@@ -11,10 +11,7 @@ export const autoEio: Lesson = {
   expected: [
     ...STARTS,
     { label: 'BLOCK_JOB_ERROR: write, EIO, action report', event: 'BLOCK_JOB_ERROR', match: { operation: 'write', action: 'report', errno: 'EIO' } },
-    status('aborting', 'aborting'),
-    { label: 'BLOCK_JOB_COMPLETED with error "Input/output error"', event: 'BLOCK_JOB_COMPLETED', match: { error: 'Input/output error' } },
-    status('concluded', 'concluded'),
-    status('null', 'gone (null)'),
+    ...FAILS_WITH_EIO,
   ],
   why:
     'For a block job, auto means what enospc means: block_job_error_action() treats BLOCKDEV_ON_ERROR_AUTO and ENOSPC alike, stopping on ENOSPC and reporting anything else. An EIO is not something space can fix, so the job fails.',

@@ -1,4 +1,4 @@
-import { type Lesson, STARTS, status } from '../lesson.js';
+import { FAILS_WITH_EIO, type Lesson, STARTS } from '../lesson.js';
 import { FAILS, OUTCOMES } from './choices.js';
 
 export const report: Lesson = {
@@ -11,10 +11,7 @@ export const report: Lesson = {
   expected: [
     ...STARTS,
     { label: 'BLOCK_JOB_ERROR: read, action report', event: 'BLOCK_JOB_ERROR', match: { operation: 'read', action: 'report', errno: 'EIO' } },
-    status('aborting', 'aborting'),
-    { label: 'BLOCK_JOB_COMPLETED with error "Input/output error"', event: 'BLOCK_JOB_COMPLETED', match: { error: 'Input/output error' } },
-    status('concluded', 'concluded'),
-    status('null', 'gone (null)'),
+    ...FAILS_WITH_EIO,
   ],
   why:
     'QEMU asks block_job_error_action() what to do with each failed request; under report the answer is always "report": the job stops copying and completes with the error (BLOCK_JOB_COMPLETED carries it). What was copied stays in the target; the rest is not there.',

@@ -1,4 +1,4 @@
-import { type Lesson, STARTS, status } from '../lesson.js';
+import { FAILS_WITH_EIO, type Lesson, STARTS } from '../lesson.js';
 import { FAILS, OUTCOMES } from './choices.js';
 
 export const sides: Lesson = {
@@ -16,10 +16,7 @@ export const sides: Lesson = {
   expected: [
     ...STARTS,
     { label: 'BLOCK_JOB_ERROR: write (the target), action report', event: 'BLOCK_JOB_ERROR', match: { operation: 'write', action: 'report' } },
-    status('aborting', 'aborting'),
-    { label: 'BLOCK_JOB_COMPLETED with error', event: 'BLOCK_JOB_COMPLETED', match: { error: 'Input/output error' } },
-    status('concluded', 'concluded'),
-    status('null', 'gone (null)'),
+    ...FAILS_WITH_EIO,
   ],
   why:
     'The mirror asks a different policy for each side: a failed read of the source goes to on-source-error, a failed write of the target to on-target-error (mirror_error_action() picks by read or write). BLOCK_JOB_ERROR says which: operation "read" or "write". Here the target policy decides, and it is report.',
