@@ -7,6 +7,7 @@ import { version } from './version.js';
 import { ImageConflictError } from '../block/block-device.js';
 import { lockMechanism } from '../block/node-lock.js';
 import { COMMANDS, type Command } from './commands.js';
+import { installNodeDeflate } from './node-deflate.js';
 
 const USAGE = `usage: diskmirror COMMAND [options]
 
@@ -27,6 +28,7 @@ ${
 
 /** Runs the command line; resolves with the exit code. */
 export async function main(argv: string[]): Promise<number> {
+  installNodeDeflate();
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     console.log(USAGE);

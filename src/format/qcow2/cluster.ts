@@ -142,6 +142,16 @@ export class ClusterMap {
       const at = index * eb;
       const hi = u32(table, at);
       const lo = u32(table, at + 4);
+      if (!this.extendedL2 && hi === 0 && lo === 0) {
+        // A run of empty entries is one visit: a sparse table costs a word compare per cluster, not a call.
+        let i = index + 1;
+        const last = Math.ceil((end - tableStart) / cs);
+        while (i < last && table[i * eb]! === 0 && u32(table, i * eb) === 0 && u32(table, i * eb + 4) === 0) i++;
+        const runEnd = Math.min(end, tableStart + i * cs);
+        if (!visit(pos, runEnd - pos, 'unallocated-plain', 0, 0, 0)) return false;
+        pos = runEnd;
+        continue;
+      }
       const kind = classifyL2(hi, lo, this.extendedL2);
       if (!this.extendedL2) {
         const sk = subclusterKind(kind, false, 0, 0, 0);
