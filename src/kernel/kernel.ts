@@ -7,6 +7,7 @@
  * its bitmap and buffer pool when it starts, so memory does not grow while
  * its I/O is in flight.
  */
+import { expandBitmap } from './bitmap-serial.js';
 import { KERNEL_WASM_BASE64 } from './kernel-wasm.gen.js';
 
 interface KernelExports {
@@ -244,7 +245,9 @@ export class DirtyBitmap {
   }
 
   /** Replaces the contents with a serialized bitmap of the same size. */
-  deserialize(data: Uint8Array): void {
+  deserialize(serialized: Uint8Array): void {
+    // The compact form (runs of dirty chunks) is expanded first.
+    const data = expandBitmap(serialized);
     const words = this.x.bitmapWords(this.handle);
     if (data.byteLength !== SERIAL_HEADER_BYTES + words * 8) {
       throw new RangeError(`serialized bitmap: ${data.byteLength} bytes, expected ${SERIAL_HEADER_BYTES + words * 8}`);

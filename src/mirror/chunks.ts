@@ -7,6 +7,7 @@
  * Every bitmap is sized here, before any I/O, so linear memory never grows
  * while views over it are in use.
  */
+import { compactBitmap } from '../kernel/bitmap-serial.js';
 import type { DirtyBitmap, Kernel } from '../kernel/kernel.js';
 import type { CellState, FailedRange } from './types.js';
 
@@ -202,7 +203,8 @@ export class ChunkMap {
     for (const w of changing) {
       for (let c = w.first; c < Math.min(w.first + w.nb, this.nbChunks); c++) out[SERIAL_HEADER + (c >>> 3)]! |= 1 << (c & 7);
     }
-    return out;
+    // In proportion to what is dirty: a clean 8 TiB job's checkpoint is a few bytes.
+    return compactBitmap(out);
   }
 
   free(): void {

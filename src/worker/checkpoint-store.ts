@@ -11,6 +11,7 @@
  * stopped writing (it failed) is `final`: its images may not have changed
  * at all.
  */
+import { expandBitmap } from '../kernel/bitmap-serial.js';
 import { type DBSchema, type IDBPDatabase, openDB } from 'idb';
 import type { FormatName } from '../format/image-format.js';
 import type { ImageStamp } from '../format/image-stamp.js';
@@ -109,7 +110,13 @@ export function unresumable(c: StoredCheckpoint): string | null {
 }
 
 /** Counts the dirty chunks' bytes of a serialized bitmap (its header is 16 bytes). */
-function dirtyBytesOf(bitmap: Uint8Array, granularity: number, size: number): number {
+function dirtyBytesOf(serialized: Uint8Array, granularity: number, size: number): number {
+  let bitmap: Uint8Array;
+  try {
+    bitmap = expandBitmap(serialized);
+  } catch {
+    return size;
+  }
   let bits = 0;
   for (let i = 16; i < bitmap.length; i++) {
     let b = bitmap[i]!;

@@ -186,3 +186,45 @@ describe('buffer pool', () => {
     expect(pool.view(buf)[1023]).toBe(7);
   });
 });
+
+describe('the compact serialized form', () => {
+  it('is in proportion to what is dirty, and round-trips through the plain form', async () => {
+    const { compactBitmap, expandBitmap } = await import('../../src/kernel/bitmap-serial.js');
+    // 1 TiB at 64 KiB: 16 million chunks, 2 MiB plain.
+    const big = kernel.newBitmap(2 ** 24);
+    const plain = big.serialize();
+    expect(plain.byteLength).toBeGreaterThan(2 << 20);
+    expect(compactBitmap(plain).byteLength).toBe(24);
+    big.set(5, 3);
+    big.set(2 ** 23, 1000);
+    big.set(2 ** 24 - 1, 1);
+    const compact = compactBitmap(big.serialize());
+    expect(compact.byteLength).toBeLessThan(64);
+    const back = kernel.newBitmap(2 ** 24);
+    back.deserialize(compact);
+    expect(back.count).toBe(1004);
+    expect(expandBitmap(compact)).toEqual(big.serialize());
+    big.free();
+    back.free();
+  });
+
+  it('keeps the plain form when runs would not be smaller, and refuses a damaged compact form', async () => {
+    const { compactBitmap } = await import('../../src/kernel/bitmap-serial.js');
+    const b = kernel.newBitmap(4096);
+    for (let i = 0; i < 4096; i += 2) b.set(i, 1);
+    const plain = b.serialize();
+    expect(compactBitmap(plain)).toBe(plain);
+    const c = kernel.newBitmap(4096);
+    c.set(10, 20);
+    const compact = compactBitmap(c.serialize());
+    const cut = compact.subarray(0, compact.length - 1);
+    expect(() => kernel.newBitmap(4096).deserialize(cut)).toThrow(/cut short|empty or past/);
+    let past = Uint8Array.from(compact);
+    // The run's length made 0x7f7f chunks: past the 4096 there are.
+    past[25] = 0xff;
+    past = Uint8Array.from([...past.subarray(0, 26), 0x7f]);
+    expect(() => kernel.newBitmap(4096).deserialize(past)).toThrow(/serialized bitmap/);
+    b.free();
+    c.free();
+  });
+});
