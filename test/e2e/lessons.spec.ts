@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { LESSONS } from '../../src/lessons/catalog.js';
 import { test, expect } from './fixtures.js';
-import { addFault, jobOutcome, jobState, makeDemo, openApp, opfsHash, shot, startMirror, waitReadyAndComplete } from './app.js';
+import { addFault, jobOutcome, jobState, makeDemo, openApp, opfsHash, shot, submitMirror, waitReadyAndComplete } from './app.js';
 
 for (const lesson of LESSONS) {
   test(`lesson ${lesson.id}: set up, predict, run; every expected event is ticked and the result is shown`, async ({ page }, testInfo) => {
@@ -54,7 +54,7 @@ test('a source read fault armed before Start mirror meets the demo job at full s
   await makeDemo(page);
   await addFault(page, { side: 'source', op: 'read', errno: 'EIO', offset: '3M', length: '1', once: true });
   await expect(page.getByRole('list', { name: 'Fault rules' })).toContainText('armed: applies from the next job');
-  await startMirror(page, { source: 'demo.raw', target: 'copy.raw', onSourceError: 'stop' }).catch(() => {});
+  await submitMirror(page, { source: 'demo.raw', target: 'copy.raw', onSourceError: 'stop' });
   const dialog = page.getByRole('alertdialog');
   await expect(dialog).toBeVisible({ timeout: 20_000 });
   await expect(dialog).toContainText('source read error');
@@ -75,7 +75,7 @@ test('with the stopping fault still armed, the dialog says so and Close is its d
   await openApp(page);
   await makeDemo(page);
   await addFault(page, { side: 'target', op: 'write', errno: 'EIO', offset: '2M', length: '', once: false });
-  await startMirror(page, { source: 'demo.raw', target: 'copy.raw', onTargetError: 'stop' }).catch(() => {});
+  await submitMirror(page, { source: 'demo.raw', target: 'copy.raw', onTargetError: 'stop' });
   const dialog = page.getByRole('alertdialog');
   await expect(dialog).toBeVisible({ timeout: 20_000 });
   await expect(dialog).toContainText('is still armed: remove it under Faults first, or Resume meets it again.');
