@@ -7,32 +7,22 @@
  *
  *   npm run bench:convert            (BENCH_CONVERT_MIB=256 for a smaller image)
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { qemuCompare, timeProcess } from './processes.js';
 
 const MIB = 1 << 20;
 const SIZE_MIB = Number(process.env.BENCH_CONVERT_MIB ?? 1024);
 const ROUNDS = Number(process.env.BENCH_CONVERT_ROUNDS ?? 4);
 const BIN = fileURLToPath(new URL('../../../bin/diskmirror.js', import.meta.url));
 
-function run(program: string, args: string[]): number {
-  // Start each run from the same state: no dirty pages left by the one before.
-  execFileSync('sync');
-  const start = performance.now();
-  const r = spawnSync(program, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  const ms = performance.now() - start;
-  if (r.status !== 0) throw new Error(`${program} ${args.join(' ')} failed (${r.status}): ${r.stderr.toString().trim()}`);
-  return ms;
-}
-
-function compare(a: string, b: string): void {
-  const r = spawnSync('qemu-img', ['compare', a, b], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`qemu-img compare ${a} ${b}: ${r.stdout}${r.stderr}`);
-}
+/** Each run starts after a `sync`, so none pays for the one before's dirty pages. */
+const run = (program: string, args: string[]) => timeProcess(program, args, { sync: true });
+const compare = qemuCompare;
 
 function main(): void {
   const dir = mkdtempSync(join(tmpdir(), 'diskmirror-bench-'));

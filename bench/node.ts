@@ -12,12 +12,13 @@
  * Writes bench/results/node.json (the table, CPU count, Node and qemu-img
  * versions) and ends with `worst diskmirror/qemu-img speed ratio: N`.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { qemuCompare, timeProcess } from './processes.js';
 
 const MIB = 1 << 20;
 const RUNS = Math.max(5, Number(process.env.BENCH_RUNS ?? 5));
@@ -40,18 +41,8 @@ interface Row {
   ratio: number;
 }
 
-function time(program: string, args: string[]): number {
-  const start = performance.now();
-  const r = spawnSync(program, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  const ms = performance.now() - start;
-  if (r.status !== 0) throw new Error(`${program} ${args.join(' ')} failed (${r.status}): ${r.stderr.toString().trim()}`);
-  return ms;
-}
-
-function compare(a: string, b: string): void {
-  const r = spawnSync('qemu-img', ['compare', a, b], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`qemu-img compare ${a} ${b}: ${r.stdout}${r.stderr}`);
-}
+const time = (program: string, args: string[]) => timeProcess(program, args);
+const compare = qemuCompare;
 
 function stats(ms: number[]): { median: number; min: number; max: number } {
   const s = [...ms].sort((a, b) => a - b);
