@@ -1,7 +1,8 @@
 /**
  * The page: its panels, wired together. Each panel owns its part of the
  * page (its elements and its error line) and talks to the worker through
- * bridge.ts; this module only passes word from one to another. Every byte
+ * bridge.ts; this module passes word from one to another, and holds the
+ * few steps that span panels (a lesson's set-up and its resume). Every byte
  * of I/O happens in the worker; this thread renders what it reports (at
  * most ~10 progress updates a second per job, each with its picture).
  */
