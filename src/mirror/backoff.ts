@@ -24,7 +24,8 @@ export class Backoff {
   private readonly attempts = new Map<number, number>();
 
   constructor(
-    private readonly backingOff: DirtyBitmap,
+    /** None when no policy ignores: a range that fails anyway is retried at once, as QEMU does. */
+    private readonly backingOff: DirtyBitmap | null,
     private readonly now: () => number,
   ) {}
 
@@ -43,13 +44,14 @@ export class Backoff {
   /** Holds a failed range back until its wait is over. */
   start(first: number, nb: number): void {
     const delay = this.delay(first);
+    if (!this.backingOff) return;
     this.backingOff.set(first, nb);
     this.waiting.push({ firstChunk: first, nbChunks: nb, until: this.now() + delay });
   }
 
   /** Lets go of the ranges whose wait is over. */
   expire(): void {
-    if (this.waiting.length === 0) return;
+    if (this.waiting.length === 0 || !this.backingOff) return;
     const now = this.now();
     for (let i = this.waiting.length - 1; i >= 0; i--) {
       const w = this.waiting[i]!;

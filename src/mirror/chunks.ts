@@ -23,7 +23,8 @@ export class ChunkMap {
   readonly nbChunks: number;
   readonly dirty: DirtyBitmap;
   readonly inFlight: DirtyBitmap;
-  readonly backingOff: DirtyBitmap;
+  /** Ranges an ignored error holds back for a while; none when no policy ignores (a bitmap's memory saved). */
+  readonly backingOff: DirtyBitmap | null;
   /** Only kept on a target known to read as zero, where it says which chunks no longer are. */
   readonly written: DirtyBitmap | null;
   readonly zero: DirtyBitmap;
@@ -43,11 +44,13 @@ export class ChunkMap {
     readonly size: number,
     readonly granularity: number,
     targetIsZero: boolean,
+    /** A policy may answer "ignore": failed ranges back off before they are retried. */
+    backsOff = true,
   ) {
     this.nbChunks = Math.ceil(size / granularity);
     this.dirty = kernel.newBitmap(this.nbChunks);
     this.inFlight = kernel.newBitmap(this.nbChunks);
-    this.backingOff = kernel.newBitmap(this.nbChunks);
+    this.backingOff = backsOff ? kernel.newBitmap(this.nbChunks) : null;
     this.written = targetIsZero ? kernel.newBitmap(this.nbChunks) : null;
     this.zero = kernel.newBitmap(this.nbChunks);
   }
@@ -89,7 +92,7 @@ export class ChunkMap {
         if (pos < 0) return null;
         continue;
       }
-      if (this.backingOff.get(d)) {
+      if (this.backingOff?.get(d)) {
         pos = this.backingOff.nextClean(d);
         if (pos < 0) return null;
         continue;
@@ -98,7 +101,7 @@ export class ChunkMap {
       let end = run.start + run.length;
       const f = this.inFlight.nextDirty(d);
       if (f >= 0 && f < end) end = f;
-      const b = this.backingOff.nextDirty(d);
+      const b = this.backingOff?.nextDirty(d) ?? -1;
       if (b >= 0 && b < end) end = b;
       return { start: d, length: end - d };
     }
@@ -211,7 +214,7 @@ export class ChunkMap {
     this.freed = true;
     this.dirty.free();
     this.inFlight.free();
-    this.backingOff.free();
+    this.backingOff?.free();
     this.written?.free();
     this.zero.free();
   }

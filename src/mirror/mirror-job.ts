@@ -77,7 +77,7 @@ export class MirrorJob extends Job {
     const { opBytes, nbBuffers } = ioLimits(options.granularity, options.bufSize);
     this.opBytes = opBytes;
     // Everything in linear memory is sized here, before any I/O: views stay valid.
-    this.chunks = new ChunkMap(kernel, this.size, this.granularity, options.targetIsZero);
+    this.chunks = new ChunkMap(kernel, this.size, this.granularity, options.targetIsZero, options.onSourceError === 'ignore' || options.onTargetError === 'ignore');
     this.nbChunks = this.chunks.nbChunks;
     this.pool = kernel.newPool(opBytes, nbBuffers);
     this.ops = new InFlight(this.chunks, {
