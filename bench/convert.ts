@@ -22,7 +22,6 @@ const BIN = fileURLToPath(new URL('../../../bin/diskmirror.js', import.meta.url)
 
 /** Each run starts after a `sync`, so none pays for the one before's dirty pages. */
 const run = (program: string, args: string[]) => timeProcess(program, args, { sync: true });
-const compare = qemuCompare;
 
 function main(): void {
   const dir = mkdtempSync(join(tmpdir(), 'diskmirror-bench-'));
@@ -57,8 +56,8 @@ function main(): void {
         rmSync(back, { force: true });
         const toRaw = convert(['-f', 'qcow2', '-O', 'raw', source, raw]);
         const toQcow2 = convert(['-f', 'raw', '-O', 'qcow2', raw, back]);
-        compare(source, raw);
-        compare(source, back);
+        qemuCompare(source, raw);
+        qemuCompare(source, back);
         const b = (best[name] ??= { toRaw: Infinity, toQcow2: Infinity });
         b.toRaw = Math.min(b.toRaw, toRaw);
         b.toQcow2 = Math.min(b.toQcow2, toQcow2);

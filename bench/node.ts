@@ -41,9 +41,6 @@ interface Row {
   ratio: number;
 }
 
-const time = (program: string, args: string[]) => timeProcess(program, args);
-const compare = qemuCompare;
-
 function stats(ms: number[]): { median: number; min: number; max: number } {
   const s = [...ms].sort((a, b) => a - b);
   return { median: s[Math.floor(s.length / 2)]!, min: s[0]!, max: s.at(-1)! };
@@ -129,8 +126,8 @@ function main(): void {
         for (const who of order) {
           const out = join(dir, `out-${who}.${c.ext}`);
           rmSync(out, { force: true });
-          const ms = who === 'd' ? time(process.execPath, [BIN, 'convert', ...c.args, c.source, out]) : time('qemu-img', ['convert', ...c.args, c.source, out]);
-          compare(c.source, out);
+          const ms = who === 'd' ? timeProcess(process.execPath, [BIN, 'convert', ...c.args, c.source, out]) : timeProcess('qemu-img', ['convert', ...c.args, c.source, out]);
+          qemuCompare(c.source, out);
           (who === 'd' ? ours : theirs).push(ms);
           rmSync(out);
         }

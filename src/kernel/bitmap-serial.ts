@@ -94,6 +94,20 @@ export function expandBitmap(data: Uint8Array): Uint8Array {
   const pdv = new DataView(plain.buffer);
   pdv.setUint32(4, 1, true);
   const bits = plain.subarray(PLAIN_HEADER);
+  for (const [start, end] of runs(data, chunks)) {
+    let c = start;
+    while (c < end && c & 7) bits[c >>> 3]! |= 1 << (c++ & 7);
+    if (c + 8 <= end) {
+      bits.fill(0xff, c >>> 3, (end >>> 3));
+      c = end - (end & 7);
+    }
+    while (c < end) bits[c >>> 3]! |= 1 << (c++ & 7);
+  }
+  return plain;
+}
+
+/** The runs [start, end) of dirty chunks in a compact form, each checked. */
+function* runs(data: Uint8Array, chunks: number): Generator<[number, number]> {
   let at = COMPACT_HEADER;
   const uint = (): number => {
     let n = 0;
@@ -112,14 +126,26 @@ export function expandBitmap(data: Uint8Array): Uint8Array {
     const start = pos + uint();
     const end = start + uint();
     if (end > chunks || end <= start) throw new RangeError(`serialized bitmap: a run [${start}, ${end}) is empty or past the ${chunks} chunks`);
-    let c = start;
-    while (c < end && c & 7) bits[c >>> 3]! |= 1 << (c++ & 7);
-    if (c + 8 <= end) {
-      bits.fill(0xff, c >>> 3, (end >>> 3));
-      c = end - (end & 7);
-    }
-    while (c < end) bits[c >>> 3]! |= 1 << (c++ & 7);
+    yield [start, end];
     pos = end;
   }
-  return plain;
+}
+
+/** How many chunks a serialized bitmap (either form) has dirty, without expanding a compact one. */
+export function dirtyChunks(data: Uint8Array): number {
+  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  if (data.byteLength >= COMPACT_HEADER && dv.getUint32(0, true) === MAGIC && dv.getUint32(4, true) === 2) {
+    let n = 0;
+    for (const [start, end] of runs(data, dv.getFloat64(8, true))) n += end - start;
+    return n;
+  }
+  let n = 0;
+  for (let i = PLAIN_HEADER; i < data.length; i++) {
+    let b = data[i]!;
+    while (b) {
+      n += b & 1;
+      b >>= 1;
+    }
+  }
+  return n;
 }

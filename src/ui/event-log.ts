@@ -40,8 +40,8 @@ export class EventLog {
   add(e: AnyQmpEvent): void {
     const json = JSON.stringify(e);
     this.lines.push(json);
-    const json$ = byId('events-json');
-    if (!json$.hidden) json$.textContent += `${json}\n`;
+    const shownJson = byId('events-json');
+    if (!shownJson.hidden) shownJson.textContent += `${json}\n`;
     const at = eventTime(e);
     const words = eventWords(e, this.jobs.get(e.event === 'JOB_STATUS_CHANGE' || e.event === 'BLOCK_JOB_PENDING' ? e.data.id : e.data.device)?.policies);
     let job = this.jobs.get(words.job);

@@ -292,7 +292,11 @@ export class JobPanel {
     const view = this.jobs.get(p.info.device);
     if (!view) return;
     view.last = p;
-    view.names ??= { kind: p.kind, source: p.source, target: p.target };
+    if (!view.names) {
+      // Known from the first progress of a job the page did not start: the picker names it from now on.
+      view.names = { kind: p.kind, source: p.source, target: p.target };
+      this.renderPicker();
+    }
     if (p.cells.length > 0) view.picture = p.cells;
     view.status = p.info.status;
     view.ioStatus = p.info['io-status'];
@@ -322,7 +326,6 @@ export class JobPanel {
     }
     const title = `Job ${this.title(view)}`;
     if (byId('job-heading').textContent !== title) byId('job-heading').textContent = title;
-    if (byId('job-picker').hidden === false) this.renderPicker();
     const ending = view.done || view.ending ? view.ending : null;
     const words = ending?.word ?? stateWords(view);
     const qmp = `— ${view.status} (io-status ${view.ioStatus})`;

@@ -11,7 +11,7 @@
  * stopped writing (it failed) is `final`: its images may not have changed
  * at all.
  */
-import { expandBitmap } from '../kernel/bitmap-serial.js';
+import { dirtyChunks } from '../kernel/bitmap-serial.js';
 import { type DBSchema, type IDBPDatabase, openDB } from 'idb';
 import type { FormatName } from '../format/image-format.js';
 import type { ImageStamp } from '../format/image-stamp.js';
@@ -109,23 +109,13 @@ export function unresumable(c: StoredCheckpoint): string | null {
   return null;
 }
 
-/** Counts the dirty chunks' bytes of a serialized bitmap (its header is 16 bytes). */
+/** The dirty chunks' bytes of a serialized bitmap (a damaged one counts as all of it). */
 function dirtyBytesOf(serialized: Uint8Array, granularity: number, size: number): number {
-  let bitmap: Uint8Array;
   try {
-    bitmap = expandBitmap(serialized);
+    return Math.min(size, dirtyChunks(serialized) * granularity);
   } catch {
     return size;
   }
-  let bits = 0;
-  for (let i = 16; i < bitmap.length; i++) {
-    let b = bitmap[i]!;
-    while (b) {
-      bits += b & 1;
-      b >>= 1;
-    }
-  }
-  return Math.min(size, bits * granularity);
 }
 
 export class IdbCheckpointer implements Checkpointer {

@@ -189,7 +189,7 @@ describe('buffer pool', () => {
 
 describe('the compact serialized form', () => {
   it('is in proportion to what is dirty, and round-trips through the plain form', async () => {
-    const { compactBitmap, expandBitmap } = await import('../../src/kernel/bitmap-serial.js');
+    const { compactBitmap, dirtyChunks, expandBitmap } = await import('../../src/kernel/bitmap-serial.js');
     // 1 TiB at 64 KiB: 16 million chunks, 2 MiB plain.
     const big = kernel.newBitmap(2 ** 24);
     const plain = big.serialize();
@@ -203,6 +203,8 @@ describe('the compact serialized form', () => {
     const back = kernel.newBitmap(2 ** 24);
     back.deserialize(compact);
     expect(back.count).toBe(1004);
+    expect(dirtyChunks(compact)).toBe(1004);
+    expect(dirtyChunks(big.serialize())).toBe(1004);
     expect(expandBitmap(compact)).toEqual(big.serialize());
     big.free();
     back.free();
