@@ -27,7 +27,13 @@ export class ChunkMap {
   readonly backingOff: DirtyBitmap | null;
   /** Only kept on a target known to read as zero, where it says which chunks no longer are. */
   readonly written: DirtyBitmap | null;
-  readonly zero: DirtyBitmap;
+  /**
+   * Chunks last copied as zeroes, on a target not known to read as zero. On
+   * one that is, a chunk reads as zero exactly while `written` is clear, so
+   * no second bitmap is kept (and the holes of a sparse 8 TiB source are
+   * never marked one by one).
+   */
+  private readonly zero: DirtyBitmap | null;
   /** Ranges that failed and were not copied since, by first chunk. */
   private readonly failures = new Map<number, FailedRange>();
   /**
@@ -52,7 +58,7 @@ export class ChunkMap {
     this.inFlight = kernel.newBitmap(this.nbChunks);
     this.backingOff = backsOff ? kernel.newBitmap(this.nbChunks) : null;
     this.written = targetIsZero ? kernel.newBitmap(this.nbChunks) : null;
-    this.zero = kernel.newBitmap(this.nbChunks);
+    this.zero = targetIsZero ? null : kernel.newBitmap(this.nbChunks);
   }
 
   /** The bitmaps were freed (the job concluded): every count reads as zero from then on. */
@@ -111,7 +117,7 @@ export class ChunkMap {
   /** The job wrote data there: those chunks no longer read as zero. */
   markWritten(first: number, nb: number): void {
     this.written?.set(first, nb);
-    this.zero.reset(first, nb);
+    this.zero?.reset(first, nb);
   }
 
   /** The target reads zero there already (created zero, and the job wrote nothing there since). */
@@ -122,7 +128,7 @@ export class ChunkMap {
   /** Zeroes were written (or were there): the picture shows them. */
   markZeroed(first: number, nb: number): void {
     this.written?.reset(first, nb);
-    this.zero.set(first, nb);
+    this.zero?.set(first, nb);
   }
 
   /** A range [first, first + nb) failed (once more, if it failed before). */
@@ -162,6 +168,12 @@ export class ChunkMap {
     return false;
   }
 
+  /** Every chunk of [first, first + nb) reads as zero on the target, as far as the job knows. */
+  private allZero(first: number, nb: number): boolean {
+    if (this.written) return this.written.countRange(first, nb) === 0;
+    return this.zero!.countRange(first, nb) === Math.min(nb, this.nbChunks - first);
+  }
+
   /** The failed ranges not copied since (copies). */
   failedRanges(): FailedRange[] {
     return [...this.failures.values()].map((f) => ({ ...f }));
@@ -185,7 +197,7 @@ export class ChunkMap {
       if (failed.some(([a, b]) => a < end && first < b)) out.push('failed');
       else if (this.inFlight.countRange(first, perCell) > 0) out.push('inflight');
       else if (this.dirty.countRange(first, perCell) > 0 || this.touchedIn(first, perCell)) out.push('dirty');
-      else if (this.zero.countRange(first, perCell) === Math.min(perCell, this.nbChunks - first)) out.push('zero');
+      else if (this.allZero(first, perCell)) out.push('zero');
       else out.push('clean');
     }
     if (this.anyTouched) this.touched!.fill(0);
@@ -216,6 +228,6 @@ export class ChunkMap {
     this.inFlight.free();
     this.backingOff?.free();
     this.written?.free();
-    this.zero.free();
+    this.zero?.free();
   }
 }

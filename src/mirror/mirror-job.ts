@@ -240,8 +240,8 @@ export class MirrorJob extends Job {
       // Zeroes need writing only on a target that is not zero.
       const wanted = sync === 'top' ? allocatedHere : status.kind === 'data' || !targetIsZero;
       const { first, nb } = this.chunks.span(offset, status.bytes);
+      // A hole left alone on a zero target reads as zero there: `written` stays clear.
       if (wanted) this.chunks.dirty.set(first, nb);
-      else if (status.kind !== 'data' && targetIsZero) this.chunks.zero.set(first, nb);
       offset += status.bytes;
     }
   }

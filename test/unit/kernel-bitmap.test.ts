@@ -118,6 +118,30 @@ describe('dirty bitmap against the reference', () => {
     expect(() => a.nextDirty(Number.NaN)).toThrow(/from NaN/);
   });
 
+  it('comes back clean whether its memory is reused, freshly grown, or both', async () => {
+    // A kernel of its own, so the memory's history is known: fill bitmaps
+    // completely, free them, then ask for bitmaps that reuse that memory,
+    // straddle the old end of memory, and lie wholly past it. Only memory
+    // that may hold something is cleared (an 8 TiB job's untouched bitmap
+    // pages never become resident), so every level must still read clean.
+    const k = await Kernel.create();
+    const sizes = [70_000, 1_000_003, 4_000_037, 30_000_001];
+    for (let round = 0; round < 3; round++) {
+      const held = sizes.map((n) => k.newBitmap(n * (round + 1)));
+      for (const b of held) {
+        expect(b.count).toBe(0);
+        expect(b.nextDirty(0)).toBe(-1);
+        expect(b.countRange(0, b.size)).toBe(0);
+        const at = b.size - 1 - (round * 977 % 1000);
+        b.set(at, 1);
+        expect(b.nextDirty(0)).toBe(at);
+        expect(b.nextDirtyRun(0, 10)).toEqual({ start: at, length: 1 });
+        b.set(0, b.size); // every word of every level non-zero before it is freed
+      }
+      for (const b of held) b.free();
+    }
+  });
+
   it('handles 2^32 + 5 chunks (256 TiB at 64 KiB), at the far end', () => {
     const size = 2 ** 32 + 5;
     const a = kernel.newBitmap(size);

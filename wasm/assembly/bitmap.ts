@@ -67,6 +67,30 @@ const ALL: u64 = 0xffffffffffffffff;
   return load<u64>(base + (<usize>index << 3));
 }
 
+/**
+ * `bytes` of zeroes from the heap, touching only memory that may hold
+ * something. Memory the allocator had to grow for this block is fresh from
+ * memory.grow, already zero and not yet backed by the host's pages: writing
+ * zeroes there would commit it all (an 8 TiB job's bitmaps are 16 MiB each,
+ * nearly all of it never set). Below the old end the block may be reused
+ * memory and is cleared; the allocator's own links live in a free block's
+ * first and last words, so those are cleared wherever the block lies.
+ */
+function allocZeroed(bytes: usize): usize {
+  const oldEnd = <usize>memory.size() << 16;
+  const ptr = heap.alloc(bytes);
+  const end = ptr + bytes;
+  if (end <= oldEnd) {
+    memory.fill(ptr, 0, bytes);
+  } else {
+    if (ptr < oldEnd) memory.fill(ptr, 0, oldEnd - ptr);
+    const edge: usize = bytes < 16 ? bytes : 16;
+    memory.fill(ptr, 0, edge);
+    memory.fill(end - edge, 0, edge);
+  }
+  return ptr;
+}
+
 /** Creates a bitmap of `nbChunks` clean chunks; 0 when the size is invalid. */
 export function bitmapNew(nbChunksF: f64): usize {
   if (!(nbChunksF >= 0) || nbChunksF > MAX_CHUNKS || nbChunksF != Math.floor(nbChunksF)) return 0;
@@ -79,8 +103,7 @@ export function bitmapNew(nbChunksF: f64): usize {
   let level: u32 = 0;
   while (true) {
     const bytes = <usize>(words << 3);
-    const ptr = heap.alloc(bytes);
-    memory.fill(ptr, 0, bytes);
+    const ptr = allocZeroed(bytes);
     store<u64>(h + H_LEVELS + (<usize>level << 4), <u64>ptr);
     store<u64>(h + H_LEVELS + (<usize>level << 4) + 8, words);
     level++;
