@@ -27,8 +27,15 @@ import { type ResolvedOptions, MAX_IN_FLIGHT, OptionError, ioLimits, resolveOpti
 import { SourceWrites } from './source-writes.js';
 import type { CellState, JobOutcome, JobStats, MirrorJobParams } from './types.js';
 
-/** Block status is asked in pieces of at most this many bytes during the initial scan. */
+/**
+ * Block status is asked in pieces of at most this many bytes during the
+ * initial scan; a piece that came back whole and held no data doubles the
+ * next (up to DIRTY_INIT_MAX_STEP), so the holes of a sparse 8 TiB source
+ * cost a handful of questions, while pieces of data stay short enough for
+ * a pause or a cancel to be heard between them.
+ */
 const DIRTY_INIT_STEP = 1 << 30;
+const DIRTY_INIT_MAX_STEP = 2 ** 40;
 
 export class MirrorJob extends Job {
   readonly options: ResolvedOptions;
@@ -231,10 +238,12 @@ export class MirrorJob extends Job {
   private async dirtyInit(): Promise<void> {
     const { sync, targetIsZero } = this.options;
     if (sync === 'none') return;
+    let step = DIRTY_INIT_STEP;
     for (let offset = 0; offset < this.size; ) {
       if (this.cancelRequested) return;
       await this.pausePoint();
-      const status = await this.source.blockStatus(offset, Math.min(DIRTY_INIT_STEP, this.size - offset));
+      const asked = Math.min(step, this.size - offset);
+      const status = await this.source.blockStatus(offset, asked);
       if (status.bytes <= 0) throw new BlockErrorClass('EIO', 'read', offset, 0, 'block status made no progress');
       const allocatedHere = status.depth === 0 && status.kind !== 'unallocated';
       // Zeroes need writing only on a target that is not zero.
@@ -242,6 +251,7 @@ export class MirrorJob extends Job {
       const { first, nb } = this.chunks.span(offset, status.bytes);
       // A hole left alone on a zero target reads as zero there: `written` stays clear.
       if (wanted) this.chunks.dirty.set(first, nb);
+      step = status.bytes === asked && status.kind !== 'data' ? Math.min(step * 2, DIRTY_INIT_MAX_STEP) : DIRTY_INIT_STEP;
       offset += status.bytes;
     }
   }

@@ -20,7 +20,7 @@ function dm(...args: string[]) {
 
 beforeAll(() => {
   if (!haveQemu()) throw new Error('qemu-img and qemu-io are needed (apt-get install qemu-utils)');
-  if (!existsSync(new URL('../../dist/cli/diskmirror.mjs', import.meta.url))) {
+  if (!existsSync(new URL('../../dist/cli/diskmirror.cjs', import.meta.url))) {
     throw new Error('the CLI is not built: run `npm run build:node` (npm test does it first)');
   }
   dir = tempDir('diskmirror-cmds-');

@@ -57,7 +57,7 @@ function setRefcount(file: string, index: number, value: number): void {
 
 beforeAll(async () => {
   requireQemu();
-  if (!existsSync(new URL('../../dist/cli/diskmirror.mjs', import.meta.url))) {
+  if (!existsSync(new URL('../../dist/cli/diskmirror.cjs', import.meta.url))) {
     throw new Error('the CLI is not built: run `npm run build:node` (npm test does it first)');
   }
   dir = tempDir('diskmirror-parity-');

@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline';
 export const BIN = new URL('../../bin/diskmirror.js', import.meta.url).pathname;
 
 export function assertBuilt(): void {
-  if (!existsSync(new URL('../../dist/cli/diskmirror.mjs', import.meta.url))) {
+  if (!existsSync(new URL('../../dist/cli/diskmirror.cjs', import.meta.url))) {
     throw new Error('the CLI is not built: run `npm run build:node` (npm test does it first)');
   }
 }
