@@ -20,13 +20,19 @@ const CELL_PX = 8;
 export class BitmapView {
   private readonly canvas = byId<HTMLCanvasElement>('bitmap');
   private wanted: number;
+  /** The canvas's width as last laid out (kept by the observer: a draw never forces a layout). */
+  private laidOutWidth = 0;
+  /** What the canvas shows now: a progress with the same picture draws nothing. */
+  private drawn = '';
 
   constructor(onCellsChanged: (cells: number) => void) {
     byId('bitmap-legend').replaceChildren(
       ...(Object.keys(COLOURS) as CellState[]).map((k) => h('span', {}, h('i', { style: `background:${COLOURS[k]}` }), LABELS[k])),
     );
+    this.laidOutWidth = this.canvas.clientWidth;
     this.wanted = this.measure();
     new ResizeObserver(() => {
+      this.laidOutWidth = this.canvas.clientWidth;
       const cells = this.measure();
       if (cells === this.wanted) return;
       this.wanted = cells;
@@ -40,7 +46,7 @@ export class BitmapView {
   }
 
   private width(): number {
-    return Math.max(CELL_PX, this.canvas.clientWidth || this.canvas.width);
+    return Math.max(CELL_PX, this.laidOutWidth || this.canvas.width);
   }
 
   private measure(): number {
@@ -52,7 +58,10 @@ export class BitmapView {
     if (cells.length === 0) return;
     const canvas = this.canvas;
     const width = this.width();
-    canvas.width = width;
+    const key = `${width}|${cells.join()}`;
+    if (key === this.drawn) return;
+    this.drawn = key;
+    if (canvas.width !== width) canvas.width = width;
     // Cells as large as the canvas allows for this many.
     let px = Math.max(CELL_PX, Math.floor(Math.sqrt((width * canvas.height) / cells.length)));
     while (px > CELL_PX && Math.ceil(cells.length / Math.floor(width / px)) * px > canvas.height) px--;

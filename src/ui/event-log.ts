@@ -22,8 +22,15 @@ export class EventLog {
   /** When each job started (its first event), and its policies when the page started it. */
   private readonly jobs = new Map<string, { start: number; policies: JobPolicies }>();
   private last: Shown | null = null;
+  /** The log is scrolled to its end (kept by its scroll events: adding a line never forces a layout). */
+  private atBottom = true;
+  private scrollFrame = 0;
 
   constructor() {
+    const box = byId('events-log');
+    box.addEventListener('scroll', () => {
+      this.atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    }, { passive: true });
     byId('copy-events').addEventListener('click', () => void this.copy());
     byId('show-json').addEventListener('click', () => this.toggleJson());
     byId('events-job').addEventListener('change', () => this.filter());
@@ -52,8 +59,6 @@ export class EventLog {
     const time = sinceStart(at - job.start);
     const key = `${words.job} ${words.text}`;
     const list = byId('events');
-    const box = byId('events-log');
-    const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
     if (this.last && this.last.key === key && this.last.item.isConnected) {
       this.last.count++;
       this.fill(this.last.item, time, words.job, words.text, json, this.last.count);
@@ -66,7 +71,14 @@ export class EventLog {
       item.hidden = !this.visible(item);
     }
     while (list.childElementCount > MAX_SHOWN) list.firstElementChild!.remove();
-    if (atBottom) box.scrollTop = box.scrollHeight;
+    // A log read at its end follows new lines, once a frame.
+    if (this.atBottom && !this.scrollFrame) {
+      this.scrollFrame = requestAnimationFrame(() => {
+        this.scrollFrame = 0;
+        const box = byId('events-log');
+        box.scrollTop = box.scrollHeight;
+      });
+    }
   }
 
   private fill(item: HTMLLIElement, time: string, job: string, text: string, json: string, count: number): void {

@@ -20,6 +20,9 @@ import { type EndAction, type Ending, describeEnding } from './job-ending.js';
 import { explain } from './messages.js';
 import { TimelineData, drawTimeline } from './timeline.js';
 
+/** Progress is painted at most this often (it comes about ten times a second). */
+const PROGRESS_PAINT_MS = 250;
+
 export interface JobPanelHooks {
   /** A job reached null or concluded. */
   onFinished(id: string): void;
@@ -108,6 +111,9 @@ export class JobPanel {
   private dialogJob: string | null = null;
   /** A verb button was pressed: once it is disabled, focus goes to the next sensible control. */
   private keepFocus = false;
+  /** A drawing of progress is asked for. */
+  private frame = 0;
+  private lastPaint = 0;
 
   constructor(private readonly hooks: JobPanelHooks) {
     this.bitmap = new BitmapView((cells) => hooks.onPictureCells(cells));
@@ -310,10 +316,26 @@ export class JobPanel {
     }
     if (!view.lastSample || now - view.lastSample.t > 50 || p.info.offset < view.lastSample.bytes) view.lastSample = { t: now, bytes: p.info.offset };
     if (!view.done) view.timeline.add(view.paused ? 0 : view.rate, p.stats.dirtyBytes);
-    if (p.info.device === this.current) {
-      this.render();
-      this.bitmap.draw(view.picture);
-    }
+    if (p.info.device === this.current) this.renderSoon();
+  }
+
+  /**
+   * Progress is drawn at most every PROGRESS_PAINT_MS (in a frame), however
+   * often it comes: the numbers stay readable, the bar glides between two
+   * drawings, and the page's main thread stays free for the person.
+   */
+  private renderSoon(): void {
+    if (this.frame) return;
+    const wait = Math.max(0, this.lastPaint + PROGRESS_PAINT_MS - performance.now());
+    this.frame = window.setTimeout(() => {
+      requestAnimationFrame(() => {
+        this.frame = 0;
+        this.lastPaint = performance.now();
+        const view = this.current ? this.jobs.get(this.current) : undefined;
+        this.render();
+        if (view) this.bitmap.draw(view.picture);
+      });
+    }, wait);
   }
 
   private render(): void {
@@ -352,9 +374,13 @@ export class JobPanel {
     const offset = p?.info.offset ?? 0;
     const len = p?.info.len ?? 0;
     const percent = len > 0 ? Math.floor((offset / len) * 100) : view.ready || ending?.tone === 'done' ? 100 : 0;
-    bar.setAttribute('aria-valuenow', String(percent));
-    bar.setAttribute('aria-valuetext', `${percent}% (${formatSize(offset)} of ${formatSize(len)})${ending ? `: ${ending.word.toLowerCase()}` : ''}`);
-    (bar.firstElementChild as HTMLElement).style.width = `${percent}%`;
+    const valueText = `${percent}% (${formatSize(offset)} of ${formatSize(len)})${ending ? `: ${ending.word.toLowerCase()}` : ''}`;
+    if (bar.getAttribute('aria-valuetext') !== valueText) {
+      bar.setAttribute('aria-valuenow', String(percent));
+      bar.setAttribute('aria-valuetext', valueText);
+    }
+    // A transform, not a width: the bar moves on the compositor, with no layout of the page.
+    (bar.firstElementChild as HTMLElement).style.transform = `scaleX(${percent / 100})`;
     bar.classList.toggle('stopped', view.paused && !ending);
     bar.classList.toggle('failed', ending?.tone === 'failed');
     bar.classList.toggle('cancelled', ending?.tone === 'cancelled');
@@ -383,7 +409,7 @@ export class JobPanel {
       ['Speed limit', !p ? '–' : p.info.speed > 0 ? `${formatSize(p.info.speed)}/s` : 'none'],
     ];
     if (p?.guest?.running) rows.push(['Guest', `${p.guest.writes} writes, ${formatSize(p.guest.bytesWritten)}`]);
-    byId('job-stats').replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+    setPairs(byId('job-stats'), rows);
     const notes: string[] = [];
     if (stuck) {
       notes.push(
@@ -524,4 +550,22 @@ export class JobPanel {
       this.sayError(explain(err));
     }
   }
+}
+
+/**
+ * A description list of label/value pairs, its nodes kept from one progress
+ * to the next: only a value that changed is written (no new nodes, no
+ * layout of the rest of the panel).
+ */
+function setPairs(list: HTMLElement, rows: [string, string][]): void {
+  const nodes = list.children;
+  const same = nodes.length === rows.length * 2 && rows.every(([k], i) => nodes[i * 2]!.textContent === k);
+  if (!same) {
+    list.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+    return;
+  }
+  rows.forEach(([, v], i) => {
+    const dd = nodes[i * 2 + 1]!;
+    if (dd.textContent !== v) dd.textContent = v;
+  });
 }

@@ -89,10 +89,26 @@ export function timelineWords(data: TimelineData): string {
 }
 
 /** Draws a job's timeline on the page's canvas and says it in words. */
+/** The timeline canvas's laid-out width, kept by an observer: a draw never forces a layout. */
+let laidOut: { canvas: HTMLCanvasElement; width: number } | null = null;
+
+function canvasWidth(canvas: HTMLCanvasElement): number {
+  if (laidOut?.canvas !== canvas) {
+    const entry = { canvas, width: canvas.clientWidth };
+    laidOut = entry;
+    new ResizeObserver(() => {
+      entry.width = canvas.clientWidth;
+    }).observe(canvas);
+  }
+  return laidOut.width;
+}
+
 export function drawTimeline(data: TimelineData): void {
   const canvas = byId<HTMLCanvasElement>('timeline');
-  byId('timeline-words').textContent = timelineWords(data);
-  const width = Math.max(100, canvas.clientWidth || canvas.width);
+  const words = timelineWords(data);
+  const wordsEl = byId('timeline-words');
+  if (wordsEl.textContent !== words) wordsEl.textContent = words;
+  const width = Math.max(100, canvasWidth(canvas) || canvas.width);
   if (canvas.width !== width) canvas.width = width;
   const height = canvas.height;
   const ctx = canvas.getContext('2d');
