@@ -54,6 +54,8 @@ export abstract class Job {
   /** The one pause a user (or a stop) may hold; resume takes it back. */
   protected userPaused = false;
   protected cancelRequested = false;
+  /** A cancel was accepted, soft or forced (after READY a soft one finishes the copy without switching over). */
+  private cancelAccepted = false;
   protected completeRequested = false;
   private finalizeRequested = false;
   private dismissRequested = false;
@@ -189,6 +191,8 @@ export abstract class Job {
    */
   cancel(force = true): void {
     checkVerb(this.id, 'cancel', this.statusValue);
+    // QEMU marks the job cancelled either way: a later complete is refused (job_complete checks job_cancel_requested).
+    this.cancelAccepted = true;
     if (!force && this.isReady && !this.cancelRequested) {
       this.completeRequested = true;
     } else {
@@ -221,7 +225,7 @@ export abstract class Job {
 
   complete(): void {
     checkVerb(this.id, 'complete', this.statusValue);
-    if (this.cancelRequested) throw new JobError(`The active block job '${this.id}' cannot be completed`);
+    if (this.cancelAccepted) throw new JobError(`The active block job '${this.id}' cannot be completed`);
     this.completeRequested = true;
     this.kick();
   }

@@ -348,3 +348,20 @@ describe('a concluded job', () => {
     job.dismiss();
   });
 });
+
+describe('a soft cancel after READY (found by the job property test)', () => {
+  it('makes a later complete refused, as QEMU (job_complete refuses a job with a cancel requested): the job finishes without switching over', async () => {
+    const src = memoryRaw(MiB, 9);
+    const dst = blankRaw(MiB);
+    const job = await MirrorJob.create({ source: src.image, target: dst.image, targetCreated: true, options: { sync: 'full', 'auto-finalize': false } });
+    const rec = recordEvents(job);
+    job.start();
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    job.blockJobCancel(false);
+    expect(() => job.complete()).toThrow(`The active block job '${job.id}' cannot be completed`);
+    await waitForEvent(job, isStatus('pending'));
+    job.finalize();
+    expect((await job.result).outcome).toBe('completed');
+    expect(rec.names().filter((n) => n.startsWith('BLOCK_JOB_'))).toEqual(['BLOCK_JOB_READY', 'BLOCK_JOB_PENDING', 'BLOCK_JOB_COMPLETED']);
+  });
+});
