@@ -6,6 +6,7 @@
 import { deviceContract, type DeviceFactory } from '../../contract/device-contract.js';
 import { OpfsDevice } from '../../../src/block/opfs.js';
 import { storeCases } from './store-cases.js';
+import type { ImageFormat } from '../../../src/format/image-format.js';
 
 interface CaseResult {
   name: string;
@@ -100,7 +101,7 @@ async function benchOpfs(megabytes: number, runs: number, format: 'raw' | 'qcow2
     await src.write(off, buf);
   }
   await src.flush();
-  const mirror = async (source: InstanceType<typeof RawImage> | InstanceType<typeof Qcow2Image>, target: InstanceType<typeof RawImage> | InstanceType<typeof Qcow2Image>) => {
+  const mirror = async (source: ImageFormat, target: ImageFormat) => {
     const job = await MirrorJob.create({ source, target, options: { sync: 'full' }, targetCreated: true });
     job.on((ev) => ev.event === 'BLOCK_JOB_READY' && job.complete());
     job.start();
@@ -108,7 +109,7 @@ async function benchOpfs(megabytes: number, runs: number, format: 'raw' | 'qcow2
     if (outcome.outcome !== 'completed') throw new Error(`bench mirror ended ${outcome.outcome}`);
   };
   let qcow2Device: OpfsDevice | null = null;
-  let source: InstanceType<typeof RawImage> | InstanceType<typeof Qcow2Image> = new RawImage(src);
+  let source: ImageFormat = new RawImage(src);
   if (format === 'qcow2') {
     // Made by the engine from the raw file, before any timing.
     qcow2Device = await OpfsDevice.open(dir, 'bench-src-qcow2', { create: true });
