@@ -17,6 +17,8 @@ export interface CheckpointedJob {
   flushSource(): Promise<void>;
   /** Flushes the target; a failure goes to the target's error policy there, then is thrown. */
   flushTarget(): Promise<void>;
+  /** Flushes the target, a failure only thrown (a checkpoint of a job at rest is not one of its requests). */
+  flushTargetQuietly(): Promise<void>;
 }
 
 export class Checkpoints {
@@ -24,6 +26,8 @@ export class Checkpoints {
   private saving: Promise<boolean> | null = null;
   /** A source write happened since the last checkpoint: flush the source too. */
   private sourceWritten = false;
+  /** A checkpoint asked for after a source write, in case nothing copies meanwhile. */
+  private afterWrite: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     private readonly checkpointer: Checkpointer | undefined,
@@ -41,8 +45,28 @@ export class Checkpoints {
     return this.saving;
   }
 
+  /**
+   * A guest wrote the source. A job that copies checkpoints as it goes; one
+   * at rest (paused by a person or by an error, or idle) copies nothing and
+   * would keep a checkpoint older than the source, which a later resume
+   * must refuse. So a checkpoint follows a write within the interval anyway.
+   */
   sourceWrite(): void {
     this.sourceWritten = true;
+    this.afterWriteSoon();
+  }
+
+  /** A checkpoint once the interval since the last one has passed, if a source write is still not in one. */
+  private afterWriteSoon(): void {
+    if (!this.checkpointer || this.afterWrite) return;
+    const wait = Math.max(0, this.lastSaved + this.intervalMs - this.now());
+    this.afterWrite = setTimeout(() => {
+      this.afterWrite = null;
+      if (!this.sourceWritten) return;
+      if (this.saving || this.now() - this.lastSaved < this.intervalMs) this.afterWriteSoon();
+      else void this.save({ flush: true, quiet: true });
+    }, wait);
+    (this.afterWrite as { unref?: () => void }).unref?.();
   }
 
   /** A periodic checkpoint, when the interval has passed. */
@@ -55,7 +79,7 @@ export class Checkpoints {
   }
 
   /** Stores a checkpoint (joining one under way); resolves with whether it was stored. */
-  save(options: { flush: boolean } = { flush: true }): Promise<boolean> {
+  save(options: { flush: boolean; quiet?: boolean } = { flush: true }): Promise<boolean> {
     if (!this.checkpointer || !this.job.canSave()) return Promise.resolve(false);
     if (this.saving) return this.saving;
     this.lastSaved = this.now();
@@ -66,7 +90,7 @@ export class Checkpoints {
     const run = async (): Promise<boolean> => {
       try {
         if (flushSource) await this.job.flushSource();
-        if (options.flush) await this.job.flushTarget();
+        if (options.flush) await (options.quiet ? this.job.flushTargetQuietly() : this.job.flushTarget());
         await checkpointer.save({ ...state, savedAt: this.now() });
         return true;
       } catch {
@@ -81,6 +105,12 @@ export class Checkpoints {
     return this.saving;
   }
 
+  /** No more checkpoints after writes (the job has ended). */
+  stop(): void {
+    if (this.afterWrite) clearTimeout(this.afterWrite);
+    this.afterWrite = null;
+  }
+
   /** Stores a checkpoint now, after the one under way (for a clean interruption); false if none could be. */
   async saveNow(): Promise<boolean> {
     await this.saving;
@@ -90,6 +120,7 @@ export class Checkpoints {
   /** The job is done with its checkpoint: once a save under way has landed, so it cannot bring it back. */
   async remove(id: string): Promise<void> {
     if (!this.checkpointer) return;
+    this.stop();
     await this.saving;
     await this.checkpointer.remove(id).catch(() => {});
   }

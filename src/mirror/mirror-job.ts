@@ -113,6 +113,7 @@ export class MirrorJob extends Job {
           throw err;
         }
       },
+      flushTargetQuietly: () => this.target.flush(),
     });
     this.writes = new SourceWrites({
       id: this.id,
@@ -491,6 +492,7 @@ export class MirrorJob extends Job {
     // len stays what it was at the end (a failed job's len still counts what it left dirty), as QEMU's progress does.
     this.finalLen = this.len;
     this.finalStats = this.stats();
+    this.checkpoints.stop();
     this.chunks.free();
     this.pool.free();
   }

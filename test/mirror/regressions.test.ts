@@ -365,3 +365,35 @@ describe('a soft cancel after READY (found by the job property test)', () => {
     expect(rec.names().filter((n) => n.startsWith('BLOCK_JOB_'))).toEqual(['BLOCK_JOB_READY', 'BLOCK_JOB_PENDING', 'BLOCK_JOB_COMPLETED']);
   });
 });
+
+describe('a checkpoint follows a source write even while nothing copies (found by the soak)', () => {
+  it('a job paused by a person checkpoints the chunks a guest wrote within the interval, so a resume after a kill is possible', async () => {
+    const src = memoryRaw(4 * MiB, 11);
+    const { saved, checkpointer } = recorder();
+    const job = await MirrorJob.create({
+      source: src.image,
+      target: blankRaw(4 * MiB).image,
+      options: { sync: 'full', speed: MiB },
+      targetCreated: true,
+      checkpointer,
+      checkpointIntervalSeconds: 0.2,
+    });
+    job.start();
+    await delay(100);
+    job.pause();
+    await waitForEvent(job, isStatus('paused'));
+    await delay(50);
+    const before = saved.length;
+    const wroteAt = Date.now();
+    await job.sourceWrite(3 * MiB, new Uint8Array(4096).fill(7));
+    await delay(450);
+    expect(saved.length, 'a checkpoint after the write, though the job is paused').toBeGreaterThan(before);
+    const last = saved.at(-1)!;
+    expect(last.savedAt).toBeGreaterThanOrEqual(wroteAt);
+    const back = (await Kernel.create()).newBitmap(Math.ceil((4 * MiB) / job.granularity));
+    back.deserialize(last.bitmap);
+    expect(back.get(Math.floor((3 * MiB) / job.granularity)), 'the written chunk is dirty in it').toBe(true);
+    job.cancel();
+    await job.result;
+  });
+});
