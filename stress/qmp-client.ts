@@ -67,11 +67,19 @@ export class MirrorProcess {
     }
   }
 
-  command(execute: string, args?: Record<string, unknown>): Promise<Answer> {
+  /** Sends a command; an answer that does not come within `ms` is a hang of the monitor, thrown as such. */
+  command(execute: string, args?: Record<string, unknown>, ms = 30_000): Promise<Answer> {
     if (this.gone) return Promise.resolve({ gone: true });
     const id = this.nextId++;
-    return new Promise((resolve) => {
-      this.pending.set(id, resolve);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`no answer to ${execute} within ${ms / 1000} s (the monitor hangs; job status ${this.status})`));
+      }, ms);
+      this.pending.set(id, (a) => {
+        clearTimeout(timer);
+        resolve(a);
+      });
       this.child.stdin!.write(`${JSON.stringify({ execute, ...(args ? { arguments: args } : {}), id })}\n`);
     });
   }
@@ -91,6 +99,19 @@ export class MirrorProcess {
         resolve(null);
       }, ms).unref();
     });
+  }
+
+  /** The exit code (or signal), or a hang thrown as such after `ms`. */
+  async exit(ms: number, after: string): Promise<number | string> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the mirror did not exit within ${ms / 1000} s after ${after} (job status ${this.status})`)), ms);
+    });
+    try {
+      return await Promise.race([this.exited, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   kill(signal: NodeJS.Signals): void {

@@ -156,10 +156,10 @@ class Round {
     this.proc = new MirrorProcess(BIN, resume ? ['--resume', ...this.args] : this.args);
     const answer = await this.proc.command('qmp_capabilities');
     if (!('return' in answer)) {
-      const code = await this.proc.exited;
+      const code = await this.proc.exit(30_000, 'a refused start');
       const said = this.proc.stderr.join(' | ');
       // The source changed after the last checkpoint (a guest write the checkpoint cannot know): resume is refused, by design.
-      if (resume && /cannot resume: the source .* was modified .* after the checkpoint/.test(said)) {
+      if (resume && /cannot resume: the source .* (was modified .* after the checkpoint|changed: )/.test(said)) {
         this.note(`resume refused: ${said}`);
         this.figures.resumesRefused++;
         // As the refusal says: delete the checkpoint and mirror again from the start.
@@ -204,8 +204,8 @@ class Round {
   }
 
   /** Waits for the process to end; a kill or an ending is followed by a new start. */
-  private async restart(resume: boolean): Promise<void> {
-    const code = await this.proc.exited;
+  private async restart(resume: boolean, after: string): Promise<void> {
+    const code = await this.proc.exit(30_000, after);
     this.note(`process ended: ${code}${this.proc.stderr.length ? `; it said: ${this.proc.stderr.slice(-3).join(' | ')}` : ''}`);
     if (resume && !existsSync(this.checkpoint)) {
       // Killed before its first checkpoint: nothing to resume, a fresh job takes over the target.
@@ -214,6 +214,29 @@ class Round {
     if (resume) this.figures.resumes++;
     else this.figures.restarts++;
     await this.start(resume);
+  }
+
+  /**
+   * After a cancel, until the job has gone: a job the cancel finds stopped
+   * by an error (a soft cancel after READY still flushes) waits for a
+   * resume, as QEMU's; the faults go and it is resumed; after 20 s a forced
+   * cancel ends it.
+   */
+  private async windDown(): Promise<void> {
+    const started = Date.now();
+    let forced = false;
+    while (this.proc.status !== 'null') {
+      if (Date.now() - started > 60_000) throw new SoakFailure(`a cancelled job did not end within 60 s (status ${this.proc.status})`);
+      if (this.proc.status === 'paused' || this.proc.status === 'standby') {
+        if (this.rules.length) await this.cmd('fault-remove', { all: true });
+        this.rules.length = 0;
+        await this.cmd('block-job-resume');
+      }
+      if (!forced && Date.now() - started > 20_000) {
+        forced = await this.cmd('block-job-cancel', { force: true });
+      }
+      await this.proc.waitEvent((e) => e.event === 'JOB_STATUS_CHANGE' && e.data.status === 'null', 200);
+    }
   }
 
   private async chaos(until: number): Promise<void> {
@@ -243,9 +266,9 @@ class Round {
         const force = this.rand() < 0.5;
         if (await this.cmd('block-job-cancel', { force })) {
           this.figures.cancels++;
-          await this.proc.waitEvent((e) => e.event === 'JOB_STATUS_CHANGE' && e.data.status === 'null', 30_000);
+          await this.windDown();
           await this.proc.command('quit');
-          await this.restart(false);
+          await this.restart(false, `a ${force ? 'forced' : 'soft'} cancel and quit`);
         }
       } else if (r < 0.73) {
         // Often after a quiet second, so a checkpoint taken after the last guest write can be resumed.
@@ -253,7 +276,7 @@ class Round {
         this.note('SIGKILL');
         this.proc.kill('SIGKILL');
         this.figures.kills++;
-        await this.restart(true);
+        await this.restart(true, 'SIGKILL');
       } else if (this.stoppedByError() && this.rand() < 0.5) {
         await this.cmd('block-job-resume');
       }
@@ -281,7 +304,7 @@ class Round {
     if (done.event !== 'BLOCK_JOB_COMPLETED' || done.data.error) throw new SoakFailure(`the job ended with ${JSON.stringify(done)}`);
     this.figures.bytesMirrored += Number(done.data.len ?? 0);
     this.proc.closeInput();
-    const code = await this.proc.exited;
+    const code = await this.proc.exit(30_000, 'the job completed and its input closed');
     if (code !== 0) throw new SoakFailure(`the mirror exited ${code} after completing: ${this.proc.stderr.join(' | ')}`);
   }
 
