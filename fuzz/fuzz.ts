@@ -133,6 +133,47 @@ function seedCorpus(target: string, dir: string): Uint8Array[] {
   return seeds;
 }
 
+/**
+ * A JSON input (a checkpoint, QMP) mutated as JSON, so the parsers behind
+ * the syntax are reached: one value somewhere replaced by another kind or
+ * an edge value, a member removed, or a base64 string (a bitmap) decoded,
+ * its bytes mutated, encoded again. Null when the input is not JSON.
+ */
+function mutateJson(input: Uint8Array, corpus: Uint8Array[], rand: () => number): Uint8Array | null {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(new TextDecoder().decode(input));
+  } catch {
+    return null;
+  }
+  const slots: { parent: Record<string, unknown> | unknown[]; key: string | number }[] = [];
+  const walk = (v: unknown) => {
+    if (v && typeof v === 'object') {
+      for (const [k, child] of Object.entries(v)) {
+        slots.push({ parent: v as Record<string, unknown>, key: Array.isArray(v) ? Number(k) : k });
+        walk(child);
+      }
+    }
+  };
+  walk(doc);
+  if (slots.length === 0) return null;
+  const edge = [0, -1, 1, 0.5, 2 ** 31, 2 ** 32, 2 ** 53, 2 ** 64, 1e308, -1e308, '', 'x', null, true, false, [], {}, 'report', 'ignore', 'stop', 'full', 'top', 'none'];
+  const { parent, key } = slots[Math.floor(rand() * slots.length)]!;
+  const current = (parent as Record<string | number, unknown>)[key];
+  const r = rand();
+  if (typeof current === 'string' && current.length > 16 && /^[A-Za-z0-9+/=]+$/.test(current) && r < 0.6) {
+    const bytes = new Uint8Array(Buffer.from(current, 'base64'));
+    (parent as Record<string | number, unknown>)[key] = Buffer.from(mutate(bytes, corpus, rand)).toString('base64');
+  } else if (r < 0.15 && !Array.isArray(parent)) {
+    delete (parent as Record<string, unknown>)[key as string];
+  } else if (typeof current === 'number' && r < 0.6) {
+    (parent as Record<string | number, unknown>)[key] = [current * 2, current - 1, current + 1, -current, current * 65536][Math.floor(rand() * 5)];
+  } else {
+    (parent as Record<string | number, unknown>)[key] = structuredClone(edge[Math.floor(rand() * edge.length)]);
+  }
+  return new TextEncoder().encode(JSON.stringify(doc));
+}
+
 function mutate(input: Uint8Array, corpus: Uint8Array[], rand: () => number): Uint8Array {
   let out = input.slice();
   const n = 1 + Math.floor(rand() * 4);
@@ -256,13 +297,18 @@ async function main(): Promise<number> {
       const until = Date.now() + (seconds * 1000) / targets.length;
       let runs = 0;
       let refused = 0;
+      const reasons = new Map<string, number>();
       const seen = new Set<string>();
       while (Date.now() < until) {
         const parent = corpus[Math.floor(rand() * corpus.length)]!;
-        const input = mutate(parent, corpus, rand);
+        const input = (target !== 'qcow2' && rand() < 0.7 ? mutateJson(parent, corpus, rand) : null) ?? mutate(parent, corpus, rand);
         const o = await exec.run(input);
         runs++;
-        if (o.outcome === 'refused') refused++;
+        if (o.outcome === 'refused') {
+          refused++;
+          const why = o.error.split('\n')[0]!.replace(/\d+/g, 'N').slice(0, 120);
+          reasons.set(why, (reasons.get(why) ?? 0) + 1);
+        }
         if (o.fresh > 0 && o.outcome !== 'crash' && o.outcome !== 'hang') corpus.push(input);
         if (o.outcome === 'crash' || o.outcome === 'hang') {
           // One finding per distinct first line of the error (the same bug found twice is one).
@@ -278,6 +324,7 @@ async function main(): Promise<number> {
         }
       }
       await exec.stop();
+      for (const [why, count] of [...reasons].sort((a, b) => b[1] - a[1]).slice(0, 5)) console.log(`  refused ${count}x: ${why}`);
       console.log(`fuzz ${target}: ${runs} executions (${(runs / ((seconds * 1000) / targets.length / 1000)).toFixed(0)}/s), ${refused} refused by name, corpus ${corpus.length}, ${exec.blocks} code blocks reached, ${seen.size} findings`);
     }
   } finally {

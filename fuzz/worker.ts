@@ -14,7 +14,7 @@ const ALLOCATION_BOUND = 64 << 20;
 
 /** Errors that name what is wrong with the input: the code refused it, as it should. */
 const EXPECTED = new Set(['FormatError', 'BlockError', 'OptionError', 'CommandError', 'JobError', 'SyntaxError']);
-const EXPECTED_MESSAGES = [/^checkpoint .* (is unreadable|is not a diskmirror checkpoint|was written by another version)/, /^serialized bitmap/, /^bitmap size/];
+const EXPECTED_MESSAGES = [/^checkpoint .* (is unreadable|is not a diskmirror checkpoint|was written by another version|is damaged)/, /^serialized bitmap/, /^bitmap size/];
 
 class AllocationBoundError extends Error {
   override name = 'AllocationBoundError';

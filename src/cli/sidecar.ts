@@ -17,7 +17,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import type { FormatName } from '../format/image-format.js';
 import type { ImageStamp } from '../format/image-stamp.js';
 import type { Checkpoint, Checkpointer } from '../mirror/types.js';
-import type { ResolvedOptions } from '../mirror/options.js';
+import { type ResolvedOptions, givenOptions, resolveOptions } from '../mirror/options.js';
 
 export const SIDECAR_SUFFIX = '.dmcheckpoint';
 const VERSION = 2;
@@ -174,5 +174,29 @@ export function readSidecar(path: string): ReadSidecar | null {
   if (parsed.version !== VERSION || !parsed.images?.target || !Array.isArray(parsed.images.source)) {
     throw new Error(`checkpoint ${path} was written by another version of diskmirror and cannot be resumed; delete it and run the mirror again`);
   }
+  const problem = damage(parsed);
+  if (problem) throw new Error(`checkpoint ${path} is damaged (${problem}) and cannot be resumed; delete it and run the mirror again`);
   return { ...parsed, bitmapBytes: new Uint8Array(Buffer.from(parsed.bitmap, 'base64')), touchedMs: link.mtimeMs };
+}
+
+/** What is wrong with a checkpoint's fields, or null: every field a resume reads has its type, its options are valid options. */
+function damage(c: SidecarContents): string | null {
+  const text = (v: unknown) => typeof v === 'string';
+  const count = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  const time = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+  if (!text(c.source) || !text(c.target)) return 'its image names';
+  if (!count(c.size)) return 'its size';
+  if (!time(c.savedAt)) return 'its time';
+  if (typeof c.final !== 'boolean') return 'its final mark';
+  for (const stamp of [...c.images.source, c.images.target] as unknown[]) {
+    const s = stamp as Partial<ImageStamp> | null;
+    if (typeof s !== 'object' || s === null || !text(s.name) || !text(s.key) || !count(s.size) || !time(s.modifiedMs)) return 'its image stamps';
+  }
+  if (typeof c.options !== 'object' || c.options === null || Array.isArray(c.options)) return 'its options';
+  try {
+    resolveOptions(givenOptions(c.options), { targetIsZero: false });
+  } catch (err) {
+    return `its options: ${(err as Error).message}`;
+  }
+  return null;
 }

@@ -41,8 +41,11 @@ interface KernelExports {
   poolFree(h: number): void;
 }
 
-/** The largest bitmap the kernel makes: 2^34 chunks. */
-export const MAX_BITMAP_CHUNKS = 2 ** 34;
+/** The most bytes one buffer pool holds (the kernel heap's largest block is 1 GiB, less its headers). */
+export const MAX_POOL_BYTES = 2 ** 30 - 2 ** 20;
+
+/** The largest bitmap the kernel makes: its bottom level is one heap block, at most 1 GiB less 1 MiB (2^33 - 2^23 chunks). */
+export const MAX_BITMAP_CHUNKS = 2 ** 33 - 2 ** 23;
 
 let compiled: Promise<WebAssembly.Module> | undefined;
 
@@ -102,9 +105,10 @@ export class Kernel {
 
   newBitmap(nbChunks: number): DirtyBitmap {
     if (!Number.isInteger(nbChunks) || nbChunks < 0 || nbChunks > MAX_BITMAP_CHUNKS) {
-      throw new RangeError(`bitmap size ${nbChunks} chunks: must be an integer from 0 to 2^34`);
+      throw new RangeError(`bitmap size ${nbChunks} chunks: must be an integer from 0 to ${MAX_BITMAP_CHUNKS}`);
     }
-    const handle = this.exports.bitmapNew(nbChunks);
+    // Addresses are unsigned: past 2 GiB of memory, wasm's i32 comes back negative.
+    const handle = this.grow(`a bitmap of ${nbChunks} chunks`, () => this.exports.bitmapNew(nbChunks)) >>> 0;
     if (handle === 0) throw new KernelError(`bitmapNew(${nbChunks}) failed`);
     return new DirtyBitmap(this, handle, nbChunks);
   }
@@ -114,13 +118,34 @@ export class Kernel {
     if (!Number.isInteger(slotBytes) || slotBytes <= 0 || slotBytes > 2 ** 30) {
       throw new RangeError(`buffer pool slot size ${slotBytes}: must be 1 byte to 1 GiB`);
     }
-    if (!Number.isInteger(nbSlots) || nbSlots <= 0 || slotBytes * nbSlots > 3 * 2 ** 30) {
-      throw new RangeError(`buffer pool of ${nbSlots} slots of ${slotBytes} bytes: must be 1 slot to 3 GiB`);
+    // One allocation of the kernel's heap holds at most 1 GiB.
+    if (!Number.isInteger(nbSlots) || nbSlots <= 0 || slotBytes * nbSlots > MAX_POOL_BYTES) {
+      throw new RangeError(`buffer pool of ${nbSlots} slots of ${slotBytes} bytes: must be 1 slot to ${MAX_POOL_BYTES} bytes`);
     }
-    const handle = this.exports.poolNew(slotBytes, nbSlots);
+    const handle = this.grow(`a buffer pool of ${nbSlots} buffers of ${slotBytes} bytes`, () => this.exports.poolNew(slotBytes, nbSlots)) >>> 0;
     if (handle === 0) throw new KernelError(`poolNew(${slotBytes}, ${nbSlots}) failed`);
     return new BufferPool(this, handle, slotBytes, nbSlots);
   }
+
+  /**
+   * Runs an allocation; memory that cannot grow any more (wasm's 4 GiB, or
+   * the host's limit) traps inside the allocator, and comes out as a named
+   * error. This kernel is then not used again (the allocator stopped midway).
+   */
+  private grow(what: string, alloc: () => number): number {
+    if (this.broken) throw new KernelError(`the wasm kernel ran out of memory earlier and cannot allocate ${what}`);
+    try {
+      return alloc();
+    } catch (err) {
+      if (err instanceof WebAssembly.RuntimeError) {
+        this.broken = true;
+        throw new KernelError(`not enough memory for ${what} (the wasm kernel holds ${this.exports.memory.buffer.byteLength} bytes)`);
+      }
+      throw err;
+    }
+  }
+
+  private broken = false;
 
   private readString(ptr: number): string {
     const u32 = new Uint32Array(this.exports.memory.buffer);
@@ -240,7 +265,7 @@ export class DirtyBitmap {
     dv.setUint32(0, SERIAL_MAGIC, true);
     dv.setUint32(4, 1, true); // format version
     dv.setFloat64(8, this.size, true);
-    out.set(this.kernel.view(this.x.bitmapWordsPtr(this.handle), words * 8), SERIAL_HEADER_BYTES);
+    out.set(this.kernel.view(this.x.bitmapWordsPtr(this.handle) >>> 0, words * 8), SERIAL_HEADER_BYTES);
     return out;
   }
 
@@ -260,7 +285,7 @@ export class DirtyBitmap {
     if (size !== this.size) {
       throw new RangeError(`serialized bitmap: ${size} chunks, this bitmap has ${this.size}`);
     }
-    this.kernel.view(this.x.bitmapWordsPtr(this.handle), words * 8).set(data.subarray(SERIAL_HEADER_BYTES));
+    this.kernel.view(this.x.bitmapWordsPtr(this.handle) >>> 0, words * 8).set(data.subarray(SERIAL_HEADER_BYTES));
     this.x.bitmapRebuild(this.handle);
   }
 
@@ -288,7 +313,7 @@ export class BufferPool {
 
   /** A free buffer, or null when all are in use. */
   take(): PoolBuffer | null {
-    const ptr = this.kernel.exports.poolTake(this.handle);
+    const ptr = this.kernel.exports.poolTake(this.handle) >>> 0;
     return ptr === 0 ? null : { ptr, bytes: this.slotBytes };
   }
 

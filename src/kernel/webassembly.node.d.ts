@@ -18,5 +18,7 @@ declare namespace WebAssembly {
   }
   type ImportValue = ((...args: never[]) => unknown) | Global | Memory | number;
   function compile(bytes: ArrayBufferView | ArrayBuffer): Promise<Module>;
+  /** A trap (unreachable, out of bounds): what the kernel's allocator does when memory cannot grow. */
+  class RuntimeError extends Error {}
   function instantiate(module: Module, imports?: Record<string, Record<string, ImportValue>>): Promise<Instance>;
 }

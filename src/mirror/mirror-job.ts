@@ -16,7 +16,7 @@
  */
 import { type BlockError, BlockError as BlockErrorClass, toBlockError } from '../block/block-device.js';
 import type { ImageFormat } from '../format/image-format.js';
-import { type BufferPool, Kernel } from '../kernel/kernel.js';
+import { type BufferPool, Kernel, MAX_BITMAP_CHUNKS } from '../kernel/kernel.js';
 import { Backoff, FLUSH_KEY } from './backoff.js';
 import { Checkpoints } from './checkpoints.js';
 import { ChunkMap } from './chunks.js';
@@ -86,7 +86,12 @@ export class MirrorJob extends Job {
     // Everything in linear memory is sized here, before any I/O: views stay valid.
     this.chunks = new ChunkMap(kernel, this.size, this.granularity, options.targetIsZero, options.onSourceError === 'ignore' || options.onTargetError === 'ignore');
     this.nbChunks = this.chunks.nbChunks;
-    this.pool = kernel.newPool(opBytes, nbBuffers);
+    try {
+      this.pool = kernel.newPool(opBytes, nbBuffers);
+    } catch (err) {
+      this.chunks.free();
+      throw err;
+    }
     this.ops = new InFlight(this.chunks, {
       // Bodies handle their own I/O errors; anything else is a bug: fail the job, keep the range.
       onBug: (err, op) => {
@@ -151,10 +156,24 @@ export class MirrorJob extends Job {
       // A target the job created reads as zeroes, unless it has a backing file.
       targetIsZero: Boolean(params.targetCreated) && !targetInfo.backingFile,
     });
+    const chunks = Math.ceil(source.size / options.granularity);
+    if (chunks > MAX_BITMAP_CHUNKS) {
+      const least = 2 ** Math.ceil(Math.log2(source.size / MAX_BITMAP_CHUNKS));
+      throw new OptionError(`The image (${source.size} bytes) is too large for granularity ${options.granularity}: its dirty bitmap would have ${chunks} chunks (at most ${MAX_BITMAP_CHUNKS}); use a granularity of ${least} or more`);
+    }
     const kernel = params.kernel ?? (await Kernel.create());
     const job = new MirrorJob(source, target, options, kernel, params);
     // A resumed job starts a new count: its len is what is still dirty.
-    if (params.resume) job.chunks.dirty.deserialize(params.resume.bitmap);
+    if (params.resume) {
+      try {
+        job.chunks.dirty.deserialize(params.resume.bitmap);
+      } catch (err) {
+        // A bitmap refused leaves nothing behind in a kernel shared with other jobs.
+        job.chunks.free();
+        job.pool.free();
+        throw err;
+      }
+    }
     job.resuming = Boolean(params.resume);
     job.setStatus('created');
     return job;

@@ -43,6 +43,8 @@ export interface ResolvedOptions {
 export const MIN_GRANULARITY = 512;
 export const MAX_GRANULARITY = 64 << 20;
 export const DEFAULT_BUF_SIZE = 16 << 20;
+/** The most buffer memory a job takes (its buffers exist from its start). */
+export const MAX_BUF_SIZE = 512 << 20;
 /** Most operations in flight at once (QEMU's MAX_IN_FLIGHT). */
 export const MAX_IN_FLIGHT = 16;
 /** The smallest per-operation byte limit (QEMU's MAX_IO_BYTES). */
@@ -90,6 +92,8 @@ export function resolveOptions(
   if (!Number.isSafeInteger(rawBuf) || rawBuf < 0) {
     throw new OptionError(`Invalid parameter 'buf-size' (got ${rawBuf}; expected a non-negative integer)`);
   }
+  // The buffers are made when the job starts (QEMU allocates them as it goes): a bound keeps that possible.
+  if (rawBuf > MAX_BUF_SIZE) throw new OptionError(`Parameter 'buf-size' expects at most 512 MiB (got ${rawBuf})`);
   // buf-size 0 means the default; anything else is rounded up to the granularity.
   const bufSize = rawBuf === 0 ? DEFAULT_BUF_SIZE : Math.ceil(rawBuf / granularity) * granularity;
   const speed = options.speed ?? 0;

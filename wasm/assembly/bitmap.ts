@@ -41,8 +41,8 @@ const H_LEVELS: usize = 24; // MAX_LEVELS x { ptr: u64, words: u64 }
 const MAX_LEVELS: u32 = 8;
 const HEADER_BYTES: usize = H_LEVELS + (<usize>MAX_LEVELS << 4);
 
-/** The largest bitmap: 2^34 chunks (2 GiB of bottom level). */
-export const MAX_CHUNKS: f64 = 17179869184.0;
+/** The largest bitmap: 2^33 - 2^23 chunks (its bottom level, 1 GiB less 1 MiB, is one heap block). */
+export const MAX_CHUNKS: f64 = 8581545984.0;
 
 const ALL: u64 = 0xffffffffffffffff;
 

@@ -28,7 +28,7 @@ export function free(ptr: usize): void {
 export function poolNew(slotBytes: u32, nbSlots: u32): usize {
   if (slotBytes == 0 || nbSlots == 0) return 0;
   const total = <u64>slotBytes * <u64>nbSlots + 64;
-  if (total > 0xc0000000) return 0; // more than 3 GiB cannot fit
+  if (total > 0x3ff00040) return 0; // the heap's largest block is 1 GiB
   const h = heap.alloc(P_STACK + (<usize>nbSlots << 2));
   const slab = heap.alloc(<usize>total);
   store<u32>(h + P_SLAB, <u32>slab);
