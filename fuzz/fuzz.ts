@@ -24,6 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { prng } from '../stress/prng.js';
 
 const HANG_MS = 5000;
 const FINDINGS = fileURLToPath(new URL('../../../fuzz/findings/', import.meta.url));
@@ -43,17 +44,6 @@ function parseArgs(argv: string[]): { seconds: number; targets: string[]; seed: 
   if (!Number.isFinite(seconds) || seconds <= 0) throw new Error('--seconds wants a positive number');
   for (const t of targets) if (!ALL_TARGETS.includes(t)) throw new Error(`unknown target ${t} (known: ${ALL_TARGETS.join(', ')})`);
   return { seconds, targets, seed };
-}
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Seeds for each target, made by the real tools. */

@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MirrorProcess, type QmpEvent } from './qmp-client.js';
+import { prng } from './prng.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/diskmirror.js', import.meta.url));
 const MiB = 1 << 20;
@@ -47,22 +48,11 @@ interface Figures {
 
 class SoakFailure extends Error {}
 
-/** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function parseArgs(argv: string[]): { seconds: number; seed: number; keep: boolean } {
+function parseArgs(argv: string[]): { seconds: number; seed: number; keep: boolean; round: number | null } {
   let seconds = 60;
   let seed = Date.now() % 1_000_000_007;
   let keep = false;
+  let round: number | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = () => {
@@ -73,9 +63,10 @@ function parseArgs(argv: string[]): { seconds: number; seed: number; keep: boole
     if (a === '--seconds') seconds = value();
     else if (a === '--seed') seed = Math.floor(value());
     else if (a === '--keep') keep = true;
-    else throw new Error(`unknown option ${a} (expected --seconds N, --seed S, --keep)`);
+    else if (a === '--round') round = Math.max(1, Math.floor(value()));
+    else throw new Error(`unknown option ${a} (expected --seconds N, --seed S, --round R, --keep)`);
   }
-  return { seconds, seed, keep };
+  return { seconds, seed, keep, round };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -351,15 +342,17 @@ class Round {
 }
 
 async function main(): Promise<number> {
-  const { seconds, seed, keep } = parseArgs(process.argv.slice(2));
-  const rand = prng(seed);
+  const { seconds, seed, keep, round: only } = parseArgs(process.argv.slice(2));
   const figures: Figures = { rounds: 0, faults: 0, errors: 0, kills: 0, resumes: 0, resumesRefused: 0, restarts: 0, cancels: 0, pauses: 0, guestWrites: 0, bytesMirrored: 0 };
   const base = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
   const started = Date.now();
   console.log(`soak: ${seconds} s, seed ${seed} (rerun: npm run soak -- --seconds ${seconds} --seed ${seed})`);
   const policies: Policy[] = ['ignore', 'stop', 'enospc'];
   while (Date.now() - started < seconds * 1000) {
-    const n = figures.rounds + 1;
+    // Each round draws from its own sequence (the seed and its number): `--seed S --round N` makes the same choices again
+    // (their timing is the machine's).
+    const n = only ?? figures.rounds + 1;
+    const rand = prng(Math.imul(seed, 0x9e3779b1) ^ Math.imul(n, 0x85ebca6b));
     const dir = mkdtempSync(join(base, `diskmirror-soak-${n}-`));
     const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)]!;
     const round = new Round(
@@ -374,7 +367,7 @@ async function main(): Promise<number> {
     try {
       await round.run(Math.min(1 + rand() * 4, Math.max(0.5, seconds - (Date.now() - started) / 1000)));
     } catch (err) {
-      console.error(`soak: round ${n} FAILED (seed ${seed}): ${(err as Error).message}`);
+      console.error(`soak: round ${n} FAILED (seed ${seed}; again: npm run soak -- --seed ${seed} --round ${n}): ${(err as Error).message}`);
       console.error(round.history);
       console.error(`images kept in ${dir}`);
       return 1;

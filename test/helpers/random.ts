@@ -1,14 +1,5 @@
-/** A small seeded PRNG (mulberry32), so every random test can be replayed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small seeded PRNG (mulberry32, shared with the soak and the fuzzer), so every random test can be replayed. */
+export { prng as rng } from '../../stress/prng.js';
 
 /** An integer in [0, n). */
 export function randInt(next: () => number, n: number): number {
