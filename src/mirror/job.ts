@@ -19,6 +19,8 @@ import type { BlockJobInfo, JobOutcome, JobResult } from './types.js';
 
 const PROGRESS_INTERVAL_MS = 100;
 const HISTORY_LIMIT = 1000;
+/** Sleeps that may return at once in a row before one yields to the event loop. */
+const QUICK_WAKES = 64;
 
 export interface JobSettings {
   id: string;
@@ -69,6 +71,8 @@ export abstract class Job {
   private waiter: (() => void) | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private kickPending = false;
+  /** Sleeps in a row that found a kick waiting. */
+  private quickWakes = 0;
 
   protected constructor(settings: JobSettings) {
     this.id = settings.id;
@@ -448,12 +452,27 @@ export abstract class Job {
     else this.kickPending = true;
   }
 
+  /**
+   * Waits out a backoff: a kick that came before (the error being backed off
+   * kicks the loop itself) does not cut it short; one during it does, and
+   * the loop looks at its verbs again.
+   */
+  protected backoffSleep(ms: number): Promise<void> {
+    this.kickPending = false;
+    return this.sleep(ms);
+  }
+
   /** Sleeps until kicked (an op finished, a verb, a source write) or `ms` passed. */
   protected sleep(ms?: number): Promise<void> {
     if (this.kickPending) {
       this.kickPending = false;
-      return Promise.resolve();
+      // A loop that always finds a kick waiting would never give the event loop a turn (no I/O
+      // callback, no command read: a monitor that hangs). Every so often it yields one.
+      if (++this.quickWakes < QUICK_WAKES) return Promise.resolve();
+      this.quickWakes = 0;
+      return new Promise((resolve) => setTimeout(resolve, 0));
     }
+    this.quickWakes = 0;
     return new Promise((resolve) => {
       this.waiter = resolve;
       if (ms !== undefined) this.timer = setTimeout(() => this.kick(), ms);

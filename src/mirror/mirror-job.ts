@@ -302,7 +302,7 @@ export class MirrorJob extends Job {
           if (this.failureValue) return;
           if (!flushed) {
             this.writesClosed = false;
-            await this.sleep(this.backoff.delay(FLUSH_KEY));
+            await this.backoffSleep(this.backoff.delay(FLUSH_KEY));
             continue;
           }
           // Source writes may have landed while the flush ran, or a cancel arrived.
