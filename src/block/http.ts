@@ -16,7 +16,12 @@ export interface HttpDeviceOptions {
   fetch?: FetchFn;
   /** Aborts every request in flight when closed or signalled. */
   signal?: AbortSignal;
+  /** A read whose server sends nothing for this long fails (ETIMEDOUT); default 30 s. */
+  idleTimeoutMs?: number;
 }
+
+/** How long a read may wait for its server's next bytes. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
 function statusCode(status: number): Errno {
   if (status === 404 || status === 410) return 'ENOENT';
@@ -42,14 +47,18 @@ export class HttpDevice implements BlockDevice {
     readonly size: number,
     private readonly etag: string | null,
     private readonly fetchFn: FetchFn,
+    private readonly idleTimeoutMs: number,
   ) {}
 
   static async open(url: string, options: HttpDeviceOptions = {}): Promise<HttpDevice> {
     const fetchFn = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    const idleMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     const request = async (init: RequestInit): Promise<Response> => {
+      const timeout = AbortSignal.timeout(idleMs);
       try {
-        return await fetchFn(url, { ...init, signal: options.signal ?? null });
+        return await fetchFn(url, { ...init, signal: options.signal ? AbortSignal.any([options.signal, timeout]) : timeout });
       } catch (err) {
+        if (timeout.aborted) throw new BlockError('ETIMEDOUT', 'open', 0, 0, `${url}: the server did not answer in ${idleMs / 1000} s`, { cause: err });
         throw new BlockError('EIO', 'open', 0, 0, `${url}: ${(err as Error).message}`, { cause: err });
       }
     };
@@ -86,7 +95,7 @@ export class HttpDevice implements BlockDevice {
       if (size === null) throw new BlockError('EIO', 'open', 0, 0, `${url}: could not learn the size`);
     }
     const strongEtag = etag && !etag.startsWith('W/') ? etag : null;
-    return new HttpDevice(url, size, strongEtag, fetchFn);
+    return new HttpDevice(url, size, strongEtag, fetchFn, idleMs);
   }
 
   async read(offset: number, into: Uint8Array): Promise<void> {
@@ -99,12 +108,49 @@ export class HttpDevice implements BlockDevice {
       new BlockError(code, op, offset, bytes, `${this.url}: ${detail}`, { cause });
     const headers: Record<string, string> = { Range: `bytes=${offset}-${offset + bytes - 1}` };
     if (this.etag) headers['If-Range'] = this.etag;
+    // A server that stalls (before its answer or inside its body) fails the read once it has been silent for idleTimeoutMs.
+    const request = new AbortController();
+    const cancelRequest = () => request.abort();
+    this.abort.signal.addEventListener('abort', cancelRequest);
+    let timedOut = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const quiet = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        timedOut = true;
+        request.abort();
+      }, this.idleTimeoutMs);
+    };
+    const why = (err: unknown): BlockError =>
+      timedOut
+        ? fail('ETIMEDOUT', `the server sent nothing for ${this.idleTimeoutMs / 1000} s`, err)
+        : fail(this.closed ? 'ECANCELED' : 'EIO', (err as Error).message, err);
+    quiet();
+    try {
+      await this.readInto(offset, into, headers, request.signal, quiet, fail, why);
+    } finally {
+      clearTimeout(timer);
+      this.abort.signal.removeEventListener('abort', cancelRequest);
+    }
+  }
+
+  private async readInto(
+    offset: number,
+    into: Uint8Array,
+    headers: Record<string, string>,
+    signal: AbortSignal,
+    heard: () => void,
+    fail: (code: Errno, detail: string, cause?: unknown) => BlockError,
+    why: (err: unknown) => BlockError,
+  ): Promise<void> {
+    const bytes = into.length;
     let response: Response;
     try {
-      response = await this.fetchFn(this.url, { headers, signal: this.abort.signal });
+      response = await this.fetchFn(this.url, { headers, signal });
     } catch (err) {
-      throw fail(this.closed ? 'ECANCELED' : 'EIO', (err as Error).message, err);
+      throw why(err);
     }
+    heard();
     if (response.status !== 206) {
       await response.body?.cancel().catch(() => {});
       if (response.status === 200) {
@@ -132,10 +178,11 @@ export class HttpDevice implements BlockDevice {
         }
         into.set(value, done);
         done += value.length;
+        heard();
       }
     } catch (err) {
       if (err instanceof BlockError) throw err;
-      throw fail(this.closed ? 'ECANCELED' : 'EIO', `body: ${(err as Error).message}`, err);
+      throw why(err);
     }
     if (done !== bytes) throw fail('EIO', `short body: ${done} of ${bytes} bytes`);
   }

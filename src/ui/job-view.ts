@@ -68,6 +68,8 @@ interface JobView {
   /** When errors the job ignored came (ms, Date.now()), the last few. */
   ignoredAt: number[];
   release: JobRelease | null;
+  /** A cancel was accepted: QEMU refuses a complete from then on (a soft cancel after READY finishes without switching over). */
+  cancelled: boolean;
 }
 
 function formatDuration(seconds: number): string {
@@ -181,9 +183,10 @@ export class JobPanel {
         timeline: new TimelineData(),
         ignoredAt: [],
         release: null,
+        cancelled: false,
       });
     } else {
-      Object.assign(view, { done: false, error: null, lastSample: null, rate: 0, ending: null, release: null, lastError: null, ignoredAt: [] });
+      Object.assign(view, { done: false, error: null, lastSample: null, rate: 0, ending: null, release: null, lastError: null, ignoredAt: [], cancelled: false });
       if (names) view.names = names;
       view.timeline.mark('resume', 'started again');
     }
@@ -359,7 +362,7 @@ export class JobPanel {
     const enabled: Record<string, boolean> = {
       pause: can('pause') && !view.paused,
       resume: can('resume') && view.paused,
-      complete: can('complete'),
+      complete: can('complete') && !view.cancelled,
       // QMP refuses a soft cancel of a paused job; the panel's Cancel then cancels as job-cancel does (as the stop dialog's).
       cancel: can('cancel'),
       'force-cancel': can('cancel'),
@@ -491,6 +494,11 @@ export class JobPanel {
       else if (verb === 'cancel' && this.jobs.get(id)?.paused) await worker().execute('job-cancel', { id });
       else if (verb === 'cancel') await worker().execute('block-job-cancel', { device: id, force: false });
       else if (verb === 'force-cancel') await worker().execute('block-job-cancel', { device: id, force: true });
+      const view = this.jobs.get(id);
+      if (view && (verb === 'cancel' || verb === 'force-cancel')) {
+        view.cancelled = true;
+        this.render();
+      }
     } catch (err) {
       this.sayError(explain(err));
     }
