@@ -14,6 +14,9 @@ import { worker } from './bridge.js';
 import type { JobNames } from './job-view.js';
 import { type MessageContext, explain } from './messages.js';
 
+/** How often a page looks again while another tab holds one of its images. */
+const OTHER_TABS_MS = 2000;
+
 export interface ImagesHooks {
   /** An import started: the page shows it as the current job. */
   onJobStarted(id: string, names: JobNames): void;
@@ -105,6 +108,7 @@ export class ImagesSection {
   private images: ImageEntry[] = [];
   /** Imports under way: job id -> the image's name. */
   private readonly imports = new Map<string, string>();
+  private othersTimer: number | undefined;
 
   constructor(private readonly hooks: ImagesHooks) {
     byId('new-demo').addEventListener('click', () => void this.demo());
@@ -179,7 +183,19 @@ export class ImagesSection {
     );
     if (this.images.length === 0) body.append(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No images yet: make the demo image, import one, or create a blank one.')));
     this.hooks.onImagesChanged(this.images);
+    this.watchOtherTabs();
     await refreshStorage().catch(() => {});
+  }
+
+  /**
+   * While another tab holds an image, look again every few seconds: when it
+   * lets go (its job ended, or the tab was closed), this page shows the
+   * image free, and its interrupted job (if any) to resume from here.
+   */
+  private watchOtherTabs(): void {
+    clearTimeout(this.othersTimer);
+    if (!this.images.some((i) => i.inUse && !i.job)) return;
+    this.othersTimer = window.setTimeout(() => void this.refresh().catch(() => {}), OTHER_TABS_MS);
   }
 
   /** Runs an action; what goes wrong is said as an error, in words about `ctx`. */

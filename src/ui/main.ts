@@ -20,6 +20,8 @@ import { MirrorForm } from './mirror-form.js';
 import { explain } from './messages.js';
 
 const log = new EventLog();
+/** Images another tab held at the last look. */
+let heldElsewhere = '';
 const faults = new FaultPanel(() => panel.runningJob);
 const panel = new JobPanel({
   onFinished: () => {
@@ -51,7 +53,15 @@ const form = new MirrorForm({
 });
 const images = new ImagesSection({
   onJobStarted: (id, names) => panel.track(id, names),
-  onImagesChanged: (list) => void form.setImages(list),
+  onImagesChanged: (list) => {
+    void form.setImages(list);
+    // Another tab let go of images (closed, or its job ended): its interrupted jobs can be resumed from here.
+    const elsewhere = list.filter((i) => i.inUse && !i.job).map((i) => i.name).join('\n');
+    if (elsewhere !== heldElsewhere) {
+      heldElsewhere = elsewhere;
+      void interrupted.refresh();
+    }
+  },
 });
 const interrupted = new InterruptedJobs({
   onResumed: async (id, names, byPerson) => {

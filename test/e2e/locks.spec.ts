@@ -162,6 +162,34 @@ test('Delete and Download of an image a running job holds are refused before any
   expect(dialogs).toBe(1);
 });
 
+test("two tabs: the second sees the first one's job holding its images; when the first tab closes, the second resumes its job", async ({ page, context }) => {
+  await openApp(page);
+  await makeDemo(page);
+  await startMirror(page, { source: 'demo.raw', target: 'handed.raw', speed: '1M' });
+  // Past the first periodic checkpoint, well before the end (8 MiB at 1 MiB/s).
+  await page.waitForTimeout(2800);
+  await expect(jobState(page)).toContainText('— running');
+
+  const second = await context.newPage();
+  second.on('dialog', (d) => void d.accept());
+  await second.goto('/');
+  await expect(second.locator('body[data-ready="true"]')).toBeAttached();
+  await expect(row(second, 'handed.raw')).toContainText('in use by the job "mirror0" in another tab');
+  await submitMirror(second, { source: 'demo.raw', target: 'handed.raw' });
+  await expect(formError(second)).toHaveText('handed.raw is in use by mirror0 in another tab: wait until it ends, or choose another image.');
+  await expect(second.getByRole('heading', { name: 'Interrupted jobs' })).toBeHidden();
+
+  // The first tab goes away mid-job: its locks go with it, and the second tab notices by itself.
+  await page.close();
+  await expect(second.getByRole('heading', { name: 'Interrupted jobs' })).toBeVisible({ timeout: 15_000 });
+  await expect(row(second, 'handed.raw')).not.toContainText('in another tab');
+  await second.getByLabel('Speed limit').fill('');
+  await second.getByRole('list').filter({ hasText: 'handed.raw' }).getByRole('button', { name: 'Resume interrupted job mirror0' }).click();
+  await waitReadyAndComplete(second);
+  expect(await opfsHash(second, 'handed.raw')).toBe(await opfsHash(second, 'demo.raw'));
+  await expect(second.getByRole('heading', { name: 'Interrupted jobs' })).toBeHidden();
+});
+
 /** Starts a slow mirror, lets it checkpoint, and reloads the page mid-job (the tab's worker dies with it). */
 async function interruptMirror(page: Page, target: string): Promise<void> {
   await makeDemo(page);
