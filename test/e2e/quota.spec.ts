@@ -1,0 +1,105 @@
+/**
+ * Real quota: Chromium itself refuses the writes (the origin's quota set
+ * just above what it uses, through the DevTools protocol, as a full disk
+ * or a small quota would), not an injected fault. The OPFS device reports
+ * ENOSPC; under on-target-error=enospc the job pauses with io-status
+ * nospace, and once another image is deleted Resume completes it, equal to
+ * its source; under report it fails cleanly and its partial target is a
+ * valid image. qemu-img checks both targets.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { BrowserContext, CDPSession, Page } from '@playwright/test';
+import { test, expect } from './fixtures.js';
+import { jobOutcome, jobState, makeDemo, openApp, startMirror, submitMirror } from './app.js';
+
+const MiB = 1 << 20;
+
+async function createBlank(page: Page, name: string, size: string, format: 'raw' | 'qcow2'): Promise<void> {
+  await page.getByLabel('Image name').fill(name);
+  await page.getByLabel('Image size').fill(size);
+  await page.getByLabel('Image format').selectOption(format);
+  await page.getByRole('button', { name: 'Create image' }).click();
+  await expect(page.getByRole('rowheader', { name, exact: true })).toBeVisible();
+}
+
+/**
+ * The origin may hold `extra` bytes more than it holds now, for as long as
+ * the returned session lives (DevTools drops an override when it detaches).
+ */
+async function quotaAbove(page: Page, context: BrowserContext, extra: number): Promise<CDPSession> {
+  const cdp = await context.newCDPSession(page);
+  const origin = new URL(page.url()).origin;
+  const { usage } = await cdp.send('Storage.getUsageAndQuota', { origin });
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: usage + extra });
+  return cdp;
+}
+
+async function liftQuota(page: Page, cdp: CDPSession): Promise<void> {
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin: new URL(page.url()).origin });
+  await cdp.detach();
+}
+
+/** An image's bytes, from OPFS to a file here (for qemu-img). */
+async function saveImage(page: Page, name: string, path: string): Promise<void> {
+  const base64 = await page.evaluate(async (n) => {
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('images');
+    const bytes = new Uint8Array(await (await (await dir.getFileHandle(n)).getFile()).arrayBuffer());
+    let text = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(text);
+  }, name);
+  writeFileSync(path, Buffer.from(base64, 'base64'));
+}
+
+function qemuImg(...args: string[]): string {
+  return execFileSync('qemu-img', args, { encoding: 'utf8' });
+}
+
+let dir: string;
+test.beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'diskmirror-quota-'));
+});
+test.afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+test('real quota under enospc: the job pauses (nospace); deleting an image and Resume completes it, identical to its source', async ({ page, context }) => {
+  await openApp(page);
+  await makeDemo(page);
+  await createBlank(page, 'ballast.raw', '8M', 'raw');
+  const cdp = await quotaAbove(page, context, 2 * MiB);
+  await startMirror(page, { source: 'demo.raw', target: 'copy.qcow2', targetFormat: 'qcow2', onTargetError: 'enospc' });
+  await expect(jobState(page)).toContainText('Paused: out of space', { timeout: 30_000 });
+  await expect(jobState(page)).toContainText('io-status nospace');
+  await expect(page.locator('#stop-dialog')).toBeVisible();
+  await page.locator('#stop-close').click();
+
+  // Space is freed: another image goes, and the job resumes.
+  await page.getByRole('table').getByRole('button', { name: 'Delete ballast.raw' }).click();
+  await expect(page.getByRole('rowheader', { name: 'ballast.raw', exact: true })).toBeHidden();
+  await page.getByRole('button', { name: 'Resume', exact: true }).click();
+  await expect(jobState(page)).toContainText('— ready', { timeout: 30_000 });
+  await page.getByRole('button', { name: 'Complete', exact: true }).click();
+  await expect(jobOutcome(page)).toContainText('Done: copy.qcow2');
+
+  await liftQuota(page, cdp);
+  await saveImage(page, 'demo.raw', join(dir, 'demo.raw'));
+  await saveImage(page, 'copy.qcow2', join(dir, 'copy.qcow2'));
+  qemuImg('check', join(dir, 'copy.qcow2'));
+  expect(qemuImg('compare', '-f', 'raw', '-F', 'qcow2', join(dir, 'demo.raw'), join(dir, 'copy.qcow2'))).toContain('Images are identical');
+});
+
+test('real quota under report: the job fails with ENOSPC, and its partial target is a valid image', async ({ page, context }) => {
+  await openApp(page);
+  await makeDemo(page);
+  const cdp = await quotaAbove(page, context, 2 * MiB);
+  await submitMirror(page, { source: 'demo.raw', target: 'part.qcow2', targetFormat: 'qcow2', onTargetError: 'report' });
+  await expect(jobOutcome(page)).toContainText('Failed at', { timeout: 30_000 });
+  await expect(jobOutcome(page)).toContainText('ENOSPC');
+  await liftQuota(page, cdp);
+  await saveImage(page, 'part.qcow2', join(dir, 'part.qcow2'));
+  // qemu-img check exits 0 for a clean image (leaks would be 3, corruptions 2).
+  qemuImg('check', join(dir, 'part.qcow2'));
+  expect(qemuImg('info', '--output=json', join(dir, 'part.qcow2'))).toContain('"virtual-size": 8388608');
+});
