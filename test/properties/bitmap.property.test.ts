@@ -3,7 +3,8 @@
  * the shortest failing sequence when one fails): any sequence of set, reset,
  * merge and clear leaves it answering every question as the plain reference
  * does, and its checkpoint form (plain or compact runs) brings back the same
- * bitmap.
+ * bitmap; a job state saved as the command's checkpoint file reads back the
+ * same.
  */
 import fc from 'fast-check';
 import { runs } from './runs.js';
@@ -126,5 +127,51 @@ describe('kernel bitmap (fast-check)', () => {
       }),
       { numRuns: runs(300) },
     );
+  });
+});
+
+describe('the checkpoint file (fast-check)', () => {
+  it('a job state saved by the command reads back the same: options, size, status, images and the bitmap', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { SidecarCheckpointer, readSidecar } = await import('../../src/cli/sidecar.js');
+    const { resolveOptions } = await import('../../src/mirror/options.js');
+    const dir = mkdtempSync(join(tmpdir(), 'diskmirror-sidecar-prop-'));
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: 1, max: 200_000 }),
+          fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 5000 })), { maxLength: 20 }),
+          fc.constantFrom('report', 'ignore', 'stop', 'enospc', 'auto'),
+          fc.constantFrom(512, 65536, 1 << 20),
+          fc.boolean(),
+          async (chunks, ranges, policy, granularity, final) => {
+            const bitmap = kernel.newBitmap(chunks);
+            for (const [start, length] of ranges) bitmap.set(start % chunks, length);
+            const options = resolveOptions({ sync: 'full', granularity, 'on-source-error': policy }, { targetIsZero: true });
+            const stamp = { name: '/d/src.raw', key: 'node:1:2', size: chunks * granularity, modifiedMs: 1_700_000_000_000.5 };
+            const images = { source: [stamp], target: { ...stamp, name: '/d/dst.raw', key: 'node:1:3' } };
+            const path = join(dir, 'dst.raw.dmcheckpoint');
+            const saver = new SidecarCheckpointer(path, { source: '/d/src.raw', target: '/d/dst.raw', sourceFormat: 'raw', targetFormat: 'raw' }, async () => images);
+            const serialized = compactBitmap(bitmap.serialize());
+            await saver.save({ id: options.id, options, size: chunks * granularity, status: 'running', offset: 0, bitmap: serialized, savedAt: 1234 });
+            if (final) saver.seal(images);
+            saver.stop();
+            const read = readSidecar(path)!;
+            expect(read).toMatchObject({ options, size: chunks * granularity, status: 'running', savedAt: 1234, images, final });
+            const back = kernel.newBitmap(chunks);
+            back.deserialize(read.bitmapBytes);
+            expect(back.count).toBe(bitmap.count);
+            for (const [start] of ranges) expect(back.nextDirty(start % chunks)).toBe(bitmap.nextDirty(start % chunks));
+            bitmap.free();
+            back.free();
+          },
+        ),
+        { numRuns: runs(100) },
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
