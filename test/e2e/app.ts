@@ -8,6 +8,15 @@ export async function openApp(page: Page): Promise<void> {
   await expect(page.locator('body[data-ready="true"]')).toBeAttached();
 }
 
+/** Creates a blank image with the Create image form. */
+export async function createBlank(page: Page, name: string, size: string, format: 'raw' | 'qcow2'): Promise<void> {
+  await page.getByLabel('Image name').fill(name);
+  await page.getByLabel('Image size').fill(size);
+  await page.getByLabel('Image format').selectOption(format);
+  await page.getByRole('button', { name: 'Create image' }).click();
+  await expect(page.getByRole('rowheader', { name, exact: true })).toBeVisible();
+}
+
 export async function makeDemo(page: Page): Promise<void> {
   await page.getByRole('button', { name: 'New demo image' }).click();
   await expect(page.getByRole('rowheader', { name: 'demo.raw', exact: true })).toBeVisible();

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from '@playwright/test';
 import { test, expect } from './fixtures.js';
-import { addFault, formError, jobOutcome, waitImported, imagesMessage, interruptedError, jobState, makeDemo, openApp, opfsHash, opfsNames, scribble, shot, startMirror, submitMirror, waitReadyAndComplete } from './app.js';
+import { addFault, createBlank, formError, jobOutcome, waitImported, imagesMessage, interruptedError, jobState, makeDemo, openApp, opfsHash, opfsNames, scribble, shot, startMirror, submitMirror, waitReadyAndComplete } from './app.js';
 import { startFileServer, type FileServer } from '../helpers/file-server.js';
 
 const button = (page: Page, name: string) => page.getByRole('button', { name, exact: true });
@@ -21,14 +21,6 @@ async function hashes(page: Page, names: string[]): Promise<Record<string, strin
   const out: Record<string, string> = {};
   for (const name of names) out[name] = await opfsHash(page, name);
   return out;
-}
-
-async function createBlank(page: Page, name: string, size: string, format: 'raw' | 'qcow2'): Promise<void> {
-  await page.getByLabel('Image name').fill(name);
-  await page.getByLabel('Image size').fill(size);
-  await page.getByLabel('Image format').selectOption(format);
-  await page.getByRole('button', { name: 'Create image' }).click();
-  await expect(page.getByRole('rowheader', { name, exact: true })).toBeVisible();
 }
 
 test('a second job meets a running job\'s locks: refused with the lock message; no image changes', async ({ page }, testInfo) => {

@@ -13,17 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BrowserContext, CDPSession, Page } from '@playwright/test';
 import { test, expect } from './fixtures.js';
-import { jobOutcome, jobState, makeDemo, openApp, startMirror, submitMirror } from './app.js';
+import { createBlank, jobOutcome, jobState, makeDemo, openApp, startMirror, submitMirror } from './app.js';
 
 const MiB = 1 << 20;
-
-async function createBlank(page: Page, name: string, size: string, format: 'raw' | 'qcow2'): Promise<void> {
-  await page.getByLabel('Image name').fill(name);
-  await page.getByLabel('Image size').fill(size);
-  await page.getByLabel('Image format').selectOption(format);
-  await page.getByRole('button', { name: 'Create image' }).click();
-  await expect(page.getByRole('rowheader', { name, exact: true })).toBeVisible();
-}
 
 /**
  * The origin may hold `extra` bytes more than it holds now, for as long as
