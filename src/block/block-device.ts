@@ -94,6 +94,11 @@ export interface BlockDevice {
   resize?(bytes: number): Promise<void>;
   /** Drops a range: it may read back as zeroes or as what it was; advisory. */
   discard?(offset: number, bytes: number): Promise<void>;
+  /**
+   * Makes a range read as zeroes without sending them (NBD_CMD_WRITE_ZEROES);
+   * `unmap` lets the device free the space. Devices without it get zeroes written.
+   */
+  writeZeroes?(offset: number, bytes: number, options: { unmap: boolean }): Promise<void>;
   /** What identifies the file under the device now (devices over files have one). */
   identity?(): Promise<FileIdentity>;
   /**

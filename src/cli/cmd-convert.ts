@@ -9,6 +9,7 @@ import { parseArgs, UsageError } from './args.js';
 import type { Command } from './command.js';
 import { parseCreateOptions } from './image-options.js';
 import { type CacheMode, checkFormat, openImageChain, prepareImageFile, store } from './node-images.js';
+import { isNbdUri } from '../block/nbd/uri.js';
 import { type NewImage, refuseOverlap } from '../format/image-access.js';
 import { resolveOptions } from '../mirror/options.js';
 import { type ImageFormat, FormatError } from '../format/image-format.js';
@@ -28,6 +29,10 @@ export interface ConvertOptions {
   granularity?: number;
   /** Flushes of the target (default unsafe, as qemu-img convert). */
   cache?: CacheMode;
+  /** -n: DST exists (an NBD export always does); it is written in place, not created. */
+  existing?: boolean;
+  /** -O as given: an existing DST without it is probed (raw for an NBD export), never assumed raw. */
+  targetFormatGiven?: boolean;
 }
 
 /**
@@ -39,21 +44,31 @@ export async function convertImage(src: string, dst: string, o: ConvertOptions):
   // Everything that can be refused is refused before a file is touched.
   if (o.compress && o.targetFormat !== 'qcow2') throw new UsageError('-c (compressed) needs -O qcow2');
   if (o.granularity !== undefined) checkGranularity(o.granularity);
+  const existing = o.existing === true || isNbdUri(dst);
+  if (existing && (o.compress || Object.keys(o.create).length > 0)) throw new UsageError(`${isNbdUri(dst) ? 'an NBD target exists already' : '-n writes into DST as it is'}: -o and -c are for a new image`);
   const opened = await openImageChain(src, { readOnly: true, ...(o.sourceFormat ? { format: o.sourceFormat } : {}) });
   let source: ImageFormat = opened.image;
   let created: NewImage | undefined;
+  let target: ImageFormat | undefined;
   try {
     refuseOverlap(opened, src, dst, await store.identify(dst));
-    const size = Math.ceil(source.size / 512) * 512;
-    if (size !== source.size) source = new ZeroPadded(source, size);
-    created = await prepareImageFile(dst, { format: o.targetFormat, size, ...o.create, cache: o.cache ?? 'unsafe', ...(o.compress ? { compress: true } : {}) });
-    const target = created.image;
+    if (existing) {
+      target = (await openImageChain(dst, o.targetFormatGiven ? { format: o.targetFormat } : {})).image;
+      // The copy must cover the target exactly: what lies past the source would be left as it was.
+      if (target.size !== source.size) throw new FormatError(`${dst} is ${target.size} bytes and ${src} is ${source.size}: -n needs a target of the source's size`);
+    } else {
+      const size = Math.ceil(source.size / 512) * 512;
+      if (size !== source.size) source = new ZeroPadded(source, size);
+      created = await prepareImageFile(dst, { format: o.targetFormat, size, ...o.create, cache: o.cache ?? 'unsafe', ...(o.compress ? { compress: true } : {}) });
+      target = created.image;
+    }
     const info = await target.info();
     const granularity = o.granularity ?? (info.clusterSize && info.clusterSize > 65536 ? info.clusterSize : undefined);
     const job = await MirrorJob.create({
       source,
       target,
-      targetCreated: true,
+      // A target written in place holds anything: every zero range is written as zeroes.
+      targetCreated: !existing,
       options: { sync: 'full', id: 'convert', ...(granularity ? { granularity } : {}) },
     });
     job.on((e) => {
@@ -65,9 +80,10 @@ export async function convertImage(src: string, dst: string, o: ConvertOptions):
     if (result.outcome !== 'completed') throw new FormatError(`copying failed: ${result.error ?? result.outcome}`);
     await target.flush();
     await target.close();
-    await created.publish();
+    await created?.publish();
   } catch (err) {
-    await created?.discard();
+    if (created) await created.discard();
+    else await target?.close().catch(() => {});
     throw err;
   } finally {
     await source.close();
@@ -84,13 +100,14 @@ function checkGranularity(granularity: number): void {
 }
 
 export const convertCommand: Command = {
-  usage: 'convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-p] [-q] [-t unsafe|writeback] SRC DST',
+  usage: 'convert [-f FMT] [-O FMT] [-o OPTIONS] [-c] [-n] [-p] [-q] [-t unsafe|writeback] SRC DST',
   help: [
     'Copies SRC (any format, backing chain followed) into a new image DST (format -O, default raw),',
     'with the mirror engine: zero ranges are skipped, DST is complete when this exits 0.',
     '-o takes the options of create; -c stores whole clusters compressed (qcow2, zlib); -p shows progress.',
     '-t: the cache mode of DST. unsafe (the default, as qemu-img convert) skips flushes; writeback',
     '  flushes as it goes and at the end, so DST is on disk when this exits.',
+    '-n: DST exists and is written in place (same size as SRC); an NBD export always is.',
   ].join('\n'),
   errorExit: 1,
   async run(argv) {
@@ -103,6 +120,7 @@ export const convertCommand: Command = {
       { name: 'quiet', short: 'q' },
       { name: 'granularity', value: true },
       { name: 'cache', short: 't', value: true },
+      { name: 'no-create', short: 'n' },
     ]);
     if (positionals.length !== 2) throw new UsageError('expected SRC and DST');
     const [src, dst] = positionals as [string, string];
@@ -126,6 +144,8 @@ export const convertCommand: Command = {
       ...(bar ? { onProgress: (info: BlockJobInfo) => bar.update(info.offset, info.len) } : {}),
       ...(granularity ? { granularity } : {}),
       cache,
+      ...(options['no-create'] ? { existing: true } : {}),
+      ...(options['target-format'] !== undefined ? { targetFormatGiven: true } : {}),
     });
     bar?.finish();
     return 0;

@@ -14,7 +14,8 @@ import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { type ParsedArgs, parseArgs, UsageError } from './args.js';
 import type { Command } from './command.js';
-import { checkFormat, openImageChain, store } from './node-images.js';
+import { checkFormat, defaultFormat, openImageChain, store } from './node-images.js';
+import { isNbdUri } from '../block/nbd/uri.js';
 import { type SidecarImages, SidecarCheckpointer, sidecarPath } from './sidecar.js';
 import { planResume, refuseStaleCheckpoint } from './mirror-resume.js';
 import { ProgressLine } from './progress.js';
@@ -70,7 +71,8 @@ interface Opened {
   job: MirrorJob;
   control: MirrorControl;
   sidecar: string;
-  checkpointer: SidecarCheckpointer;
+  /** Null when an image is an NBD export: nothing could tell whether it changed before a resume. */
+  checkpointer: SidecarCheckpointer | null;
   /** The stamps of both images, once closed (opened again read-only to read them). */
   stamps(): Promise<SidecarImages>;
   /** Removes the target this run made if the job wrote nothing into it. */
@@ -109,7 +111,12 @@ async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; pr
   }
   const given = mirrorOptions(o);
   const srcFormat = checkFormat(o.format as string | undefined);
-  const dstFormat = checkFormat(o['target-format'] as string | undefined);
+  const dstFormat = defaultFormat(dstPath, checkFormat(o['target-format'] as string | undefined));
+  // An export has no modification time and no lock: a checkpoint could not tell whether it changed before a resume.
+  const checkpoints = !isNbdUri(srcPath) && !isNbdUri(dstPath);
+  if (!checkpoints && o.resume) {
+    throw new UsageError('--resume needs a checkpoint, and none is kept when an image is an NBD export (nothing could tell whether the export changed meanwhile); mirror again without --resume');
+  }
   const intervalSeconds = o['checkpoint-interval'] === undefined ? 5 : Number(o['checkpoint-interval']);
   if (!(intervalSeconds > 0)) throw new UsageError(`--checkpoint-interval must be a positive number of seconds`);
   const injected = ((o.inject as string[] | undefined) ?? []).map((spec) => {
@@ -140,14 +147,18 @@ async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; pr
       options: given,
       // A backing file is named as the source's directory reaches it.
       backingName: (backing) => resolve(dirname(resolve(srcPath)), backing),
-      onExisting: (target) => planResume({ o, given, srcPath, dstPath, sidecar, source: sourceOpened }, target),
-      onMissing: async () => refuseStaleCheckpoint(sidecar, dstPath),
-      checkpointer: (target) =>
-        (checkpointer = new SidecarCheckpointer(
-          sidecar,
-          { source: resolve(srcPath), target: resolve(dstPath), sourceFormat: source.format, targetFormat: target.image.format },
-          () => stamps(target, false),
-        )),
+      ...(checkpoints
+        ? {
+            onExisting: (target: OpenedImage) => planResume({ o, given, srcPath, dstPath, sidecar, source: sourceOpened }, target),
+            onMissing: async () => refuseStaleCheckpoint(sidecar, dstPath),
+            checkpointer: (target: OpenedImage) =>
+              (checkpointer = new SidecarCheckpointer(
+                sidecar,
+                { source: resolve(srcPath), target: resolve(dstPath), sourceFormat: source.format, targetFormat: target.image.format },
+                () => stamps(target, false),
+              )),
+          }
+        : {}),
       checkpointIntervalSeconds: intervalSeconds,
       faults: injected,
     });
@@ -174,7 +185,7 @@ async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; pr
       job,
       control,
       sidecar,
-      checkpointer: checkpointer!,
+      checkpointer: checkpointer ?? null,
       stamps: stampsAfterClose,
       dropIfUnwritten: launched.dropIfUnwritten,
       qmp,
@@ -241,7 +252,7 @@ export const mirrorCommand: Command = {
     };
     const seal = async () => {
       try {
-        return opened.checkpointer.seal(await opened.stamps());
+        return (await opened.checkpointer?.seal(await opened.stamps())) ?? false;
       } catch {
         return false;
       }
@@ -282,10 +293,12 @@ export const mirrorCommand: Command = {
           if (saved) await seal();
         } else {
           closeImages = false;
-          opened.checkpointer.stop();
+          opened.checkpointer?.stop();
         }
         process.stderr.write(
-          saved
+          !opened.checkpointer
+            ? 'diskmirror mirror: interrupted; no checkpoint is kept with an NBD export: run the mirror again to copy everything\n'
+            : saved
             ? `diskmirror mirror: interrupted; the checkpoint is in ${opened.sidecar} (continue with --resume)\n`
             : existsSync(opened.sidecar)
               ? `diskmirror mirror: interrupted; the last checkpoint could not be updated, ${opened.sidecar} holds an earlier one (continue with --resume)\n`
@@ -295,16 +308,16 @@ export const mirrorCommand: Command = {
       }
       // Nothing was copied into a target this run made: it goes, with its checkpoint (unlinked while still held).
       const dropped = outcome !== EXIT.completed && (await opened.dropIfUnwritten());
-      if (dropped) await opened.checkpointer.remove().catch(() => {});
+      if (dropped) await opened.checkpointer?.remove().catch(() => {});
       await closeBoth();
       // A failed job keeps its checkpoint (fix the cause, then --resume): seal it now that nothing writes.
-      if (outcome !== EXIT.completed && !dropped && existsSync(opened.sidecar)) await seal();
+      if (outcome !== EXIT.completed && !dropped && opened.checkpointer && existsSync(opened.sidecar)) await seal();
       return outcome;
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       process.stdout.off('error', onOutputError);
-      opened.checkpointer.stop();
+      opened.checkpointer?.stop();
       lines?.close();
       process.stdin.destroy();
       if (closeImages) await closeBoth();

@@ -3,16 +3,25 @@
  * backing chains) and create, always through image-access.ts, so every file
  * is locked and a new one appears under its name only when it is whole.
  */
+import { resolve as resolvePath } from 'node:path';
 import { type OptionSpec, type ParsedArgs, parseArgs, UsageError } from './args.js';
 import type { BlockDevice } from '../block/block-device.js';
 import { UnsafeCacheDevice } from '../block/unsafe-cache.js';
 import { NodeFileStore } from '../block/node-store.js';
+import { NbdAwareStore } from '../block/nbd/store.js';
+import { nodeConnector } from '../block/nbd/node-transport.js';
+import { isNbdUri } from '../block/nbd/uri.js';
 import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from '../format/image-format.js';
 import { type NewImage, type OpenedImage, createInStore, openChain } from '../format/image-access.js';
 import type { CreateImageOptions } from '../format/open.js';
 
-/** Files as the command sees them: paths relative to the working directory. */
-export const store = new NodeFileStore();
+/** Files as the command sees them: paths relative to the working directory, and NBD exports named by URI. */
+export const store = new NbdAwareStore(new NodeFileStore(), nodeConnector, (path) => resolvePath(path));
+
+/** The format of an image unless the user says otherwise: probed for a file, raw for an NBD export (as qemu-img's -f raw over nbd). */
+export function defaultFormat(name: string, format: FormatName | undefined): FormatName | undefined {
+  return format ?? (isNbdUri(name) ? 'raw' : undefined);
+}
 
 export function checkFormat(format: string | undefined, what = 'format'): FormatName | undefined {
   if (format === undefined) return undefined;
@@ -33,10 +42,11 @@ export interface OpenFileOptions {
 
 /** Opens an image file and its backing chain, locked (shared read-only, exclusive read-write). */
 export function openImageChain(path: string, options: OpenFileOptions = {}): Promise<OpenedImage> {
+  const format = defaultFormat(path, options.format);
   return openChain(store, path, {
     readOnly: options.readOnly ?? false,
     ...(options.forceShare ? { forceShare: true } : {}),
-    ...(options.format ? { format: options.format } : {}),
+    ...(format ? { format } : {}),
     ...(options.compress ? { compress: true } : {}),
   });
 }

@@ -142,6 +142,7 @@ export class RawImage implements ImageFormat {
   }
 
   private async zeroRange(offset: number, bytes: number, options: WriteZeroesOptions): Promise<void> {
+    if (this.file.writeZeroes) return this.file.writeZeroes(offset, bytes, { unmap: options.unmap === true });
     const size = this.file.size;
     if (options.unmap && this.file.resize && offset + bytes === size && bytes >= TRUNCATE_ZEROES_BYTES) {
       await this.file.resize(offset);

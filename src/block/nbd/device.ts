@@ -1,0 +1,329 @@
+/**
+ * A block device over an NBD export (a qemu-nbd or nbdkit server, directly
+ * or through a WebSocket bridge).
+ *
+ * - Requests respect the server's block sizes: READ and WRITE are split at
+ *   the maximum payload; a request not aligned to the minimum block size is
+ *   widened (reads) or read, changed and written back (writes).
+ * - Several requests are in flight on one connection, matched by cookie.
+ * - Holes and zeroes come from NBD_CMD_BLOCK_STATUS (base:allocation), so a
+ *   sparse export is never read where it is known to be zero; zeroes are
+ *   written with NBD_CMD_WRITE_ZEROES (NO_HOLE unless unmapping is allowed).
+ * - Errors map here: the server's NBD_EIO, NBD_ENOSPC, NBD_EPERM... become
+ *   EIO, ENOSPC, EPERM...; a lost connection is EIO for the requests in
+ *   flight, and the next request connects again (same export, same size),
+ *   so a job paused by a `stop` policy continues on a new connection when
+ *   resumed.
+ * - `writeThrough`: every write carries FUA (the data is durable when the
+ *   request completes), for callers that cannot rely on a later flush.
+ */
+import { type BlockDevice, type BlockOp, type Errno, type FileIdentity, BlockError, checkRequest, closedError, readOnlyError } from '../block-device.js';
+import { type ExportInfo, type Extent, NbdConnection, NbdHandshakeError, NbdRequestError } from './connection.js';
+import { CMD, CMD_FLAG, type CommandType, STATE_ZERO, TFLAG } from './protocol.js';
+import type { Connect } from './transport.js';
+
+export interface NbdDeviceOptions {
+  connect: Connect;
+  exportName: string;
+  /** The export as the person named it (a URI), for messages. */
+  name: string;
+  /** What identifies the export: the same key is the same export. */
+  key: string;
+  readOnly: boolean;
+  /** FUA on every write. */
+  writeThrough?: boolean;
+  /** Called once the device is closed. */
+  onClosed?: () => void;
+  /** Requests waiting this long without a byte from the server end the connection (ETIMEDOUT); default 30 s, 0 for never. */
+  idleTimeoutMs?: number;
+}
+
+export const DEFAULT_NBD_IDLE_TIMEOUT_MS = 30_000;
+/** WRITE_ZEROES, TRIM and BLOCK_STATUS carry no payload: they may cover this much in one request. */
+const MAX_RANGE_REQUEST = 1 << 30;
+
+export class NbdDevice implements BlockDevice {
+  private connection: NbdConnection | null;
+  private connecting: Promise<NbdConnection> | null = null;
+  private closed = false;
+  /** Bytes received on connections that are gone. */
+  private receivedBefore = 0;
+  /** Read-modify-write of partial blocks, one at a time. */
+  private partial: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly options: NbdDeviceOptions,
+    first: NbdConnection,
+    readonly info: ExportInfo,
+  ) {
+    this.options = { ...options };
+    this.connection = first;
+    this.watch(first);
+  }
+
+  /** Connects and negotiates; a failure is a BlockError naming the export and the reason. */
+  static async open(options: NbdDeviceOptions): Promise<NbdDevice> {
+    const connection = await connectTo(options);
+    const info = connection.info;
+    if (!options.readOnly && info.flags & TFLAG.READ_ONLY) {
+      connection.close();
+      throw new BlockError('EROFS', 'open', 0, 0, `${options.name}: the export is read-only`);
+    }
+    return new NbdDevice(options, connection, info);
+  }
+
+  get size(): number {
+    return this.info.size;
+  }
+
+  get readOnly(): boolean {
+    return this.options.readOnly;
+  }
+
+  /** Hands an unused device to a new owner who wants `readOnly` access (EROFS on a read-only export). */
+  claim(readOnly: boolean, onClosed?: () => void): this {
+    if (!readOnly && this.info.flags & TFLAG.READ_ONLY) throw new BlockError('EROFS', 'open', 0, 0, `${this.options.name}: the export is read-only`);
+    this.options.readOnly = readOnly;
+    if (onClosed) this.options.onClosed = onClosed;
+    return this;
+  }
+
+  /** Bytes the server has sent on every connection so far (a sparse copy's test counts them). */
+  get bytesReceived(): number {
+    return this.receivedBefore + (this.connection?.received ?? 0);
+  }
+
+  async identity(): Promise<FileIdentity> {
+    return { key: this.options.key, size: this.info.size, modifiedMs: 0 };
+  }
+
+  private watch(connection: NbdConnection): void {
+    connection.onLost = () => {
+      if (this.connection === connection) {
+        this.receivedBefore += connection.received;
+        this.connection = null;
+      }
+    };
+  }
+
+  /** The live connection, or a new one (the same export, the same size). */
+  private async live(op: BlockOp, offset: number, bytes: number): Promise<NbdConnection> {
+    if (this.closed) throw closedError(op, offset, bytes);
+    if (this.connection && !this.connection.lost) return this.connection;
+    this.connecting ??= (async () => {
+      try {
+        const next = await connectTo(this.options);
+        if (next.info.size !== this.info.size) {
+          next.close();
+          throw new BlockError('ESTALE', op, offset, bytes, `${this.options.name}: the export's size changed from ${this.info.size} to ${next.info.size} bytes while reconnecting`);
+        }
+        if (!this.options.readOnly && next.info.flags & TFLAG.READ_ONLY) {
+          next.close();
+          throw new BlockError('EROFS', op, offset, bytes, `${this.options.name}: the export became read-only while reconnecting`);
+        }
+        this.connection = next;
+        this.watch(next);
+        return next;
+      } finally {
+        this.connecting = null;
+      }
+    })();
+    try {
+      return await this.connecting;
+    } catch (err) {
+      if (err instanceof BlockError) throw new BlockError(err.code === 'ENOENT' && op !== 'open' ? 'EIO' : err.code, op, offset, bytes, err.detail, { cause: err });
+      throw err;
+    }
+  }
+
+  /** One request, its failure a BlockError for `op`. */
+  private async send(op: BlockOp, type: CommandType, flags: number, offset: number, length: number, payload?: { data?: Uint8Array; into?: Uint8Array }): Promise<Extent[] | undefined> {
+    const connection = await this.live(op, offset, length);
+    try {
+      return await connection.request(type, flags, offset, length, payload);
+    } catch (err) {
+      if (err instanceof NbdRequestError) {
+        const code: Errno = this.closed ? 'ECANCELED' : err.lost && err.code === 'ECANCELED' ? 'EIO' : err.code;
+        throw new BlockError(code, op, offset, length, `${this.options.name}: ${err.message.replace(/^[^:]*: /, '')}`, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  private get minBlock(): number {
+    return this.info.minBlock;
+  }
+
+  async read(offset: number, into: Uint8Array): Promise<void> {
+    const bytes = into.length;
+    checkRequest('read', offset, bytes, this.size, true);
+    if (this.closed) throw closedError('read', offset, bytes);
+    if (bytes === 0) return;
+    const min = this.minBlock;
+    if (offset % min !== 0 || bytes % min !== 0) {
+      // Widen to whole blocks, then hand back the part asked for.
+      const start = offset - (offset % min);
+      const end = Math.min(this.size, Math.ceil((offset + bytes) / min) * min);
+      const whole = new Uint8Array(end - start);
+      await this.readAligned(start, whole);
+      into.set(whole.subarray(offset - start, offset - start + bytes));
+      return;
+    }
+    await this.readAligned(offset, into);
+  }
+
+  private async readAligned(offset: number, into: Uint8Array): Promise<void> {
+    const max = this.info.maxPayload;
+    const pieces: Promise<unknown>[] = [];
+    for (let done = 0; done < into.length; done += max) {
+      const piece = into.subarray(done, Math.min(into.length, done + max));
+      pieces.push(this.send('read', CMD.READ, 0, offset + done, piece.length, { into: piece }));
+    }
+    await settleAll(pieces);
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    const bytes = data.length;
+    if (this.options.readOnly) throw readOnlyError('write', offset, bytes);
+    checkRequest('write', offset, bytes, this.size, true);
+    if (this.closed) throw closedError('write', offset, bytes);
+    if (bytes === 0) return;
+    const min = this.minBlock;
+    if (offset % min !== 0 || bytes % min !== 0) {
+      await this.readModifyWrite(offset, bytes, (whole, at) => whole.set(data, at));
+      return;
+    }
+    await this.writeAligned(offset, data);
+  }
+
+  private async writeAligned(offset: number, data: Uint8Array): Promise<void> {
+    const max = this.info.maxPayload;
+    const flags = this.fua();
+    const pieces: Promise<unknown>[] = [];
+    for (let done = 0; done < data.length; done += max) {
+      const piece = data.subarray(done, Math.min(data.length, done + max));
+      pieces.push(this.send('write', CMD.WRITE, flags, offset + done, piece.length, { data: piece }));
+    }
+    await settleAll(pieces);
+  }
+
+  /** Whole blocks around a partial range: read, changed by `change`, written back (one at a time). */
+  private readModifyWrite(offset: number, bytes: number, change: (whole: Uint8Array, at: number) => void): Promise<void> {
+    const min = this.minBlock;
+    const run = async () => {
+      const start = offset - (offset % min);
+      const end = Math.min(this.size, Math.ceil((offset + bytes) / min) * min);
+      const whole = new Uint8Array(end - start);
+      await this.readAligned(start, whole);
+      change(whole, offset - start);
+      await this.writeAligned(start, whole);
+    };
+    const next = this.partial.then(run, run);
+    this.partial = next.catch(() => {});
+    return next;
+  }
+
+  private fua(): number {
+    return this.options.writeThrough && this.info.flags & TFLAG.SEND_FUA ? CMD_FLAG.FUA : 0;
+  }
+
+  async flush(): Promise<void> {
+    if (this.closed) throw closedError('flush', 0, 0);
+    if (this.options.readOnly || !(this.info.flags & TFLAG.SEND_FLUSH)) return;
+    await this.send('flush', CMD.FLUSH, 0, 0, 0);
+  }
+
+  /** NBD_CMD_TRIM where the server takes it (advisory: the range may read back as before). */
+  async discard(offset: number, bytes: number): Promise<void> {
+    if (this.options.readOnly) throw readOnlyError('discard', offset, bytes);
+    checkRequest('discard', offset, bytes, this.size, true);
+    if (!(this.info.flags & TFLAG.SEND_TRIM)) return;
+    const min = this.minBlock;
+    const start = Math.ceil(offset / min) * min;
+    const end = Math.floor((offset + bytes) / min) * min;
+    const pieces: Promise<unknown>[] = [];
+    for (let at = start; at < end; at += MAX_RANGE_REQUEST) pieces.push(this.send('discard', CMD.TRIM, 0, at, Math.min(MAX_RANGE_REQUEST, end - at)));
+    await settleAll(pieces);
+  }
+
+  /**
+   * Zeroes: NBD_CMD_WRITE_ZEROES (with NO_HOLE unless `unmap`), or written
+   * zero blocks on a server without it. Partial blocks at either end are
+   * read, zeroed and written back.
+   */
+  async writeZeroes(offset: number, bytes: number, options: { unmap: boolean }): Promise<void> {
+    if (this.options.readOnly) throw readOnlyError('write', offset, bytes);
+    checkRequest('write', offset, bytes, this.size, true);
+    if (bytes === 0) return;
+    const min = this.minBlock;
+    const start = Math.ceil(offset / min) * min;
+    const end = Math.max(start, Math.floor((offset + bytes) / min) * min);
+    const edges: Promise<unknown>[] = [];
+    if (start > offset) edges.push(this.readModifyWrite(offset, Math.min(start, offset + bytes) - offset, (whole, at) => whole.fill(0, at, at + Math.min(start, offset + bytes) - offset)));
+    if (end < offset + bytes && end >= start && end > offset) edges.push(this.readModifyWrite(end, offset + bytes - end, (whole, at) => whole.fill(0, at, at + offset + bytes - end)));
+    const pieces: Promise<unknown>[] = [...edges];
+    if (this.info.flags & TFLAG.SEND_WRITE_ZEROES) {
+      const flags = (options.unmap ? 0 : CMD_FLAG.NO_HOLE) | this.fua();
+      for (let at = start; at < end; at += MAX_RANGE_REQUEST) pieces.push(this.send('write', CMD.WRITE_ZEROES, flags, at, Math.min(MAX_RANGE_REQUEST, end - at)));
+    } else {
+      const zeroes = new Uint8Array(Math.min(this.info.maxPayload, end - start));
+      for (let at = start; at < end; at += zeroes.length) pieces.push(this.writeAligned(at, zeroes.subarray(0, Math.min(zeroes.length, end - at))));
+    }
+    await settleAll(pieces);
+  }
+
+  /**
+   * base:allocation at `offset`: `allocated` false where the server says the
+   * range reads as zeroes (a hole or not), for at most `bytes`. A server
+   * without the context calls everything allocated.
+   */
+  async allocation(offset: number, bytes: number): Promise<{ allocated: boolean; bytes: number }> {
+    checkRequest('read', offset, bytes, this.size, true);
+    const length = Math.min(bytes, this.size - offset);
+    if (this.info.allocationContext === null || length <= 0) return { allocated: true, bytes: Math.max(1, length) };
+    const min = this.minBlock;
+    const start = offset - (offset % min);
+    const span = Math.min(MAX_RANGE_REQUEST, Math.ceil((offset + length) / min) * min - start);
+    const extents = (await this.send('read', CMD.BLOCK_STATUS, CMD_FLAG.REQ_ONE, start, span)) ?? [];
+    const first = extents[0];
+    if (!first || start + first.bytes <= offset) return { allocated: true, bytes: Math.min(length, min) };
+    return { allocated: (first.flags & STATE_ZERO) === 0, bytes: Math.min(length, start + first.bytes - offset) };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.connecting?.catch(() => {});
+    this.connection?.close();
+    this.connection = null;
+    this.options.onClosed?.();
+  }
+}
+
+async function connectTo(options: NbdDeviceOptions): Promise<NbdConnection> {
+  let transport;
+  try {
+    transport = await options.connect();
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    const errno: Errno = code === 'ENOENT' ? 'ENOENT' : code === 'EACCES' ? 'EACCES' : code === 'ETIMEDOUT' ? 'ETIMEDOUT' : 'EIO';
+    throw new BlockError(errno, 'open', 0, 0, `${options.name}: cannot connect: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    return await NbdConnection.open(transport, options.exportName, { idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_NBD_IDLE_TIMEOUT_MS });
+  } catch (err) {
+    if (err instanceof NbdHandshakeError) throw new BlockError(err.code, 'open', 0, 0, `${options.name}: ${err.message.replace(/^[^:]*: /, '')}`, { cause: err });
+    throw err;
+  }
+}
+
+/** Waits for every piece, then throws the first failure (nothing is left running behind a throw). */
+async function settleAll(pieces: Promise<unknown>[]): Promise<void> {
+  if (pieces.length === 1) {
+    await pieces[0];
+    return;
+  }
+  const results = await Promise.allSettled(pieces);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+}

@@ -1,0 +1,58 @@
+/**
+ * NBD transports under Node: a TCP or Unix socket (node:net), and a
+ * WebSocket bridge through the `ws` package (Node 20 has no WebSocket of its
+ * own without a flag).
+ */
+import { connect as netConnect, type Socket } from 'node:net';
+import { WebSocket as NodeWebSocket } from 'ws';
+import { type Connect, type NbdTransport, ByteQueue, StreamEnded } from './transport.js';
+import type { NbdUri } from './uri.js';
+import { type WebSocketLike, connectWebSocket } from './ws-transport.js';
+
+/** How long a TCP connect may take. */
+const CONNECT_TIMEOUT_MS = 30_000;
+
+export function connectSocket(where: { path: string } | { host: string; port: number }): Promise<NbdTransport> {
+  const peer = 'path' in where ? where.path : `${where.host}:${where.port}`;
+  return new Promise((resolve, reject) => {
+    const socket: Socket = netConnect('path' in where ? { path: where.path } : { host: where.host, port: where.port });
+    socket.setNoDelay(true);
+    const incoming = new ByteQueue();
+    const timer = setTimeout(() => socket.destroy(Object.assign(new Error(`no answer in ${CONNECT_TIMEOUT_MS / 1000} s`), { code: 'ETIMEDOUT' })), CONNECT_TIMEOUT_MS);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      resolve({
+        peer,
+        incoming,
+        send: (data) => {
+          // A copy: the caller's view may be reused (or its memory grown) before the socket drains.
+          if (!socket.destroyed) socket.write(Buffer.from(data));
+        },
+        close: () => socket.destroy(),
+      });
+    });
+    socket.on('data', (chunk: Buffer) => incoming.push(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)));
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+      incoming.end(new StreamEnded(err.message));
+    });
+    socket.once('close', () => incoming.end(new StreamEnded('the server closed the connection')));
+  });
+}
+
+export function connectNodeWebSocket(url: string): Promise<NbdTransport> {
+  return connectWebSocket(url, (u) => new NodeWebSocket(u) as unknown as WebSocketLike);
+}
+
+/** The transport a URI names, under Node. */
+export function nodeConnector(uri: NbdUri): Connect {
+  switch (uri.kind) {
+    case 'tcp':
+      return () => connectSocket({ host: uri.host, port: uri.port });
+    case 'unix':
+      return () => connectSocket({ path: uri.socket });
+    case 'ws':
+      return () => connectNodeWebSocket(uri.url);
+  }
+}
