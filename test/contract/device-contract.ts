@@ -14,6 +14,8 @@ export interface DeviceUnderTest {
 export interface DeviceFactory {
   name: string;
   writable: boolean;
+  /** Its size is the server's to set (an NBD export): a write past the end is refused, not grown into. */
+  fixedSize?: boolean;
   /** A device holding exactly `initial`. */
   make(initial: Uint8Array): Promise<DeviceUnderTest>;
 }
@@ -139,7 +141,12 @@ export function deviceContract(factory: DeviceFactory): ContractCase[] {
       await dev.flush();
     });
 
-    add('grows when written past its end', async (dev, initial) => {
+    if (factory.fixedSize) {
+      add('refuses writes past its end with EINVAL (its size is fixed)', async (dev) => {
+        await rejectsWith(dev.write(SIZE - 1, new Uint8Array([7, 8])), 'EINVAL', 'write past the end');
+        assert(dev.size === SIZE, `size after a refused write ${dev.size}`);
+      });
+    } else add('grows when written past its end', async (dev, initial) => {
       await dev.write(SIZE + 1000, new Uint8Array([7, 8]));
       assert(dev.size === SIZE + 1002, `size after growing write ${dev.size}, expected ${SIZE + 1002}`);
       const tail = new Uint8Array(1002 + 10);

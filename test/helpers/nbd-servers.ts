@@ -65,6 +65,43 @@ export function nbdkitMemory(size: string, socket: string, extra: string[] = [])
   return start('nbdkit', ['--exit-with-parent', '-f', '-U', socket, ...extra.filter((a) => a.startsWith('--')), 'memory', `size=${size}`, ...extra.filter((a) => !a.startsWith('--'))], socket);
 }
 
+/** nbdkit's file plugin over `path`, with filters and their parameters. */
+export function nbdkitFile(path: string, socket: string, extra: string[] = []): Promise<NbdServer> {
+  return start('nbdkit', ['--exit-with-parent', '-f', '-U', socket, ...extra.filter((a) => a.startsWith('--')), 'file', path, ...extra.filter((a) => !a.startsWith('--'))], socket);
+}
+
+/** websockify bridging a free local port to a Unix socket; resolves once it listens. */
+export async function websockify(target: string): Promise<{ url: string; stop(): Promise<void> }> {
+  const port = await new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const p = (probe.address() as { port: number }).port;
+      probe.close(() => resolve(p));
+    });
+  });
+  const child = spawn('websockify', [`--unix-target=${target}`, `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`websockify exited: ${stderr}`);
+    const up = await new Promise<boolean>((resolve) => {
+      const c = createConnection({ host: '127.0.0.1', port }, () => (c.destroy(), resolve(true)));
+      c.on('error', () => resolve(false));
+    });
+    if (up) break;
+    if (i > 200) throw new Error(`websockify did not listen on ${port} in 10 s: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    url: `ws://127.0.0.1:${port}/`,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
 /** A Unix-socket proxy to `target` that counts the bytes the server sends. */
 export async function countingProxy(target: string, socket: string): Promise<{ uri: string; fromServer(): number; close(): Promise<void> }> {
   let bytes = 0;

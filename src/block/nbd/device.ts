@@ -223,8 +223,11 @@ export class NbdDevice implements BlockDevice {
     return next;
   }
 
+  /** FUA when asked for, and always on a server that takes FUA but no FLUSH (a flush could not make writes durable). */
   private fua(): number {
-    return this.options.writeThrough && this.info.flags & TFLAG.SEND_FUA ? CMD_FLAG.FUA : 0;
+    const flags = this.info.flags;
+    if (!(flags & TFLAG.SEND_FUA)) return 0;
+    return this.options.writeThrough || !(flags & TFLAG.SEND_FLUSH) ? CMD_FLAG.FUA : 0;
   }
 
   async flush(): Promise<void> {
