@@ -27,6 +27,14 @@ async function fakeServer(onClient: (socket: Socket) => void): Promise<number> {
   return (server.address() as { port: number }).port;
 }
 
+/** A fixed newstyle greeting (FIXED_NEWSTYLE | NO_ZEROES). */
+function greeting(): Buffer {
+  const b = Buffer.alloc(18);
+  b.write('NBDMAGICIHAVEOPT', 0);
+  b.writeUInt16BE(3, 16);
+  return b;
+}
+
 function open(port: number, idleTimeoutMs = 2000) {
   return NbdDevice.open({ connect: () => connectSocket({ host: '127.0.0.1', port }), exportName: '', name: `nbd://127.0.0.1:${port}/`, key: 'k', readOnly: true, idleTimeoutMs });
 }
@@ -48,12 +56,7 @@ describe('a server that is not one', () => {
   });
 
   it('a greeting, then silence: the open fails (ETIMEDOUT) instead of hanging', async () => {
-    const port = await fakeServer((s) => {
-      const b = Buffer.alloc(18);
-      b.write('NBDMAGICIHAVEOPT', 0);
-      b.writeUInt16BE(3, 16);
-      s.write(b);
-    });
+    const port = await fakeServer((s) => s.write(greeting()));
     const started = Date.now();
     await expect(open(port, 300)).rejects.toMatchObject({ code: 'ETIMEDOUT', message: expect.stringMatching(/did not finish the handshake/) });
     expect(Date.now() - started).toBeLessThan(5000);
@@ -66,10 +69,7 @@ describe('a server that is not one', () => {
 
   it('an option reply of 4 GiB is refused before anything is allocated for it', async () => {
     const port = await fakeServer((s) => {
-      const greet = Buffer.alloc(18);
-      greet.write('NBDMAGICIHAVEOPT', 0);
-      greet.writeUInt16BE(3, 16);
-      s.write(greet);
+      s.write(greeting());
       s.once('data', () => {
         const reply = Buffer.alloc(20);
         reply.writeBigUInt64BE(0x3e889045565a9n, 0);
