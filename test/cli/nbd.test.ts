@@ -103,6 +103,27 @@ describe('qemu-nbd', () => {
     await identical(src, out);
   });
 
+  it('convert writes into an export in place (as convert -n into a file), refusing one of another size', async () => {
+    const src = await qcow2WithHoles();
+    const dst = file('dst.raw');
+    await qemuImg('create', '-q', '-f', 'raw', dst, '64M');
+    await qemuIo(dst, ['write -P 0xee 0 64M'], ['-f', 'raw']);
+    const server = await serve(qemuNbd(dst, file('dst.sock')));
+    const r = await run(['convert', src, server.uri]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    // What was there is gone everywhere, zero ranges included.
+    await identical(src, server.uri);
+    const file2 = file('same.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', file2, '64M');
+    expect((await run(['convert', '-n', src, file2])).code).toBe(0);
+    await identical(src, file2);
+    const small = await serve(nbdkitMemory('1M', file('small.sock')));
+    const refused = await run(['convert', src, small.uri]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/is 1048576 bytes and .* is 67108864: -n needs a target of the source's size/);
+  });
+
   it('refuses an export that is both source and target, however the URI spells it, and --resume with an export', async () => {
     const img = file('one.raw');
     await qemuImg('create', '-q', '-f', 'raw', img, '4M');
