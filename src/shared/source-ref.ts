@@ -1,5 +1,7 @@
 /**
- * Where a job reads from: an image in OPFS, a URL, or a picked file. The
+ * Where a job reads from: an image in OPFS, a URL, a picked file, or an NBD
+ * export reached through a WebSocket bridge (`uri`: nbd+ws://HOST:PORT/EXPORT,
+ * read as `format`, raw by default, as qemu-img reads an export). The
  * page names a source with it (the mirror form's choices) and the worker
  * opens it and keeps it in a job's checkpoint; both say it to a person the
  * same way. `raw` reads the container's bytes as they are (an import copies
@@ -8,9 +10,19 @@
 export type SourceRef =
   | { kind: 'opfs'; name: string }
   | { kind: 'url'; url: string; raw?: boolean }
-  | { kind: 'file'; name: string; raw?: boolean };
+  | { kind: 'file'; name: string; raw?: boolean }
+  | { kind: 'nbd'; uri: string; format?: 'raw' | 'qcow2' };
 
 /** How the page and the worker name a source to a person. */
 export function describeSource(ref: SourceRef): string {
-  return ref.kind === 'opfs' ? ref.name : ref.kind === 'url' ? ref.url : `picked file ${ref.name}`;
+  switch (ref.kind) {
+    case 'opfs':
+      return ref.name;
+    case 'url':
+      return ref.url;
+    case 'nbd':
+      return ref.uri;
+    case 'file':
+      return `picked file ${ref.name}`;
+  }
 }

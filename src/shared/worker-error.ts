@@ -27,7 +27,19 @@ export type WorkerErrorCode =
   /** The server of a URL does not answer Range requests. */
   | 'url-no-range'
   /** A picked file is not the one the job reads. */
-  | 'wrong-file';
+  | 'wrong-file'
+  /** An NBD export's address is not a WebSocket URL the page can use. */
+  | 'nbd-bad-address'
+  /** Nothing answered at an NBD bridge's WebSocket URL. */
+  | 'nbd-unreachable'
+  /** A WebSocket answered, but no NBD server spoke through it. */
+  | 'nbd-no-server'
+  /** The NBD server has no export of that name. */
+  | 'nbd-no-export'
+  /** A read-only export was asked to be written (a mirror's target). */
+  | 'nbd-read-only'
+  /** An NBD target's size is not the source's (an export is never resized). */
+  | 'nbd-wrong-size';
 
 export class WorkerError extends Error {
   override name = 'WorkerError';

@@ -17,6 +17,7 @@ import type { ImageEntry } from './image-store.js';
 export type { SourceRef } from '../shared/source-ref.js';
 export type { ImageEntry } from './image-store.js';
 export type { GuestStats } from './guest.js';
+export type { NbdExportInfo } from './nbd.js';
 
 /**
  * A mirror runs until a person completes or cancels it; an import is a

@@ -13,6 +13,7 @@
  */
 import { dirtyChunks } from '../kernel/bitmap-serial.js';
 import { type DBSchema, type IDBPDatabase, openDB } from 'idb';
+import { isNbdUri } from '../block/nbd/uri.js';
 import type { FormatName } from '../format/image-format.js';
 import type { ImageStamp } from '../format/image-stamp.js';
 import type { Checkpoint, Checkpointer } from '../mirror/types.js';
@@ -106,6 +107,8 @@ export function unresumable(c: StoredCheckpoint): string | null {
   if (c.version !== CHECKPOINT_VERSION || !c.images?.target || !Array.isArray(c.images.source)) {
     return 'saved by another version of diskmirror, without the stamps of its images: it cannot be resumed; discard it and mirror again';
   }
+  // None is ever saved for an export (nothing tells whether it changed); a record that names one is not resumed.
+  if (c.source?.kind === 'nbd' || isNbdUri(c.target)) return 'about an NBD export, which keeps no checkpoint: discard it and mirror again';
   return null;
 }
 

@@ -1,10 +1,12 @@
 /**
  * A job's source, however it is reached: an image in OPFS (its backing
- * chain with it), a file the page picked, or a URL read with Range requests.
+ * chain with it), a file the page picked, a URL read with Range requests,
+ * or an NBD export behind a WebSocket bridge.
  */
 import { BlobDevice } from '../block/blob.js';
 import { type FileIdentity, BlockError } from '../block/block-device.js';
 import { HttpDevice } from '../block/http.js';
+import type { NbdAwareStore } from '../block/nbd/store.js';
 import type { OpfsFileStore } from '../block/opfs-store.js';
 import { type OpenedImage, WritableOnDemand, openChain } from '../format/image-access.js';
 import type { ImageFormat } from '../format/image-format.js';
@@ -15,6 +17,7 @@ import { RawImage } from '../format/raw.js';
 import type { SourceRef } from '../shared/source-ref.js';
 import { WorkerError } from '../shared/worker-error.js';
 import type { ImageFacts } from './image-store.js';
+import { openExportReadOnly } from './nbd.js';
 
 export interface JobSource {
   /** What the job reads (and a guest writes, for an image in OPFS). */
@@ -23,16 +26,18 @@ export interface JobSource {
   name: string;
   /** For an image in OPFS: its chain as open now. */
   opened: (() => OpenedImage) | null;
-  /** The stamps of the source's chain now. */
+  /** The stamps of the source's chain now (for a checkpoint: an NBD export has none). */
   stamps(): Promise<ImageStamp[]>;
 }
 
 /**
  * Opens a job's source. An image in OPFS opens read-only with shared locks
  * (backing files too) and is reopened read-write on a guest's first write;
- * a picked file (found by `pickedFile`) or a URL is read-only.
+ * a picked file (found by `pickedFile`), a URL or an NBD export (through
+ * `exports`) is read-only.
  */
-export async function openJobSource(ref: SourceRef, store: OpfsFileStore, pickedFile: (name: string) => File | undefined): Promise<JobSource> {
+export async function openJobSource(ref: SourceRef, store: OpfsFileStore, pickedFile: (name: string) => File | undefined, exports: NbdAwareStore): Promise<JobSource> {
+  if (ref.kind === 'nbd') return openExportSource(ref.uri, ref.format ?? 'raw', exports);
   if (ref.kind === 'opfs') {
     const open = (readOnly: boolean) => openChain(store, ref.name, { readOnly });
     const image = new WritableOnDemand(await open(true), open);
@@ -65,6 +70,24 @@ export async function openJobSource(ref: SourceRef, store: OpfsFileStore, picked
     return { image, name, opened: null, stamps: async () => [stamp] };
   } catch (err) {
     await image.close().catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * An export as a source, read as `format` (raw: its bytes as they are). It
+ * has no lock and no modification time: nothing could tell whether it
+ * changed while a job was stopped, so it is never stamped for a checkpoint.
+ */
+async function openExportSource(uri: string, format: 'raw' | 'qcow2', exports: NbdAwareStore): Promise<JobSource> {
+  const device = await openExportReadOnly(exports, uri);
+  try {
+    // A qcow2 image on an export can have no backing file: a relative name means nothing there.
+    const image = format === 'qcow2' ? await openImage(device, { name: uri, format: 'qcow2', readOnly: true }) : new RawImage(device);
+    const stamps = () => Promise.reject(new WorkerError('no-checkpoint', `${uri} is an NBD export: a job that reads one keeps no checkpoint`));
+    return { image, name: uri, opened: null, stamps };
+  } catch (err) {
+    await device.close().catch(() => {});
     throw err;
   }
 }

@@ -6,9 +6,12 @@
  *
  * Every job opens and creates its images through image-access.ts over an
  * OpfsFileStore (Web Locks; see ARCHITECTURE.md, "Who may touch an image"),
- * and holds them, and a lock on its own id, for its whole life.
+ * and holds them, and a lock on its own id, for its whole life. A source or
+ * a target may also be an NBD export (nbd.ts): it is opened, never made,
+ * and a job with one keeps no checkpoint.
  */
 import { ImageConflictError } from '../block/block-device.js';
+import { isNbdUri } from '../block/nbd/uri.js';
 import { heldLocks, tryWebLock } from '../block/opfs-lock.js';
 import { type OpfsFileStore, checkOpfsName } from '../block/opfs-store.js';
 import { type OpenedImage, openChain } from '../format/image-access.js';
@@ -26,6 +29,7 @@ import { type StoredCheckpoint, IdbCheckpointer, getHeartbeat, listCheckpoints }
 import type { GuestWriter } from './guest.js';
 import { type ImageFacts, type ImageStore, publishOrDrop } from './image-store.js';
 import { type JobSource, contentFacts, openJobSource } from './job-source.js';
+import { checkExportUri, exportKey, nbdOpenError, withExports } from './nbd.js';
 
 /** What a job starts from. */
 export interface Launch {
@@ -93,6 +97,32 @@ export class Jobs {
     return entry;
   }
 
+  /** The job of this worker that has an NBD export (by its key) as its source or target. */
+  private exportHolder(key: string): { id: string; role: 'source' | 'target' } | undefined {
+    for (const [id, entry] of this.entries) {
+      if (exportKey(entry.target) === key) return { id, role: 'target' };
+      if (entry.source.kind === 'nbd' && exportKey(entry.source.uri) === key) return { id, role: 'source' };
+    }
+    return undefined;
+  }
+
+  /**
+   * Refuses, before anything is opened, an NBD target that is the source's
+   * export, or an export another job of this worker writes (or reads, for
+   * a target). An export has no lock: this is what stands in for one.
+   */
+  private checkExports(l: Launch): void {
+    const targetKey = exportKey(l.target);
+    const sourceKey = l.source.kind === 'nbd' ? exportKey(l.source.uri) : null;
+    if (targetKey !== null && targetKey === sourceKey) {
+      throw new ImageConflictError(l.target, `${l.target} is the same NBD export as the source: refusing to write to it; nothing was written`);
+    }
+    const targetHeld = targetKey === null ? undefined : this.exportHolder(targetKey);
+    if (targetHeld) throw new ImageConflictError(l.target, `${l.target} is the ${targetHeld.role} of the job "${targetHeld.id}": wait until it ends`);
+    const sourceHeld = sourceKey === null ? undefined : this.exportHolder(sourceKey);
+    if (sourceHeld?.role === 'target') throw new ImageConflictError(describeSource(l.source), `${describeSource(l.source)} is the target of the job "${sourceHeld.id}": wait until it ends`);
+  }
+
   /** The job of this worker that holds an image, and as what. */
   holderOf(name: string): { id: string; kind: JobKind; role: 'source' | 'target' } | undefined {
     for (const [id, entry] of this.entries) {
@@ -130,7 +160,13 @@ export class Jobs {
    * then the job runs, holding all of it until it ends.
    */
   async launch(l: Launch): Promise<string> {
-    checkOpfsName(l.target);
+    const exported = isNbdUri(l.target);
+    if (exported) checkExportUri(l.target);
+    else checkOpfsName(l.target);
+    if (l.source.kind === 'nbd') checkExportUri(l.source.uri);
+    // An export has no lock and no modification time: nothing could tell whether it changed before a resume.
+    const checkpointed = !exported && l.source.kind !== 'nbd';
+    if (l.resume && !checkpointed) throw new WorkerError('no-checkpoint', 'a job with an NBD export on either side keeps no checkpoint and cannot be resumed; mirror again');
     if (l.targetFormat !== undefined && !FORMAT_NAMES.includes(l.targetFormat)) {
       throw new FormatError(`Unknown target format '${String(l.targetFormat)}' (expected raw or qcow2)`, 'format');
     }
@@ -138,9 +174,12 @@ export class Jobs {
     resolveOptions(l.options, { targetIsZero: false });
     const id = l.resume ? l.resume.id : await this.uniqueId(l.options.id);
     if (this.entries.has(id)) throw new WorkerError('job-exists', `a job named "${id}" is already running`);
+    this.checkExports(l);
     const jobLock = await tryWebLock(JOB_LOCK_PREFIX + id, 'exclusive');
     if (!jobLock) throw new WorkerError('job-running', `a job named "${id}" is running in another tab`);
     const store = this.images.files(`the job "${id}"`);
+    // NBD exports beside the images: a target named nbd+ws://... opens an export.
+    const exports = withExports(store);
     let source: JobSource | undefined;
     let launched: Launched | undefined;
     try {
@@ -150,19 +189,25 @@ export class Jobs {
         const interrupted = (await listCheckpoints()).find((c) => c.target === l.target && !running.has(c.id));
         if (interrupted) throw new ImageConflictError(l.target, `${l.target} is the target of the interrupted job "${interrupted.id}": resume it, or discard it first`);
       }
-      source = await openJobSource(l.source, store, this.pickedFile);
+      source = await openJobSource(l.source, store, this.pickedFile, exports);
       const jobSource = source;
       let checkpointer: IdbCheckpointer | undefined;
+      // An export is read as raw unless told otherwise (as qemu-img's -f raw over NBD): never probed.
+      const targetFormat = l.targetFormat ?? (exported ? 'raw' : undefined);
       launched = await launchMirror({
-        store,
+        store: exports,
         source: { image: source.image, name: source.name, opened: source.opened?.() ?? null },
         target: l.target,
-        ...(l.targetFormat ? { targetFormat: l.targetFormat } : {}),
+        ...(targetFormat ? { targetFormat } : {}),
         options: { ...l.options, id },
         ...(l.faults ? { faults: l.faults } : {}),
         // Everything lives in one directory: a backing file is named as the source's directory reaches it.
         backingName: (backing, sourceName) => store.backingName(backing, sourceName),
         onExisting: async (target) => {
+          if (exported) {
+            checkExportSize(l.target, target.image.size, jobSource);
+            return null;
+          }
           if (!l.resume) return null;
           await checkResumeImages(l.resume, jobSource, store, target);
           return { options: { ...l.options, id }, resume: { bitmap: l.resume.bitmap } };
@@ -172,15 +217,19 @@ export class Jobs {
         },
         publish: publishOrDrop,
         // Periodic checkpoints stamp the target without its digest: the job goes on writing it.
-        checkpointer: (target) =>
-          (checkpointer = new IdbCheckpointer({ kind: l.kind, source: l.source, target: l.target, targetFormat: target.image.format }, async () => ({
-            source: await jobSource.stamps(),
-            target: (await stampChain(store, target, false))[0]!,
-          }))),
+        ...(checkpointed
+          ? {
+              checkpointer: (target: OpenedImage) =>
+                (checkpointer = new IdbCheckpointer({ kind: l.kind, source: l.source, target: l.target, targetFormat: target.image.format }, async () => ({
+                  source: await jobSource.stamps(),
+                  target: (await stampChain(store, target, false))[0]!,
+                }))),
+            }
+          : {}),
         checkpointIntervalSeconds: 2,
       });
       const { job, target: targetOpened, faults } = launched;
-      const jobCheckpointer = checkpointer!;
+      const jobCheckpointer = checkpointer;
       // What the list shows of the images this job holds, from the images themselves.
       const facts = new Map<string, ImageFacts>();
       if (source.opened) facts.set(source.name, factsOf(source.image, await source.image.info()));
@@ -229,12 +278,12 @@ export class Jobs {
         let resumable = false;
         if (result.outcome !== 'completed' && (await made.dropIfUnwritten())) {
           // Nothing was copied into the target this job made: it went, and its checkpoint goes too.
-          await jobCheckpointer.remove(id).catch(() => {});
-        } else if (result.outcome === 'failed') {
+          await jobCheckpointer?.remove(id).catch(() => {});
+        } else if (result.outcome === 'failed' && jobCheckpointer) {
           // A failed job keeps its checkpoint (fix the cause, then resume): seal it now that nothing writes.
           resumable = await sealCheckpoint(jobCheckpointer, jobSource, l, store, targetOpened.image.format).catch(() => false);
         }
-        jobCheckpointer.stop();
+        jobCheckpointer?.stop();
         this.entries.delete(id);
         this.remember(id, l);
         await jobLock.release();
@@ -244,7 +293,7 @@ export class Jobs {
           outcome: result.outcome,
           source: describeSource(l.source),
           target: l.target,
-          targetImage: await this.images.describe(l.target).catch(() => null),
+          targetImage: exported ? null : await this.images.describe(l.target).catch(() => null),
           resumable,
         };
         for (const sink of this.releasedSinks) sink(release);
@@ -255,6 +304,7 @@ export class Jobs {
       return id;
     } catch (err) {
       // launchMirror left nothing of the target behind; the source is ours to close.
+      if (exported) err = nbdOpenError(err, l.target);
       await source?.image.close().catch(() => {});
       if (launched) {
         await launched.target.image.close().catch(() => {});
@@ -286,6 +336,15 @@ export class Jobs {
     while (running.has(`mirror${n}`) || stored.has(`mirror${n}`)) n++;
     return `mirror${n}`;
   }
+}
+
+/** An export is mirrored into only when it is the source's size: it is never created or resized here. */
+function checkExportSize(target: string, size: number, source: JobSource): void {
+  if (size === source.image.size) return;
+  throw new WorkerError(
+    'nbd-wrong-size',
+    `${target} holds ${size} bytes and the source ${source.name} ${source.image.size}: an NBD export is mirrored into only when its size is the source's (it is never created or resized here)`,
+  );
 }
 
 function factsOf(image: ImageFormat, info: { virtualSize: number; backingFile?: string }): ImageFacts {

@@ -23,12 +23,15 @@ import { deleteCheckpoint, getCheckpoint, listCheckpoints, unresumable } from '.
 import { GuestWriter, type GuestStats } from './guest.js';
 import { ImageStore } from './image-store.js';
 import { Jobs } from './jobs.js';
+import { type NbdExportInfo, checkExportUri, probeExport, withExports } from './nbd.js';
 
 installErrorTransfer();
 
 const images = new ImageStore();
 const pickedFiles = new Map<string, File>();
 const jobs = new Jobs(images, (name) => pickedFiles.get(name));
+/** Where NBD exports are looked at (connectNbd); jobs open them through their own. */
+const exports = withExports(images.files('an NBD export being looked at'));
 
 const api = {
   /** The images, each with who holds it now (any tab). */
@@ -125,6 +128,31 @@ const api = {
     }
     if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new FormatError(`"${url}" is not an http(s) URL`, 'url');
     return jobs.launch({ kind: 'import', source: { kind: 'url', url: parsed.href, raw: true }, target: name, targetFormat: 'raw', options: importOptions(options, 'ignore') });
+  },
+
+  /**
+   * Connects to an NBD export behind a WebSocket bridge (websockify in
+   * front of qemu-nbd or nbdkit), says what it is (its size, whether it is
+   * read-only) and lets go of it. Its `uri` (nbd+ws://HOST:PORT/EXPORT)
+   * names it from then on: a mirror's source ({ kind: 'nbd', uri, format }),
+   * an import's (importNbd), or a mirror's target (the target's name; it
+   * must be the source's size). A failure says which step failed (a
+   * WorkerError: nbd-unreachable, nbd-no-server, nbd-no-export...).
+   */
+  async connectNbd(wsUrl: string, exportName: string, format: 'raw' | 'qcow2' = 'raw'): Promise<NbdExportInfo> {
+    if (format !== 'raw' && format !== 'qcow2') throw new FormatError(`Unknown format '${String(format)}' (expected raw or qcow2)`, 'format');
+    return probeExport(exports, wsUrl, exportName, format);
+  },
+
+  /**
+   * Copies an NBD export's bytes into OPFS, as they are. A failed request
+   * is retried with backoff (ignore: a lost connection is made again),
+   * unless `options` say otherwise. No checkpoint is kept: an import cut
+   * off is started again (Retry), not resumed.
+   */
+  async importNbd(uri: string, name: string, options: ImportOptions = {}): Promise<string> {
+    checkExportUri(uri);
+    return jobs.launch({ kind: 'import', source: { kind: 'nbd', uri }, target: name, targetFormat: 'raw', options: importOptions(options, 'ignore') });
   },
 
   /**
