@@ -25,7 +25,7 @@ export function byId<T extends HTMLElement = HTMLElement>(id: string): T {
 
 
 /** The page's error lines: each speaks of the last action, so the next action clears them all. */
-const ERROR_LINES = ['form-error', 'job-error', 'fault-error', 'interrupted-error', 'images-message'];
+const ERROR_LINES = ['form-error', 'job-error', 'fault-error', 'interrupted-error', 'images-message', 'nbd-message'];
 
 export function clearErrorLines(): void {
   for (const id of ERROR_LINES) {

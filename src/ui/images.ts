@@ -1,6 +1,6 @@
 /**
  * The images section: the list of images (as the worker reads them from
- * OPFS), storage, imports (file picker, drag and drop, URL), blank images,
+ * OPFS), storage, imports (file picker, drag and drop, URL, NBD export), blank images,
  * deletion and downloads, and the message line under its toolbar (an
  * error looks like one, in words from messages.ts, and goes with the next
  * action). An image a job holds is shown as held, by which job and how.
@@ -267,6 +267,22 @@ export class ImagesSection {
         await this.refresh();
       },
       { image: name, url },
+    );
+  }
+
+  /** Copies an NBD export's bytes into a new image named after the export (imports retry a failed request). */
+  async importExport(uri: string, exportName: string): Promise<void> {
+    const last = exportName.split('/').filter(Boolean).pop()?.replace(/[\\\0]/g, '_').slice(0, 100) ?? '';
+    const name = this.uniqueName(last && last !== '.' && last !== '..' && !last.includes('.dmpart-') ? last : 'nbd-export.img');
+    say(`Importing ${uri} as ${name}…`);
+    await this.act(
+      async () => {
+        const id = await worker().importNbd(uri, name);
+        this.imports.set(id, name);
+        this.hooks.onJobStarted(id, { kind: 'import', source: uri, target: name });
+        await this.refresh();
+      },
+      { image: name },
     );
   }
 

@@ -3,8 +3,10 @@
  * "Done: copy.qcow2 (qcow2, 8.00 MiB)" with Download; "Failed at 5.00 MiB:
  * source read error (EIO); copy.qcow2 is incomplete" with Delete and
  * Retry; "Cancelled; copy.qcow2 holds what was copied". Words only: the
- * job panel draws them.
+ * job panel draws them. A target that is an NBD export stays on its
+ * server: nothing here downloads or deletes it.
  */
+import { isNbdUri } from '../block/nbd/uri.js';
 import type { EventData } from '../mirror/events.js';
 import type { JobOutcome } from '../mirror/types.js';
 import { formatSize } from '../util/size.js';
@@ -45,17 +47,20 @@ export function failureWords(e: EventData['BLOCK_JOB_ERROR']): string {
 }
 
 export function describeEnding(f: EndFacts): Ending {
-  // Known once the job let go: the target is gone when the job made it and wrote nothing into it.
-  const gone = f.release !== undefined && f.release.targetImage === null;
+  const exported = isNbdUri(f.target);
+  // Known once the job let go: the target is gone when the job made it and wrote nothing into it (never an export).
+  const gone = !exported && f.release !== undefined && f.release.targetImage === null;
+  // What can be done with the target here: an export is neither downloaded nor deleted.
+  const kept = (actions: EndAction[]): EndAction[] => (exported ? actions.filter((a) => a === 'retry') : actions);
   if (f.outcome === 'completed') {
-    return { tone: 'done', word: 'Done', text: `Done: ${described(f.target, f.release)}`, actions: gone ? [] : ['download'] };
+    return { tone: 'done', word: 'Done', text: `Done: ${described(f.target, f.release)}`, actions: kept(gone ? [] : ['download']) };
   }
   if (f.outcome === 'cancelled') {
     const text = gone ? `Cancelled before anything was copied; ${f.target} was not kept` : `Cancelled; ${f.target} holds what was copied`;
-    return { tone: 'cancelled', word: 'Cancelled', text, actions: gone ? [] : ['delete'] };
+    return { tone: 'cancelled', word: 'Cancelled', text, actions: kept(gone ? [] : ['delete']) };
   }
   const why = f.lastError ? failureWords(f.lastError) : (f.error ?? 'an error');
   const at = f.lastError && f.lastError.bytes > 0 ? f.lastError.offset : f.offset;
   const left = gone ? `nothing was copied, so ${f.target} was not kept` : `${f.target} is incomplete`;
-  return { tone: 'failed', word: 'Failed', text: `Failed at ${formatSize(at)}: ${why}; ${left}`, actions: gone ? ['retry'] : ['delete', 'retry'] };
+  return { tone: 'failed', word: 'Failed', text: `Failed at ${formatSize(at)}: ${why}; ${left}`, actions: kept(gone ? ['retry'] : ['delete', 'retry']) };
 }

@@ -18,6 +18,7 @@ import { JobPanel } from './job-view.js';
 import { LessonsSection } from './lessons.js';
 import { MirrorForm } from './mirror-form.js';
 import { explain } from './messages.js';
+import { NbdSection } from './nbd.js';
 
 const log = new EventLog();
 /** Images another tab held at the last look. */
@@ -62,6 +63,14 @@ const images = new ImagesSection({
       void interrupted.refresh();
     }
   },
+});
+// NBD exports: offered by the mirror form once connected; an import goes as the images section's others.
+new NbdSection({
+  onConnected: (info) => form.addExport(info),
+  onForgotten: (uri) => form.removeExport(uri),
+  useAsSource: (info) => form.useExportSource(info),
+  useAsTarget: (info) => form.useExportTarget(info),
+  importExport: (info) => images.importExport(info.uri, info.exportName),
 });
 const interrupted = new InterruptedJobs({
   onResumed: async (id, names, byPerson) => {

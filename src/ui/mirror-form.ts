@@ -1,7 +1,9 @@
 /**
  * The mirror form: source and target, the job's options (QEMU's names,
  * QEMU's defaults where a field is empty), Start mirror, and the form's
- * error line. The speed limit also applies live to the job shown.
+ * error line. The speed limit also applies live to the job shown. NBD
+ * exports connected on this page are offered as sources, and as targets
+ * (by their nbd+ws:// name).
  */
 import type { FormatName } from '../format/image-format.js';
 import type { ErrorPolicy } from '../mirror/error-policy.js';
@@ -9,7 +11,7 @@ import type { CopyMode, MirrorOptions, SyncMode } from '../mirror/options.js';
 import { type SourceRef, describeSource } from '../shared/source-ref.js';
 import { jobIsGone } from '../shared/worker-error.js';
 import { parseSize } from '../util/size.js';
-import type { ImageEntry } from '../worker/api-types.js';
+import type { ImageEntry, NbdExportInfo } from '../worker/api-types.js';
 import { byId } from './dom.js';
 import { worker } from './bridge.js';
 import type { JobNames } from './job-view.js';
@@ -44,7 +46,16 @@ function sizeWords(bytes: number): string {
   return String(bytes);
 }
 
+/** How an export is offered as a source. */
+function exportRef(e: NbdExportInfo): SourceRef {
+  return { kind: 'nbd', uri: e.uri, format: e.format };
+}
+
 export class MirrorForm {
+  private images: ImageEntry[] = [];
+  /** NBD exports connected on this page, by URI. */
+  private readonly exports = new Map<string, NbdExportInfo>();
+
   constructor(private readonly hooks: MirrorFormHooks) {
     byId<HTMLFormElement>('mirror-form').addEventListener('submit', (e) => {
       e.preventDefault();
@@ -71,18 +82,48 @@ export class MirrorForm {
     return options;
   }
 
-  /** The sources on offer (the images, and files picked on this page) and the target names suggested. */
+  /** The sources on offer (the images, files picked on this page, NBD exports) and the target names suggested. */
   async setImages(list: ImageEntry[]): Promise<void> {
+    this.images = list;
     const select = byId<HTMLSelectElement>('source');
     const selected = select.value;
     const picked = await worker().pickedFileNames();
+    const exports = [...this.exports.values()];
     const options = [
       ...list.map((img) => new Option(img.name, JSON.stringify({ kind: 'opfs', name: img.name } satisfies SourceRef))),
       ...picked.map((name) => new Option(`picked file: ${name}`, JSON.stringify({ kind: 'file', name } satisfies SourceRef))),
+      ...exports.map((e) => new Option(`NBD export: ${e.uri}`, JSON.stringify(exportRef(e)))),
     ];
     select.replaceChildren(...options);
     if ([...select.options].some((o) => o.value === selected)) select.value = selected;
-    byId('image-names').replaceChildren(...list.map((img) => new Option(img.name)));
+    byId('image-names').replaceChildren(...list.map((img) => new Option(img.name)), ...exports.filter((e) => !e.readOnly).map((e) => new Option(e.uri)));
+  }
+
+  /** An export connected (or connected again, maybe changed): offered as a source, and as a target unless read-only. */
+  async addExport(info: NbdExportInfo): Promise<void> {
+    this.exports.set(info.uri, info);
+    await this.setImages(this.images);
+  }
+
+  /** An export no longer offered. */
+  async removeExport(uri: string): Promise<void> {
+    this.exports.delete(uri);
+    await this.setImages(this.images);
+  }
+
+  /** Makes a connected export the source; the Source field takes the focus. */
+  async useExportSource(info: NbdExportInfo): Promise<void> {
+    await this.addExport(info);
+    const select = byId<HTMLSelectElement>('source');
+    select.value = JSON.stringify(exportRef(info));
+    select.focus();
+  }
+
+  /** Makes a connected export the target, read as its format; the Target field takes the focus. */
+  useExportTarget(info: NbdExportInfo): void {
+    byId<HTMLInputElement>('target').value = info.uri;
+    byId<HTMLSelectElement>('target-format').value = info.format;
+    byId('target').focus();
   }
 
   private say(text: string): void {

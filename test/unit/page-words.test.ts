@@ -79,6 +79,16 @@ describe('describeEnding', () => {
     expect(describeEnding({ kind: 'mirror', outcome: 'failed', target: 't.raw', error: 'Input/output error', offset: 4096 }).text).toBe('Failed at 4.00 KiB: Input/output error; t.raw is incomplete');
   });
 
+  it('an NBD export as the target stays on its server: never "not kept", no Download or Delete, Retry when it failed', () => {
+    const uri = 'nbd+ws://localhost:5701/disk';
+    const nbd = release({ target: uri, targetImage: null });
+    expect(describeEnding({ kind: 'mirror', outcome: 'completed', target: uri, offset: 1, release: nbd })).toEqual({ tone: 'done', word: 'Done', text: `Done: ${uri}`, actions: [] });
+    expect(describeEnding({ kind: 'mirror', outcome: 'cancelled', target: uri, offset: 0, release: nbd })).toEqual({ tone: 'cancelled', word: 'Cancelled', text: `Cancelled; ${uri} holds what was copied`, actions: [] });
+    const failed = describeEnding({ kind: 'mirror', outcome: 'failed', target: uri, error: 'Input/output error', offset: 0, release: { ...nbd, outcome: 'failed' } });
+    expect(failed.text).toBe(`Failed at 0 bytes: Input/output error; ${uri} is incomplete`);
+    expect(failed.actions).toEqual(['retry']);
+  });
+
   it('cancelled: what the target holds', () => {
     expect(describeEnding({ kind: 'import', outcome: 'cancelled', target: 'disk.img', offset: 1 }).text).toBe('Cancelled; disk.img holds what was copied');
     expect(describeEnding({ kind: 'import', outcome: 'cancelled', target: 'disk.img', offset: 0, release: release({ targetImage: null }) }).text).toBe(
