@@ -107,8 +107,8 @@ export function unresumable(c: StoredCheckpoint): string | null {
   if (c.version !== CHECKPOINT_VERSION || !c.images?.target || !Array.isArray(c.images.source)) {
     return 'saved by another version of diskmirror, without the stamps of its images: it cannot be resumed; discard it and mirror again';
   }
-  // None is ever saved for an export (nothing tells whether it changed); a record that names one is not resumed.
-  if (c.source?.kind === 'nbd' || isNbdUri(c.target)) return 'about an NBD export, which keeps no checkpoint: discard it and mirror again';
+  // A job reading an export keeps one only to mark its target incomplete: nothing tells whether the export changed since.
+  if (c.source?.kind === 'nbd' || isNbdUri(c.target)) return 'made by a job reading an NBD export, which nothing can check for changes since: its target is incomplete; discard it and mirror again';
   return null;
 }
 

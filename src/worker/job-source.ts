@@ -84,8 +84,9 @@ async function openExportSource(uri: string, format: 'raw' | 'qcow2', exports: N
   try {
     // A qcow2 image on an export can have no backing file: a relative name means nothing there.
     const image = format === 'qcow2' ? await openImage(device, { name: uri, format: 'qcow2', readOnly: true }) : new RawImage(device);
-    const stamps = () => Promise.reject(new WorkerError('no-checkpoint', `${uri} is an NBD export: a job that reads one keeps no checkpoint`));
-    return { image, name: uri, opened: null, stamps };
+    // Stamped for the record that marks an interrupted copy (an export is never resumed: it has no modification time).
+    const stamp = await stampImage(image, uri, await device.identity(), { digest: false });
+    return { image, name: uri, opened: null, stamps: async () => [stamp] };
   } catch (err) {
     await device.close().catch(() => {});
     throw err;

@@ -165,8 +165,10 @@ export class Jobs {
     else checkOpfsName(l.target);
     if (l.source.kind === 'nbd') checkExportUri(l.source.uri);
     // An export has no lock and no modification time: nothing could tell whether it changed before a resume.
-    const checkpointed = !exported && l.source.kind !== 'nbd';
-    if (l.resume && !checkpointed) throw new WorkerError('no-checkpoint', 'a job with an NBD export on either side keeps no checkpoint and cannot be resumed; mirror again');
+    // A job reading one into OPFS still keeps a checkpoint: not to resume, but so that an interrupted copy is
+    // listed, and its target shown incomplete, until it is discarded.
+    const checkpointed = !exported;
+    if (l.resume && (exported || l.source.kind === 'nbd')) throw new WorkerError('no-checkpoint', 'a job with an NBD export on either side keeps no checkpoint and cannot be resumed; mirror again');
     if (l.targetFormat !== undefined && !FORMAT_NAMES.includes(l.targetFormat)) {
       throw new FormatError(`Unknown target format '${String(l.targetFormat)}' (expected raw or qcow2)`, 'format');
     }

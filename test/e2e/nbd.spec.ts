@@ -179,7 +179,7 @@ test('an NBD export: refusals name the problem; connected, it is mirrored into O
   await expect(formError(page)).toHaveText(`${source.uri} is the same NBD export as the source: refusing to write to it; nothing was written.`);
 });
 
-test('a qcow2 image on an export, read as qcow2, mirrors into OPFS as raw (the disk, not the container); cut off by a reload, it leaves no interrupted job, and mirrors again', async ({ page }) => {
+test('a qcow2 image on an export, read as qcow2, mirrors into OPFS as raw (the disk, not the container); cut off by a reload, it is listed as interrupted (not resumable), and once discarded mirrors again', async ({ page }) => {
   await openApp(page);
   const connectQcow2 = async () => {
     await connectNbd(page, qcow2Source.ws, 'disk.qcow2', 'qcow2');
@@ -187,13 +187,19 @@ test('a qcow2 image on an export, read as qcow2, mirrors into OPFS as raw (the d
     await page.getByRole('list', { name: 'Connected NBD exports' }).getByRole('button', { name: `Use as source: ${qcow2Source.uri}` }).click();
   };
   await connectQcow2();
-  // Slowly, then a reload: a job with an export keeps no checkpoint, so nothing is listed to resume.
+  // Slowly, then a reload: the copy is listed as interrupted (its target incomplete), but an export cannot be checked for changes: no resume.
   await startMirror(page, { source: `NBD export: ${qcow2Source.uri}`, target: 'from-qcow2.raw', targetFormat: 'raw', speed: '1M' });
   await expect(page.locator('#job-stats')).toContainText('Speed limit1.00 MiB/s');
   await page.waitForTimeout(2500);
   await page.reload();
   await expect(page.locator('body[data-ready="true"]')).toBeAttached();
   await expect(page.getByRole('rowheader', { name: 'from-qcow2.raw', exact: true })).toBeVisible();
+  await expect(page.getByRole('heading', { name: 'Interrupted jobs' })).toBeVisible();
+  const interrupted = page.locator('#interrupted');
+  await expect(interrupted).toContainText('from-qcow2.raw');
+  await expect(interrupted).toContainText('It cannot resume: made by a job reading an NBD export, which nothing can check for changes since: its target is incomplete; discard it and mirror again.');
+  await expect(interrupted.getByRole('button', { name: /^Resume interrupted job/ })).toBeDisabled();
+  await interrupted.getByRole('button', { name: /^Discard interrupted job/ }).click();
   await expect(page.getByRole('heading', { name: 'Interrupted jobs' })).toBeHidden();
   // Connected again, it mirrors into the image the first job left (an existing target of the same size).
   await connectQcow2();
