@@ -5,7 +5,9 @@
  * the command line names it. An export can be a job's source, be imported,
  * or be a mirror's target: it exists on its server, so it is never created,
  * resized or removed here, and it has no lock and no modification time, so
- * no checkpoint is kept for a job that has an export on either side.
+ * a job with an export is never resumed: one writing an export keeps no
+ * checkpoint, one reading an export keeps one only to mark its target
+ * incomplete if it is cut off.
  *
  * Failures to reach one become WorkerErrors that say which step failed:
  * nothing listens at the WebSocket URL, the bridge has no NBD server behind
