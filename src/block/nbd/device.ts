@@ -19,7 +19,7 @@
  */
 import { type BlockDevice, type BlockOp, type Errno, type FileIdentity, BlockError, checkRequest, closedError, readOnlyError } from '../block-device.js';
 import { type ExportInfo, type Extent, NbdConnection, NbdHandshakeError, NbdRequestError } from './connection.js';
-import { CMD, CMD_FLAG, type CommandType, STATE_ZERO, TFLAG } from './protocol.js';
+import { CMD, CMD_FLAG, type CommandType, MAX_LENGTH, STATE_ZERO, TFLAG } from './protocol.js';
 import type { Connect } from './transport.js';
 
 export interface NbdDeviceOptions {
@@ -286,7 +286,9 @@ export class NbdDevice implements BlockDevice {
     if (this.info.allocationContext === null || length <= 0) return { allocated: true, bytes: Math.max(1, length) };
     const min = this.minBlock;
     const start = offset - (offset % min);
-    const span = Math.min(MAX_RANGE_REQUEST, Math.ceil((offset + length) / min) * min - start);
+    // Block status carries no data: ask as far as the 32-bit length reaches (a sparse 64 GiB export takes a few requests).
+    const longest = MAX_LENGTH - (MAX_LENGTH % Math.max(min, 4096));
+    const span = Math.min(longest, Math.ceil((offset + length) / min) * min - start);
     const extents = (await this.send('read', CMD.BLOCK_STATUS, CMD_FLAG.REQ_ONE, start, span)) ?? [];
     const first = extents[0];
     if (!first || start + first.bytes <= offset) return { allocated: true, bytes: Math.min(length, min) };
