@@ -164,12 +164,22 @@ describe('nbdkit memory with its error filter: the policy matrix against real se
     });
   }
 
-  it('target, ignore, EIO on a third of the writes: retried until the copy is whole, identical', async () => {
+  it('target, ignore, EIO on every write for a while: reported, retried, and once the fault is gone the copy is whole, identical', async () => {
     const src = await rawWithData('8M');
-    const server = await target('8M', ['error-pwrite=EIO', 'error-pwrite-rate=33%']);
-    const r = await run(['mirror', '--granularity', '64K', '--on-target-error', 'ignore', src, server.uri]);
-    expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/write error \(EIO\).*action: ignore/);
+    const armed = file('armed');
+    writeFileSync(armed, '');
+    const server = await target('8M', ['error-pwrite=EIO', 'error-pwrite-rate=100%', `error-pwrite-file=${armed}`]);
+    const s = session(['mirror', '--qmp', '--id', 'm', '--on-target-error', 'ignore', src, server.uri]);
+    await s.waitFor(() => errorEvents(s).length >= 3);
+    expect(errorEvents(s).every((e) => e.action === 'ignore' && e.operation === 'write')).toBe(true);
+    // Ignored, never paused; the failed ranges stay dirty until the server takes them.
+    expect(s.events()).not.toContain('paused');
+    rmSync(armed);
+    await s.event('BLOCK_JOB_READY');
+    await s.execute('job-complete', { id: 'm' });
+    const done = await s.event('BLOCK_JOB_COMPLETED');
+    expect(done.data).not.toHaveProperty('error');
+    expect((await s.close()).code).toBe(0);
     await identical(src, server.uri);
   });
 

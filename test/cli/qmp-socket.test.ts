@@ -130,11 +130,12 @@ describe('a QMP client written for QEMU drives diskmirror as it drives QEMU', ()
     await new Promise((r) => setTimeout(r, 200));
     expect(ours.exitCode).toBeNull();
     const second = await client(socket);
+    // Listening before asking: READY may come while the query or the speed change is answered.
+    const readyEvent = seen(second, 'block_job_ready');
     const jobs = (await exec(second, 'query-block-jobs')) as Record<string, unknown>[];
     expect(jobs).toMatchObject([{ device: 'mirror' }]);
     await exec(second, 'block-job-set-speed', { device: 'mirror', speed: 0 });
-    const ready = jobs[0]!.ready ? Promise.resolve() : seen(second, 'block_job_ready');
-    await ready;
+    if (!jobs[0]!.ready) await readyEvent;
     await exec(second, 'job-complete', { id: 'mirror' });
     await seen(second, 'block_job_completed');
     await exec(second, 'quit');
