@@ -8,7 +8,9 @@
  * OpfsFileStore (Web Locks; see ARCHITECTURE.md, "Who may touch an image"),
  * and holds them, and a lock on its own id, for its whole life. A source or
  * a target may also be an NBD export (nbd.ts): it is opened, never made,
- * and a job with one keeps no checkpoint.
+ * and a job with one is never resumed (nothing can check an export for
+ * changes): one writing an export keeps no checkpoint, one reading an
+ * export keeps one only to mark its target incomplete if it is cut off.
  */
 import { ImageConflictError } from '../block/block-device.js';
 import { isNbdUri } from '../block/nbd/uri.js';
@@ -168,7 +170,7 @@ export class Jobs {
     // A job reading one into OPFS still keeps a checkpoint: not to resume, but so that an interrupted copy is
     // listed, and its target shown incomplete, until it is discarded.
     const checkpointed = !exported;
-    if (l.resume && (exported || l.source.kind === 'nbd')) throw new WorkerError('no-checkpoint', 'a job with an NBD export on either side keeps no checkpoint and cannot be resumed; mirror again');
+    if (l.resume && (exported || l.source.kind === 'nbd')) throw new WorkerError('no-checkpoint', 'a job with an NBD export on either side cannot be resumed (nothing can check an export for changes); mirror again');
     if (l.targetFormat !== undefined && !FORMAT_NAMES.includes(l.targetFormat)) {
       throw new FormatError(`Unknown target format '${String(l.targetFormat)}' (expected raw or qcow2)`, 'format');
     }
