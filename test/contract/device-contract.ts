@@ -156,6 +156,25 @@ export function deviceContract(factory: DeviceFactory): ContractCase[] {
       equalBytes(tail.subarray(1010), new Uint8Array([7, 8]), 'new bytes');
     });
 
+    add('zeroes exactly the range asked, partial blocks included (devices that write zeroes)', async (dev, initial) => {
+      if (!dev.writeZeroes) return;
+      const expected = initial.slice();
+      for (const [offset, bytes] of [
+        [10, 5],
+        [700, 1000],
+        [4096, 8192],
+        [20_000, 100_001],
+      ] as const) {
+        await dev.writeZeroes(offset, bytes, { unmap: false });
+        expected.fill(0, offset, offset + bytes);
+      }
+      await dev.writeZeroes(150_000, 30_000, { unmap: true });
+      expected.fill(0, 150_000, 180_000);
+      const all = new Uint8Array(SIZE);
+      await dev.read(0, all);
+      equalBytes(all, expected, 'after zeroes');
+    });
+
     add('serves parallel writes to distinct ranges', async (dev) => {
       const chunks = Array.from({ length: 16 }, (_, i) => pattern(4096, i + 1));
       await Promise.all(chunks.map((c, i) => dev.write(i * 4096, c)));

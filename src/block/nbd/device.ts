@@ -258,13 +258,15 @@ export class NbdDevice implements BlockDevice {
     if (this.options.readOnly) throw readOnlyError('write', offset, bytes);
     checkRequest('write', offset, bytes, this.size, true);
     if (bytes === 0) return;
+    // Whole blocks [start, end) go as one request; the partial blocks around them are zeroed in place.
     const min = this.minBlock;
-    const start = Math.ceil(offset / min) * min;
-    const end = Math.max(start, Math.floor((offset + bytes) / min) * min);
-    const edges: Promise<unknown>[] = [];
-    if (start > offset) edges.push(this.readModifyWrite(offset, Math.min(start, offset + bytes) - offset, (whole, at) => whole.fill(0, at, at + Math.min(start, offset + bytes) - offset)));
-    if (end < offset + bytes && end >= start && end > offset) edges.push(this.readModifyWrite(end, offset + bytes - end, (whole, at) => whole.fill(0, at, at + offset + bytes - end)));
-    const pieces: Promise<unknown>[] = [...edges];
+    const last = offset + bytes;
+    const start = Math.min(last, Math.ceil(offset / min) * min);
+    const end = Math.max(start, Math.floor(last / min) * min);
+    const zeroPart = (from: number, to: number) => this.readModifyWrite(from, to - from, (whole, at) => whole.fill(0, at, at + to - from));
+    const pieces: Promise<unknown>[] = [];
+    if (offset < start) pieces.push(zeroPart(offset, start));
+    if (end < last) pieces.push(zeroPart(end, last));
     if (this.info.flags & TFLAG.SEND_WRITE_ZEROES) {
       const flags = (options.unmap ? 0 : CMD_FLAG.NO_HOLE) | this.fua();
       for (let at = start; at < end; at += MAX_RANGE_REQUEST) pieces.push(this.send('write', CMD.WRITE_ZEROES, flags, at, Math.min(MAX_RANGE_REQUEST, end - at)));
