@@ -45,6 +45,8 @@ export interface SidecarContents {
   images: SidecarImages;
   /** Sealed after the job's last write: the images are exactly as stamped. */
   final: boolean;
+  /** A guest began writing the source after this checkpoint: it cannot be resumed (see mirror/checkpoints.ts). */
+  sourceWriting?: boolean;
 }
 
 export function sidecarPath(targetPath: string): string {
@@ -126,6 +128,22 @@ export class SidecarCheckpointer implements Checkpointer {
     this.heartbeat.unref();
   }
 
+  /** Marks the stored checkpoint (this job's last, or the one on disk it resumed from) as written after. */
+  async markSourceWriting(): Promise<void> {
+    if (this.removed) return;
+    let base = this.last;
+    if (!base) {
+      const stored = readSidecar(this.path);
+      if (!stored) return;
+      const { bitmapBytes: _bitmap, touchedMs: _touched, ...contents } = stored;
+      base = contents;
+    }
+    if (base.sourceWriting) return;
+    const marked: SidecarContents = { ...base, sourceWriting: true };
+    writeAtomically(this.path, JSON.stringify(marked));
+    this.last = marked;
+  }
+
   /**
    * Marks the last checkpoint final, with `images` stamped after the job's
    * last write and the images closed. False when there is none to seal.
@@ -188,6 +206,7 @@ function damage(c: SidecarContents): string | null {
   if (!count(c.size)) return 'its size';
   if (!time(c.savedAt)) return 'its time';
   if (typeof c.final !== 'boolean') return 'its final mark';
+  if (c.sourceWriting !== undefined && typeof c.sourceWriting !== 'boolean') return 'its mark of source writes';
   for (const stamp of [...c.images.source, c.images.target] as unknown[]) {
     const s = stamp as Partial<ImageStamp> | null;
     if (typeof s !== 'object' || s === null || !text(s.name) || !text(s.key) || !count(s.size) || !time(s.modifiedMs)) return 'its image stamps';

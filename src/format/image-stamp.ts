@@ -119,6 +119,8 @@ export interface SavedImages {
   final: boolean;
   /** When the job's writes ended at the latest (a heartbeat), for a checkpoint that is not final. */
   writesEndedMs: number;
+  /** A guest began writing the source after the checkpoint (it was marked so before the write). */
+  sourceWriting?: boolean;
 }
 
 /**
@@ -133,6 +135,13 @@ export function refuseChangedImages(saved: SavedImages, now: { source: ImageStam
     if (!before) throw new ImageConflictError(labels.source, `cannot resume: the source's backing chain changed (${now.source[i]!.name} is new in it); ${how}`);
     const change = describeChange(before, now.source[i] ?? null, { exact: true });
     if (change) throw new ImageConflictError(labels.source, `cannot resume: the ${i === 0 ? 'source' : 'backing file'} ${change}; ${how}`);
+  }
+  // The stamps may not show it: a crash can lose a write, or keep half of it, and the file's time with it.
+  if (saved.sourceWriting) {
+    throw new ImageConflictError(
+      labels.source,
+      `cannot resume: a guest was writing the source ${saved.source[0]?.name ?? labels.source} after the last checkpoint, and after a crash nothing tells which of those writes reached it; ${how}`,
+    );
   }
   const change = describeChange(saved.target, now.target, { exact: saved.final, writesEndedMs: saved.writesEndedMs, slackMs: 2000 });
   if (change) throw new ImageConflictError(labels.target, `cannot resume: the target ${change}; ${how}`);

@@ -1,10 +1,25 @@
 /**
- * A job's checkpoints, in the order that makes them safe: flush the target
- * (and the source, if a guest wrote it), then store the bitmap taken before
- * the flush. A checkpoint therefore never calls clean a chunk whose data is
- * not durable on both sides. One save runs at a time; source writes wait
- * for it (mirror-job.ts), so none lands between the bitmap and what the
- * checkpointer stamps.
+ * A job's checkpoints, and the promise each one makes: a chunk it calls
+ * clean holds on the target what the source will hold after any crash from
+ * then on.
+ *
+ * - The target is flushed before the bitmap taken earlier is stored, so a
+ *   chunk called clean is durable there.
+ * - The source, when a guest wrote it through the job, is flushed too (a
+ *   qcow2's cached L2 and refcount updates written and synced) before a
+ *   checkpoint calls clean what those writes touched. A write counts from
+ *   its start to its landing: one still under way when a bitmap is taken
+ *   is dirty in that checkpoint and makes the next one flush the source.
+ * - Before the first source write after a stored checkpoint, that
+ *   checkpoint is marked, durably, as no longer resumable
+ *   (`markSourceWriting`): a crash may lose an unflushed write, or keep
+ *   half of it, without changing anything a stamp sees (a power loss can
+ *   take the file's modification time with it). The next checkpoint,
+ *   which flushes the source, is a clean one again.
+ *
+ * One save or mark runs at a time; source writes wait for both
+ * (source-writes.ts), so none lands between a bitmap and what the
+ * checkpointer stamps, and none starts before its mark is stored.
  */
 import type { Checkpoint, Checkpointer } from './types.js';
 
@@ -24,8 +39,11 @@ export interface CheckpointedJob {
 export class Checkpoints {
   private lastSaved = 0;
   private saving: Promise<boolean> | null = null;
-  /** A source write happened since the last checkpoint: flush the source too. */
+  /** A source write started or landed since the source was last flushed for a checkpoint: flush it again. */
   private sourceWritten = false;
+  /** A stored checkpoint (this job's, or the one it resumed from) does not yet say that the source is being written. */
+  private unmarked: boolean;
+  private marking: Promise<void> | null = null;
   /** A checkpoint asked for after a source write, in case nothing copies meanwhile. */
   private afterWrite: ReturnType<typeof setTimeout> | null = null;
 
@@ -34,7 +52,12 @@ export class Checkpoints {
     private readonly intervalMs: number,
     private readonly now: () => number,
     private readonly job: CheckpointedJob,
-  ) {}
+    /** The job resumes from a stored checkpoint. */
+    resumed: boolean,
+    private readonly id: string,
+  ) {
+    this.unmarked = resumed && checkpointer !== undefined;
+  }
 
   get enabled(): boolean {
     return this.checkpointer !== undefined;
@@ -45,8 +68,43 @@ export class Checkpoints {
     return this.saving;
   }
 
+  /** A mark under way, or null. */
+  get markPending(): Promise<void> | null {
+    return this.marking;
+  }
+
+  /** A source write may start without a mark first (none is stored, or it is marked already). */
+  get writesMarked(): boolean {
+    return !this.unmarked;
+  }
+
   /**
-   * A guest wrote the source. A job that copies checkpoints as it goes; one
+   * Marks the stored checkpoint as being written after (see above). A mark
+   * that cannot be stored is given up until the next checkpoint: the
+   * stamps still refuse a source that changed as a kill leaves it.
+   */
+  markWrites(): Promise<void> {
+    if (this.marking) return this.marking;
+    const checkpointer = this.checkpointer;
+    if (!this.unmarked || !checkpointer) return Promise.resolve();
+    const run = async () => {
+      try {
+        if (this.saving) await this.saving;
+        if (!this.unmarked) return;
+        await checkpointer.markSourceWriting(this.id);
+      } catch {
+        // Not stored: see above.
+      } finally {
+        this.unmarked = false;
+        this.marking = null;
+      }
+    };
+    this.marking = run();
+    return this.marking;
+  }
+
+  /**
+   * A guest started or finished a write to the source. A job that copies checkpoints as it goes; one
    * at rest (paused by a person or by an error, or idle) copies nothing and
    * would keep a checkpoint older than the source, which a later resume
    * must refuse. So a checkpoint follows a write within the interval anyway.
@@ -89,9 +147,11 @@ export class Checkpoints {
     const checkpointer = this.checkpointer;
     const run = async (): Promise<boolean> => {
       try {
+        if (this.marking) await this.marking;
         if (flushSource) await this.job.flushSource();
         if (options.flush) await (options.quiet ? this.job.flushTargetQuietly() : this.job.flushTarget());
         await checkpointer.save({ ...state, savedAt: this.now() });
+        this.unmarked = true;
         return true;
       } catch {
         // A checkpoint that cannot be written is skipped; the next one tries again.
@@ -122,6 +182,8 @@ export class Checkpoints {
     if (!this.checkpointer) return;
     this.stop();
     await this.saving;
+    await this.marking;
+    this.unmarked = false;
     await this.checkpointer.remove(id).catch(() => {});
   }
 }

@@ -119,7 +119,7 @@ export class MirrorJob extends Job {
         }
       },
       flushTargetQuietly: () => this.target.flush(),
-    });
+    }, params.resume !== undefined, options.id);
     this.writes = new SourceWrites({
       id: this.id,
       source,

@@ -6,7 +6,8 @@
  * chunks, then goes to the source and to the target before it returns (a
  * failed target write dirties the range and meets on-target-error; the
  * source write still succeeds). Until a write lands its chunks count as
- * dirty in checkpoints, and a write waits for a checkpoint under way.
+ * dirty in checkpoints; a write waits for a checkpoint under way, and for
+ * the stored one to be marked as written after (checkpoints.ts).
  */
 import { type BlockError, BlockError as BlockErrorClass, checkRequest, toBlockError } from '../block/block-device.js';
 import type { ImageFormat } from '../format/image-format.js';
@@ -64,9 +65,15 @@ export class SourceWrites {
     if (host.closed()) throw refuse();
     if (data.length === 0) return;
     // A checkpoint under way stamps the source after it took the bitmap: a write landing in between
-    // would be in the stamp and not in the bitmap. Writes wait for it (the check and the dirtying
-    // below happen in one synchronous step).
-    while (host.checkpoints.pending) await host.checkpoints.pending;
+    // would be in the stamp and not in the bitmap. And a stored checkpoint that calls these chunks
+    // clean is marked first as written after (checkpoints.ts). Writes wait for both, then register
+    // and dirty their chunks in one synchronous step.
+    const { checkpoints } = host;
+    for (;;) {
+      if (checkpoints.pending) await checkpoints.pending;
+      else if (!checkpoints.writesMarked) await checkpoints.markWrites();
+      else break;
+    }
     if (host.closed()) throw refuse();
     const { first, nb } = host.chunks.span(offset, data.length);
     host.checkpoints.sourceWrite();
@@ -78,6 +85,8 @@ export class SourceWrites {
       else await this.blocking(offset, data, first, nb);
     } finally {
       this.pending.delete(id);
+      // Landed (or failed part way): what it changed of the source is not durable until the next flush of the source.
+      host.checkpoints.sourceWrite();
       landed();
       host.kick();
     }

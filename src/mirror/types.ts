@@ -79,6 +79,14 @@ export interface Checkpoint {
 
 export interface Checkpointer {
   save(checkpoint: Checkpoint): Promise<void>;
+  /**
+   * Says durably, in the checkpoint stored for job `id` (this job's last, or
+   * the one it resumed from), that the source is being written after it: a
+   * crash from now on may leave the source changed where no stamp can see
+   * (a write lost, or half done), so that checkpoint can no longer be
+   * resumed. Resolves once it is stored; the write waits for it.
+   */
+  markSourceWriting(id: string): Promise<void>;
   /** Called once the job reached null: the checkpoint is not needed anymore. */
   remove(id: string): Promise<void>;
 }

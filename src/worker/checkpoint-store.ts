@@ -48,6 +48,8 @@ export interface StoredCheckpoint {
   images?: CheckpointImages;
   /** Sealed after the job's last write: the images are exactly as stamped. */
   final?: boolean;
+  /** A guest began writing the source after this checkpoint: it cannot be resumed (see mirror/checkpoints.ts). */
+  sourceWriting?: boolean;
 }
 
 /** A job's heartbeat: its writes had not ended at `at` (milliseconds since the epoch). */
@@ -150,13 +152,26 @@ export class IdbCheckpointer implements Checkpointer {
     };
     if (this.removed) return;
     const d = await database();
-    const tx = d.transaction(['checkpoints', 'heartbeats'], 'readwrite');
+    // Strict: a checkpoint is a promise about the disk, so it is on the disk before the job goes on.
+    const tx = d.transaction(['checkpoints', 'heartbeats'], 'readwrite', { durability: 'strict' });
     await Promise.all([tx.objectStore('checkpoints').put(record), tx.objectStore('heartbeats').put({ id: record.id, at: Date.now() }), tx.done]);
     this.last = record;
     this.heartbeat ??= setInterval(() => {
       if (this.removed || !this.last) return;
       void d.put('heartbeats', { id: this.last.id, at: Date.now() }).catch(() => {});
     }, HEARTBEAT_MS);
+  }
+
+  /** Marks the stored checkpoint (this job's last, or the one it resumed from) as written after. */
+  async markSourceWriting(id: string): Promise<void> {
+    if (this.removed) return;
+    const d = await database();
+    const base = this.last ?? (await d.get('checkpoints', id));
+    if (!base || base.sourceWriting || this.removed) return;
+    const marked: StoredCheckpoint = { ...base, sourceWriting: true };
+    const tx = d.transaction('checkpoints', 'readwrite', { durability: 'strict' });
+    await Promise.all([tx.store.put(marked), tx.done]);
+    this.last = marked;
   }
 
   /**

@@ -370,7 +370,7 @@ async function checkResumeImages(checkpoint: StoredCheckpoint, source: JobSource
   const final = checkpoint.final === true;
   const heartbeat = await getHeartbeat(checkpoint.id);
   refuseChangedImages(
-    { ...images, final, writesEndedMs: Math.max(heartbeat?.at ?? 0, checkpoint.savedAt) },
+    { ...images, final, writesEndedMs: Math.max(heartbeat?.at ?? 0, checkpoint.savedAt), sourceWriting: checkpoint.sourceWriting === true },
     { source: await source.stamps(), target: (await stampChain(store, target, final))[0]! },
     { source: describeSource(checkpoint.source), target: checkpoint.target },
     'discard the interrupted job and mirror again (everything is copied again)',

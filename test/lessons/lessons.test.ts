@@ -73,7 +73,7 @@ async function runLesson(lesson: Lesson): Promise<Run> {
       options: { ...lesson.setup.options, id: JOB },
       backingName: (b) => b,
       faults: resumeFrom ? [] : lesson.setup.faults.map(parseFaultSpec),
-      checkpointer: () => ({ save: async (c) => void saved.push(structuredClone(c)), remove: async () => {} }),
+      checkpointer: () => ({ save: async (c) => void saved.push(structuredClone(c)), markSourceWriting: async () => {}, remove: async () => {} }),
       checkpointIntervalSeconds: 0.25,
       onExisting: async () => (resumeFrom ? { options: { ...lesson.setup.options, id: JOB }, resume: { bitmap: resumeFrom.bitmap } } : null),
     });

@@ -29,7 +29,7 @@ const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function recorder() {
   const saved: Checkpoint[] = [];
-  return { saved, checkpointer: { save: async (c: Checkpoint) => void saved.push(structuredClone(c)), remove: async () => {} } };
+  return { saved, checkpointer: { save: async (c: Checkpoint) => void saved.push(structuredClone(c)), markSourceWriting: async () => {}, remove: async () => {} } };
 }
 
 async function resumeAndComplete(src: { image: ImageFormat }, dst: { image: ImageFormat }, bitmap: Uint8Array): Promise<void> {
@@ -214,6 +214,7 @@ describe('a checkpoint and a source write', () => {
           saving();
           await gate; // the stamps would be taken here
         },
+        markSourceWriting: async () => {},
         remove: async () => {},
       },
     });
