@@ -1,6 +1,7 @@
 /** The app as a person uses it: the demo, guest writes, reload and resume, offline. */
 import { test, expect } from './fixtures.js';
-import { jobState, loggedEvents, makeDemo, openApp, opfsHash, shot, startMirror, waitReadyAndComplete } from './app.js';
+import { createBlank, download, interruptedError, jobState, loggedEvents, makeDemo, openApp, opfsHash, shot, startMirror, waitReadyAndComplete } from './app.js';
+import { qemuCheck, qemuCompare, requireQemu, tempDir } from '../helpers/qemu.js';
 
 test('the demo image mirrored to a new image; progress reaches 100%; bytes equal', async ({ page }, testInfo) => {
   await openApp(page);
@@ -69,6 +70,62 @@ test('reload mid-job: the job is listed as interrupted and resumes without recop
   expect(Number(ready?.data.len)).toBeGreaterThan(0);
   expect(Number(ready?.data.len)).toBeLessThan(8 << 20);
   await expect(page.getByRole('heading', { name: 'Interrupted jobs' })).toBeHidden();
+});
+
+test('a guest writing an OPFS qcow2 when the tab closes: the resume is refused, a fresh mirror copies what the source holds; stopped in time, the resume continues', async ({ page }, testInfo) => {
+  test.setTimeout(180_000);
+  requireQemu();
+  const dir = tempDir('diskmirror-guest-crash-');
+  await page.addInitScript(() => delete (window as unknown as { showSaveFilePicker?: unknown }).showSaveFilePicker);
+  await openApp(page);
+  await createBlank(page, 'guest.qcow2', '8M', 'qcow2');
+  const guest = page.getByRole('switch', { name: 'Guest writes' });
+  const interrupted = page.getByRole('heading', { name: 'Interrupted jobs' });
+  const resume = page.getByRole('button', { name: /^Resume interrupted job mirror\d+$/ });
+  /** Downloads both images and asks qemu-img whether the target holds what the source does. */
+  const compare = async (target: string) => {
+    await download(page, 'guest.qcow2', dir.file('source.qcow2'));
+    await download(page, target, dir.file(target));
+    const same = await qemuCompare(dir.file('source.qcow2'), dir.file(target));
+    expect(same.code, same.stdout + same.stderr).toBe(0);
+    expect((await qemuCheck(dir.file(target))).code).toBe(0);
+  };
+  try {
+    // The guest writes (allocating clusters of the qcow2 source) right up to the moment the tab goes.
+    await startMirror(page, { source: 'guest.qcow2', target: 'first.qcow2', speed: '1M' });
+    await page.getByLabel('Guest write rate').fill('2M');
+    await guest.check();
+    await page.waitForTimeout(3000);
+    await page.reload();
+    await expect(page.locator('body[data-ready="true"]')).toBeAttached();
+    await expect(interrupted).toBeVisible();
+    await resume.click();
+    // What the guest wrote since the last checkpoint may be lost or half there: that checkpoint cannot tell.
+    await expect(interruptedError(page)).toContainText(/^Cannot resume: (a guest was writing the source guest\.qcow2 after the last checkpoint|the source guest\.qcow2 (was modified at .*, after the checkpoint|changed))/);
+    await shot(page, testInfo, 'guest-resume-refused');
+    await page.getByRole('button', { name: /^Discard interrupted job mirror\d+$/ }).click();
+    await expect(interrupted).toBeHidden();
+    await startMirror(page, { source: 'guest.qcow2', target: 'again.qcow2' });
+    await waitReadyAndComplete(page);
+    await compare('again.qcow2');
+
+    // The guest stops, the job checkpoints (flushing the source), then the tab goes: the resume continues and converges.
+    await startMirror(page, { source: 'guest.qcow2', target: 'second.qcow2', speed: '1M' });
+    await guest.check();
+    await page.waitForTimeout(1500);
+    await guest.uncheck();
+    await page.waitForTimeout(3000);
+    await expect(jobState(page)).toContainText('— running');
+    await page.reload();
+    await expect(page.locator('body[data-ready="true"]')).toBeAttached();
+    await expect(interrupted).toBeVisible();
+    await page.getByLabel('Speed limit').fill('');
+    await resume.click();
+    await waitReadyAndComplete(page);
+    await compare('second.qcow2');
+  } finally {
+    dir.remove();
+  }
 });
 
 test('offline: after a first visit the app loads and mirrors with the network cut', async ({ page, context }, testInfo) => {

@@ -136,3 +136,10 @@ export async function loggedEvents(page: Page): Promise<{ event: string; data: R
 export async function shot(page: Page, testInfo: TestInfo, name: string): Promise<void> {
   await page.screenshot({ path: testInfo.outputPath(`${name}.png`), fullPage: true });
 }
+
+/** Downloads an image through its Download button into `path` (the page must lack showSaveFilePicker, or the app asks where to save). */
+export async function download(page: Page, name: string, path: string): Promise<void> {
+  const event = page.waitForEvent('download');
+  await page.getByRole('table').getByRole('button', { name: `Download ${name}`, exact: true }).click();
+  await (await event).saveAs(path);
+}

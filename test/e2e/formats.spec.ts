@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, expect } from './fixtures.js';
-import { jobState, openApp, shot, startMirror, waitImported, waitReadyAndComplete } from './app.js';
+import { download, jobState, openApp, shot, startMirror, waitImported, waitReadyAndComplete } from './app.js';
 import { startFileServer, type FileServer } from '../helpers/file-server.js';
 import { qemuCheck, qemuCompare, requireQemu } from '../helpers/qemu.js';
 
@@ -38,12 +38,6 @@ async function importUrl(page: import('@playwright/test').Page, name: string): P
   await page.getByLabel('Image URL').fill(server.url(name));
   await page.getByRole('button', { name: 'Import from URL' }).click();
   await waitImported(page, name);
-}
-
-async function download(page: import('@playwright/test').Page, name: string, path: string): Promise<void> {
-  const event = page.waitForEvent('download');
-  await page.getByRole('table').getByRole('button', { name: `Download ${name}`, exact: true }).click();
-  await (await event).saveAs(path);
 }
 
 test('qcow2 and raw images made by qemu-img, mirrored into OPFS as raw and as qcow2, download equal to the originals', async ({ page }, testInfo) => {
