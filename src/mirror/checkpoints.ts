@@ -154,8 +154,10 @@ export class Checkpoints {
         this.unmarked = true;
         return true;
       } catch {
-        // A checkpoint that cannot be written is skipped; the next one tries again.
+        // A checkpoint that cannot be written is skipped; the next one tries again. It may have been stored
+        // all the same (a sync after the rename failed): the next write marks whatever is there.
         if (flushSource) this.sourceWritten = true;
+        this.unmarked = this.unmarked || this.checkpointer !== undefined;
         return false;
       } finally {
         this.saving = null;

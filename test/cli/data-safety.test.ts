@@ -265,6 +265,41 @@ describe('resume cannot be fooled', () => {
     expect(snapshot(dir)).toEqual(before);
   });
 
+  it('a guest write marks the checkpoint before it goes ahead: after a kill, the resume is refused even where the source looks untouched', async () => {
+    const dir = workdir();
+    const src = join(dir, 's.raw');
+    await rawImage(src, 32 * MiB, 0x63, 24 * MiB);
+    const sidecar = join(dir, 'd.raw.dmcheckpoint');
+    const s = new QmpSession(['mirror', '--qmp', '--speed', '4M', '--checkpoint-interval', '60', 's.raw', 'd.raw'], { cwd: dir });
+    await s.waitFor(() => existsSync(sidecar));
+    expect((JSON.parse(readFileSync(sidecar, 'utf8')) as { sourceWriting?: boolean }).sourceWriting).toBeUndefined();
+    // What the guest's write will cover, and the file's time, as the checkpoint found them.
+    const original = readFileSync(src).subarray(MiB, MiB + 8192);
+    const { mtimeNs } = statSync(src, { bigint: true });
+    expect(await s.execute('x-source-write', { device: 'mirror', offset: MiB, bytes: 8192, pattern: 0x5a })).toHaveProperty('return');
+    // Acknowledged, so the mark is on disk already (the next checkpoint is a minute away).
+    expect((JSON.parse(readFileSync(sidecar, 'utf8')) as { sourceWriting?: boolean }).sourceWriting).toBe(true);
+    s.child.kill('SIGKILL');
+    await s.exited;
+    // As a power loss can leave it: the write lost, and the file's time with it. No stamp can tell.
+    const fd = openSync(src, 'r+');
+    writeSync(fd, original, 0, original.length, MiB);
+    closeSync(fd);
+    const ns = mtimeNs.toString().padStart(10, '0');
+    expect(spawnSync('touch', ['-m', '-d', `@${ns.slice(0, -9)}.${ns.slice(-9)}`, src]).status).toBe(0);
+    const before = snapshot(dir);
+    const r = await dm(['mirror', '--resume', 's.raw', 'd.raw'], dir);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/cannot resume: a guest was writing the source .*s\.raw after the last checkpoint, and after a crash nothing tells which of those writes reached it; delete .*d\.raw\.dmcheckpoint and run the mirror again without --resume/);
+    expect(snapshot(dir)).toEqual(before);
+    // Started again, the mirror copies what the source holds now.
+    rmSync(sidecar);
+    rmSync(join(dir, 'd.raw'));
+    const again = await dm(['mirror', 's.raw', 'd.raw'], dir);
+    expect(again.code, again.stderr).toBe(0);
+    expect((await qemuCompare(src, join(dir, 'd.raw'))).code).toBe(0);
+  });
+
   it('a resumed raw target stays as sparse as a fresh run leaves it', async () => {
     const dir = workdir();
     // 6 MiB of data spread over a 64 MiB image.
