@@ -166,7 +166,11 @@ export type LockMode = 'shared' | 'exclusive';
 
 /**
  * QEMU's "Failed to get "write" lock": a shared lock (to read) meets a
- * writer, or an exclusive one (to write) meets anybody.
+ * writer, or an exclusive one (to write) meets anybody. `refused` names the
+ * permission of QEMU's lock bytes that failed, when they did (QEMU's own
+ * words: `Failed to get shared "write" lock` when somebody holds write and
+ * we do not share it, `Failed to get "write" lock` when we want it and
+ * somebody does not share it).
  */
 export class LockError extends ImageConflictError {
   override name = 'LockError';
@@ -175,10 +179,17 @@ export class LockError extends ImageConflictError {
     readonly mode: LockMode,
     /** Who holds it, in words: `diskmirror (pid 42)`, `the job "mirror0"`. */
     readonly holder: string,
+    readonly refused?: { permission: string; shared: boolean },
   ) {
-    super(
-      image,
-      mode === 'exclusive' ? `Failed to get "write" lock: ${image} is in use by ${holder}` : `Failed to get shared "write" lock: ${image} is being written by ${holder}`,
-    );
+    super(image, lockMessage(image, mode, holder, refused));
   }
+}
+
+/** What somebody holding a permission does to the image, for a refusal's words. */
+const HOLDING: Record<string, string> = { write: 'is being written', 'consistent read': 'is being read', resize: 'may be resized' };
+
+function lockMessage(image: string, mode: LockMode, holder: string, refused?: { permission: string; shared: boolean }): string {
+  if (!refused) refused = { permission: 'write', shared: mode === 'shared' };
+  const doing = refused.shared ? (HOLDING[refused.permission] ?? 'is in use') : 'is in use';
+  return `Failed to get ${refused.shared ? 'shared ' : ''}"${refused.permission}" lock: ${image} ${doing} by ${holder}`;
 }

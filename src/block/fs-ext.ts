@@ -1,39 +1,56 @@
 /**
- * fs-ext, an optional native package: flock(2) for image locks, fcntl(2)
- * record locks (which QEMU's own locks see), and lseek(2) with SEEK_DATA /
- * SEEK_HOLE to find the holes of sparse files without reading them. When its
- * native build is missing (or DISKMIRROR_LOCKS=files asks for it) the
+ * The optional native packages, loaded where they are there:
+ * - fs-ext: flock(2) for image locks, and lseek(2) with SEEK_DATA /
+ *   SEEK_HOLE to find the holes of sparse files without reading them;
+ * - fs-native-extensions: open-file-description (OFD) byte-range locks,
+ *   which are what QEMU takes on the images it opens (Linux; it ships built
+ *   for the usual platforms, so nothing is compiled at install).
+ * When they are missing (or DISKMIRROR_LOCKS=files asks to do without) the
  * callers fall back: lock files beside the images, and no hole detection.
  */
 import { createRequire } from 'node:module';
 
 export interface FsExt {
   flock(fd: number, flags: 'sh' | 'ex' | 'shnb' | 'exnb' | 'un', callback: (err: NodeJS.ErrnoException | null) => void): void;
-  /** Only the asynchronous form is used: fs-ext's synchronous F_SETLK passes no lock description. */
-  fcntl(fd: number, cmd: 'setlk' | 'getlk', arg: number, callback: (err: NodeJS.ErrnoException | null, result: number) => void): void;
   seek(fd: number, position: number, whence: number, callback: (err: NodeJS.ErrnoException | null, position: number) => void): void;
   constants: Record<string, number>;
+}
+
+/** fs-native-extensions' byte-range locks: F_OFD_SETLK on Linux (elsewhere it locks the whole file, so it is not used there). */
+export interface OfdLocks {
+  /** false when another holds a conflicting lock (EAGAIN); throws other errors with their code. */
+  tryLock(fd: number, offset: number, length: number, options: { shared: boolean }): boolean;
+  unlock(fd: number, offset: number, length: number): void;
 }
 
 /** lseek's whence values for data and holes (Linux, the BSDs and macOS agree). */
 export const SEEK_DATA = 3;
 export const SEEK_HOLE = 4;
 
-let loaded: FsExt | null | undefined;
+const nativeAllowed = (): boolean => process.env.DISKMIRROR_LOCKS !== 'files';
+
+function load<T>(name: string): T | null {
+  try {
+    return createRequire(import.meta.url)(name) as T;
+  } catch {
+    // Not installed, or its native part is missing here: the fallbacks apply.
+    return null;
+  }
+}
+
+let loadedFsExt: FsExt | null | undefined;
+let loadedOfd: OfdLocks | null | undefined;
 
 /** fs-ext if it loads here, else null. */
 export function fsExt(): FsExt | null {
-  if (loaded === undefined) {
-    loaded = null;
-    if (process.env.DISKMIRROR_LOCKS !== 'files') {
-      try {
-        loaded = createRequire(import.meta.url)('fs-ext') as FsExt;
-      } catch {
-        // Not installed, or its native part was not built: the fallbacks apply.
-      }
-    }
-  }
-  return loaded;
+  if (loadedFsExt === undefined) loadedFsExt = nativeAllowed() ? load<FsExt>('fs-ext') : null;
+  return loadedFsExt;
+}
+
+/** OFD byte-range locks if they can be taken here (Linux, with fs-native-extensions), else null. */
+export function ofdLocks(): OfdLocks | null {
+  if (loadedOfd === undefined) loadedOfd = nativeAllowed() && process.platform === 'linux' ? load<OfdLocks>('fs-native-extensions') : null;
+  return loadedOfd;
 }
 
 /** Calls an fs-ext function with a Node-style callback as a promise. */

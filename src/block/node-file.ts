@@ -96,7 +96,7 @@ export class NodeFileDevice implements BlockDevice {
       const kind = kindOf(stat);
       if (kind) throw new BlockError('EINVAL', 'open', 0, 0, `${path} is ${kind}, not an image file`);
       const mode = options.lock ?? (readOnly ? 'shared' : 'exclusive');
-      const lock = mode ? await lockFile(fd, path, mode, !readOnly) : null;
+      const lock = mode ? await lockFile(fd, path, mode) : null;
       const size = stat.isBlockDevice() ? await blockDeviceSize(fd, path) : stat.size;
       return new NodeFileDevice(fd, path, size, readOnly, stat, lock);
     } catch (err) {

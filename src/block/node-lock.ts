@@ -1,233 +1,173 @@
 /**
  * Image locks under Node, as QEMU takes them: shared to read, exclusive to
- * write, held for as long as the file is open.
+ * write, held for as long as the file is open. One rule for every diskmirror
+ * process, whatever was built here: each takes what it can, and each
+ * honours all of it.
  *
- * With fs-ext (the usual case) a lock is flock(2) on the open file, so it
- * follows the file (a symlink or a hard link to it finds the same lock) and
- * dies with the process. A writer also takes a POSIX record lock over the
- * whole file: QEMU's byte-range locks conflict with it both ways, so a
- * running QEMU or qemu-img refuses an image diskmirror writes, and
- * diskmirror refuses to write one QEMU has open.
+ * - QEMU's lock bytes (qemu-lock-bytes.ts), as open-file-description locks
+ *   through fs-native-extensions (Linux): QEMU and diskmirror refuse each
+ *   other as QEMU refuses itself. OFD locks belong to the open file, not to
+ *   the process, so closing another descriptor of the same file (a second
+ *   open of it in this process) keeps them, which POSIX record locks would
+ *   not.
+ * - flock(2) through fs-ext: diskmirrors keep to one writer at a time even
+ *   where the lock bytes cannot be taken.
+ * - Lock files beside the image (node-lock-files.ts), for a process that holds
+ *   no kernel lock (no native build, DISKMIRROR_LOCKS=files), or where the
+ *   kernel's lock table cannot be read (not Linux), since the others could
+ *   not see its kernel locks then.
  *
- * Without fs-ext's native build, lock files beside the image stand in:
- * IMAGE.dmlock for the writer, IMAGE.dmlock.PID.N for each reader, each
- * holding its owner's pid; a lock whose process is gone is stale and taken
- * over. They see the file by its real path (hard links escape them).
+ * Every process then tests, after taking its own (so of two arriving
+ * together at least one sees the other): the lock files, and, in the
+ * kernel's lock table (node-lock-table.ts), QEMU's bytes as QEMU tests them and
+ * the flock(2) locks of others. A process that takes no kernel lock still
+ * sees QEMU's and the other diskmirrors'.
  */
 import * as fs from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import { type LockMode, LockError } from './block-device.js';
-import { ext, fsExt } from './fs-ext.js';
+import { type LockMode, BlockError, LockError } from './block-device.js';
+import { ext, fsExt, ofdLocks } from './fs-ext.js';
+import { lockFileHolder, takeLockFile } from './node-lock-files.js';
+import { type LockEntry, covers, describeProcess, lockHolders, lockTableName, readLockTable } from './node-lock-table.js';
+import { type LockTest, accessFor, lockTests, lockedBytes } from './qemu-lock-bytes.js';
 
 export interface FileLock {
-  readonly mechanism: 'flock' | 'lock-file' | 'none';
   release(): Promise<void>;
 }
 
-/** Which mechanism locks images in this process (for --help and messages). */
-export function lockMechanism(): 'flock' | 'lock-file' {
-  return fsExt() ? 'flock' : 'lock-file';
+/** What locks images in this process, in words (for --help). */
+export function lockMechanisms(): string {
+  const kernel = [ofdLocks() ? "QEMU's own lock bytes (OFD locks, through fs-native-extensions)" : null, fsExt() ? 'flock(2) through fs-ext' : null].filter((m) => m !== null);
+  if (kernel.length > 0) return `Locks here: ${kernel.join(', and ')}.`;
+  return 'Locks here: lock files beside the images (IMAGE.dmlock), because the native lock calls are missing (or\nDISKMIRROR_LOCKS=files); they name the holder\'s pid, and a stale one is taken over.';
 }
 
 /**
- * Locks the file open on `fd` (opened from `path`; `writable`: opened for
- * writing). Throws a LockError naming the holder when someone else holds a
- * conflicting lock.
+ * A refusal: who holds the image (empty: to be found in the lock table,
+ * among the locks `unknown` names), and which of QEMU's tests failed.
  */
-export async function lockFile(fd: number, path: string, mode: LockMode, writable: boolean): Promise<FileLock> {
+class Conflict extends Error {
+  constructor(
+    readonly holder: string,
+    readonly test?: LockTest,
+    readonly unknown?: 'flock' | 'write lock',
+  ) {
+    super(holder);
+  }
+}
+
+const UNSUPPORTED = new Set(['ENOLCK', 'EOPNOTSUPP', 'ENOTSUP', 'EINVAL']);
+
+/** flock(2) where fs-ext is there: true if taken, false where this file system has none. */
+async function takeFlock(fd: number, mode: LockMode): Promise<boolean> {
   const fx = fsExt();
-  if (!fx) return lockWithFiles(path, mode);
-  const inode = fs.fstatSync(fd);
+  if (!fx) return false;
   try {
     await ext<void>((cb) => fx.flock(fd, mode === 'shared' ? 'shnb' : 'exnb', (err) => cb(err, undefined)));
+    return true;
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EAGAIN' || code === 'EWOULDBLOCK') throw new LockError(path, mode, holderOf(inode, ['FLOCK']));
-    // A file system without flock (some network mounts): lock files instead.
-    if (code === 'ENOLCK' || code === 'EOPNOTSUPP' || code === 'ENOTSUP' || code === 'EINVAL') return lockWithFiles(path, mode);
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    if (code === 'EAGAIN' || code === 'EWOULDBLOCK') throw new Conflict('', undefined, 'flock');
+    if (UNSUPPORTED.has(code)) return false;
     throw err;
   }
-  const unlock = () => ext<void>((cb) => fx.flock(fd, 'un', (err) => cb(err, undefined))).catch(() => {});
-  if (mode === 'exclusive' && writable) {
+}
+
+/** QEMU's bytes for `mode`, locked shared; null where OFD locks cannot be taken (no native build, a file system without). */
+function takeQemuBytes(fd: number, mode: LockMode): number[] | null {
+  const ofd = ofdLocks();
+  if (!ofd) return null;
+  const taken: number[] = [];
+  for (const byte of lockedBytes(accessFor(mode))) {
+    let granted: boolean;
     try {
-      await ext<number>((cb) => fx.fcntl(fd, 'setlk', fx.constants.F_WRLCK!, cb));
+      granted = ofd.tryLock(fd, byte, 1, { shared: true });
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EAGAIN' || code === 'EACCES') {
-        await unlock();
-        throw new LockError(path, mode, holderOf(inode, ['POSIX', 'OFDLCK']));
-      }
-      // No record locks on this file system: flock alone keeps diskmirrors apart.
+      for (const b of taken) ofd.unlock(fd, b, 1);
+      if (UNSUPPORTED.has((err as NodeJS.ErrnoException).code ?? '')) return null;
+      throw err;
     }
+    if (!granted) {
+      // Somebody holds a write lock over the byte (not QEMU: it takes shared locks only).
+      for (const b of taken) ofd.unlock(fd, b, 1);
+      throw new Conflict('', undefined, 'write lock');
+    }
+    taken.push(byte);
   }
-  return { mechanism: 'flock', release: unlock };
+  return taken;
 }
 
-// ---- who holds it -------------------------------------------------------------
-
-/** Linux's dev_t split as /proc/locks prints it ("fe:00"). */
-function devName(dev: number): string {
-  const major = Math.floor(dev / 256) & 0xfff;
-  const minor = (dev & 0xff) | (Math.floor(dev / 4096) & ~0xff);
-  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`;
-}
-
-/** The process holding a lock on the file, from /proc/locks; words for a message. */
-export function holderOf(stat: fs.Stats, kinds: string[]): string {
-  let text = '';
-  try {
-    text = fs.readFileSync('/proc/locks', 'utf8');
-  } catch {
-    return 'another process';
+/** The first of QEMU's tests for `mode` that somebody else's lock fails, as QEMU runs them. */
+function qemuConflict(table: LockEntry[], file: string, mode: LockMode, own: readonly number[]): LockTest | null {
+  for (const test of lockTests(accessFor(mode))) {
+    const holders = table.filter((e) => e.kind !== 'FLOCK' && covers(e, file, test.byte)).length;
+    if (holders > (own.includes(test.byte) ? 1 : 0)) return test;
   }
-  const where = `${devName(stat.dev)}:${stat.ino}`;
-  for (const line of text.split('\n')) {
-    const fields = line.trim().split(/\s+/);
-    // "1: FLOCK  ADVISORY  WRITE 4633 fe:00:2146728 0 EOF"; waiters have "->" after the number.
-    if (fields[1] === '->' || !kinds.includes(fields[1] ?? '') || fields[5] !== where) continue;
-    const pid = Number(fields[4]);
-    if (pid > 0 && pid !== process.pid) return describeProcess(pid);
-    if (fields[1] === 'OFDLCK') return "another process (QEMU's image lock)";
-  }
-  return 'another process';
-}
-
-/** `diskmirror (pid 42)`, or the program's name when it is not diskmirror. */
-export function describeProcess(pid: number): string {
-  try {
-    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    if (/diskmirror/.test(cmdline)) return `diskmirror (pid ${pid})`;
-    const comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-    return `${comm} (pid ${pid})`;
-  } catch {
-    return `pid ${pid}`;
-  }
-}
-
-// ---- lock files (no fs-ext) ------------------------------------------------------
-
-interface LockFileContents {
-  pid: number;
-  mode: LockMode;
-  /** The process's start time (Linux), so a reused pid is not taken for the holder. */
-  started?: string;
-}
-
-let counter = 0;
-
-function processStart(pid: number): string | undefined {
-  try {
-    // Field 22 of /proc/PID/stat, counted after the command name's closing parenthesis.
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-
-function alive(owner: LockFileContents): boolean {
-  try {
-    process.kill(owner.pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
-  }
-  if (owner.started !== undefined) {
-    const now = processStart(owner.pid);
-    if (now !== undefined && now !== owner.started) return false;
-  }
-  return true;
-}
-
-/** The live owner of a lock file; null (after removing it) when stale or gone. */
-function liveOwner(path: string): LockFileContents | null {
-  let owner: LockFileContents;
-  try {
-    owner = JSON.parse(fs.readFileSync(path, 'utf8')) as LockFileContents;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    // Half-written by a process that died mid-write, or not ours: treat as stale only if old.
-    const age = Date.now() - fs.statSync(path, { throwIfNoEntry: false })!.mtimeMs;
-    if (age < 5000) return { pid: 0, mode: 'exclusive' };
-    fs.rmSync(path, { force: true });
-    return null;
-  }
-  if (owner.pid === process.pid && owner.started === processStart(process.pid)) return owner;
-  if (alive(owner)) return owner;
-  fs.rmSync(path, { force: true });
   return null;
 }
 
-function holderWords(owner: LockFileContents): string {
-  return owner.pid > 0 ? describeProcess(owner.pid) : 'another process';
+/** Another process's flock(2) lock that keeps `mode` from being taken. */
+function flockConflict(table: LockEntry[], file: string, mode: LockMode): LockEntry | undefined {
+  return table.find((e) => e.kind === 'FLOCK' && e.file === file && e.pid !== process.pid && (e.type === 'WRITE' || mode === 'exclusive'));
 }
 
-/** Creates `path` exclusively (never through a symlink) holding our pid; false if it exists. */
-function createLockFile(path: string, mode: LockMode): boolean {
-  let fd: number;
-  try {
-    fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw err;
-  }
-  try {
-    const contents: LockFileContents = { pid: process.pid, mode };
-    const started = processStart(process.pid);
-    if (started !== undefined) contents.started = started;
-    fs.writeSync(fd, JSON.stringify(contents));
-  } finally {
-    fs.closeSync(fd);
-  }
-  return true;
+/** Words for whoever holds a lock on `file` that `matches`. */
+function holderWords(table: LockEntry[] | null, file: string, matches: (e: LockEntry) => boolean): string {
+  const known = table?.find((e) => matches(e) && e.pid > 0 && e.pid !== process.pid);
+  if (known) return describeProcess(known.pid);
+  // OFD locks (QEMU's) show no pid in the table: look for the descriptor holding one.
+  const pid = lockHolders(file, matches).find((p) => p !== process.pid);
+  return pid !== undefined ? describeProcess(pid) : 'another process';
 }
 
-async function lockWithFiles(path: string, mode: LockMode): Promise<FileLock> {
-  let real: string;
-  try {
-    real = fs.realpathSync(path);
-  } catch {
-    real = path;
-  }
-  const dir = dirname(real);
-  const writerFile = `${real}.dmlock`;
-  const readerPrefix = `${basename(real)}.dmlock.`;
-  const readers = (): string[] => {
-    try {
-      return fs.readdirSync(dir).filter((n) => n.startsWith(readerPrefix)).map((n) => join(dir, n));
-    } catch {
-      return [];
-    }
-  };
-  const mine = mode === 'exclusive' ? writerFile : `${real}.dmlock.${process.pid}.${counter++}`;
-  for (let attempt = 0; ; attempt++) {
-    let created: boolean;
-    try {
-      created = createLockFile(mine, mode);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      // Nobody can write beside a file on a read-only directory: a reader needs no lock there.
-      if (mode === 'shared' && (code === 'EROFS' || code === 'EACCES' || code === 'EPERM')) return { mechanism: 'none', release: async () => {} };
-      throw err;
-    }
-    if (!created) {
-      const owner = liveOwner(mine);
-      if (owner) throw new LockError(path, mode, holderWords(owner));
-      if (attempt < 3) continue;
-      throw new LockError(path, mode, 'another process');
-    }
-    break;
-  }
+/**
+ * Locks the file open on `fd` (opened from `path`) for `mode`. Throws a
+ * LockError naming the holder when someone holds a conflicting lock.
+ */
+export async function lockFile(fd: number, path: string, mode: LockMode): Promise<FileLock> {
+  const stat = fs.fstatSync(fd);
+  const undo: (() => unknown)[] = [];
   const release = async () => {
-    fs.rmSync(mine, { force: true });
+    while (undo.length > 0) await undo.pop()!();
   };
-  // Now that our file is there, look for the other side; whoever comes second backs off.
-  const others = mode === 'exclusive' ? readers() : [writerFile];
-  for (const other of others) {
-    const owner = liveOwner(other);
-    if (owner) {
-      await release();
-      throw new LockError(path, mode, holderWords(owner));
+  try {
+    const flocked = await takeFlock(fd, mode);
+    if (flocked) undo.push(() => ext<void>((cb) => fsExt()!.flock(fd, 'un', (err) => cb(err, undefined))).catch(() => {}));
+    const bytes = takeQemuBytes(fd, mode);
+    if (bytes) undo.push(() => bytes.forEach((b) => ofdLocks()!.unlock(fd, b, 1)));
+    const kernel = flocked || bytes !== null;
+    const table = readLockTable();
+    const file = lockTableName(fd, stat);
+    if (!kernel || table === null) {
+      const taken = takeLockFile(path, mode);
+      if ('holder' in taken) throw new Conflict(taken.holder);
+      if ('handle' in taken) {
+        const handle = taken.handle;
+        undo.push(() => handle.release());
+      } else if (mode === 'exclusive' && !kernel) {
+        // A directory that takes no new file: a reader goes on (no writer could lock there either), a writer needs a lock others see.
+        const code = taken.unwritable.code === 'EROFS' ? 'EROFS' : 'EACCES';
+        throw new BlockError(code, 'open', 0, 0, `${path}: cannot be locked for writing: no lock file can be made beside it (${taken.unwritable.code}), and no kernel lock can be taken here`, { cause: taken.unwritable });
+      }
+    } else {
+      const holder = lockFileHolder(path, mode);
+      if (holder !== null) throw new Conflict(holder);
     }
+    if (table) {
+      const test = qemuConflict(table, file, mode, bytes ?? []);
+      if (test) throw new Conflict(holderWords(table, file, (e) => e.kind !== 'FLOCK' && covers(e, file, test.byte)), test);
+      const other = flocked ? undefined : flockConflict(table, file, mode);
+      if (other) throw new Conflict(describeProcess(other.pid));
+    }
+  } catch (err) {
+    await release();
+    if (!(err instanceof Conflict)) throw err;
+    let holder = err.holder;
+    if (err.unknown) {
+      const file = lockTableName(fd, stat);
+      const kind = err.unknown;
+      holder = holderWords(readLockTable(), file, (e) => e.file === file && (kind === 'flock' ? e.kind === 'FLOCK' : e.type === 'WRITE'));
+    }
+    throw new LockError(path, mode, holder, err.test && { permission: err.test.permission, shared: err.test.shared });
   }
-  return { mechanism: 'lock-file', release };
+  return { release };
 }

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { type FileIdentity, BlockError, LockError } from './block-device.js';
 import type { FileStore, StoreFile } from './file-store.js';
+import { followRename } from './node-lock-files.js';
 import { NodeFileDevice, fileIdentity } from './node-file.js';
 
 const TEMPORARY_MARK = '.dmpart-';
@@ -86,7 +87,7 @@ export class NodeFileStore implements FileStore {
       device = await NodeFileDevice.open(path, { readOnly: options.readOnly, ...(options.forceShare && options.readOnly ? { lock: false } : {}) });
     } catch (err) {
       // Name the image as the person did.
-      if (err instanceof LockError) throw new LockError(name, err.mode, err.holder);
+      if (err instanceof LockError) throw new LockError(name, err.mode, err.holder, err.refused);
       throw err;
     }
     return { name: path, device, identity: device.openedAs };
@@ -128,6 +129,9 @@ export class NodeFileStore implements FileStore {
 
   async publish(temporary: string, name: string, options: { replace: boolean }): Promise<void> {
     const final = finalPath(this.path(name));
+    // A lock file of the new image goes to its final name first: the name never shows it unlocked.
+    const holder = followRename(temporary, final);
+    if (holder !== null) throw new LockError(name, 'exclusive', holder);
     if (options.replace) {
       fs.renameSync(temporary, final);
     } else {

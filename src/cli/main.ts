@@ -5,7 +5,7 @@
 import { UsageError } from './args.js';
 import { version } from './version.js';
 import { ImageConflictError } from '../block/block-device.js';
-import { lockMechanism } from '../block/node-lock.js';
+import { lockMechanisms } from '../block/node-lock.js';
 import { COMMANDS, type Command } from './commands.js';
 import { installNodeDeflate } from './node-deflate.js';
 
@@ -20,11 +20,8 @@ Run "diskmirror COMMAND --help" for a command's options.
 
 Images are locked while a command uses them, as QEMU locks them: shared to
 read, exclusive to write; a conflict is refused (exit 1) naming the holder.
-${
-  lockMechanism() === 'flock'
-    ? 'Locks here: flock(2) through fs-ext, and a POSIX record lock while writing (QEMU sees it).'
-    : "Locks here: lock files beside the images (IMAGE.dmlock), because fs-ext's native build is\nmissing (or DISKMIRROR_LOCKS=files); they name the holder's pid, and a stale one is taken over."
-}`;
+QEMU's locks are honoured, and diskmirror's seen by QEMU; so are other
+diskmirrors' lock files (IMAGE.dmlock). ${lockMechanisms()}`;
 
 /** Runs the command line; resolves with the exit code. */
 export async function main(argv: string[]): Promise<number> {
