@@ -121,18 +121,19 @@ function readerFiles(real: string): string[] {
 /**
  * Who, by the lock files, keeps a lock in `mode` on `path` from being taken
  * (the writer's file for a reader; the writer's or any reader's for a
- * writer), in words; null if nobody. Stale files met on the way are removed.
- * `except` is a lock file of our own to leave out.
+ * writer), in words; null if nobody. Stale files met on the way are removed
+ * (`sweep`: readers' too, though a reader need not look at them). `except`
+ * is a lock file of our own to leave out.
  */
-export function lockFileHolder(path: string, mode: LockMode, except?: string): string | null {
+export function lockFileHolder(path: string, mode: LockMode, options: { except?: string; sweep?: boolean } = {}): string | null {
   const real = lockFileName(path);
-  const files = [`${real}${WRITER_SUFFIX}`, ...readerFiles(real)];
+  const writer = `${real}${WRITER_SUFFIX}`;
+  const files = [writer, ...(mode === 'exclusive' || options.sweep ? readerFiles(real) : [])];
   let holder: string | null = null;
   for (const file of files) {
-    if (file === except) continue;
+    if (file === options.except) continue;
     const owner = liveOwner(file);
-    // Stale readers are swept whatever the mode; a live one stops a writer only.
-    if (owner && holder === null && (mode === 'exclusive' || file === files[0])) holder = holderWords(owner);
+    if (owner && holder === null && (mode === 'exclusive' || file === writer)) holder = holderWords(owner);
   }
   return holder;
 }
@@ -206,7 +207,7 @@ export function takeLockFile(path: string, mode: LockMode): LockFileResult {
     if (attempt >= 3) return { holder: 'another process' };
   }
   const handle = new LockFileHandle(real, file, mode, contents.token!);
-  const holder = lockFileHolder(path, mode, file);
+  const holder = lockFileHolder(path, mode, { except: file, sweep: true });
   if (holder !== null) {
     handle.release();
     return { holder };
@@ -242,7 +243,7 @@ export function followRename(from: string, to: string): string | null {
     if (owner) return holderWords(owner);
     if (attempt >= 3) return 'another process';
   }
-  const reader = lockFileHolder(to, 'exclusive', target);
+  const reader = lockFileHolder(to, 'exclusive', { except: target });
   if (reader !== null) {
     removeQuietly(target);
     return reader;

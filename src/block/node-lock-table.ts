@@ -113,8 +113,9 @@ export function lockHolders(file: string, matches: (entry: LockEntry) => boolean
 /** `diskmirror (pid 42)`, or the program's name when it is not diskmirror. */
 export function describeProcess(pid: number): string {
   try {
-    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    if (/diskmirror/.test(cmdline)) return `diskmirror (pid ${pid})`;
+    // The program, or the script a runtime runs (node .../bin/diskmirror.js); not its arguments, which may name anything.
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    if (argv.slice(0, 2).some((a) => /(^|\/)diskmirror(\.c?js)?$/.test(a))) return `diskmirror (pid ${pid})`;
     const comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
     return `${comm} (pid ${pid})`;
   } catch {

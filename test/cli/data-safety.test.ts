@@ -123,16 +123,19 @@ describe('locks: one writer at a time', () => {
     return s;
   }
 
-  for (const mode of ['flock', 'lock files'] as const) {
-    const env = mode === 'lock files' ? { DISKMIRROR_LOCKS: 'files' } : undefined;
-    it(`two mirrors (or a mirror and a convert) into one qcow2, 5 times (${mode}): the second is refused naming the holder; the target equals the first source and checks clean`, async () => {
-      for (let round = 0; round < 5; round++) {
+  /** Kernel locks (the usual build), or lock files alone (DISKMIRROR_LOCKS=files, as a build without the native lock calls). */
+  const ENV = { kernel: undefined, 'lock files': { DISKMIRROR_LOCKS: 'files' } } as const;
+  for (const [firstMode, secondMode, rounds] of [['kernel', 'kernel', 5], ['lock files', 'lock files', 5], ['kernel', 'lock files', 2], ['lock files', 'kernel', 2]] as const) {
+    const modes = firstMode === secondMode ? firstMode : `${firstMode}, then ${secondMode}`;
+    it(`two mirrors (or a mirror and a convert) into one qcow2, ${rounds} times (${modes}): the second is refused naming the holder; the target equals the first source and checks clean`, async () => {
+      for (let round = 0; round < rounds; round++) {
         const dir = workdir();
         await rawImage(join(dir, 'a.raw'), 16 * MiB, 0xaa);
         await rawImage(join(dir, 'b.raw'), 16 * MiB, 0xbb);
         await qemuImg('create', '-q', '-f', 'qcow2', join(dir, 't.qcow2'), String(16 * MiB));
-        const first = await slowMirror(dir, 'a.raw', 't.qcow2', env);
+        const first = await slowMirror(dir, 'a.raw', 't.qcow2', ENV[firstMode]);
         const pid = first.child.pid!;
+        const env = ENV[secondMode];
         const second = round % 2 === 0 ? await dm(['mirror', 'b.raw', 't.qcow2'], dir, env) : await dm(['convert', '-O', 'qcow2', 'b.raw', 't.qcow2'], dir, env);
         expect(second.code, second.stderr).toBe(1);
         expect(second.stderr.trim()).toMatch(new RegExp(`Failed to get "write" lock: t\\.qcow2 is in use by diskmirror \\(pid ${pid}\\)$`));
@@ -156,16 +159,40 @@ describe('locks: one writer at a time', () => {
     });
   }
 
-  it('QEMU and diskmirror see each other: qemu-img refuses an image diskmirror writes, diskmirror refuses one qemu-io has open', async () => {
+  for (const [firstMode, secondMode] of [['lock files', 'lock files'], ['lock files', 'kernel'], ['kernel', 'lock files']] as const) {
+    it(`a mirror that creates its target holds it under its own name once it is renamed into place (${firstMode}, then ${secondMode}): convert -n into it is refused; the target equals the source`, async () => {
+      const dir = workdir();
+      await rawImage(join(dir, 'a.raw'), 16 * MiB, 0xaa);
+      await rawImage(join(dir, 'b.raw'), 16 * MiB, 0xbb);
+      const first = await slowMirror(dir, 'a.raw', 't.raw', ENV[firstMode]);
+      expect(readdirSync(dir).filter((f) => f.includes('.dmpart-'))).toEqual([]);
+      const second = await dm(['convert', '-n', 'b.raw', 't.raw'], dir, ENV[secondMode]);
+      expect(second.code, second.stderr).toBe(1);
+      expect(second.stderr.trim()).toBe(`diskmirror convert: Failed to get "write" lock: t.raw is in use by diskmirror (pid ${first.child.pid})`);
+      if (firstMode === 'kernel') {
+        // Kernel locks follow the file: a hard link to it is refused too, whatever the other's build.
+        linkSync(join(dir, 't.raw'), join(dir, 'hard.raw'));
+        const viaLink = await dm(['convert', '-n', 'b.raw', 'hard.raw'], dir, ENV[secondMode]);
+        expect(viaLink.stderr.trim()).toBe(`diskmirror convert: Failed to get "write" lock: hard.raw is in use by diskmirror (pid ${first.child.pid})`);
+        rmSync(join(dir, 'hard.raw'));
+      }
+      await first.execute('block-job-set-speed', { device: 'mirror', speed: 0 });
+      await first.event('BLOCK_JOB_READY');
+      await first.execute('job-complete', { id: 'mirror' });
+      expect((await first.close()).code).toBe(0);
+      expect((await qemuCompare(join(dir, 'a.raw'), join(dir, 't.raw'))).code).toBe(0);
+      expect(readdirSync(dir).sort()).toEqual(['a.raw', 'b.raw', 't.raw']);
+    });
+  }
+
+  it('QEMU and diskmirror see each other: qemu-img may not read an image diskmirror writes, diskmirror may not write one qemu-io has open', async () => {
     const dir = workdir();
     await rawImage(join(dir, 'a.raw'), 16 * MiB, 0xaa);
     await rawImage(join(dir, 'q.raw'), 16 * MiB, 0x44);
     const s = await slowMirror(dir, 'a.raw', 'd.raw');
-    for (const args of [['qemu-io', '-r', '-f', 'raw', '-c', 'read 0 4k', join(dir, 'd.raw')], ['qemu-img', 'convert', '-O', 'raw', join(dir, 'd.raw'), join(dir, 'q-copy.raw')]]) {
-      const qemu = spawnSync(args[0]!, args.slice(1), { encoding: 'utf8' });
-      expect(qemu.status, args.join(' ')).toBe(1);
-      expect(qemu.stdout + qemu.stderr).toMatch(/Failed to lock byte/);
-    }
+    const qemu = spawnSync('qemu-img', ['convert', '-O', 'raw', join(dir, 'd.raw'), join(dir, 'q-copy.raw')], { encoding: 'utf8' });
+    expect(qemu.status).toBe(1);
+    expect(qemu.stderr).toMatch(/Failed to get shared "write" lock/);
     s.child.kill('SIGTERM');
     expect((await s.exited).code).toBe(130);
     // qemu-io holds q.raw open (read-write, with QEMU's byte locks) while it waits for commands.
@@ -175,19 +202,21 @@ describe('locks: one writer at a time', () => {
     const before = snapshot(dir);
     const r = await dm(['convert', 'a.raw', 'q.raw'], dir);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/Failed to get "write" lock: q\.raw is in use by another process/);
+    expect(r.stderr).toBe(`diskmirror convert: Failed to get shared "write" lock: q.raw is being written by qemu-io (pid ${io.pid})\n`);
     io.stdin.end('quit\n');
     await new Promise((resolve) => io.on('close', resolve));
     expect(snapshot(dir)).toEqual(before);
   });
 
-  it('a stale lock file (its process gone) is taken over', async () => {
+  it('stale lock files (their process gone, as after kill -9) are taken over and swept, a writer\'s and readers\'', async () => {
     const dir = workdir();
     await rawImage(join(dir, 'a.raw'), 4 * MiB, 0xaa);
-    // A lock left by a process that no longer exists (pid 2^22 + 1 is beyond Linux's pid range).
-    const fd = openSync(join(dir, 'd.raw.dmlock'), 'wx');
-    writeSync(fd, JSON.stringify({ pid: 4194305, mode: 'exclusive' }));
-    closeSync(fd);
+    // Locks left by a process that no longer exists (pid 2^22 + 1 is beyond Linux's pid range).
+    for (const name of ['d.raw.dmlock', 'd.raw.dmlock.4194305.0', 'a.raw.dmlock.4194305.1']) {
+      const fd = openSync(join(dir, name), 'wx');
+      writeSync(fd, JSON.stringify({ pid: 4194305, mode: name === 'd.raw.dmlock' ? 'exclusive' : 'shared' }));
+      closeSync(fd);
+    }
     await rawImage(join(dir, 'd.raw'), 4 * MiB, 0);
     const r = await dm(['mirror', 'a.raw', 'd.raw'], dir, { DISKMIRROR_LOCKS: 'files' });
     expect(r.code, r.stderr).toBe(0);
