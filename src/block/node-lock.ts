@@ -36,9 +36,12 @@ export interface FileLock {
 
 /** What locks images in this process, in words (for --help). */
 export function lockMechanisms(): string {
-  const kernel = [ofdLocks() ? "QEMU's own lock bytes (OFD locks, through fs-native-extensions)" : null, fsExt() ? 'flock(2) through fs-ext' : null].filter((m) => m !== null);
-  if (kernel.length > 0) return `Locks here: ${kernel.join(', and ')}.`;
-  return 'Locks here: lock files beside the images (IMAGE.dmlock), because the native lock calls are missing (or\nDISKMIRROR_LOCKS=files); they name the holder\'s pid, and a stale one is taken over.';
+  const ofd = ofdLocks() !== null;
+  const flock = fsExt() !== null;
+  const unseen = "QEMU's locks are seen (in /proc/locks), but QEMU does not see these";
+  if (ofd) return `Locks here: QEMU's lock bytes (OFD locks, through fs-native-extensions)${flock ? ' and flock(2) (through fs-ext)' : ''}.`;
+  if (flock) return `Locks here: flock(2) through fs-ext; ${unseen} (fs-native-extensions is missing).`;
+  return `Locks here: lock files beside the images (IMAGE.dmlock), as the native lock calls are missing\n(or DISKMIRROR_LOCKS=files); ${unseen}.`;
 }
 
 /**

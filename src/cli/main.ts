@@ -18,10 +18,11 @@ ${Object.values(COMMANDS)
 
 Run "diskmirror COMMAND --help" for a command's options.
 
-Images are locked while a command uses them, as QEMU locks them: shared to
-read, exclusive to write; a conflict is refused (exit 1) naming the holder.
-QEMU's locks are honoured, and diskmirror's seen by QEMU; so are other
-diskmirrors' lock files (IMAGE.dmlock). ${lockMechanisms()}`;
+Images are locked while a command uses them, shared to read and exclusive to
+write, with QEMU's own image locks where they can be taken: QEMU and
+diskmirror refuse each other as QEMU refuses itself. A conflict is refused
+(exit 1) naming the holder.
+${lockMechanisms()}`;
 
 /** Runs the command line; resolves with the exit code. */
 export async function main(argv: string[]): Promise<number> {
