@@ -10,27 +10,25 @@
  */
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertBuilt, BIN, run } from '../helpers/cli.js';
-import { qemuCompare, qemuImg, qemuIo, requireQemu } from '../helpers/qemu.js';
+import { qemuCompare, qemuImg, qemuIo, requireQemu, tempDir } from '../helpers/qemu.js';
 
 const MiB = 1 << 20;
-let root: string;
+let root: ReturnType<typeof tempDir>;
 let n = 0;
 
 beforeAll(() => {
   assertBuilt();
   requireQemu();
-  root = mkdtempSync(join(tmpdir(), 'diskmirror-qemu-locks-'));
+  root = tempDir('diskmirror-qemu-locks-');
 });
-afterAll(() => rmSync(root, { recursive: true, force: true }));
+afterAll(() => root.remove());
 
+/** A fresh directory for one case. */
 function workdir(): string {
-  const dir = join(root, `case${n++}`);
-  mkdirSync(dir);
-  return dir;
+  return mkdirSync(root.file(`case${n++}`), { recursive: true })!;
 }
 
 /** The bytes of QEMU's lock range (100..203) locked on `path`, from the kernel's lock table. */
