@@ -9,6 +9,7 @@
  * callers fall back: lock files beside the images, and no hole detection.
  */
 import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 
 export interface FsExt {
   flock(fd: number, flags: 'sh' | 'ex' | 'shnb' | 'exnb' | 'un', callback: (err: NodeJS.ErrnoException | null) => void): void;
@@ -47,9 +48,45 @@ export function fsExt(): FsExt | null {
   return loadedFsExt;
 }
 
+/** The addon under fs-native-extensions' entry: `exclusive` where the entry takes `{ shared }`, EAGAIN thrown where it answers false. */
+interface OfdAddon {
+  tryLock(fd: number, offset: number, length: number, exclusive: boolean): void;
+  unlock(fd: number, offset: number, length: number): void;
+}
+
+/**
+ * fs-native-extensions' prebuilt addon for this platform, loaded directly:
+ * the package's entry finds it through a module resolver that takes longer
+ * to load (tens of milliseconds) than the rest of a short command. The
+ * version is pinned in package.json, as this is below its documented face;
+ * where no prebuilt addon fits, the entry is used.
+ */
+function loadOfd(): OfdLocks | null {
+  const require = createRequire(import.meta.url);
+  let addon: OfdAddon;
+  try {
+    const dir = dirname(require.resolve('fs-native-extensions/package.json'));
+    addon = require(join(dir, 'prebuilds', `${process.platform}-${process.arch}`, 'fs-native-extensions.node')) as OfdAddon;
+  } catch {
+    return load<OfdLocks>('fs-native-extensions');
+  }
+  return {
+    tryLock(fd, offset, length, options) {
+      try {
+        addon.tryLock(fd, offset, length, !options.shared);
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return false;
+        throw err;
+      }
+    },
+    unlock: (fd, offset, length) => addon.unlock(fd, offset, length),
+  };
+}
+
 /** OFD byte-range locks if they can be taken here (Linux, with fs-native-extensions), else null. */
 export function ofdLocks(): OfdLocks | null {
-  if (loadedOfd === undefined) loadedOfd = nativeAllowed() && process.platform === 'linux' ? load<OfdLocks>('fs-native-extensions') : null;
+  if (loadedOfd === undefined) loadedOfd = nativeAllowed() && process.platform === 'linux' ? loadOfd() : null;
   return loadedOfd;
 }
 
