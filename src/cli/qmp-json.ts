@@ -14,6 +14,7 @@ class JsonSyntaxError extends Error {}
 const WHITESPACE = new Set([' ', '\t', '\r', '\n']);
 const STRUCTURAL = new Set(['{', '}', '[', ']', ',', ':']);
 const ESCAPES: Readonly<Record<string, string>> = { '"': '"', "'": "'", '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
+const BACKSLASH = 0x5c;
 const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
 
 /**
@@ -40,36 +41,48 @@ export function readJsonValues(line: string): Array<{ value: unknown } | { error
     return line[pos]!;
   };
 
+  /**
+   * A string from its opening quote. A string without escapes is a slice of
+   * the line (no copy); one with escapes is built from runs, never a
+   * character at a time (a 63 MiB string of escapes stays about its size).
+   */
   const parseString = (): string => {
-    const quote = line[pos]!;
+    const quote = line.charCodeAt(pos);
     const start = pos++;
-    let out = '';
-    for (;;) {
+    const parts: string[] = [];
+    let built = '';
+    for (let run = pos; ; ) {
+      let c = 0;
+      while (pos < line.length && (c = line.charCodeAt(pos)) !== quote && c !== BACKSLASH && c >= 0x20) pos++;
       if (pos >= line.length) fail('JSON parse error, premature EOI');
-      const c = line[pos]!;
       if (c === quote) {
-        pos++;
-        return out;
+        if (parts.length === 0 && built === '') return line.slice(run, pos++);
+        parts.push(line.slice(run, pos++));
+        return built + parts.join('');
       }
-      if (c < ' ') fail(`JSON parse error, stray '${line.slice(start, pos + 1)}'`);
-      if (c !== '\\') {
-        out += c;
-        pos++;
-        continue;
-      }
-      const e = line[pos + 1];
-      if (e === 'u') {
-        const hex = line.slice(pos + 2, pos + 6);
-        if (!/^[0-9a-fA-F]{4}$/.test(hex)) fail('JSON parse error, invalid hex escape sequence in string');
-        out += String.fromCharCode(parseInt(hex, 16));
-        pos += 6;
-      } else if (e !== undefined && Object.hasOwn(ESCAPES, e)) {
-        out += ESCAPES[e];
-        pos += 2;
-      } else {
-        fail('JSON parse error, invalid escape sequence in string');
+      if (c < 0x20) fail(`JSON parse error, stray '${line.slice(start, pos + 1)}'`);
+      parts.push(line.slice(run, pos), escape());
+      run = pos;
+      // Joined in batches: a rope of millions of one-character pieces would cost far more than the text.
+      if (parts.length >= 8192) {
+        built += parts.join('');
+        parts.length = 0;
       }
     }
+  };
+
+  /** The escape sequence at pos (a backslash), decoded; pos moves past it. */
+  const escape = (): string => {
+    const e = line[pos + 1];
+    if (e === 'u') {
+      const hex = line.slice(pos + 2, pos + 6);
+      if (!/^[0-9a-fA-F]{4}$/.test(hex)) fail('JSON parse error, invalid hex escape sequence in string');
+      pos += 6;
+      return String.fromCharCode(parseInt(hex, 16));
+    }
+    if (e === undefined || !Object.hasOwn(ESCAPES, e)) fail('JSON parse error, invalid escape sequence in string');
+    pos += 2;
+    return ESCAPES[e!]!;
   };
 
   const parseValue = (depth: number): unknown => {
@@ -145,118 +158,123 @@ export function readJsonValues(line: string): Array<{ value: unknown } | { error
   return results;
 }
 
-/** QEMU's limit on one value's size (MAX_TOKEN_SIZE): larger input is refused, not buffered. */
+
+/** QEMU's limits on one value (qobject/json-streamer.c): larger input is refused, not buffered. */
 export const MAX_VALUE_BYTES = 64 << 20;
+export const MAX_TOKEN_COUNT = 2 << 20;
 
 export type JsonItem = { value: unknown } | { error: string };
 
-/** What ends a top-level number or keyword. */
-const DELIMITER = /[\s{}[\],:"']/g;
-/** What matters inside an object or array: quotes and brackets. */
-const MEANINGFUL = /["'{}[\]]/g;
+/** Character codes the stream looks at. */
+const enum Ch {
+  Tab = 0x09,
+  Newline = 0x0a,
+  Return = 0x0d,
+  Space = 0x20,
+  Quote = 0x22,
+  Apostrophe = 0x27,
+  Comma = 0x2c,
+  Colon = 0x3a,
+  OpenBracket = 0x5b,
+  Backslash = 0x5c,
+  CloseBracket = 0x5d,
+  OpenBrace = 0x7b,
+  CloseBrace = 0x7d,
+}
+
+const isSpace = (c: number) => c === Ch.Space || c === Ch.Newline || c === Ch.Tab || c === Ch.Return;
+const isStructural = (c: number) =>
+  c === Ch.OpenBrace || c === Ch.CloseBrace || c === Ch.OpenBracket || c === Ch.CloseBracket || c === Ch.Comma || c === Ch.Colon;
+/** What ends a number or keyword: whitespace, a structural character, a quote. */
+const endsScalar = (c: number) => isSpace(c) || isStructural(c) || c === Ch.Quote || c === Ch.Apostrophe || c === 0x0b || c === 0x0c;
 
 /**
  * Cuts a character stream into top-level JSON values, each handed to
  * `onValue` as soon as it is complete (parsed by readJsonValues). Strings,
- * including QEMU's single-quoted ones, may hold brackets.
+ * including QEMU's single-quoted ones, may hold brackets. Each character is
+ * looked at once, and a value keeps one piece per chunk it spans, so memory
+ * and time follow the input's size. QEMU's limits apply to each value (64
+ * MiB, 2 Mi tokens, 1024 levels): a value past one is refused with QEMU's
+ * text, and the rest of its line dropped so that the next line is read
+ * afresh.
  */
 export class JsonStream {
-  private text = '';
+  /** The value being read: a piece of each earlier chunk it spans. */
+  private pieces: string[] = [];
+  private piecesLength = 0;
+  private reading = false;
+  private tokens = 0;
   private depth = 0;
-  private quote: string | null = null;
+  /** The quote of the string being read, 0 outside strings. */
+  private quote = 0;
   private escaped = false;
-  /** A number or keyword at the top level, complete at the next delimiter. */
+  /** A number or keyword, complete at the next delimiter. */
   private scalar = false;
-  /** After a value refused (too deep, too large): the rest of its line is dropped. */
+  /** After a value refused: the rest of its line is dropped. */
   private skipLine = false;
 
   constructor(private readonly onValue: (item: JsonItem) => void) {}
 
   push(chunk: string): void {
-    let i = 0;
-    while (i < chunk.length) {
+    /** Where the value being read starts in this chunk. */
+    let from = 0;
+    for (let i = 0; i < chunk.length; i++) {
       if (this.skipLine) {
         const newline = chunk.indexOf('\n', i);
         if (newline < 0) return;
         this.skipLine = false;
-        i = newline + 1;
-      } else if (this.quote !== null) {
-        i = this.inString(chunk, i);
-      } else if (this.scalar) {
-        DELIMITER.lastIndex = i;
-        const m = DELIMITER.exec(chunk);
-        const stop = m ? m.index : chunk.length;
-        this.text += chunk.slice(i, stop);
-        i = stop;
-        if (m) this.emit();
-        else this.checkSize();
-      } else if (this.depth > 0) {
-        MEANINGFUL.lastIndex = i;
-        const m = MEANINGFUL.exec(chunk);
-        const stop = m ? m.index + 1 : chunk.length;
-        this.text += chunk.slice(i, stop);
-        i = stop;
-        if (m) this.inValue(m[0]);
-        this.checkSize();
+        i = newline;
+        continue;
+      }
+      const c = chunk.charCodeAt(i);
+      if (this.quote !== 0) {
+        if (this.escaped) this.escaped = false;
+        else if (c === Ch.Backslash) this.escaped = true;
+        else if (c === this.quote) {
+          this.quote = 0;
+          if (this.depth === 0) this.emit(chunk, from, i + 1);
+        }
+        continue;
+      }
+      if (this.scalar) {
+        if (!endsScalar(c)) continue;
+        this.scalar = false;
+        if (this.depth === 0) this.emit(chunk, from, i);
+      }
+      if (isSpace(c)) continue;
+      if (!this.reading) {
+        this.reading = true;
+        from = i;
+      }
+      const closes = c === Ch.CloseBrace || c === Ch.CloseBracket;
+      // As QEMU: the token that completes a value is taken whatever the count.
+      if (++this.tokens > MAX_TOKEN_COUNT && !(closes && this.depth <= 1)) {
+        this.refuse('JSON token count limit exceeded');
+        continue;
+      }
+      if (c === Ch.Quote || c === Ch.Apostrophe) {
+        this.quote = c;
+      } else if (c === Ch.OpenBrace || c === Ch.OpenBracket) {
+        if (++this.depth > MAX_NESTING) this.refuse('JSON nesting depth limit exceeded');
+      } else if (closes) {
+        // At the top level, a stray closer is an error of its own.
+        if (this.depth === 0 || --this.depth === 0) this.emit(chunk, from, i + 1);
+      } else if (c === Ch.Comma || c === Ch.Colon) {
+        if (this.depth === 0) this.emit(chunk, from, i + 1);
       } else {
-        this.startValue(chunk[i]!);
-        i++;
+        this.scalar = true;
       }
     }
+    if (!this.reading) return;
+    this.pieces.push(from === 0 ? chunk : chunk.slice(from));
+    this.piecesLength += chunk.length - from;
+    if (this.piecesLength > MAX_VALUE_BYTES) this.refuse('JSON token size limit exceeded');
   }
 
   /** The input ended: what was started is a value, or an error ("premature EOI"). */
   end(): void {
-    if (this.text.trim() !== '') this.emit();
+    if (this.reading && !this.skipLine) this.emit('', 0, 0);
     this.reset();
-  }
-
-  /** Inside a string: up to its closing quote (escapes taken as they come). Returns where to go on. */
-  private inString(chunk: string, from: number): number {
-    let i = from;
-    if (this.escaped) {
-      this.text += chunk[i];
-      this.escaped = false;
-      return i + 1;
-    }
-    const quote = chunk.indexOf(this.quote!, i);
-    const backslash = chunk.indexOf('\\', i);
-    const stop = quote < 0 ? backslash : backslash < 0 ? quote : Math.min(quote, backslash);
-    if (stop < 0) {
-      this.text += chunk.slice(i);
-      this.checkSize();
-      return chunk.length;
-    }
-    this.text += chunk.slice(i, stop + 1);
-    i = stop + 1;
-    if (chunk[stop] === '\\') {
-      this.escaped = true;
-    } else {
-      this.quote = null;
-      if (this.depth === 0) this.emit();
-    }
-    this.checkSize();
-    return i;
-  }
-
-  /** A quote, an opening or a closing bracket inside an object or array. */
-  private inValue(c: string): void {
-    if (c === '"' || c === "'") this.quote = c;
-    else if (c === '{' || c === '[') {
-      if (++this.depth > MAX_NESTING) this.refuse('JSON nesting depth limit exceeded');
-    } else if (--this.depth === 0) {
-      this.emit();
-    }
-  }
-
-  /** The first character of a value at the top level. */
-  private startValue(c: string): void {
-    if (WHITESPACE.has(c)) return;
-    this.text = c;
-    if (c === '{' || c === '[') this.depth = 1;
-    else if (c === '"' || c === "'") this.quote = c;
-    else if (STRUCTURAL.has(c)) this.emit(); // a stray closer or separator: an error of its own
-    else this.scalar = true;
   }
 
   /** Refuses the value being read, as QEMU does; the rest of its line goes too, so the next line is read afresh. */
@@ -266,20 +284,25 @@ export class JsonStream {
     this.onValue({ error });
   }
 
-  private checkSize(): void {
-    if (this.text.length > MAX_VALUE_BYTES) this.refuse('JSON token size limit exceeded');
-  }
-
-  private emit(): void {
-    const text = this.text;
+  /** The value ends at `to` in `chunk`: parsed and handed on. */
+  private emit(chunk: string, from: number, to: number): void {
+    if (this.piecesLength + (to - from) > MAX_VALUE_BYTES) {
+      this.refuse('JSON token size limit exceeded');
+      return;
+    }
+    this.pieces.push(chunk.slice(from, to));
+    const text = this.pieces.length === 1 ? this.pieces[0]! : this.pieces.join('');
     this.reset();
     for (const item of readJsonValues(text)) this.onValue(item);
   }
 
   private reset(): void {
-    this.text = '';
+    this.pieces = [];
+    this.piecesLength = 0;
+    this.reading = false;
+    this.tokens = 0;
     this.depth = 0;
-    this.quote = null;
+    this.quote = 0;
     this.escaped = false;
     this.scalar = false;
   }
