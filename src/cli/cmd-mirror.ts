@@ -9,7 +9,7 @@
  * next to the target; --resume continues from it (mirror-resume.ts); SIGINT
  * and SIGTERM checkpoint and exit 130.
  */
-import { existsSync, lstatSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { type ParsedArgs, parseArgs, UsageError } from './args.js';
@@ -20,7 +20,7 @@ import { type SidecarImages, SidecarCheckpointer, sidecarPath } from './sidecar.
 import { planResume, refuseStaleCheckpoint } from './mirror-resume.js';
 import { ProgressLine } from './progress.js';
 import { EXIT, exitCodeFor, runPlain } from './mirror-io.js';
-import { runQmpSocket, runQmpStdio } from './qmp-monitor.js';
+import { listenQmp, type QmpListener, runQmpSocket, runQmpStdio } from './qmp-monitor.js';
 import { version } from './version.js';
 import { type OpenedImage, WritableOnDemand } from '../format/image-access.js';
 import { stampChain } from '../format/image-stamp.js';
@@ -101,14 +101,11 @@ function mirrorOptions(o: ParsedArgs['options']): MirrorOptions {
   return options;
 }
 
-async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; progress: boolean }> {
+async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; listener: QmpListener | null; progress: boolean }> {
   const { options: o, positionals } = parseArgs(argv, SPECS);
   if (positionals.length !== 2) throw new UsageError('expected SRC and DST');
   const [srcPath, dstPath] = positionals as [string, string];
   const qmp = qmpWhere(o.qmp);
-  if (qmp?.kind === 'unix' && lstatSync(qmp.path, { throwIfNoEntry: false })?.isSocket() === false) {
-    throw new UsageError(`--qmp unix:${qmp.path}: ${qmp.path} exists and is not a socket; refusing to replace it`);
-  }
   const given = mirrorOptions(o);
   const srcFormat = checkFormat(o.format as string | undefined);
   const dstFormat = defaultFormat(dstPath, checkFormat(o['target-format'] as string | undefined));
@@ -128,9 +125,15 @@ async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; pr
   });
   const sidecar = sidecarPath(dstPath);
 
+  // The socket is taken before any image is touched: a path it cannot be bound to leaves nothing behind.
+  const listener = qmp?.kind === 'unix' ? await listenQmp(qmp.path) : null;
+
   // The source first, read-only and shared (a guest's first write reopens it for writing).
   const openSource = (readOnly: boolean) => openImageChain(srcPath, { readOnly, ...(srcFormat ? { format: srcFormat } : {}) });
-  const sourceOpened = await openSource(true);
+  const sourceOpened = await openSource(true).catch((err: unknown) => {
+    listener?.close();
+    throw err;
+  });
   const source: ImageFormat = qmp !== null ? new WritableOnDemand(sourceOpened, openSource) : sourceOpened.image;
   const currentSource = () => (source instanceof WritableOnDemand ? source.current : sourceOpened);
   try {
@@ -189,9 +192,11 @@ async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; pr
       stamps: stampsAfterClose,
       dropIfUnwritten: launched.dropIfUnwritten,
       qmp,
+      listener,
       progress: o.progress === true,
     };
   } catch (err) {
+    listener?.close();
     await source.close().catch(() => {});
     throw err;
   }
@@ -270,7 +275,7 @@ export const mirrorCommand: Command = {
         session = runPlain(opened, lines!, progress);
       } else {
         const run = { job, control: opened.control, version: version(), start };
-        session = opened.qmp.kind === 'stdio' ? runQmpStdio(run) : runQmpSocket(run, opened.qmp.path);
+        session = opened.listener ? runQmpSocket(run, opened.listener) : runQmpStdio(run);
       }
       let outcome = await Promise.race([session, signalled]);
       if (outcome === 'never-started' || !started) {
@@ -318,6 +323,7 @@ export const mirrorCommand: Command = {
       process.off('SIGTERM', onSignal);
       process.stdout.off('error', onOutputError);
       opened.checkpointer?.stop();
+      opened.listener?.close();
       lines?.close();
       process.stdin.destroy();
       if (closeImages) await closeBoth();

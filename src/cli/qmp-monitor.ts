@@ -15,10 +15,14 @@
  */
 import * as fs from 'node:fs';
 import { createServer, type Socket } from 'node:net';
+import * as os from 'node:os';
+import { dirname } from 'node:path';
+import { getSystemErrorMap } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
 import { CommandError, checkArguments, checkRequest, type MirrorControl } from '../mirror/control.js';
 import type { JobStatus } from '../mirror/job-states.js';
 import type { MirrorJob } from '../mirror/mirror-job.js';
+import { UsageError } from './args.js';
 import { exitCodeFor } from './mirror-io.js';
 import { type JsonItem, JsonStream } from './qmp-json.js';
 
@@ -60,6 +64,8 @@ class Session {
   /** Settles when the client leaves or says quit. */
   readonly closed = new Promise<'closed' | 'quit'>((resolve) => (this.closedResolve = resolve));
   private done = false;
+  /** Why the session ends, once the client has left or said quit: it ends when what came before is answered. */
+  private finishing: 'closed' | 'quit' | null = null;
 
   constructor(
     private readonly input: Readable,
@@ -81,6 +87,8 @@ class Session {
     this.input.on('end', () => this.inputEnded());
     this.input.on('close', () => this.inputEnded());
     this.input.on('error', () => this.inputEnded());
+    // A connection that waited its turn was accepted paused.
+    this.input.resume();
   }
 
   private inputEnded(): void {
@@ -90,16 +98,17 @@ class Session {
   }
 
   private finishWhenIdle(how: 'closed' | 'quit'): void {
-    if (this.running || this.queue.length > 0) {
-      // Answer what was already sent first.
-      setImmediate(() => this.finishWhenIdle(how));
-      return;
-    }
-    if (this.done) return;
+    this.finishing ??= how;
+    // Answer what was already sent first: drain() finishes once it has.
+    if (!this.running && this.queue.length === 0) this.finish();
+  }
+
+  private finish(): void {
+    if (this.done || this.finishing === null) return;
     this.done = true;
     // Over stdio, stdout outlives stdin: events go on until the process ends. A socket closes both ways.
     if ((this.input as unknown) === (this.output as unknown)) this.detach?.();
-    this.closedResolve(how);
+    this.closedResolve(this.finishing);
   }
 
   private write(value: unknown): void {
@@ -111,6 +120,23 @@ class Session {
     }
   }
 
+  /** Resolves once what was written has gone to the client, or the client has gone. */
+  private drained(): Promise<void> {
+    const output = this.output;
+    if (!output.writableNeedDrain || output.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        output.off('drain', done);
+        output.off('close', done);
+        output.off('error', done);
+        resolve();
+      };
+      output.on('drain', done);
+      output.on('close', done);
+      output.on('error', done);
+    });
+  }
+
   private async drain(): Promise<void> {
     if (this.running) return;
     this.running = true;
@@ -120,9 +146,12 @@ class Session {
         const item = this.queue.shift()!;
         if ('error' in item) this.write({ error: { class: 'GenericError', desc: item.error } });
         else await this.answer(item.value);
+        // A client that does not read its answers is not read either (as QEMU): answers never pile up.
+        await this.drained();
       }
     } finally {
       this.running = false;
+      if (this.queue.length === 0) this.finish();
       if (!this.done) this.input.resume();
     }
   }
@@ -222,45 +251,124 @@ export async function runQmpStdio(run: QmpRun, input: Readable = process.stdin, 
   return outcomeAfter(context);
 }
 
+/** The most bytes a Unix socket's path may have (sockaddr_un's sun_path, as QEMU counts it). */
+export const MAX_SOCKET_PATH_BYTES = 108;
+/** Clients that may wait their turn while one is served (QEMU's listen backlog holds them in the kernel). */
+const MAX_WAITING_CLIENTS = 16;
+
+/** A system error code in strerror()'s words ("No such file or directory"), as QEMU prints it. */
+function strerror(code: string | undefined): string {
+  const errno = code === undefined ? undefined : (os.constants.errno as Record<string, number>)[code];
+  const text = errno === undefined ? undefined : getSystemErrorMap().get(-errno)?.[1];
+  return text ? text[0]!.toUpperCase() + text.slice(1) : (code ?? 'unknown error');
+}
+
+/** A Unix socket listening for QMP clients, taken before any image is touched; clients wait in line. */
+export interface QmpListener {
+  readonly path: string;
+  /** Connections not served yet, first come first. */
+  readonly waiting: Socket[];
+  /** Called when a connection joins the line. */
+  onArrival: (() => void) | null;
+  /** Stops listening and removes the socket file. */
+  close(): void;
+}
+
 /**
- * `--qmp unix:PATH`: a server on a Unix socket, one client at a time. An
- * existing socket file at PATH is replaced (never a regular file).
+ * Listens on PATH as QEMU's `-qmp unix:PATH,server=on` does: a path longer
+ * than a socket address holds is refused (never bound under a truncated
+ * name), an existing socket file is replaced (never a regular file), and a
+ * failure names the path and its cause.
  */
-export async function runQmpSocket(run: QmpRun, path: string): Promise<number | 'interrupted' | 'never-started'> {
+export async function listenQmp(path: string): Promise<QmpListener> {
+  const where = `--qmp unix:${path}`;
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
+    throw new UsageError(`${where}: UNIX socket path '${path}' is too long (at most ${MAX_SOCKET_PATH_BYTES} bytes)`);
+  }
+  const failed = (code: string | undefined) => new UsageError(`${where}: Failed to bind socket to ${path}: ${strerror(code)}`);
+  // libuv reports a missing directory as EACCES: its directory is looked at first, for the real cause.
+  try {
+    if (!fs.statSync(dirname(path)).isDirectory()) throw failed('ENOTDIR');
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw failed((err as NodeJS.ErrnoException).code);
+  }
   const existing = fs.lstatSync(path, { throwIfNoEntry: false });
-  if (existing && !existing.isSocket()) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
+  if (existing && !existing.isSocket()) throw new UsageError(`${where}: ${path} exists and is not a socket; refusing to replace it`);
   if (existing) fs.rmSync(path);
+  // Connections are not read until served: one that waits hears nothing, as in QEMU's backlog.
+  const server = createServer({ pauseOnConnect: true });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => reject(failed(err.code)));
+    server.listen(path, () => resolve());
+  });
+  const listener: QmpListener = {
+    path,
+    waiting: [],
+    onArrival: null,
+    close: () => {
+      if (!server.listening) return;
+      server.close();
+      for (const socket of listener.waiting.splice(0)) socket.destroy();
+      fs.rmSync(path, { force: true });
+    },
+  };
+  // A failed accept (out of file descriptors) leaves that client unserved, not the process dead.
+  server.on('error', () => {});
+  server.on('connection', (socket: Socket) => {
+    socket.on('error', () => {});
+    if (listener.waiting.length >= MAX_WAITING_CLIENTS) {
+      socket.destroy();
+      return;
+    }
+    listener.waiting.push(socket);
+    listener.onArrival?.();
+  });
+  return listener;
+}
+
+/**
+ * `--qmp unix:PATH`: one client at a time; the next waits, unread and not
+ * greeted, until the one before leaves (as QEMU). The listener is closed,
+ * and its socket file removed, when the run ends.
+ */
+export async function runQmpSocket(run: QmpRun, listener: QmpListener): Promise<number | 'interrupted' | 'never-started'> {
   const { context, started } = monitorContext(run);
   let jobGone = false;
   let current: Session | null = null;
-  const server = createServer();
-  server.maxConnections = 1;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => resolve());
-  });
   try {
     return await new Promise((resolveRun) => {
       let replay = true;
-      void run.job.result.then(() => {
-        jobGone = true;
-        if (!current) void outcomeAfter(context).then(resolveRun);
-      });
-      server.on('connection', (socket: Socket) => {
+      let ended = false;
+      const end = (outcome: Promise<number | 'interrupted' | 'never-started'>) => {
+        ended = true;
+        void outcome.then(resolveRun);
+      };
+      const serveNext = () => {
+        if (current || ended) return;
+        const socket = listener.waiting.shift();
+        if (!socket) return;
         const session = new Session(socket, socket, context, replay);
         replay = false;
         current = session;
         session.start();
-        void session.closed.then(async (how) => {
+        void session.closed.then((how) => {
           current = null;
           socket.end();
-          if (how === 'quit') resolveRun(started() ? await outcomeAfter(context) : 'never-started');
-          else if (jobGone) resolveRun(await outcomeAfter(context));
+          if (how === 'quit') end(started() ? outcomeAfter(context) : Promise.resolve('never-started'));
+          else if (jobGone) end(outcomeAfter(context));
+          else serveNext();
         });
+      };
+      void run.job.result.then(() => {
+        jobGone = true;
+        if (!current) end(outcomeAfter(context));
       });
+      listener.onArrival = serveNext;
+      serveNext();
     });
   } finally {
-    server.close();
-    fs.rmSync(path, { force: true });
+    listener.onArrival = null;
+    listener.close();
   }
 }
