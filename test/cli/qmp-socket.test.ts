@@ -7,11 +7,13 @@
  */
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, lstatSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import QMP from 'qemu-qmp';
 import { assertBuilt, BIN } from '../helpers/cli.js';
 import { qemuCompare, qemuImg, qemuIo, requireQemu, tempDir } from '../helpers/qemu.js';
 import { requireQemuSystem } from '../helpers/qemu-mirror.js';
+import { MiB, RawQmp } from '../helpers/qmp-raw.js';
 
 let dir: ReturnType<typeof tempDir>;
 
@@ -150,5 +152,171 @@ describe('a QMP client written for QEMU drives diskmirror as it drives QEMU', ()
     r.stderr!.on('data', (c) => (stderr += c));
     expect(await exited(r)).not.toBe(0);
     expect(stderr).toMatch(/exists and is not a socket; refusing to replace it/);
+  });
+});
+
+/** A raw client on the socket, once connected. */
+function rawClient(path: string): Promise<RawQmp> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(path);
+    socket.once('error', reject);
+    socket.once('connect', () => resolve(new RawQmp(socket, socket)));
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Two clients, one after the other, as a client library that keeps its
+ * first connection half-open meets the server: what each hears, in words
+ * that do not depend on the server's jobs.
+ */
+async function turns(path: string): Promise<{ transcript: string[]; second: RawQmp }> {
+  const transcript: string[] = [];
+  const first = await rawClient(path);
+  await first.heard('"QMP"');
+  await first.ask('qmp_capabilities', 'first-negotiates');
+  const second = await rawClient(path);
+  // A round trip on the first after the second connected, and a moment more: the server has seen the second.
+  await first.ask('query-jobs', 'first-asks');
+  await sleep(300);
+  transcript.push(`second, while the first is served: heard ${JSON.stringify(second.heardSoFar)}, ${second.ended || second.closed ? 'closed' : 'still connected'}`);
+  // The first ends its write side with a command in flight, and goes on reading.
+  const lastAnswer = first.heard('"id":"first-last"');
+  first.send({ execute: 'query-jobs', id: 'first-last' });
+  (first.input as Socket).end();
+  await lastAnswer;
+  transcript.push('first: its last command answered');
+  await first.hungUp;
+  transcript.push(`first: ${first.ended ? 'closed by the server' : 'gone'}`);
+  await second.heard('"QMP"');
+  transcript.push('second: greeted');
+  await second.ask('qmp_capabilities', 'second-negotiates');
+  transcript.push('second: negotiated');
+  return { transcript, second };
+}
+
+describe("clients wait their turn, as in QEMU's listen backlog", () => {
+  it('a second client hears nothing and stays connected while the first is served; the first half-closes, is answered and closed, and the second is greeted and completes the job: QEMU and diskmirror alike', async () => {
+    const qemuSocket = dir.file('turns-qemu.sock');
+    const qemu = spawn('qemu-system-x86_64', ['-machine', 'none', '-nodefaults', '-display', 'none', '-qmp', `unix:${qemuSocket},server=on,wait=off`], { stdio: 'ignore' });
+    await socketAppears(qemuSocket, qemu);
+    const fromQemu = await turns(qemuSocket);
+    await fromQemu.second.ask('quit', 'second-quits');
+    expect(await exited(qemu)).toBe(0);
+
+    const d = await images('turns');
+    const ourSocket = dir.file('turns-dm.sock');
+    const ours = spawn(process.execPath, [BIN, 'mirror', '--qmp', `unix:${ourSocket}`, d.src, d.dst], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    ours.stderr!.on('data', (c) => (stderr += c));
+    await socketAppears(ourSocket, ours);
+    const fromUs = await turns(ourSocket);
+    expect(fromUs.transcript).toEqual(fromQemu.transcript);
+    expect(fromQemu.transcript).toEqual([
+      'second, while the first is served: heard "", still connected',
+      'first: its last command answered',
+      'first: closed by the server',
+      'second: greeted',
+      'second: negotiated',
+    ]);
+    // The second client completes the job the first started.
+    const second = fromUs.second;
+    const [job] = (await second.ask('query-block-jobs', 'second-queries')).return as Record<string, unknown>[];
+    if (!job!.ready) await second.heard('BLOCK_JOB_READY');
+    await second.ask('job-complete', 'second-completes', { id: 'mirror' });
+    await second.heard('BLOCK_JOB_COMPLETED');
+    await second.ask('quit', 'second-quits');
+    expect(await exited(ours), stderr).toBe(0);
+    expect((await qemuCompare(d.src, d.dst)).code).toBe(0);
+    expect(existsSync(ourSocket)).toBe(false);
+  });
+
+  it('a client that floods commands and reads nothing: the monitor stops reading it, its memory stays bounded, and every answer comes once it reads', async () => {
+    const d = await images('flood');
+    const socket = dir.file('flood.sock');
+    const ours = spawn(process.execPath, [BIN, 'mirror', '--qmp', `unix:${socket}`, '--sync', 'none', d.src, d.dst], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    ours.stderr!.on('data', (c) => (stderr += c));
+    await socketAppears(socket, ours);
+    const peer = await rawClient(socket);
+    await peer.heard('"QMP"');
+    await peer.ask('qmp_capabilities', 'negotiate');
+    await peer.heard('BLOCK_JOB_READY');
+    const count = 1_000_000;
+    const flood = await peer.floodUnread(ours.pid!, count);
+    const report = `${flood.writtenUnread} commands taken while unread; peak ${flood.peakUnread >> 20} MiB, then ${flood.peakAfter >> 20} MiB`;
+    expect(flood.writtenUnread, report).toBeLessThan(count);
+    expect(flood.peakUnread, report).toBeLessThan(200 * MiB);
+    expect(flood.peakAfter, report).toBeLessThan(200 * MiB);
+    await peer.ask('job-complete', 'complete', { id: 'mirror' });
+    await peer.ask('quit', 'quit');
+    expect(await exited(ours), stderr).toBe(0);
+  }, 180_000);
+});
+
+/** Runs to its exit, or is killed after `guardMs` (a server that listens for ever): resolves with the code (null if killed) and stderr. */
+function runGuarded(program: string, args: string[], guardMs = 20_000): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(program, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (c) => (stderr += c));
+    const guard = setTimeout(() => child.kill('SIGKILL'), guardMs);
+    child.on('close', (code) => {
+      clearTimeout(guard);
+      resolve({ code, stderr });
+    });
+  });
+}
+
+describe('socket paths refused before any image is touched, as QEMU refuses them', () => {
+  const qemuListen = (path: string) => runGuarded('qemu-system-x86_64', ['-machine', 'none', '-nodefaults', '-display', 'none', '-qmp', `unix:${path},server=on,wait=off`], 5_000);
+
+  it('a path longer than a socket address holds (over 108 bytes): refused with QEMU\'s words, exit 2, no target made; 108 bytes is bound whole', async () => {
+    const d = await images('long');
+    const base = mkdtempSync(`${dir.path}/l`);
+    const long = `${base}/${'s'.repeat(109 - base.length - 1)}`;
+    expect(Buffer.byteLength(long)).toBe(109);
+    const qemu = await qemuListen(long);
+    expect(qemu.code).toBe(1);
+    expect(qemu.stderr).toContain(`UNIX socket path '${long}' is too long`);
+    const dst = dir.file('long-new.raw');
+    const r = await runGuarded(process.execPath, [BIN, 'mirror', '--qmp', `unix:${long}`, d.src, dst]);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toBe(`diskmirror mirror: --qmp: UNIX socket path '${long}' is too long (109 bytes; at most 108)\n`);
+    expect(existsSync(dst)).toBe(false);
+
+    // 108 bytes: the whole name, a client reaches it, and it is gone afterwards.
+    const fits = long.slice(0, -1);
+    const ours = spawn(process.execPath, [BIN, 'mirror', '--qmp', `unix:${fits}`, '--sync', 'none', d.src, dst], { stdio: 'ignore' });
+    await socketAppears(fits, ours);
+    const peer = await rawClient(fits);
+    await peer.heard('"QMP"');
+    await peer.ask('qmp_capabilities', 'negotiate');
+    await peer.ask('job-cancel', 'cancel', { id: 'mirror' });
+    await peer.ask('quit', 'quit');
+    expect(await exited(ours)).toBe(1);
+    expect(existsSync(fits)).toBe(false);
+  });
+
+  it('a directory that does not exist, or is a file: "Failed to bind socket" with the real cause, as QEMU names it, exit 2, no target made', async () => {
+    const d = await images('nodir');
+    const notDir = dir.file('plain-file');
+    writeFileSync(notDir, '');
+    for (const [path, cause] of [
+      [dir.file('no-such-dir/qmp.sock'), 'No such file or directory'],
+      [`${notDir}/qmp.sock`, 'Not a directory'],
+    ] as const) {
+      const qemu = await qemuListen(path);
+      expect(qemu.code).toBe(1);
+      // QEMU says which of its steps failed (bind, or the unlink before it); the cause is the same.
+      expect(qemu.stderr).toMatch(new RegExp(`Failed to (bind socket to|unlink socket) ${path}: ${cause}`));
+      const dst = dir.file('nodir-new.raw');
+      const r = await runGuarded(process.execPath, [BIN, 'mirror', '--qmp', `unix:${path}`, d.src, dst]);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toBe(`diskmirror mirror: --qmp: Failed to bind socket to ${path}: ${cause}\n`);
+      expect(existsSync(dst)).toBe(false);
+      expect(existsSync(`${dst}.dmcheckpoint`)).toBe(false);
+    }
   });
 });

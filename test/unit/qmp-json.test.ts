@@ -1,6 +1,7 @@
 /** The QMP input stream cut into values as QEMU's json-streamer cuts it. */
 import { describe, expect, it } from 'vitest';
-import { type JsonItem, JsonStream, MAX_VALUE_BYTES } from '../../src/cli/qmp-json.js';
+import { type JsonItem, JsonStream, MAX_TOKEN_COUNT, MAX_VALUE_BYTES, readJsonValues } from '../../src/cli/qmp-json.js';
+import { rng } from '../helpers/random.js';
 
 function feed(...chunks: string[]): JsonItem[] {
   const items: JsonItem[] = [];
@@ -47,4 +48,26 @@ describe('JsonStream', () => {
     for (let i = 0; i <= MAX_VALUE_BYTES >> 20; i++) stream.push(piece);
     expect(items).toEqual([{ error: 'JSON token size limit exceeded' }]);
   });
+
+  it("more tokens than QEMU takes in one value: refused with QEMU's text; the closing token of a value at the limit is still taken", () => {
+    // [1,1,...,1] holds 2n+1 tokens: at n = MAX/2 only the closing bracket is past the limit (taken, as QEMU takes it); one more 1 is not.
+    const array = (n: number) => `[${'1,'.repeat(n - 1)}1]`;
+    expect(feed(`${array(MAX_TOKEN_COUNT / 2 + 1)}\n[2]`)).toEqual([{ error: 'JSON token count limit exceeded' }, { value: [2] }]);
+    const [atLimit] = feed(array(MAX_TOKEN_COUNT / 2));
+    expect('value' in atLimit! && (atLimit.value as unknown[]).length).toBe(MAX_TOKEN_COUNT / 2);
+  });
+
+  it('strings with escapes anywhere, split anywhere, read as JSON.parse reads them', () => {
+    const next = rng(2121);
+    const alphabet = ['a', 'Z', ' ', '"', '\\', '/', '\n', '\t', '\u0001', 'é', '€', '😀', '}', '['];
+    for (let round = 0; round < 40; round++) {
+      const length = round < 4 ? 20_000 + Math.floor(next() * 20_000) : Math.floor(next() * 200);
+      const value = Array.from({ length }, () => alphabet[Math.floor(next() * alphabet.length)]).join('');
+      const text = JSON.stringify({ execute: 'x', arguments: { s: value } });
+      expect(readJsonValues(text)).toEqual([{ value: { execute: 'x', arguments: { s: value } } }]);
+      const cut = Math.floor(next() * text.length);
+      expect(feed(text.slice(0, cut), text.slice(cut))).toEqual([{ value: { execute: 'x', arguments: { s: value } } }]);
+    }
+  });
 });
+
