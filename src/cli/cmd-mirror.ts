@@ -220,7 +220,7 @@ export const mirrorCommand: Command = {
     '                                fail matching requests, e.g. source:read:EIO:1M:once,',
     '                                target:write:ENOSPC:2M- (2 MiB to the end), target:write:EIO:64K+4K',
     "  --qmp [unix:PATH]             a QMP monitor, as QEMU's: a greeting, qmp_capabilities first, then commands",
-    '                                and events; over stdio, or on a Unix socket (one client at a time).',
+    '                                and events; over stdio, or on a Unix socket (one client at a time, the next waits).',
     '                                The job starts once negotiated and never completes by itself; quit ends it',
     '  --resume                      continue from the checkpoint next to DST (DST.dmcheckpoint)',
     '  --checkpoint-interval S       seconds between checkpoints (default 5)',

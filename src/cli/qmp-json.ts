@@ -6,15 +6,41 @@
  * texts.
  */
 
-/** QEMU's parser limit (qobject/json-streamer.c). */
+/** QEMU's limits on one value (qobject/json-streamer.c): larger input is refused, not buffered. */
 const MAX_NESTING = 1024;
+export const MAX_VALUE_BYTES = 64 << 20;
+const MAX_TOKEN_COUNT = 2 << 20;
 
 class JsonSyntaxError extends Error {}
+
+/** Character codes the parsers look at. */
+const enum Ch {
+  Tab = 0x09,
+  Newline = 0x0a,
+  VerticalTab = 0x0b,
+  FormFeed = 0x0c,
+  Return = 0x0d,
+  Space = 0x20,
+  Quote = 0x22,
+  Apostrophe = 0x27,
+  Comma = 0x2c,
+  Colon = 0x3a,
+  OpenBracket = 0x5b,
+  Backslash = 0x5c,
+  CloseBracket = 0x5d,
+  OpenBrace = 0x7b,
+  CloseBrace = 0x7d,
+}
+
+const isSpace = (c: number) => c === Ch.Space || c === Ch.Newline || c === Ch.Tab || c === Ch.Return;
+const isStructural = (c: number) =>
+  c === Ch.OpenBrace || c === Ch.CloseBrace || c === Ch.OpenBracket || c === Ch.CloseBracket || c === Ch.Comma || c === Ch.Colon;
+/** What ends a number or keyword: whitespace, a structural character, a quote. */
+const endsScalar = (c: number) => isSpace(c) || isStructural(c) || c === Ch.Quote || c === Ch.Apostrophe || c === Ch.VerticalTab || c === Ch.FormFeed;
 
 const WHITESPACE = new Set([' ', '\t', '\r', '\n']);
 const STRUCTURAL = new Set(['{', '}', '[', ']', ',', ':']);
 const ESCAPES: Readonly<Record<string, string>> = { '"': '"', "'": "'", '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
-const BACKSLASH = 0x5c;
 const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
 
 /**
@@ -53,7 +79,7 @@ export function readJsonValues(line: string): Array<{ value: unknown } | { error
     let built = '';
     for (let run = pos; ; ) {
       let c = 0;
-      while (pos < line.length && (c = line.charCodeAt(pos)) !== quote && c !== BACKSLASH && c >= 0x20) pos++;
+      while (pos < line.length && (c = line.charCodeAt(pos)) !== quote && c !== Ch.Backslash && c >= 0x20) pos++;
       if (pos >= line.length) fail('JSON parse error, premature EOI');
       if (c === quote) {
         if (parts.length === 0 && built === '') return line.slice(run, pos++);
@@ -158,35 +184,7 @@ export function readJsonValues(line: string): Array<{ value: unknown } | { error
   return results;
 }
 
-
-/** QEMU's limits on one value (qobject/json-streamer.c): larger input is refused, not buffered. */
-export const MAX_VALUE_BYTES = 64 << 20;
-export const MAX_TOKEN_COUNT = 2 << 20;
-
 export type JsonItem = { value: unknown } | { error: string };
-
-/** Character codes the stream looks at. */
-const enum Ch {
-  Tab = 0x09,
-  Newline = 0x0a,
-  Return = 0x0d,
-  Space = 0x20,
-  Quote = 0x22,
-  Apostrophe = 0x27,
-  Comma = 0x2c,
-  Colon = 0x3a,
-  OpenBracket = 0x5b,
-  Backslash = 0x5c,
-  CloseBracket = 0x5d,
-  OpenBrace = 0x7b,
-  CloseBrace = 0x7d,
-}
-
-const isSpace = (c: number) => c === Ch.Space || c === Ch.Newline || c === Ch.Tab || c === Ch.Return;
-const isStructural = (c: number) =>
-  c === Ch.OpenBrace || c === Ch.CloseBrace || c === Ch.OpenBracket || c === Ch.CloseBracket || c === Ch.Comma || c === Ch.Colon;
-/** What ends a number or keyword: whitespace, a structural character, a quote. */
-const endsScalar = (c: number) => isSpace(c) || isStructural(c) || c === Ch.Quote || c === Ch.Apostrophe || c === 0x0b || c === 0x0c;
 
 /**
  * Cuts a character stream into top-level JSON values, each handed to

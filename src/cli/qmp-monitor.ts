@@ -8,8 +8,10 @@
  *
  * Over stdio (`--qmp`) the process ends when stdin closes or after `quit`;
  * over a Unix socket (`--qmp unix:PATH`, as QEMU's `-qmp
- * unix:PATH,server=on`) clients come and go, one at a time, and the process
- * ends after `quit`, or once the job has gone and no client is connected.
+ * unix:PATH,server=on`) clients come and go, one at a time (the next waits,
+ * unread, as in QEMU's listen backlog), and the process ends after `quit`,
+ * or once the job has gone and no client is connected. A client that does
+ * not read its answers is not read either until it does.
  * A job still running when the session ends is interrupted (checkpoint,
  * exit 130); one told to finish, or finishing, is waited for.
  */
@@ -281,11 +283,11 @@ export interface QmpListener {
  * failure names the path and its cause.
  */
 export async function listenQmp(path: string): Promise<QmpListener> {
-  const where = `--qmp unix:${path}`;
-  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
-    throw new UsageError(`${where}: UNIX socket path '${path}' is too long (at most ${MAX_SOCKET_PATH_BYTES} bytes)`);
+  const bytes = Buffer.byteLength(path);
+  if (bytes > MAX_SOCKET_PATH_BYTES) {
+    throw new UsageError(`--qmp: UNIX socket path '${path}' is too long (${bytes} bytes; at most ${MAX_SOCKET_PATH_BYTES})`);
   }
-  const failed = (code: string | undefined) => new UsageError(`${where}: Failed to bind socket to ${path}: ${strerror(code)}`);
+  const failed = (code: string | undefined) => new UsageError(`--qmp: Failed to bind socket to ${path}: ${strerror(code)}`);
   // libuv reports a missing directory as EACCES: its directory is looked at first, for the real cause.
   try {
     if (!fs.statSync(dirname(path)).isDirectory()) throw failed('ENOTDIR');
@@ -294,7 +296,7 @@ export async function listenQmp(path: string): Promise<QmpListener> {
     throw failed((err as NodeJS.ErrnoException).code);
   }
   const existing = fs.lstatSync(path, { throwIfNoEntry: false });
-  if (existing && !existing.isSocket()) throw new UsageError(`${where}: ${path} exists and is not a socket; refusing to replace it`);
+  if (existing && !existing.isSocket()) throw new UsageError(`--qmp unix:${path}: ${path} exists and is not a socket; refusing to replace it`);
   if (existing) fs.rmSync(path);
   // Connections are not read until served: one that waits hears nothing, as in QEMU's backlog.
   const server = createServer({ pauseOnConnect: true });
