@@ -23,7 +23,12 @@ beforeAll(() => {
   requireQemuSystem();
   dir = tempDir('diskmirror-qmp-socket-');
 });
-afterAll(() => dir?.remove());
+/** Servers this file started: any still running when it ends (a test failed midway) are killed. */
+const servers = new Set<ChildProcess>();
+afterAll(() => {
+  for (const child of servers) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  dir?.remove();
+});
 
 async function images(tag: string): Promise<{ src: string; dst: string }> {
   const src = dir.file(`${tag}-src.raw`);
@@ -48,6 +53,7 @@ const QEMU_QMP_ONLY = ['-machine', 'none', '-nodefaults', '-display', 'none'];
 /** QEMU with nothing but a QMP socket, once it listens. */
 async function startQemu(socket: string): Promise<ChildProcess> {
   const qemu = spawn('qemu-system-x86_64', [...QEMU_QMP_ONLY, '-qmp', `unix:${socket},server=on,wait=off`], { stdio: 'ignore' });
+  servers.add(qemu);
   await socketAppears(socket, qemu);
   return qemu;
 }
@@ -57,6 +63,7 @@ async function startOurs(socket: string, args: string[]): Promise<{ child: Child
   const child = spawn(process.execPath, [BIN, 'mirror', '--qmp', `unix:${socket}`, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (c) => (stderr += c));
+  servers.add(child);
   await socketAppears(socket, child);
   return { child, stderr: () => stderr };
 }

@@ -220,14 +220,18 @@ describe('one command at a time, in order, with bounded memory', () => {
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-    const peer = new RawQmp(child.stdin, child.stdout);
-    await peer.heard('"QMP"');
-    await peer.ask('qmp_capabilities', 'negotiate');
-    await peer.heard('BLOCK_JOB_READY');
-    await expectFloodBounded(peer, child.pid!);
-    await peer.ask('job-complete', 'complete', { id: 'mirror' });
-    child.stdin.end();
-    expect(await exited, stderr).toBe(0);
+    try {
+      const peer = new RawQmp(child.stdin, child.stdout);
+      await peer.heard('"QMP"');
+      await peer.ask('qmp_capabilities', 'negotiate');
+      await peer.heard('BLOCK_JOB_READY');
+      await expectFloodBounded(peer, child.pid!);
+      await peer.ask('job-complete', 'complete', { id: 'mirror' });
+      child.stdin.end();
+      expect(await exited, stderr).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
   }, 180_000);
 
   it('a 63 MiB command (a string of plain runs and escapes) is answered as QEMU answers it, in memory a few times its size', async () => {
