@@ -1,17 +1,23 @@
 /**
  * The NBD client against servers that misbehave (made here on a local TCP
  * port): garbage instead of a greeting, a server that greets and then
- * says nothing, one that hangs up mid-handshake; and the URI forms.
+ * says nothing, one that hangs up mid-handshake, one that announces
+ * one-byte blocks, one that answers a read with the same chunk twice; and
+ * the URI forms.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createServer, type Server, type Socket } from 'node:net';
 import { NbdDevice } from '../../src/block/nbd/device.js';
 import { connectSocket } from '../../src/block/nbd/node-transport.js';
 import { nbdKey, parseNbdUri } from '../../src/block/nbd/uri.js';
+import { type FakeNbdServer, fakeNbdServer } from '../helpers/fake-nbd-server.js';
+import { pattern } from '../contract/device-contract.js';
 
 let server: Server | null = null;
 const sockets: Socket[] = [];
+const fakes: FakeNbdServer[] = [];
 afterEach(async () => {
+  for (const f of fakes.splice(0)) await f.close();
   for (const s of sockets.splice(0)) s.destroy();
   await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
   server = null;
@@ -81,6 +87,43 @@ describe('a server that is not one', () => {
     });
     await expect(open(port)).rejects.toMatchObject({ message: expect.stringMatching(/an option reply of 4294967295 bytes/) });
   });
+});
+
+const MiB = 1 << 20;
+
+async function fake(options: Parameters<typeof fakeNbdServer>[0]): Promise<FakeNbdServer> {
+  const f = await fakeNbdServer(options);
+  fakes.push(f);
+  return f;
+}
+
+function openWritable(port: number) {
+  return NbdDevice.open({ connect: () => connectSocket({ host: '127.0.0.1', port }), exportName: '', name: `nbd://127.0.0.1:${port}/`, key: 'k', readOnly: false });
+}
+
+function sameBytes(actual: Uint8Array, expected: Uint8Array): void {
+  expect(actual.length).toBe(expected.length);
+  expect(Buffer.compare(actual, expected)).toBe(0);
+}
+
+describe('a server announcing one-byte blocks (minimum = preferred = maximum = 1)', () => {
+  it('a 1 MiB write and read go as one-byte requests, at most 16 in flight, made as they go; the data is whole', async () => {
+    const server = await fake({ size: 4 * MiB, blockSizes: { min: 1, preferred: 1, max: 1 } });
+    const device = await openWritable(server.port);
+    const data = pattern(MiB, 7);
+    const at = 4096 + 3;
+    await device.write(at, data);
+    sameBytes(server.data.subarray(at, at + data.length), data);
+    const back = new Uint8Array(data.length);
+    await device.read(at, back);
+    sameBytes(back, data);
+    await device.close();
+    // One request per byte each way, never more than 16 of them waiting at the server.
+    expect(server.counts.get(1)).toBe(MiB);
+    expect(server.counts.get(0)).toBe(MiB);
+    expect(server.maxInFlight).toBeGreaterThan(1);
+    expect(server.maxInFlight).toBeLessThanOrEqual(16);
+  }, 120_000);
 });
 
 describe('NBD URIs', () => {

@@ -18,7 +18,7 @@
  *   request completes), for callers that cannot rely on a later flush.
  */
 import { type BlockDevice, type BlockOp, type Errno, type FileIdentity, BlockError, checkRequest, closedError, readOnlyError } from '../block-device.js';
-import { type ExportInfo, type Extent, NbdConnection, NbdHandshakeError, NbdRequestError } from './connection.js';
+import { type ExportInfo, type Extent, MAX_REQUESTS_IN_FLIGHT, NbdConnection, NbdHandshakeError, NbdRequestError } from './connection.js';
 import { CMD, CMD_FLAG, type CommandType, MAX_LENGTH, STATE_ZERO, TFLAG } from './protocol.js';
 import type { Connect } from './transport.js';
 
@@ -41,6 +41,8 @@ export interface NbdDeviceOptions {
 export const DEFAULT_NBD_IDLE_TIMEOUT_MS = 30_000;
 /** WRITE_ZEROES, TRIM and BLOCK_STATUS carry no payload: they may cover this much in one request. */
 const MAX_RANGE_REQUEST = 1 << 30;
+/** Zeroes written as data (a server without WRITE_ZEROES) come from one buffer at most this long. */
+const ZEROES_BUFFER = 1 << 20;
 
 export class NbdDevice implements BlockDevice {
   private connection: NbdConnection | null;
@@ -138,7 +140,8 @@ export class NbdDevice implements BlockDevice {
 
   /** One request, its failure a BlockError for `op`. */
   private async send(op: BlockOp, type: CommandType, flags: number, offset: number, length: number, payload?: { data?: Uint8Array; into?: Uint8Array }): Promise<Extent[] | undefined> {
-    const connection = await this.live(op, offset, length);
+    const current = this.connection;
+    const connection = current && !current.lost && !this.closed ? current : await this.live(op, offset, length);
     try {
       return await connection.request(type, flags, offset, length, payload);
     } catch (err) {
@@ -172,14 +175,12 @@ export class NbdDevice implements BlockDevice {
     await this.readAligned(offset, into);
   }
 
-  private async readAligned(offset: number, into: Uint8Array): Promise<void> {
+  private readAligned(offset: number, into: Uint8Array): Promise<void> {
     const max = this.info.maxPayload;
-    const pieces: Promise<unknown>[] = [];
-    for (let done = 0; done < into.length; done += max) {
-      const piece = into.subarray(done, Math.min(into.length, done + max));
-      pieces.push(this.send('read', CMD.READ, 0, offset + done, piece.length, { into: piece }));
-    }
-    await settleAll(pieces);
+    return inPieces(Math.ceil(into.length / max), (i) => {
+      const piece = into.subarray(i * max, Math.min(into.length, (i + 1) * max));
+      return this.send('read', CMD.READ, 0, offset + i * max, piece.length, { into: piece });
+    });
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
@@ -196,15 +197,13 @@ export class NbdDevice implements BlockDevice {
     await this.writeAligned(offset, data);
   }
 
-  private async writeAligned(offset: number, data: Uint8Array): Promise<void> {
+  private writeAligned(offset: number, data: Uint8Array): Promise<void> {
     const max = this.info.maxPayload;
     const flags = this.fua();
-    const pieces: Promise<unknown>[] = [];
-    for (let done = 0; done < data.length; done += max) {
-      const piece = data.subarray(done, Math.min(data.length, done + max));
-      pieces.push(this.send('write', CMD.WRITE, flags, offset + done, piece.length, { data: piece }));
-    }
-    await settleAll(pieces);
+    return inPieces(Math.ceil(data.length / max), (i) => {
+      const piece = data.subarray(i * max, Math.min(data.length, (i + 1) * max));
+      return this.send('write', CMD.WRITE, flags, offset + i * max, piece.length, { data: piece });
+    });
   }
 
   /** Whole blocks around a partial range: read, changed by `change`, written back (one at a time). */
@@ -244,9 +243,10 @@ export class NbdDevice implements BlockDevice {
     const min = this.minBlock;
     const start = Math.ceil(offset / min) * min;
     const end = Math.floor((offset + bytes) / min) * min;
-    const pieces: Promise<unknown>[] = [];
-    for (let at = start; at < end; at += MAX_RANGE_REQUEST) pieces.push(this.send('discard', CMD.TRIM, 0, at, Math.min(MAX_RANGE_REQUEST, end - at)));
-    await settleAll(pieces);
+    await inPieces(Math.ceil(Math.max(0, end - start) / MAX_RANGE_REQUEST), (i) => {
+      const at = start + i * MAX_RANGE_REQUEST;
+      return this.send('discard', CMD.TRIM, 0, at, Math.min(MAX_RANGE_REQUEST, end - at));
+    });
   }
 
   /**
@@ -267,12 +267,23 @@ export class NbdDevice implements BlockDevice {
     const pieces: Promise<unknown>[] = [];
     if (offset < start) pieces.push(zeroPart(offset, start));
     if (end < last) pieces.push(zeroPart(end, last));
-    if (this.info.flags & TFLAG.SEND_WRITE_ZEROES) {
+    if (end > start && this.info.flags & TFLAG.SEND_WRITE_ZEROES) {
       const flags = (options.unmap ? 0 : CMD_FLAG.NO_HOLE) | this.fua();
-      for (let at = start; at < end; at += MAX_RANGE_REQUEST) pieces.push(this.send('write', CMD.WRITE_ZEROES, flags, at, Math.min(MAX_RANGE_REQUEST, end - at)));
-    } else {
-      const zeroes = new Uint8Array(Math.min(this.info.maxPayload, end - start));
-      for (let at = start; at < end; at += zeroes.length) pieces.push(this.writeAligned(at, zeroes.subarray(0, Math.min(zeroes.length, end - at))));
+      pieces.push(
+        inPieces(Math.ceil((end - start) / MAX_RANGE_REQUEST), (i) => {
+          const at = start + i * MAX_RANGE_REQUEST;
+          return this.send('write', CMD.WRITE_ZEROES, flags, at, Math.min(MAX_RANGE_REQUEST, end - at));
+        }),
+      );
+    } else if (end > start) {
+      // One buffer of zeroes, written again and again (writeAligned splits it at the maximum payload).
+      const zeroes = new Uint8Array(Math.min(ZEROES_BUFFER, end - start));
+      pieces.push(
+        inPieces(Math.ceil((end - start) / zeroes.length), (i) => {
+          const at = start + i * zeroes.length;
+          return this.writeAligned(at, zeroes.subarray(0, Math.min(zeroes.length, end - at)));
+        }),
+      );
     }
     await settleAll(pieces);
   }
@@ -322,6 +333,34 @@ async function connectTo(options: NbdDeviceOptions): Promise<NbdConnection> {
     if (err instanceof NbdHandshakeError) throw new BlockError(err.code, 'open', 0, 0, `${options.name}: ${err.message.replace(/^[^:]*: /, '')}`, { cause: err });
     throw err;
   }
+}
+
+/**
+ * Runs `count` pieces, each made only when its turn comes, at most
+ * MAX_REQUESTS_IN_FLIGHT at a time: a server announcing one-byte blocks
+ * turns a write of 8 MiB into 8 Mi requests, and none of them exists before
+ * it is sent. After a failure nothing new starts; the first failure is
+ * thrown once the pieces under way settled.
+ */
+async function inPieces(count: number, piece: (index: number) => Promise<unknown>): Promise<void> {
+  if (count === 1) {
+    await piece(0);
+    return;
+  }
+  let next = 0;
+  let failure: { reason: unknown } | null = null;
+  const worker = async () => {
+    while (next < count && !failure) {
+      const index = next++;
+      try {
+        await piece(index);
+      } catch (reason) {
+        failure ??= { reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(count, MAX_REQUESTS_IN_FLIGHT) }, worker));
+  if (failure) throw (failure as { reason: unknown }).reason;
 }
 
 /** Waits for every piece, then throws the first failure (nothing is left running behind a throw). */

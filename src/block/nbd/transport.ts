@@ -78,6 +78,12 @@ export class ByteQueue {
   /** Exactly `bytes` bytes (a copy when they span chunks). */
   async take(bytes: number): Promise<Uint8Array> {
     await this.wait(bytes);
+    return this.takeNow(bytes)!;
+  }
+
+  /** Exactly `bytes` bytes if they are here already, else null (no wait: replies that came together are read in one turn). */
+  takeNow(bytes: number): Uint8Array | null {
+    if (this.queued < bytes) return null;
     const first = this.chunks[0];
     if (first && first.length - this.head >= bytes) {
       const out = first.subarray(this.head, this.head + bytes);
@@ -87,6 +93,13 @@ export class ByteQueue {
     const out = new Uint8Array(bytes);
     this.copyOut(out);
     return out;
+  }
+
+  /** Fills all of `into` if its bytes are here already (true), else takes nothing (false). */
+  fillNow(into: Uint8Array): boolean {
+    if (this.queued < into.length) return false;
+    this.copyOut(into);
+    return true;
   }
 
   /** Fills all of `into`, in pieces as they arrive. */
