@@ -45,6 +45,7 @@ import {
   readCookie,
   readSafe64,
 } from './protocol.js';
+import { ReadCoverage } from './coverage.js';
 import type { NbdTransport } from './transport.js';
 
 /** What the handshake learnt about the export. */
@@ -116,7 +117,7 @@ interface Pending {
   into?: Uint8Array;
   extents?: Extent[];
   /** A READ's bytes answered so far (data and holes). */
-  covered: number;
+  coverage?: ReadCoverage;
   error?: NbdRequestError;
   resolve(): void;
   reject(err: NbdRequestError): void;
@@ -201,8 +202,7 @@ export class NbdConnection {
         type,
         offset,
         length,
-        covered: 0,
-        ...(payload?.into ? { into: payload.into } : {}),
+        ...(payload?.into ? { into: payload.into, coverage: new ReadCoverage(length) } : {}),
         resolve: () => resolve(pending.extents),
         reject,
       };
@@ -326,17 +326,17 @@ export class NbdConnection {
       const at = readSafe64(view(q.takeNow(8) ?? (await q.take(8))), 0);
       const bytes = length - 8;
       if (at === null || at < p.offset || at + bytes > p.offset + p.length) this.protocolError(`data at ${at} (+${bytes}) outside the read of ${p.length} bytes at ${p.offset}`);
+      if (!p.coverage!.add(at - p.offset, bytes)) this.protocolError(`data at ${at} (+${bytes}) overlapping what an earlier chunk of the read at ${p.offset} answered`);
       const into = p.into!.subarray(at - p.offset, at - p.offset + bytes);
       if (!q.fillNow(into)) await q.fill(into);
-      p.covered += bytes;
     } else if (type === REPLY_TYPE.OFFSET_HOLE && p.type === CMD.READ) {
       if (length !== 12) this.protocolError(`a hole chunk of ${length} bytes`);
       const body = view(q.takeNow(12) ?? (await q.take(12)));
       const at = readSafe64(body, 0);
       const bytes = body.getUint32(8);
       if (at === null || at < p.offset || at + bytes > p.offset + p.length) this.protocolError(`a hole at ${at} (+${bytes}) outside the read of ${p.length} bytes at ${p.offset}`);
+      if (!p.coverage!.add(at - p.offset, bytes)) this.protocolError(`a hole at ${at} (+${bytes}) overlapping what an earlier chunk of the read at ${p.offset} answered`);
       p.into!.fill(0, at - p.offset, at - p.offset + bytes);
-      p.covered += bytes;
     } else if (type === REPLY_TYPE.BLOCK_STATUS && p.type === CMD.BLOCK_STATUS) {
       if (length < 12 || (length - 4) % 8 !== 0 || length > MAX_STATUS_PAYLOAD) this.protocolError(`a block status chunk of ${length} bytes`);
       const body = view(await q.take(length));
@@ -352,8 +352,8 @@ export class NbdConnection {
       this.protocolError(`reply chunk type ${type} to ${COMMAND_NAMES[p.type]}`);
     }
     if (flags & REPLY_FLAG_DONE) {
-      // A successful read answers every byte; a server that leaves some out would hand back stale memory.
-      if (!p.error && p.type === CMD.READ && p.covered < p.length) this.protocolError(`a read of ${p.length} bytes answered with ${p.covered}`);
+      // A successful read answers every byte, each once; a server that leaves some out would hand back stale memory.
+      if (!p.error && p.coverage && !p.coverage.whole) this.protocolError(`a read of ${p.length} bytes answered with ${p.coverage.covered}`);
       this.settle(cookie, p, p.error);
     }
   }
