@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync, writeFileSync } from 'node:fs';
 import { assertBuilt, QmpSession, run } from '../helpers/cli.js';
 import { qemuCheck, qemuCompare, qemuImg, qemuIo, requireQemu, tempDir } from '../helpers/qemu.js';
-import { type NbdServer, countingProxy, nbdkitMemory, qemuNbd, requireNbdServers } from '../helpers/nbd-servers.js';
+import { type NbdServer, countingProxy, nbdkitMemory, qemuNbd, qemuNbdTcp, requireNbdServers } from '../helpers/nbd-servers.js';
 
 const MiB = 1 << 20;
 let dir: ReturnType<typeof tempDir>;
@@ -139,6 +139,37 @@ describe('qemu-nbd', () => {
     expect(bad.stderr).toMatch(/not an NBD URI: no socket=PATH/);
     const gone = await run(['info', `nbd+unix:///?socket=${dir.file('nothing.sock')}`]);
     expect(gone.stderr).toMatch(/cannot connect/);
+  });
+});
+
+describe('one export over TCP, its host spelt several ways', () => {
+  it('localhost, 127.0.0.1 and 127.1 name one export: refused as its own target, whichever spelling is the source', async () => {
+    const img = file('tcp.raw');
+    await qemuImg('create', '-q', '-f', 'raw', img, '4M');
+    await qemuIo(img, ['write -P 0x42 0 4M'], ['-f', 'raw']);
+    const server = await serve(qemuNbdTcp(img, 'x'));
+    const spelt = (host: string) => `nbd://${host}:${server.port}/x`;
+    for (const [source, target] of [
+      ['localhost', '127.0.0.1'],
+      ['127.0.0.1', '127.1'],
+      ['127.1', 'localhost'],
+    ] as const) {
+      const mirror = await run(['mirror', spelt(source), spelt(target)]);
+      expect(mirror.stderr).toContain(`${spelt(target)} is the same file as the source ${spelt(source)}: refusing to write to it; nothing was written`);
+      expect(mirror.code).toBe(1);
+      const convert = await run(['convert', spelt(source), spelt(target)]);
+      expect(convert.stderr).toContain(`${spelt(target)} is the same file as the source ${spelt(source)}`);
+      expect(convert.code).toBe(1);
+    }
+    // Another export of the same server is another image.
+    const other = file('other.raw');
+    await qemuImg('create', '-q', '-f', 'raw', other, '4M');
+    const second = await serve(qemuNbdTcp(other, 'x'));
+    const r = await run(['convert', spelt('localhost'), `nbd://127.1:${second.port}/x`]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    await server.stop();
+    await identical(img, other);
   });
 });
 

@@ -175,6 +175,11 @@ export class NbdConnection {
     }
   }
 
+  /** Where the connection arrived, however its address was spelt (see NbdTransport.endpoint). */
+  get endpoint(): string | undefined {
+    return this.transport.endpoint;
+  }
+
   get lost(): boolean {
     return this.lostWith !== null;
   }

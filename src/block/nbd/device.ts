@@ -27,7 +27,7 @@ export interface NbdDeviceOptions {
   exportName: string;
   /** The export as the person named it (a URI), for messages. */
   name: string;
-  /** What identifies the export: the same key is the same export. */
+  /** What identifies the export when the transport cannot say where it arrived: the same key is the same export. */
   key: string;
   readOnly: boolean;
   /** FUA on every write. */
@@ -50,6 +50,7 @@ export class NbdDevice implements BlockDevice {
   private closed = false;
   /** Bytes received on connections that are gone. */
   private receivedBefore = 0;
+  private readonly key: string;
   /** Read-modify-write of partial blocks, one at a time. */
   private partial: Promise<void> = Promise.resolve();
 
@@ -59,6 +60,7 @@ export class NbdDevice implements BlockDevice {
     readonly info: ExportInfo,
   ) {
     this.options = { ...options };
+    this.key = first.endpoint ? `nbd:${first.endpoint}/${options.exportName}` : options.key;
     this.connection = first;
     this.watch(first);
   }
@@ -95,8 +97,9 @@ export class NbdDevice implements BlockDevice {
     return this.receivedBefore + (this.connection?.received ?? 0);
   }
 
+  /** The export by where its first connection arrived (one export spelt two ways is one), or by its URI when the transport cannot tell. */
   async identity(): Promise<FileIdentity> {
-    return { key: this.options.key, size: this.info.size, modifiedMs: 0 };
+    return { key: this.key, size: this.info.size, modifiedMs: 0 };
   }
 
   private watch(connection: NbdConnection): void {

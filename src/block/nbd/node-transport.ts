@@ -3,7 +3,9 @@
  * WebSocket bridge through the `ws` package (Node 20 has no WebSocket of its
  * own without a flag).
  */
+import { realpathSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { WebSocket as NodeWebSocket } from 'ws';
 import { type Connect, type NbdTransport, ByteQueue, StreamEnded } from './transport.js';
 import type { NbdUri } from './uri.js';
@@ -30,8 +32,10 @@ export function connectSocket(where: { path: string } | { host: string; port: nu
     const timer = setTimeout(() => socket.destroy(Object.assign(new Error(`no answer in ${CONNECT_TIMEOUT_MS / 1000} s`), { code: 'ETIMEDOUT' })), CONNECT_TIMEOUT_MS);
     socket.once('connect', () => {
       clearTimeout(timer);
+      const endpoint = endpointOf(where, socket);
       resolve({
         peer,
+        ...(endpoint ? { endpoint } : {}),
         incoming,
         send: (data) => {
           if (socket.destroyed) return;
@@ -52,6 +56,32 @@ export function connectSocket(where: { path: string } | { host: string; port: nu
     });
     socket.once('close', () => incoming.end(new StreamEnded('the server closed the connection')));
   });
+}
+
+/**
+ * A connected socket's peer, however it was named: a Unix socket by its real
+ * path; a TCP peer by address and port, where every address of this machine
+ * (loopback, 127.0.0.0/8, ::1, its interfaces' addresses) is one host, since
+ * a server listening on all of them answers at each (two servers bound to
+ * two loopback addresses on one port are taken for one: refused, never
+ * confused).
+ */
+function endpointOf(where: { path: string } | { host: string; port: number }, socket: Socket): string | undefined {
+  if ('path' in where) {
+    try {
+      return `unix:${realpathSync(where.path)}`;
+    } catch {
+      return undefined;
+    }
+  }
+  const address = socket.remoteAddress?.replace(/^::ffff:(?=\d+\.)/i, '').toLowerCase();
+  if (!address || socket.remotePort === undefined) return undefined;
+  return `tcp:${isThisHost(address) ? 'this-host' : address}:${socket.remotePort}`;
+}
+
+function isThisHost(address: string): boolean {
+  if (address.startsWith('127.') || address === '::1') return true;
+  return Object.values(networkInterfaces()).some((list) => list?.some((i) => i.address.toLowerCase() === address));
 }
 
 export function connectNodeWebSocket(url: string): Promise<NbdTransport> {

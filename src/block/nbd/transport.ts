@@ -19,6 +19,12 @@ export interface NbdTransport {
   close(): void;
   /** Where the stream goes, in words (for messages). */
   readonly peer: string;
+  /**
+   * Where the stream arrived, the same however the address was spelt (the
+   * connected peer's address and port, a socket's real path), so one export
+   * named two ways is known for one; absent when the transport cannot tell.
+   */
+  readonly endpoint?: string;
 }
 
 /** Opens a transport to a server; rejects with an Error naming the failure. */
