@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync, writeFileSync } from 'node:fs';
 import { assertBuilt, QmpSession, run } from '../helpers/cli.js';
 import { qemuCheck, qemuCompare, qemuImg, qemuIo, requireQemu, tempDir } from '../helpers/qemu.js';
-import { type NbdServer, countingProxy, nbdkitMemory, qemuNbd, qemuNbdTcp, requireNbdServers } from '../helpers/nbd-servers.js';
+import { type NbdServer, countingProxy, nbdkitFlushFails, nbdkitMemory, qemuNbd, qemuNbdTcp, requireNbdServers } from '../helpers/nbd-servers.js';
 
 const MiB = 1 << 20;
 let dir: ReturnType<typeof tempDir>;
@@ -139,6 +139,27 @@ describe('qemu-nbd', () => {
     expect(bad.stderr).toMatch(/not an NBD URI: no socket=PATH/);
     const gone = await run(['info', `nbd+unix:///?socket=${dir.file('nothing.sock')}`]);
     expect(gone.stderr).toMatch(/cannot connect/);
+  });
+});
+
+describe('convert into an export whose flushes fail', () => {
+  it('convert -n under unsafe (the default) flushes nothing and exits 0 with the copy whole, as qemu-img does; under -t writeback the failed flush fails it, named', async () => {
+    const src = await rawWithData('4M');
+    const dst = file('dst.raw');
+    await qemuImg('create', '-q', '-f', 'raw', dst, '4M');
+    const server = await serve(nbdkitFlushFails(dst, 4 * MiB, file('flush.sock')));
+    // The oracle: qemu-img convert -n exits 0 here.
+    await qemuImg('convert', '-n', '-f', 'raw', '-O', 'raw', src, server.uri);
+    await qemuImg('create', '-q', '-f', 'raw', dst, '4M');
+
+    const r = await run(['convert', '-n', src, server.uri]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    await identical(src, dst);
+
+    const w = await run(['convert', '-n', '-t', 'writeback', src, server.uri]);
+    expect(w.code).toBe(1);
+    expect(w.stderr).toMatch(/^diskmirror convert: flushing the target failed: flush of 0 bytes at offset 0: EIO \(.*NBD_CMD_FLUSH with NBD_EIO\)\n$/);
   });
 });
 

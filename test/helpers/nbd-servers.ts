@@ -106,6 +106,31 @@ export function nbdkitFile(path: string, socket: string, extra: string[] = []): 
   return start('nbdkit', ['--exit-with-parent', '-f', '-U', socket, ...extra.filter((a) => a.startsWith('--')), 'file', path, ...extra.filter((a) => !a.startsWith('--'))], socket);
 }
 
+/**
+ * nbdkit's eval plugin over the file `path` (`size` bytes), every flush
+ * failing with EIO (the error filter cannot fail flushes): writes land in
+ * the file, each request a dd.
+ */
+export function nbdkitFlushFails(path: string, size: number, socket: string): Promise<NbdServer> {
+  return start(
+    'nbdkit',
+    [
+      '--exit-with-parent',
+      '-f',
+      '-U',
+      socket,
+      'eval',
+      `get_size=echo ${size}`,
+      `pread=dd if='${path}' skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none`,
+      `pwrite=dd of='${path}' seek=$4 conv=notrunc oflag=seek_bytes status=none`,
+      'can_write=exit 0',
+      'can_flush=exit 0',
+      'flush=echo EIO the disk refused the flush >&2; exit 1',
+    ],
+    socket,
+  );
+}
+
 /** websockify bridging a free local port to a Unix socket; resolves once it listens. */
 export async function websockify(target: string): Promise<{ url: string; stop(): Promise<void> }> {
   const port = await freePort();
