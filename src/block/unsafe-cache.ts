@@ -5,7 +5,7 @@
  * device's, its optional abilities included (an NBD export keeps its
  * WRITE_ZEROES and block status).
  */
-import type { BlockDevice, FileIdentity } from './block-device.js';
+import type { BlockDevice, DurabilityNotice, FileIdentity } from './block-device.js';
 
 /** A device whose flushes do nothing. */
 export class UnsafeCacheDevice implements BlockDevice {
@@ -14,6 +14,8 @@ export class UnsafeCacheDevice implements BlockDevice {
   readonly writeZeroes?: (offset: number, bytes: number, options: { unmap: boolean }) => Promise<void>;
   readonly identity?: () => Promise<FileIdentity>;
   readonly allocation?: (offset: number, bytes: number) => Promise<{ allocated: boolean; bytes: number }>;
+  /** The inner device's: it never flushes here, so whatever it acknowledged stays at risk until closed. */
+  readonly watchDurability?: (listener: (notice: DurabilityNotice) => void) => () => void;
 
   constructor(private readonly inner: BlockDevice) {
     if (inner.resize) this.resize = (bytes) => inner.resize!(bytes);
@@ -21,6 +23,7 @@ export class UnsafeCacheDevice implements BlockDevice {
     if (inner.writeZeroes) this.writeZeroes = (offset, bytes, options) => inner.writeZeroes!(offset, bytes, options);
     if (inner.identity) this.identity = () => inner.identity!();
     if (inner.allocation) this.allocation = (offset, bytes) => inner.allocation!(offset, bytes);
+    if (inner.watchDurability) this.watchDurability = (listener) => inner.watchDurability!(listener);
   }
   get size(): number {
     return this.inner.size;

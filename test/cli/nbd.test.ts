@@ -62,7 +62,7 @@ async function identical(a: string, b: string): Promise<void> {
   expect(r.code).toBe(0);
 }
 
-const errorEvents = (s: QmpSession) => s.lines.filter((l) => l.event === 'BLOCK_JOB_ERROR').map((l) => l.data as { action: string; operation: string; errno?: string });
+const errorEvents = (s: QmpSession) => s.lines.filter((l) => l.event === 'BLOCK_JOB_ERROR').map((l) => l.data as { action: string; operation: string; errno?: string; message?: string });
 
 describe('qemu-nbd', () => {
   it('mirror --on-target-error stop into a qcow2 export: READY, complete, identical and clean by qemu-img', async () => {
@@ -315,6 +315,36 @@ describe('a server killed mid-job', () => {
     await server.stop();
     await identical(src, dst);
   }, 60_000);
+});
+
+describe('a target that restarts without its data', () => {
+  for (const policy of ['stop', 'ignore'] as const) {
+    it(`${policy}: nbdkit's memory export killed mid-copy and started again empty: a write error says the connection was lost, what was written before is copied again, identical`, async () => {
+      const src = await rawWithData('32M');
+      const socket = file('forgets.sock');
+      let server = await serve(nbdkitMemory('32M', socket));
+      const s = session(['mirror', '--qmp', '--id', 'm', '--speed', '8M', '--on-target-error', policy, src, server.uri]);
+      await s.status('running');
+      for (;;) {
+        const jobs = (await s.execute('query-block-jobs')).return as { offset: number }[];
+        if (jobs[0]!.offset >= 4 * MiB) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await server.stop('SIGKILL');
+      if (policy === 'stop') await s.status('paused');
+      server = await serve(nbdkitMemory('32M', socket));
+      await s.execute('block-job-set-speed', { device: 'm', speed: 0 });
+      if (policy === 'stop') expect(await s.execute('job-resume', { id: 'm' })).toMatchObject({ return: {} });
+      await s.event('BLOCK_JOB_READY');
+      const lost = errorEvents(s).filter((e) => /the connection was lost.*what the server acknowledged since the last flush may be gone: the \d+ chunks written there since then are dirty again/.test(e.message ?? ''));
+      expect(lost).toEqual([expect.objectContaining({ operation: 'write', action: policy, errno: 'EIO' })]);
+      await s.execute('job-complete', { id: 'm' });
+      const done = await s.event('BLOCK_JOB_COMPLETED');
+      expect(done.data).not.toHaveProperty('error');
+      expect((await s.close()).code).toBe(0);
+      await identical(src, server.uri);
+    }, 60_000);
+  }
 });
 
 describe('a sparse 64 GiB export', () => {

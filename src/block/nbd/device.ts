@@ -13,11 +13,14 @@
  *   EIO, ENOSPC, EPERM...; a lost connection is EIO for the requests in
  *   flight, and the next request connects again (same export, same size),
  *   so a job paused by a `stop` policy continues on a new connection when
- *   resumed.
+ *   resumed. What the server acknowledged and was not flushed when the
+ *   connection was lost may be gone with it (a server that restarted):
+ *   watchDurability tells.
  * - `writeThrough`: every write carries FUA (the data is durable when the
  *   request completes), for callers that cannot rely on a later flush.
  */
-import { type BlockDevice, type BlockOp, type Errno, type FileIdentity, BlockError, checkRequest, closedError, readOnlyError } from '../block-device.js';
+import { type BlockDevice, type BlockOp, type DurabilityNotice, type Errno, type FileIdentity, BlockError, checkRequest, closedError, readOnlyError } from '../block-device.js';
+import { DurabilityWatch } from '../durability.js';
 import { type ExportInfo, type Extent, MAX_REQUESTS_IN_FLIGHT, NbdConnection, NbdHandshakeError, NbdRequestError } from './connection.js';
 import { CMD, CMD_FLAG, type CommandType, MAX_LENGTH, STATE_ZERO, TFLAG } from './protocol.js';
 import type { Connect } from './transport.js';
@@ -53,6 +56,8 @@ export class NbdDevice implements BlockDevice {
   private readonly key: string;
   /** Read-modify-write of partial blocks, one at a time. */
   private partial: Promise<void> = Promise.resolve();
+  /** Writes acknowledged and not flushed, told as lost when their connection is. */
+  private readonly durability = new DurabilityWatch();
 
   private constructor(
     private readonly options: NbdDeviceOptions,
@@ -102,12 +107,23 @@ export class NbdDevice implements BlockDevice {
     return { key: this.key, size: this.info.size, modifiedMs: 0 };
   }
 
+  /**
+   * A server that restarts, or a connection cut, may take with it what the
+   * server acknowledged and held unflushed; nothing fails for those writes,
+   * so the listener hears of them (the next request connects again).
+   */
+  watchDurability(listener: (notice: DurabilityNotice) => void): () => void {
+    return this.durability.watch(listener);
+  }
+
   private watch(connection: NbdConnection): void {
-    connection.onLost = () => {
+    connection.onLost = (err) => {
       if (this.connection === connection) {
         this.receivedBefore += connection.received;
         this.connection = null;
       }
+      const why = err.message.replace(/^[^:]*: /, '');
+      this.durability.lost(new BlockError('EIO', 'write', 0, 0, `${this.options.name}: ${why}; what the server acknowledged since the last flush may be gone`));
     };
   }
 
@@ -146,7 +162,9 @@ export class NbdDevice implements BlockDevice {
     const current = this.connection;
     const connection = current && !current.lost && !this.closed ? current : await this.live(op, offset, length);
     try {
-      return await connection.request(type, flags, offset, length, payload);
+      const answer = await connection.request(type, flags, offset, length, payload);
+      if ((type === CMD.WRITE || type === CMD.WRITE_ZEROES || type === CMD.TRIM) && !(flags & CMD_FLAG.FUA)) this.durability.acknowledgedWrite();
+      return answer;
     } catch (err) {
       if (err instanceof NbdRequestError) {
         const code: Errno = this.closed ? 'ECANCELED' : err.lost && err.code === 'ECANCELED' ? 'EIO' : err.code;
@@ -235,7 +253,7 @@ export class NbdDevice implements BlockDevice {
   async flush(): Promise<void> {
     if (this.closed) throw closedError('flush', 0, 0);
     if (this.options.readOnly || !(this.info.flags & TFLAG.SEND_FLUSH)) return;
-    await this.send('flush', CMD.FLUSH, 0, 0, 0);
+    await this.durability.flush(() => this.send('flush', CMD.FLUSH, 0, 0, 0));
   }
 
   /** NBD_CMD_TRIM where the server takes it (advisory: the range may read back as before). */
