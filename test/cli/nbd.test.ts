@@ -1,10 +1,12 @@
 /**
  * diskmirror against real NBD servers started here: qemu-nbd serving qcow2
- * images as target and as source, nbdkit's memory plugin with its error
- * filter (the policy matrix against real server errors), a server killed
- * mid-job and started again, and a sparse 64 GiB export whose holes are
- * found by block status, not read (a proxy counts what the server sent).
- * qemu-img is the oracle throughout: it reads the exports and the files.
+ * images as target and as source, one export over TCP spelt several ways,
+ * nbdkit's memory plugin with its error filter (the policy matrix against
+ * real server errors), an export whose flushes fail, a server killed
+ * mid-job and started again (with its data, and without it), and a sparse
+ * 64 GiB export whose holes are found by block status, not read (a proxy
+ * counts what the server sent). qemu-img is the oracle throughout: it reads
+ * the exports and the files.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync, writeFileSync } from 'node:fs';
@@ -287,6 +289,15 @@ describe('nbdkit memory with its error filter: the policy matrix against real se
   });
 });
 
+/** Waits until the job's offset reaches `bytes`. */
+async function copied(s: QmpSession, bytes: number): Promise<void> {
+  for (;;) {
+    const jobs = (await s.execute('query-block-jobs')).return as { offset: number }[];
+    if (jobs[0]!.offset >= bytes) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 describe('a server killed mid-job', () => {
   it('EIO meets the stop policy; the server started again, resume completes on a new connection, identical', async () => {
     const src = await rawWithData('32M');
@@ -297,11 +308,7 @@ describe('a server killed mid-job', () => {
     const s = session(['mirror', '--qmp', '--id', 'm', '--speed', '8M', '--on-target-error', 'stop', src, server.uri]);
     await s.status('running');
     // Some of it copied, then the server is gone.
-    for (;;) {
-      const jobs = (await s.execute('query-block-jobs')).return as { offset: number }[];
-      if (jobs[0]!.offset >= 4 * MiB) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await copied(s, 4 * MiB);
     await server.stop('SIGKILL');
     await s.status('paused');
     const error = errorEvents(s)[0]!;
@@ -325,11 +332,7 @@ describe('a target that restarts without its data', () => {
       let server = await serve(nbdkitMemory('32M', socket));
       const s = session(['mirror', '--qmp', '--id', 'm', '--speed', '8M', '--on-target-error', policy, src, server.uri]);
       await s.status('running');
-      for (;;) {
-        const jobs = (await s.execute('query-block-jobs')).return as { offset: number }[];
-        if (jobs[0]!.offset >= 4 * MiB) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await copied(s, 4 * MiB);
       await server.stop('SIGKILL');
       if (policy === 'stop') await s.status('paused');
       server = await serve(nbdkitMemory('32M', socket));
