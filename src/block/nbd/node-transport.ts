@@ -27,7 +27,7 @@ export function connectSocket(where: { path: string } | { host: string; port: nu
       const bytes = outgoingBytes;
       outgoing = [];
       outgoingBytes = 0;
-      if (!socket.destroyed) socket.write(Buffer.concat(chunks, bytes));
+      if (bytes > 0 && !socket.destroyed) socket.write(Buffer.concat(chunks, bytes));
     };
     const timer = setTimeout(() => socket.destroy(Object.assign(new Error(`no answer in ${CONNECT_TIMEOUT_MS / 1000} s`), { code: 'ETIMEDOUT' })), CONNECT_TIMEOUT_MS);
     socket.once('connect', () => {
@@ -39,13 +39,17 @@ export function connectSocket(where: { path: string } | { host: string; port: nu
         incoming,
         send: (data) => {
           if (socket.destroyed) return;
-          // What is sent in one turn goes out as one buffer, in one write (sixteen small requests: one system call).
-          // A copy either way: the caller's view may be reused (or its memory grown) before the socket drains.
+          // What is sent in one turn goes out as one buffer, copied at the turn's end, in one write
+          // (sixteen small requests: one system call); the socket may drain long after.
           if (outgoing.length === 0) process.nextTick(sendOutgoing);
           outgoing.push(data);
           outgoingBytes += data.length;
         },
-        close: () => socket.destroy(),
+        close: () => {
+          // What is queued goes first (a goodbye, NBD_CMD_DISC, sent just before).
+          sendOutgoing();
+          socket.destroy();
+        },
       });
     });
     socket.on('data', (chunk: Buffer) => incoming.push(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)));

@@ -11,7 +11,7 @@
  */
 
 export interface NbdTransport {
-  /** Queues bytes to send (in order). */
+  /** Queues bytes to send (in order); they are copied before this turn of the event loop ends, and must not change before. */
   send(data: Uint8Array): void;
   /** What arrives. */
   readonly incoming: ByteQueue;
