@@ -107,7 +107,24 @@ export interface BlockDevice {
    * (at least 1, at most `bytes`). Devices that cannot tell leave it out.
    */
   allocation?(offset: number, bytes: number): Promise<{ allocated: boolean; bytes: number }>;
+  /**
+   * Present on a device that may lose writes it acknowledged without an
+   * error of their own (an NBD export whose server restarts forgets what it
+   * held unflushed): `listener` hears of its flushes and of such a loss (see
+   * DurabilityNotice). Returns what stops the listening.
+   */
+  watchDurability?(listener: (notice: DurabilityNotice) => void): () => void;
 }
+
+/**
+ * What a device that may lose acknowledged writes says. One flush at a time
+ * is followed: 'flush-started' (it covers the writes acknowledged until
+ * now), then 'flushed' (those are durable) or 'flush-failed'. 'lost': the
+ * writes acknowledged since the last 'flushed' may be gone (`error` says
+ * why: the connection was lost); `recoverable` when writing the same bytes
+ * again repairs it (false when a format's metadata may be gone with them).
+ */
+export type DurabilityNotice = { kind: 'flush-started' } | { kind: 'flushed' } | { kind: 'flush-failed' } | { kind: 'lost'; error: BlockError; recoverable: boolean };
 
 /** What identifies a file: the same key is the same file, whatever name reached it. */
 export interface FileIdentity {

@@ -14,6 +14,8 @@ import { type NewImage, refuseOverlap } from '../format/image-access.js';
 import { resolveOptions } from '../mirror/options.js';
 import { type ImageFormat, FormatError } from '../format/image-format.js';
 import { ZeroPadded } from '../format/zero-padded.js';
+import { type BlockOp, toBlockError } from '../block/block-device.js';
+import type { EventData } from '../mirror/events.js';
 import { MirrorJob } from '../mirror/mirror-job.js';
 import type { BlockJobInfo } from '../mirror/types.js';
 import { parseSize } from '../util/size.js';
@@ -52,14 +54,16 @@ export async function convertImage(src: string, dst: string, o: ConvertOptions):
   let target: ImageFormat | undefined;
   try {
     refuseOverlap(opened, src, dst, await store.identify(dst));
+    const cache = o.cache ?? 'unsafe';
     if (existing) {
-      target = (await openImageChain(dst, o.targetFormatGiven ? { format: o.targetFormat } : {})).image;
+      // Written in place, as a new image is: under unsafe (the default, as qemu-img's) nothing is flushed.
+      target = (await openImageChain(dst, { cache, ...(o.targetFormatGiven ? { format: o.targetFormat } : {}) })).image;
       // The copy must cover the target exactly: what lies past the source would be left as it was.
       if (target.size !== source.size) throw new FormatError(`${dst} is ${target.size} bytes and ${src} is ${source.size}: -n needs a target of the source's size`);
     } else {
       const size = Math.ceil(source.size / 512) * 512;
       if (size !== source.size) source = new ZeroPadded(source, size);
-      created = await prepareImageFile(dst, { format: o.targetFormat, size, ...o.create, cache: o.cache ?? 'unsafe', ...(o.compress ? { compress: true } : {}) });
+      created = await prepareImageFile(dst, { format: o.targetFormat, size, ...o.create, cache, ...(o.compress ? { compress: true } : {}) });
       target = created.image;
     }
     const info = await target.info();
@@ -71,15 +75,18 @@ export async function convertImage(src: string, dst: string, o: ConvertOptions):
       targetCreated: !existing,
       options: { sync: 'full', id: 'convert', ...(granularity ? { granularity } : {}) },
     });
+    // The error that failed the job (convert reports every error), to say which step failed.
+    let failed: EventData['BLOCK_JOB_ERROR'] | null = null;
     job.on((e) => {
       if (e.event === 'BLOCK_JOB_READY') job.complete();
+      if (e.event === 'BLOCK_JOB_ERROR') failed = e.data;
     });
     if (o.onProgress) job.onProgress(o.onProgress);
     job.start();
     const result = await job.result;
-    if (result.outcome !== 'completed') throw new FormatError(`copying failed: ${result.error ?? result.outcome}`);
-    await target.flush();
-    await target.close();
+    if (result.outcome !== 'completed') throw new FormatError(failedStep(failed, result.error ?? result.outcome));
+    await step('flushing the target', 'flush', () => target!.flush());
+    await step('closing the target', 'close', () => target!.close());
     await created?.publish();
   } catch (err) {
     if (created) await created.discard();
@@ -87,6 +94,23 @@ export async function convertImage(src: string, dst: string, o: ConvertOptions):
     throw err;
   } finally {
     await source.close();
+  }
+}
+
+/** What a failed copy says: the step (reading the source, writing or flushing the target) and the device's error. */
+function failedStep(error: EventData['BLOCK_JOB_ERROR'] | null, fallback: string): string {
+  if (!error) return `copying failed: ${fallback}`;
+  // A target error without a range is its flush.
+  const what = error.operation === 'read' ? 'reading the source' : error.bytes > 0 ? 'writing the target' : 'flushing the target';
+  return `${what} failed: ${error.message}`;
+}
+
+/** Runs one step after the copy; a failure names it. */
+async function step(what: string, op: BlockOp, run: () => Promise<void>): Promise<void> {
+  try {
+    await run();
+  } catch (err) {
+    throw new FormatError(`${what} failed: ${toBlockError(err, op, 0, 0).message}`, undefined, { cause: err });
   }
 }
 
@@ -105,8 +129,9 @@ export const convertCommand: Command = {
     'Copies SRC (any format, backing chain followed) into a new image DST (format -O, default raw),',
     'with the mirror engine: zero ranges are skipped, DST is complete when this exits 0.',
     '-o takes the options of create; -c stores whole clusters compressed (qcow2, zlib); -p shows progress.',
-    '-t: the cache mode of DST. unsafe (the default, as qemu-img convert) skips flushes; writeback',
-    '  flushes as it goes and at the end, so DST is on disk when this exits.',
+    '-t: the cache mode of DST, created or written in place. unsafe (the default, as qemu-img convert)',
+    '  skips flushes; writeback flushes as it goes and at the end, so DST is on disk when this exits',
+    '  (a failed flush then fails the command).',
     '-n: DST exists and is written in place (same size as SRC); an NBD export always is.',
   ].join('\n'),
   errorExit: 1,

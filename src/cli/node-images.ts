@@ -38,6 +38,8 @@ export interface OpenFileOptions {
   forceShare?: boolean;
   /** qcow2: store whole, aligned cluster writes compressed. */
   compress?: boolean;
+  /** How an image opened to be written treats flushes (default writeback). */
+  cache?: CacheMode;
 }
 
 /** Opens an image file and its backing chain, locked (shared read-only, exclusive read-write). */
@@ -48,18 +50,22 @@ export function openImageChain(path: string, options: OpenFileOptions = {}): Pro
     ...(options.forceShare ? { forceShare: true } : {}),
     ...(format ? { format } : {}),
     ...(options.compress ? { compress: true } : {}),
+    ...(options.cache === 'unsafe' ? { wrap: unsafeCache } : {}),
   });
 }
+
+const unsafeCache = (device: BlockDevice): BlockDevice => new UnsafeCacheDevice(device);
 
 export async function openImageFile(path: string, options: OpenFileOptions = {}): Promise<ImageFormat> {
   return (await openImageChain(path, options)).image;
 }
 
 /**
- * How a created image treats flushes: 'writeback' flushes when asked;
- * 'unsafe' ignores flushes while the image is open and flushes nothing
- * (qemu-img convert's default for its target: a copy cut short is useless
- * anyway, and the ordering flushes cost more than the copy).
+ * How an image written by a command treats flushes: 'writeback' flushes
+ * when asked; 'unsafe' ignores flushes while the image is open and flushes
+ * nothing (qemu-img convert's default for its target, created or written in
+ * place with -n: a copy cut short is useless anyway, and the ordering
+ * flushes cost more than the copy).
  */
 export type CacheMode = 'writeback' | 'unsafe';
 
@@ -73,7 +79,7 @@ export function prepareImageFile(path: string, options: CreateOptions): Promise<
   const { compress, cache, ...create } = options;
   return createInStore(store, path, create, {
     replace: true,
-    ...(cache === 'unsafe' ? { wrap: (device: BlockDevice) => new UnsafeCacheDevice(device) } : {}),
+    ...(cache === 'unsafe' ? { wrap: unsafeCache } : {}),
     ...(compress ? { compress: true } : {}),
   });
 }

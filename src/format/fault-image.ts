@@ -3,17 +3,21 @@
  * a person sees), whatever the format keeps underneath. Writes of zeroes and
  * discards count as writes.
  */
+import type { DurabilityNotice } from '../block/block-device.js';
 import { FaultRules } from '../block/fault.js';
 import type { BlockStatus, BlockStatusOptions, ImageFormat, ImageInfo, WriteZeroesOptions } from './image-format.js';
 
 export class FaultImage implements ImageFormat {
   /** Present when the inner format has it (a write, for the fault rules). */
   readonly deallocate?: (offset: number, bytes: number) => Promise<void>;
+  /** Present when the inner format has it. */
+  readonly watchDurability?: (listener: (notice: DurabilityNotice) => void) => () => void;
 
   constructor(
     readonly inner: ImageFormat,
     readonly faults: FaultRules = new FaultRules(),
   ) {
+    if (inner.watchDurability) this.watchDurability = (listener) => inner.watchDurability!(listener);
     if (inner.deallocate) {
       this.deallocate = async (offset, bytes) => {
         this.faults.check('write', offset, bytes);

@@ -41,6 +41,8 @@ export interface OpenChainOptions {
   forceShare?: boolean;
   /** qcow2: store whole, aligned cluster writes compressed. */
   compress?: boolean;
+  /** Wraps the image's own device (not its backing files') before the format is read from it (a cache mode). */
+  wrap?: (device: BlockDevice) => BlockDevice;
 }
 
 /** Opens backing files through the store (read-only, shared locks), recording each in `chain`. */
@@ -64,7 +66,7 @@ export async function openChain(store: FileStore, name: string, options: OpenCha
   const top = await store.open(name, { readOnly: options.readOnly, forceShare });
   const chain: ChainFile[] = [{ name: top.name, identity: top.identity }];
   try {
-    const image = await openImage(top.device, {
+    const image = await openImage(options.wrap ? options.wrap(top.device) : top.device, {
       name: top.name,
       readOnly: options.readOnly,
       resolve: chainResolver(store, chain, forceShare),

@@ -3,7 +3,7 @@
  * holes (SEEK_HOLE under Node), a hole is a zero extent: it is neither read
  * by a copy nor written again with zeroes.
  */
-import { type BlockDevice, BlockError, checkRequest } from '../block/block-device.js';
+import { type BlockDevice, type DurabilityNotice, BlockError, checkRequest } from '../block/block-device.js';
 import { type BlockStatus, type ImageFormat, type ImageInfo, type WriteZeroesOptions, zeroBuffer } from './image-format.js';
 
 export type RawPreallocation = 'off' | 'full';
@@ -13,8 +13,12 @@ const TRUNCATE_ZEROES_BYTES = 64 << 10;
 
 export class RawImage implements ImageFormat {
   readonly format = 'raw' as const;
+  /** The file's: bytes lost with a connection are repaired by writing them again. */
+  readonly watchDurability?: (listener: (notice: DurabilityNotice) => void) => () => void;
 
-  constructor(readonly file: BlockDevice) {}
+  constructor(readonly file: BlockDevice) {
+    if (file.watchDurability) this.watchDurability = (listener) => file.watchDurability!(listener);
+  }
 
   /**
    * A new raw image of `bytes` on an empty device: sparse (a hole where the

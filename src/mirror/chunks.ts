@@ -9,6 +9,7 @@
  */
 import { compactBitmap } from '../kernel/bitmap-serial.js';
 import type { DirtyBitmap, Kernel } from '../kernel/kernel.js';
+import type { DurabilityNotice } from '../block/block-device.js';
 import type { CellState, FailedRange } from './types.js';
 
 /** Bytes before level 0 in a serialized bitmap (see DirtyBitmap.serialize). */
@@ -44,6 +45,13 @@ export class ChunkMap {
   private touched: Uint8Array | null = null;
   private anyTouched = false;
   private freed = false;
+  /**
+   * On a target that may lose what it acknowledged (an NBD export): the
+   * chunks written since the flush being followed began, and the ones that
+   * flush covers. A loss makes both dirty again. Null on other targets.
+   */
+  private readonly unflushed: DirtyBitmap | null;
+  private readonly flushing: DirtyBitmap | null;
 
   constructor(
     kernel: Kernel,
@@ -52,6 +60,8 @@ export class ChunkMap {
     targetIsZero: boolean,
     /** A policy may answer "ignore": failed ranges back off before they are retried. */
     backsOff = true,
+    /** The target may lose writes it acknowledged until they are flushed. */
+    targetMayLoseWrites = false,
   ) {
     this.nbChunks = Math.ceil(size / granularity);
     this.dirty = kernel.newBitmap(this.nbChunks);
@@ -59,6 +69,51 @@ export class ChunkMap {
     this.backingOff = backsOff ? kernel.newBitmap(this.nbChunks) : null;
     this.written = targetIsZero ? kernel.newBitmap(this.nbChunks) : null;
     this.zero = targetIsZero ? null : kernel.newBitmap(this.nbChunks);
+    this.unflushed = targetMayLoseWrites ? kernel.newBitmap(this.nbChunks) : null;
+    this.flushing = targetMayLoseWrites ? kernel.newBitmap(this.nbChunks) : null;
+  }
+
+  /**
+   * The job writes these chunks on the target, or has written them. Called
+   * when a write is issued and again when it completed: whenever the target
+   * tells of a flush or a loss, each write is counted where it may still be
+   * at risk.
+   */
+  noteTargetWrite(first: number, nb: number): void {
+    if (!this.freed) this.unflushed?.set(first, nb);
+  }
+
+  /**
+   * The target's word on its flushes (see DurabilityNotice). On 'lost' the
+   * chunks written since the last flush that succeeded are dirty again, and
+   * the span from the first of them to the last is returned (null when there
+   * were none).
+   */
+  durability(kind: DurabilityNotice['kind']): { first: number; nb: number; count: number } | null {
+    const unflushed = this.unflushed;
+    const flushing = this.flushing;
+    if (!unflushed || !flushing || this.freed) return null;
+    if (kind === 'flush-started') {
+      flushing.merge(unflushed);
+      unflushed.clear();
+    } else if (kind === 'flushed') {
+      flushing.clear();
+    } else if (kind === 'flush-failed') {
+      unflushed.merge(flushing);
+      flushing.clear();
+    } else {
+      unflushed.merge(flushing);
+      flushing.clear();
+      const count = unflushed.count;
+      if (count === 0) return null;
+      const first = unflushed.nextDirty(0);
+      let end = first;
+      for (let run = unflushed.nextDirtyRun(first, this.nbChunks); run; run = end < this.nbChunks ? unflushed.nextDirtyRun(end, this.nbChunks) : null) end = run.start + run.length;
+      this.dirty.merge(unflushed);
+      unflushed.clear();
+      return { first, nb: end - first, count };
+    }
+    return null;
   }
 
   /** The bitmaps were freed (the job concluded): every count reads as zero from then on. */
@@ -229,5 +284,7 @@ export class ChunkMap {
     this.backingOff?.free();
     this.written?.free();
     this.zero?.free();
+    this.unflushed?.free();
+    this.flushing?.free();
   }
 }

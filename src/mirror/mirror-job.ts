@@ -14,7 +14,7 @@
  * (source-writes.ts) until it is completed or cancelled. Checkpoints
  * (checkpoints.ts) let a later job resume.
  */
-import { type BlockError, BlockError as BlockErrorClass, toBlockError } from '../block/block-device.js';
+import { type BlockError, type DurabilityNotice, BlockError as BlockErrorClass, toBlockError } from '../block/block-device.js';
 import type { ImageFormat } from '../format/image-format.js';
 import { type BufferPool, Kernel, MAX_BITMAP_CHUNKS } from '../kernel/kernel.js';
 import { Backoff, FLUSH_KEY } from './backoff.js';
@@ -66,6 +66,8 @@ export class MirrorJob extends Job {
   /** The numbers at the end: a concluded job still says what it left dirty. */
   private finalStats: JobStats | undefined;
   private scanEnded!: () => void;
+  /** Stops hearing the target's word on its flushes (a target that may lose acknowledged writes). */
+  private stopWatching: (() => void) | null = null;
   /** Settles once the scan is complete, or the job ended without one. */
   private readonly scanSettled = new Promise<void>((resolve) => (this.scanEnded = resolve));
 
@@ -84,7 +86,8 @@ export class MirrorJob extends Job {
     const { opBytes, nbBuffers } = ioLimits(options.granularity, options.bufSize);
     this.opBytes = opBytes;
     // Everything in linear memory is sized here, before any I/O: views stay valid.
-    this.chunks = new ChunkMap(kernel, this.size, this.granularity, options.targetIsZero, options.onSourceError === 'ignore' || options.onTargetError === 'ignore');
+    const backsOff = options.onSourceError === 'ignore' || options.onTargetError === 'ignore';
+    this.chunks = new ChunkMap(kernel, this.size, this.granularity, options.targetIsZero, backsOff, target.watchDurability !== undefined);
     this.nbChunks = this.chunks.nbChunks;
     try {
       this.pool = kernel.newPool(opBytes, nbBuffers);
@@ -235,6 +238,7 @@ export class MirrorJob extends Job {
   // ---- the body --------------------------------------------------------------------------
 
   protected async body(): Promise<JobOutcome> {
+    this.stopWatching = this.target.watchDurability?.((notice) => this.onDurability(notice)) ?? null;
     try {
       if (!this.resuming) await this.dirtyInit();
       // Until the scan is done the bitmap is incomplete: no checkpoint may be taken before this.
@@ -363,6 +367,7 @@ export class MirrorJob extends Job {
     const { offset, bytes } = this.chunks.bytesOf(first, nb);
     // Clear before the I/O: a source write from now on dirties the chunks again.
     this.chunks.dirty.reset(first, nb);
+    this.chunks.noteTargetWrite(first, nb);
     const op = this.ops.add('copy', first, nb, offset, bytes);
     // The buffer goes back to the pool before the loop is woken, so the wake-up finds it free.
     void op.run(() => this.perform(op, buffer), () => this.pool.give(buffer));
@@ -458,6 +463,7 @@ export class MirrorJob extends Job {
   private succeeded(op: Op): void {
     const first = op.firstChunk;
     op.settled = true;
+    this.chunks.noteTargetWrite(first, op.nbChunks);
     this.offsetDone += op.bytes;
     this.backoff.forget(first);
     this.chunks.forgetFailures(first, op.nbChunks);
@@ -470,8 +476,34 @@ export class MirrorJob extends Job {
     this.onIoError(side, operation, error, op.firstChunk, op.nbChunks);
   }
 
+  /**
+   * The target's word on its flushes. When it lost what it acknowledged (an
+   * NBD server that restarted), everything written since the last flush
+   * that succeeded is dirty again, and the loss meets on-target-error as a
+   * write error over that span; a target whose format cannot be repaired by
+   * writing the bytes again (its metadata may be gone) fails the job.
+   */
+  private onDurability(notice: DurabilityNotice): void {
+    const lost = this.chunks.durability(notice.kind);
+    if (notice.kind !== 'lost') return;
+    const s = this.statusValue;
+    if (s !== 'running' && s !== 'ready' && s !== 'paused' && s !== 'standby') return;
+    const { offset, bytes } = lost ? this.chunks.bytesOf(lost.first, lost.nb) : { offset: 0, bytes: 0 };
+    if (!notice.recoverable) {
+      // Whatever the policy: writing the bytes again cannot bring the tables back.
+      const error = new BlockErrorClass('EIO', 'write', offset, bytes, `${notice.error.detail}; the target's format keeps tables that may be gone with them: it cannot be trusted`, { cause: notice.error });
+      this.errorAction('report', 'write', error, { offset, bytes });
+      this.failureValue ??= error;
+    } else if (lost) {
+      const chunks = `${lost.count} chunk${lost.count === 1 ? '' : 's'}`;
+      this.onIoError('target', 'write', new BlockErrorClass('EIO', 'write', offset, bytes, `${notice.error.detail}: the ${chunks} written there since then are dirty again`, { cause: notice.error }), 0, 0);
+    }
+    this.kick();
+  }
+
+  /** An I/O error: [first, first + nb) is a failed range (none for a flush or a loss, whose range is the error's own), then the policy decides. */
   private onIoError(side: 'source' | 'target', operation: 'read' | 'write', error: BlockError, first: number, nb: number): void {
-    const range = nb > 0 ? this.chunks.bytesOf(first, nb) : { offset: 0, bytes: 0 };
+    const range = nb > 0 ? this.chunks.bytesOf(first, nb) : { offset: error.offset, bytes: error.bytes };
     // A flush has no range: it is not a failed range of the picture, nor does it back off a chunk.
     if (nb > 0) this.chunks.noteFailure(first, nb, side, error.code);
     const action = this.errorAction(side === 'source' ? this.options.onSourceError : this.options.onTargetError, operation, error, range);
@@ -511,6 +543,7 @@ export class MirrorJob extends Job {
     // len stays what it was at the end (a failed job's len still counts what it left dirty), as QEMU's progress does.
     this.finalLen = this.len;
     this.finalStats = this.stats();
+    this.stopWatching?.();
     this.checkpoints.stop();
     this.chunks.free();
     this.pool.free();

@@ -123,7 +123,9 @@ export class SourceWrites {
         }
         try {
           chunks.markWritten(first, nb);
+          chunks.noteTargetWrite(first, nb);
           await host.target.write(offset, data);
+          chunks.noteTargetWrite(first, nb);
           host.copied(data.length);
           op.settled = true;
           // Chunks wholly covered are now equal on both sides; edge chunks keep their state.

@@ -1,16 +1,18 @@
 /**
  * diskmirror against real NBD servers started here: qemu-nbd serving qcow2
- * images as target and as source, nbdkit's memory plugin with its error
- * filter (the policy matrix against real server errors), a server killed
- * mid-job and started again, and a sparse 64 GiB export whose holes are
- * found by block status, not read (a proxy counts what the server sent).
- * qemu-img is the oracle throughout: it reads the exports and the files.
+ * images as target and as source, one export over TCP spelt several ways,
+ * nbdkit's memory plugin with its error filter (the policy matrix against
+ * real server errors), an export whose flushes fail, a server killed
+ * mid-job and started again (with its data, and without it), and a sparse
+ * 64 GiB export whose holes are found by block status, not read (a proxy
+ * counts what the server sent). qemu-img is the oracle throughout: it reads
+ * the exports and the files.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync, writeFileSync } from 'node:fs';
 import { assertBuilt, QmpSession, run } from '../helpers/cli.js';
 import { qemuCheck, qemuCompare, qemuImg, qemuIo, requireQemu, tempDir } from '../helpers/qemu.js';
-import { type NbdServer, countingProxy, nbdkitMemory, qemuNbd, requireNbdServers } from '../helpers/nbd-servers.js';
+import { type NbdServer, countingProxy, nbdkitFlushFails, nbdkitMemory, qemuNbd, qemuNbdTcp, requireNbdServers } from '../helpers/nbd-servers.js';
 
 const MiB = 1 << 20;
 let dir: ReturnType<typeof tempDir>;
@@ -62,7 +64,7 @@ async function identical(a: string, b: string): Promise<void> {
   expect(r.code).toBe(0);
 }
 
-const errorEvents = (s: QmpSession) => s.lines.filter((l) => l.event === 'BLOCK_JOB_ERROR').map((l) => l.data as { action: string; operation: string; errno?: string });
+const errorEvents = (s: QmpSession) => s.lines.filter((l) => l.event === 'BLOCK_JOB_ERROR').map((l) => l.data as { action: string; operation: string; errno?: string; message?: string });
 
 describe('qemu-nbd', () => {
   it('mirror --on-target-error stop into a qcow2 export: READY, complete, identical and clean by qemu-img', async () => {
@@ -139,6 +141,58 @@ describe('qemu-nbd', () => {
     expect(bad.stderr).toMatch(/not an NBD URI: no socket=PATH/);
     const gone = await run(['info', `nbd+unix:///?socket=${dir.file('nothing.sock')}`]);
     expect(gone.stderr).toMatch(/cannot connect/);
+  });
+});
+
+describe('convert into an export whose flushes fail', () => {
+  it('convert -n under unsafe (the default) flushes nothing and exits 0 with the copy whole, as qemu-img does; under -t writeback the failed flush fails it, named', async () => {
+    const src = await rawWithData('4M');
+    const dst = file('dst.raw');
+    await qemuImg('create', '-q', '-f', 'raw', dst, '4M');
+    const server = await serve(nbdkitFlushFails(dst, 4 * MiB, file('flush.sock')));
+    // The oracle: qemu-img convert -n exits 0 here.
+    await qemuImg('convert', '-n', '-f', 'raw', '-O', 'raw', src, server.uri);
+    await qemuImg('create', '-q', '-f', 'raw', dst, '4M');
+
+    const r = await run(['convert', '-n', src, server.uri]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    await identical(src, dst);
+
+    const w = await run(['convert', '-n', '-t', 'writeback', src, server.uri]);
+    expect(w.code).toBe(1);
+    expect(w.stderr).toMatch(/^diskmirror convert: flushing the target failed: flush of 0 bytes at offset 0: EIO \(.*NBD_CMD_FLUSH with NBD_EIO\)\n$/);
+  });
+});
+
+describe('one export over TCP, its host spelt several ways', () => {
+  it('localhost, 127.0.0.1 and 127.1 name one export: refused as its own target, whichever spelling is the source', async () => {
+    const img = file('tcp.raw');
+    await qemuImg('create', '-q', '-f', 'raw', img, '4M');
+    await qemuIo(img, ['write -P 0x42 0 4M'], ['-f', 'raw']);
+    const server = await serve(qemuNbdTcp(img, 'x'));
+    const spelt = (host: string) => `nbd://${host}:${server.port}/x`;
+    for (const [source, target] of [
+      ['localhost', '127.0.0.1'],
+      ['127.0.0.1', '127.1'],
+      ['127.1', 'localhost'],
+    ] as const) {
+      const mirror = await run(['mirror', spelt(source), spelt(target)]);
+      expect(mirror.stderr).toContain(`${spelt(target)} is the same file as the source ${spelt(source)}: refusing to write to it; nothing was written`);
+      expect(mirror.code).toBe(1);
+      const convert = await run(['convert', spelt(source), spelt(target)]);
+      expect(convert.stderr).toContain(`${spelt(target)} is the same file as the source ${spelt(source)}`);
+      expect(convert.code).toBe(1);
+    }
+    // Another export of the same server is another image.
+    const other = file('other.raw');
+    await qemuImg('create', '-q', '-f', 'raw', other, '4M');
+    const second = await serve(qemuNbdTcp(other, 'x'));
+    const r = await run(['convert', spelt('localhost'), `nbd://127.1:${second.port}/x`]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    await server.stop();
+    await identical(img, other);
   });
 });
 
@@ -235,6 +289,15 @@ describe('nbdkit memory with its error filter: the policy matrix against real se
   });
 });
 
+/** Waits until the job's offset reaches `bytes`. */
+async function copied(s: QmpSession, bytes: number): Promise<void> {
+  for (;;) {
+    const jobs = (await s.execute('query-block-jobs')).return as { offset: number }[];
+    if (jobs[0]!.offset >= bytes) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 describe('a server killed mid-job', () => {
   it('EIO meets the stop policy; the server started again, resume completes on a new connection, identical', async () => {
     const src = await rawWithData('32M');
@@ -245,11 +308,7 @@ describe('a server killed mid-job', () => {
     const s = session(['mirror', '--qmp', '--id', 'm', '--speed', '8M', '--on-target-error', 'stop', src, server.uri]);
     await s.status('running');
     // Some of it copied, then the server is gone.
-    for (;;) {
-      const jobs = (await s.execute('query-block-jobs')).return as { offset: number }[];
-      if (jobs[0]!.offset >= 4 * MiB) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await copied(s, 4 * MiB);
     await server.stop('SIGKILL');
     await s.status('paused');
     const error = errorEvents(s)[0]!;
@@ -263,6 +322,32 @@ describe('a server killed mid-job', () => {
     await server.stop();
     await identical(src, dst);
   }, 60_000);
+});
+
+describe('a target that restarts without its data', () => {
+  for (const policy of ['stop', 'ignore'] as const) {
+    it(`${policy}: nbdkit's memory export killed mid-copy and started again empty: a write error says the connection was lost, what was written before is copied again, identical`, async () => {
+      const src = await rawWithData('32M');
+      const socket = file('forgets.sock');
+      let server = await serve(nbdkitMemory('32M', socket));
+      const s = session(['mirror', '--qmp', '--id', 'm', '--speed', '8M', '--on-target-error', policy, src, server.uri]);
+      await s.status('running');
+      await copied(s, 4 * MiB);
+      await server.stop('SIGKILL');
+      if (policy === 'stop') await s.status('paused');
+      server = await serve(nbdkitMemory('32M', socket));
+      await s.execute('block-job-set-speed', { device: 'm', speed: 0 });
+      if (policy === 'stop') expect(await s.execute('job-resume', { id: 'm' })).toMatchObject({ return: {} });
+      await s.event('BLOCK_JOB_READY');
+      const lost = errorEvents(s).filter((e) => /the connection was lost.*what the server acknowledged since the last flush may be gone: the \d+ chunks written there since then are dirty again/.test(e.message ?? ''));
+      expect(lost).toEqual([expect.objectContaining({ operation: 'write', action: policy, errno: 'EIO' })]);
+      await s.execute('job-complete', { id: 'm' });
+      const done = await s.event('BLOCK_JOB_COMPLETED');
+      expect(done.data).not.toHaveProperty('error');
+      expect((await s.close()).code).toBe(0);
+      await identical(src, server.uri);
+    }, 60_000);
+  }
 });
 
 describe('a sparse 64 GiB export', () => {

@@ -1,8 +1,8 @@
 /**
  * Real NBD servers for tests: qemu-nbd over an image file, nbdkit's memory
  * plugin (with its error filter), each on a Unix socket in a temporary
- * directory, killed when the test is done; and a counting proxy that tells
- * how many bytes a server sent.
+ * directory (or qemu-nbd on a free TCP port), killed when the test is done;
+ * and a counting proxy that tells how many bytes a server sent.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
@@ -35,29 +35,65 @@ async function waitForSocket(path: string, child: ChildProcess, stderr: () => st
   throw new Error(`the server did not make ${path} in 5 s: ${stderr()}`);
 }
 
-async function start(program: string, args: string[], socket: string): Promise<NbdServer> {
-  rmSync(socket, { force: true });
+/** Runs a server; resolves once `ready` says it listens. `stop` kills it and waits for its exit. */
+async function launch(program: string, args: string[], ready: (child: ChildProcess, stderr: () => string) => Promise<void>, cleanup = () => {}): Promise<Pick<NbdServer, 'process' | 'stop'>> {
   const child = spawn(program, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
-  await waitForSocket(socket, child, () => stderr);
+  await ready(child, () => stderr);
   return {
-    socket,
-    uri: `nbd+unix:///?socket=${socket}`,
     process: child,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));
       child.kill(signal);
       await exited;
-      rmSync(socket, { force: true });
+      cleanup();
     },
   };
+}
+
+async function start(program: string, args: string[], socket: string): Promise<NbdServer> {
+  rmSync(socket, { force: true });
+  const server = await launch(program, args, (child, stderr) => waitForSocket(socket, child, stderr), () => rmSync(socket, { force: true }));
+  return { socket, uri: `nbd+unix:///?socket=${socket}`, ...server };
 }
 
 /** qemu-nbd serving `image` (persistent, several clients; read-only: -r, a shared lock). */
 export function qemuNbd(image: string, socket: string, format: 'raw' | 'qcow2' = 'raw', options: { readOnly?: boolean } = {}): Promise<NbdServer> {
   return start('qemu-nbd', ['-t', '-e', '4', ...(options.readOnly ? ['-r'] : []), '-f', format, '--cache=writeback', '-k', socket, image], socket);
+}
+
+/** A TCP port nobody listens on now, on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const p = (probe.address() as { port: number }).port;
+      probe.close(() => resolve(p));
+    });
+  });
+}
+
+/** Resolves once something accepts connections at 127.0.0.1:`port`. */
+async function waitForPort(port: number, child: ChildProcess, stderr: () => string): Promise<void> {
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`the server exited (${child.exitCode}): ${stderr()}`);
+    const up = await new Promise<boolean>((resolve) => {
+      const c = createConnection({ host: '127.0.0.1', port }, () => (c.destroy(), resolve(true)));
+      c.on('error', () => resolve(false));
+    });
+    if (up) return;
+    if (i > 200) throw new Error(`nothing listened on ${port} in 10 s: ${stderr()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** qemu-nbd serving `image` over TCP on 127.0.0.1 (a free port), export `name`; `uri` spells the host 127.0.0.1. */
+export async function qemuNbdTcp(image: string, name: string): Promise<NbdServer & { port: number }> {
+  const port = await freePort();
+  const args = ['-t', '-e', '4', '-f', 'raw', '--cache=writeback', '-b', '127.0.0.1', '-p', String(port), '-x', name, image];
+  const server = await launch('qemu-nbd', args, (child, stderr) => waitForPort(port, child, stderr));
+  return { socket: '', port, uri: `nbd://127.0.0.1:${port}/${name}`, ...server };
 }
 
 /** nbdkit's memory plugin of `size`, with filters and their parameters (e.g. error filter settings). */
@@ -70,36 +106,36 @@ export function nbdkitFile(path: string, socket: string, extra: string[] = []): 
   return start('nbdkit', ['--exit-with-parent', '-f', '-U', socket, ...extra.filter((a) => a.startsWith('--')), 'file', path, ...extra.filter((a) => !a.startsWith('--'))], socket);
 }
 
+/**
+ * nbdkit's eval plugin over the file `path` (`size` bytes), every flush
+ * failing with EIO (the error filter cannot fail flushes): writes land in
+ * the file, each request a dd.
+ */
+export function nbdkitFlushFails(path: string, size: number, socket: string): Promise<NbdServer> {
+  return start(
+    'nbdkit',
+    [
+      '--exit-with-parent',
+      '-f',
+      '-U',
+      socket,
+      'eval',
+      `get_size=echo ${size}`,
+      `pread=dd if='${path}' skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none`,
+      `pwrite=dd of='${path}' seek=$4 conv=notrunc oflag=seek_bytes status=none`,
+      'can_write=exit 0',
+      'can_flush=exit 0',
+      'flush=echo EIO the disk refused the flush >&2; exit 1',
+    ],
+    socket,
+  );
+}
+
 /** websockify bridging a free local port to a Unix socket; resolves once it listens. */
 export async function websockify(target: string): Promise<{ url: string; stop(): Promise<void> }> {
-  const port = await new Promise<number>((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const p = (probe.address() as { port: number }).port;
-      probe.close(() => resolve(p));
-    });
-  });
-  const child = spawn('websockify', [`--unix-target=${target}`, `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  for (let i = 0; ; i++) {
-    if (child.exitCode !== null) throw new Error(`websockify exited: ${stderr}`);
-    const up = await new Promise<boolean>((resolve) => {
-      const c = createConnection({ host: '127.0.0.1', port }, () => (c.destroy(), resolve(true)));
-      c.on('error', () => resolve(false));
-    });
-    if (up) break;
-    if (i > 200) throw new Error(`websockify did not listen on ${port} in 10 s: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return {
-    url: `ws://127.0.0.1:${port}/`,
-    async stop() {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
+  const port = await freePort();
+  const server = await launch('websockify', [`--unix-target=${target}`, `127.0.0.1:${port}`], (child, stderr) => waitForPort(port, child, () => `websockify: ${stderr()}`));
+  return { url: `ws://127.0.0.1:${port}/`, stop: () => server.stop() };
 }
 
 /** A Unix-socket proxy to `target` that counts the bytes the server sends. */

@@ -45,6 +45,7 @@ import {
   readCookie,
   readSafe64,
 } from './protocol.js';
+import { ReadCoverage } from './coverage.js';
 import type { NbdTransport } from './transport.js';
 
 /** What the handshake learnt about the export. */
@@ -93,6 +94,13 @@ const MAX_STATUS_PAYLOAD = 1 << 20;
 /** An error chunk's payload bound (its message is at most 4 KiB by the specification). */
 const MAX_ERROR_PAYLOAD = 64 << 10;
 
+/**
+ * Requests in flight on one connection at most (QEMU's MAX_NBD_REQUESTS);
+ * more wait their turn, so what a caller sends is bounded whatever the
+ * server's block sizes make of it.
+ */
+export const MAX_REQUESTS_IN_FLIGHT = 16;
+
 const decoder = new TextDecoder();
 
 export interface Extent {
@@ -109,7 +117,7 @@ interface Pending {
   into?: Uint8Array;
   extents?: Extent[];
   /** A READ's bytes answered so far (data and holes). */
-  covered: number;
+  coverage?: ReadCoverage;
   error?: NbdRequestError;
   resolve(): void;
   reject(err: NbdRequestError): void;
@@ -117,6 +125,10 @@ interface Pending {
 
 export class NbdConnection {
   private readonly pending = new Map<number, Pending>();
+  /** Slots taken (requests in flight, or about to be sent); at most MAX_REQUESTS_IN_FLIGHT. */
+  private slots = 0;
+  /** Requests waiting for a slot, first come first served. */
+  private readonly waiting: { resolve: () => void; reject: (err: NbdRequestError) => void }[] = [];
   private nextCookie = 1;
   private lostWith: NbdRequestError | null = null;
   private lastHeard = 0;
@@ -163,6 +175,11 @@ export class NbdConnection {
     }
   }
 
+  /** Where the connection arrived, however its address was spelt (see NbdTransport.endpoint). */
+  get endpoint(): string | undefined {
+    return this.transport.endpoint;
+  }
+
   get lost(): boolean {
     return this.lostWith !== null;
   }
@@ -174,18 +191,23 @@ export class NbdConnection {
 
   /**
    * Sends one request and waits for its last reply. A READ fills `into`; a
-   * BLOCK_STATUS resolves with the extents of base:allocation.
+   * BLOCK_STATUS resolves with the extents of base:allocation. With
+   * MAX_REQUESTS_IN_FLIGHT requests in flight, it waits for one to settle
+   * before it sends.
    */
-  request(type: CommandType, flags: number, offset: number, length: number, payload?: { data?: Uint8Array; into?: Uint8Array }): Promise<Extent[] | undefined> {
-    if (this.lostWith) return Promise.reject(this.lostWith);
+  async request(type: CommandType, flags: number, offset: number, length: number, payload?: { data?: Uint8Array; into?: Uint8Array }): Promise<Extent[] | undefined> {
+    if (this.lostWith) throw this.lostWith;
+    if (this.slots < MAX_REQUESTS_IN_FLIGHT) this.slots++;
+    else await new Promise<void>((resolve, reject) => this.waiting.push({ resolve, reject }));
+    // The slot may have come just before the connection ended.
+    if (this.lostWith) throw this.lostWith;
     const cookie = this.nextCookie++;
     return new Promise((resolve, reject) => {
       const pending: Pending = {
         type,
         offset,
         length,
-        covered: 0,
-        ...(payload?.into ? { into: payload.into } : {}),
+        ...(payload?.into ? { into: payload.into, coverage: new ReadCoverage(length) } : {}),
         resolve: () => resolve(pending.extents),
         reject,
       };
@@ -195,6 +217,13 @@ export class NbdConnection {
       this.armIdle();
       this.transport.send(concat(encodeRequest(flags, type, cookie, offset, length), payload?.data));
     });
+  }
+
+  /** A request settled: its slot goes to the next one waiting. */
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) next.resolve();
+    else this.slots--;
   }
 
   /** Says goodbye (NBD_CMD_DISC) and closes; requests still in flight fail. */
@@ -214,6 +243,7 @@ export class NbdConnection {
     this.transport.incoming.end(err);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
+    for (const w of this.waiting.splice(0)) w.reject(err);
     this.transport.close();
     if (tell) this.onLost?.(err);
   }
@@ -244,7 +274,7 @@ export class NbdConnection {
     const q = this.transport.incoming;
     try {
       for (;;) {
-        const head = view(await q.take(4));
+        const head = view(q.takeNow(4) ?? (await q.take(4)));
         const magic = head.getUint32(0);
         if (magic === SIMPLE_REPLY_MAGIC) await this.simpleReply();
         else if (magic === STRUCTURED_REPLY_MAGIC && this.info.structured) await this.structuredChunk();
@@ -265,7 +295,7 @@ export class NbdConnection {
 
   private async simpleReply(): Promise<void> {
     const q = this.transport.incoming;
-    const h = view(await q.take(12));
+    const h = view(q.takeNow(12) ?? (await q.take(12)));
     const error = h.getUint32(0);
     const cookie = readCookie(h, 4);
     const p = this.take(cookie);
@@ -273,14 +303,14 @@ export class NbdConnection {
       this.settle(cookie, p, this.serverError(p, error, ''));
       return;
     }
-    if (p.type === CMD.READ) await q.fill(p.into!);
+    if (p.type === CMD.READ && !q.fillNow(p.into!)) await q.fill(p.into!);
     else if (p.type === CMD.BLOCK_STATUS) this.protocolError('a simple reply to NBD_CMD_BLOCK_STATUS');
     this.settle(cookie, p);
   }
 
   private async structuredChunk(): Promise<void> {
     const q = this.transport.incoming;
-    const h = view(await q.take(16));
+    const h = view(q.takeNow(16) ?? (await q.take(16)));
     const flags = h.getUint16(0);
     const type = h.getUint16(2);
     const cookie = readCookie(h, 4);
@@ -298,19 +328,20 @@ export class NbdConnection {
       if (length !== 0) this.protocolError(`NBD_REPLY_TYPE_NONE with ${length} bytes`);
     } else if (type === REPLY_TYPE.OFFSET_DATA && p.type === CMD.READ) {
       if (length < 8) this.protocolError(`a data chunk of ${length} bytes`);
-      const at = readSafe64(view(await q.take(8)), 0);
+      const at = readSafe64(view(q.takeNow(8) ?? (await q.take(8))), 0);
       const bytes = length - 8;
       if (at === null || at < p.offset || at + bytes > p.offset + p.length) this.protocolError(`data at ${at} (+${bytes}) outside the read of ${p.length} bytes at ${p.offset}`);
-      await q.fill(p.into!.subarray(at - p.offset, at - p.offset + bytes));
-      p.covered += bytes;
+      if (!p.coverage!.add(at - p.offset, bytes)) this.protocolError(`data at ${at} (+${bytes}) overlapping what an earlier chunk of the read at ${p.offset} answered`);
+      const into = p.into!.subarray(at - p.offset, at - p.offset + bytes);
+      if (!q.fillNow(into)) await q.fill(into);
     } else if (type === REPLY_TYPE.OFFSET_HOLE && p.type === CMD.READ) {
       if (length !== 12) this.protocolError(`a hole chunk of ${length} bytes`);
-      const body = view(await q.take(12));
+      const body = view(q.takeNow(12) ?? (await q.take(12)));
       const at = readSafe64(body, 0);
       const bytes = body.getUint32(8);
       if (at === null || at < p.offset || at + bytes > p.offset + p.length) this.protocolError(`a hole at ${at} (+${bytes}) outside the read of ${p.length} bytes at ${p.offset}`);
+      if (!p.coverage!.add(at - p.offset, bytes)) this.protocolError(`a hole at ${at} (+${bytes}) overlapping what an earlier chunk of the read at ${p.offset} answered`);
       p.into!.fill(0, at - p.offset, at - p.offset + bytes);
-      p.covered += bytes;
     } else if (type === REPLY_TYPE.BLOCK_STATUS && p.type === CMD.BLOCK_STATUS) {
       if (length < 12 || (length - 4) % 8 !== 0 || length > MAX_STATUS_PAYLOAD) this.protocolError(`a block status chunk of ${length} bytes`);
       const body = view(await q.take(length));
@@ -326,8 +357,8 @@ export class NbdConnection {
       this.protocolError(`reply chunk type ${type} to ${COMMAND_NAMES[p.type]}`);
     }
     if (flags & REPLY_FLAG_DONE) {
-      // A successful read answers every byte; a server that leaves some out would hand back stale memory.
-      if (!p.error && p.type === CMD.READ && p.covered < p.length) this.protocolError(`a read of ${p.length} bytes answered with ${p.covered}`);
+      // A successful read answers every byte, each once; a server that leaves some out would hand back stale memory.
+      if (!p.error && p.coverage && !p.coverage.whole) this.protocolError(`a read of ${p.length} bytes answered with ${p.coverage.covered}`);
       this.settle(cookie, p, p.error);
     }
   }
@@ -339,6 +370,7 @@ export class NbdConnection {
 
   private settle(cookie: number, p: Pending, error?: NbdRequestError): void {
     this.pending.delete(cookie);
+    this.release();
     if (error) p.reject(error);
     else p.resolve();
   }

@@ -13,12 +13,15 @@
  *   EIO, ENOSPC, EPERM...; a lost connection is EIO for the requests in
  *   flight, and the next request connects again (same export, same size),
  *   so a job paused by a `stop` policy continues on a new connection when
- *   resumed.
+ *   resumed. What the server acknowledged and was not flushed when the
+ *   connection was lost may be gone with it (a server that restarted):
+ *   watchDurability tells.
  * - `writeThrough`: every write carries FUA (the data is durable when the
  *   request completes), for callers that cannot rely on a later flush.
  */
-import { type BlockDevice, type BlockOp, type Errno, type FileIdentity, BlockError, checkRequest, closedError, readOnlyError } from '../block-device.js';
-import { type ExportInfo, type Extent, NbdConnection, NbdHandshakeError, NbdRequestError } from './connection.js';
+import { type BlockDevice, type BlockOp, type DurabilityNotice, type Errno, type FileIdentity, BlockError, checkRequest, closedError, readOnlyError } from '../block-device.js';
+import { DurabilityWatch } from '../durability.js';
+import { type ExportInfo, type Extent, MAX_REQUESTS_IN_FLIGHT, NbdConnection, NbdHandshakeError, NbdRequestError } from './connection.js';
 import { CMD, CMD_FLAG, type CommandType, MAX_LENGTH, STATE_ZERO, TFLAG } from './protocol.js';
 import type { Connect } from './transport.js';
 
@@ -27,7 +30,7 @@ export interface NbdDeviceOptions {
   exportName: string;
   /** The export as the person named it (a URI), for messages. */
   name: string;
-  /** What identifies the export: the same key is the same export. */
+  /** What identifies the export when the transport cannot say where it arrived: the same key is the same export. */
   key: string;
   readOnly: boolean;
   /** FUA on every write. */
@@ -41,6 +44,8 @@ export interface NbdDeviceOptions {
 export const DEFAULT_NBD_IDLE_TIMEOUT_MS = 30_000;
 /** WRITE_ZEROES, TRIM and BLOCK_STATUS carry no payload: they may cover this much in one request. */
 const MAX_RANGE_REQUEST = 1 << 30;
+/** Zeroes written as data (a server without WRITE_ZEROES) come from one buffer at most this long. */
+const ZEROES_BUFFER = 1 << 20;
 
 export class NbdDevice implements BlockDevice {
   private connection: NbdConnection | null;
@@ -48,8 +53,11 @@ export class NbdDevice implements BlockDevice {
   private closed = false;
   /** Bytes received on connections that are gone. */
   private receivedBefore = 0;
+  private readonly key: string;
   /** Read-modify-write of partial blocks, one at a time. */
   private partial: Promise<void> = Promise.resolve();
+  /** Writes acknowledged and not flushed, told as lost when their connection is. */
+  private readonly durability = new DurabilityWatch();
 
   private constructor(
     private readonly options: NbdDeviceOptions,
@@ -57,6 +65,7 @@ export class NbdDevice implements BlockDevice {
     readonly info: ExportInfo,
   ) {
     this.options = { ...options };
+    this.key = first.endpoint ? `nbd:${first.endpoint}/${options.exportName}` : options.key;
     this.connection = first;
     this.watch(first);
   }
@@ -93,16 +102,28 @@ export class NbdDevice implements BlockDevice {
     return this.receivedBefore + (this.connection?.received ?? 0);
   }
 
+  /** The export by where its first connection arrived (one export spelt two ways is one), or by its URI when the transport cannot tell. */
   async identity(): Promise<FileIdentity> {
-    return { key: this.options.key, size: this.info.size, modifiedMs: 0 };
+    return { key: this.key, size: this.info.size, modifiedMs: 0 };
+  }
+
+  /**
+   * A server that restarts, or a connection cut, may take with it what the
+   * server acknowledged and held unflushed; nothing fails for those writes,
+   * so the listener hears of them (the next request connects again).
+   */
+  watchDurability(listener: (notice: DurabilityNotice) => void): () => void {
+    return this.durability.watch(listener);
   }
 
   private watch(connection: NbdConnection): void {
-    connection.onLost = () => {
+    connection.onLost = (err) => {
       if (this.connection === connection) {
         this.receivedBefore += connection.received;
         this.connection = null;
       }
+      const why = err.message.replace(/^[^:]*: /, '');
+      this.durability.lost(new BlockError('EIO', 'write', 0, 0, `${this.options.name}: ${why}; what the server acknowledged since the last flush may be gone`));
     };
   }
 
@@ -138,9 +159,12 @@ export class NbdDevice implements BlockDevice {
 
   /** One request, its failure a BlockError for `op`. */
   private async send(op: BlockOp, type: CommandType, flags: number, offset: number, length: number, payload?: { data?: Uint8Array; into?: Uint8Array }): Promise<Extent[] | undefined> {
-    const connection = await this.live(op, offset, length);
+    const current = this.connection;
+    const connection = current && !current.lost && !this.closed ? current : await this.live(op, offset, length);
     try {
-      return await connection.request(type, flags, offset, length, payload);
+      const answer = await connection.request(type, flags, offset, length, payload);
+      if ((type === CMD.WRITE || type === CMD.WRITE_ZEROES || type === CMD.TRIM) && !(flags & CMD_FLAG.FUA)) this.durability.acknowledgedWrite();
+      return answer;
     } catch (err) {
       if (err instanceof NbdRequestError) {
         const code: Errno = this.closed ? 'ECANCELED' : err.lost && err.code === 'ECANCELED' ? 'EIO' : err.code;
@@ -172,14 +196,12 @@ export class NbdDevice implements BlockDevice {
     await this.readAligned(offset, into);
   }
 
-  private async readAligned(offset: number, into: Uint8Array): Promise<void> {
+  private readAligned(offset: number, into: Uint8Array): Promise<void> {
     const max = this.info.maxPayload;
-    const pieces: Promise<unknown>[] = [];
-    for (let done = 0; done < into.length; done += max) {
-      const piece = into.subarray(done, Math.min(into.length, done + max));
-      pieces.push(this.send('read', CMD.READ, 0, offset + done, piece.length, { into: piece }));
-    }
-    await settleAll(pieces);
+    return inPieces(Math.ceil(into.length / max), (i) => {
+      const piece = into.subarray(i * max, Math.min(into.length, (i + 1) * max));
+      return this.send('read', CMD.READ, 0, offset + i * max, piece.length, { into: piece });
+    });
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
@@ -196,15 +218,13 @@ export class NbdDevice implements BlockDevice {
     await this.writeAligned(offset, data);
   }
 
-  private async writeAligned(offset: number, data: Uint8Array): Promise<void> {
+  private writeAligned(offset: number, data: Uint8Array): Promise<void> {
     const max = this.info.maxPayload;
     const flags = this.fua();
-    const pieces: Promise<unknown>[] = [];
-    for (let done = 0; done < data.length; done += max) {
-      const piece = data.subarray(done, Math.min(data.length, done + max));
-      pieces.push(this.send('write', CMD.WRITE, flags, offset + done, piece.length, { data: piece }));
-    }
-    await settleAll(pieces);
+    return inPieces(Math.ceil(data.length / max), (i) => {
+      const piece = data.subarray(i * max, Math.min(data.length, (i + 1) * max));
+      return this.send('write', CMD.WRITE, flags, offset + i * max, piece.length, { data: piece });
+    });
   }
 
   /** Whole blocks around a partial range: read, changed by `change`, written back (one at a time). */
@@ -233,7 +253,7 @@ export class NbdDevice implements BlockDevice {
   async flush(): Promise<void> {
     if (this.closed) throw closedError('flush', 0, 0);
     if (this.options.readOnly || !(this.info.flags & TFLAG.SEND_FLUSH)) return;
-    await this.send('flush', CMD.FLUSH, 0, 0, 0);
+    await this.durability.flush(() => this.send('flush', CMD.FLUSH, 0, 0, 0));
   }
 
   /** NBD_CMD_TRIM where the server takes it (advisory: the range may read back as before). */
@@ -244,9 +264,10 @@ export class NbdDevice implements BlockDevice {
     const min = this.minBlock;
     const start = Math.ceil(offset / min) * min;
     const end = Math.floor((offset + bytes) / min) * min;
-    const pieces: Promise<unknown>[] = [];
-    for (let at = start; at < end; at += MAX_RANGE_REQUEST) pieces.push(this.send('discard', CMD.TRIM, 0, at, Math.min(MAX_RANGE_REQUEST, end - at)));
-    await settleAll(pieces);
+    await inPieces(Math.ceil(Math.max(0, end - start) / MAX_RANGE_REQUEST), (i) => {
+      const at = start + i * MAX_RANGE_REQUEST;
+      return this.send('discard', CMD.TRIM, 0, at, Math.min(MAX_RANGE_REQUEST, end - at));
+    });
   }
 
   /**
@@ -267,12 +288,23 @@ export class NbdDevice implements BlockDevice {
     const pieces: Promise<unknown>[] = [];
     if (offset < start) pieces.push(zeroPart(offset, start));
     if (end < last) pieces.push(zeroPart(end, last));
-    if (this.info.flags & TFLAG.SEND_WRITE_ZEROES) {
+    if (end > start && this.info.flags & TFLAG.SEND_WRITE_ZEROES) {
       const flags = (options.unmap ? 0 : CMD_FLAG.NO_HOLE) | this.fua();
-      for (let at = start; at < end; at += MAX_RANGE_REQUEST) pieces.push(this.send('write', CMD.WRITE_ZEROES, flags, at, Math.min(MAX_RANGE_REQUEST, end - at)));
-    } else {
-      const zeroes = new Uint8Array(Math.min(this.info.maxPayload, end - start));
-      for (let at = start; at < end; at += zeroes.length) pieces.push(this.writeAligned(at, zeroes.subarray(0, Math.min(zeroes.length, end - at))));
+      pieces.push(
+        inPieces(Math.ceil((end - start) / MAX_RANGE_REQUEST), (i) => {
+          const at = start + i * MAX_RANGE_REQUEST;
+          return this.send('write', CMD.WRITE_ZEROES, flags, at, Math.min(MAX_RANGE_REQUEST, end - at));
+        }),
+      );
+    } else if (end > start) {
+      // One buffer of zeroes, written again and again (writeAligned splits it at the maximum payload).
+      const zeroes = new Uint8Array(Math.min(ZEROES_BUFFER, end - start));
+      pieces.push(
+        inPieces(Math.ceil((end - start) / zeroes.length), (i) => {
+          const at = start + i * zeroes.length;
+          return this.writeAligned(at, zeroes.subarray(0, Math.min(zeroes.length, end - at)));
+        }),
+      );
     }
     await settleAll(pieces);
   }
@@ -322,6 +354,34 @@ async function connectTo(options: NbdDeviceOptions): Promise<NbdConnection> {
     if (err instanceof NbdHandshakeError) throw new BlockError(err.code, 'open', 0, 0, `${options.name}: ${err.message.replace(/^[^:]*: /, '')}`, { cause: err });
     throw err;
   }
+}
+
+/**
+ * Runs `count` pieces, each made only when its turn comes, at most
+ * MAX_REQUESTS_IN_FLIGHT at a time: a server announcing one-byte blocks
+ * turns a write of 8 MiB into 8 Mi requests, and none of them exists before
+ * it is sent. After a failure nothing new starts; the first failure is
+ * thrown once the pieces under way settled.
+ */
+async function inPieces(count: number, piece: (index: number) => Promise<unknown>): Promise<void> {
+  if (count === 1) {
+    await piece(0);
+    return;
+  }
+  let next = 0;
+  let failure: { reason: unknown } | null = null;
+  const worker = async () => {
+    while (next < count && !failure) {
+      const index = next++;
+      try {
+        await piece(index);
+      } catch (reason) {
+        failure ??= { reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(count, MAX_REQUESTS_IN_FLIGHT) }, worker));
+  if (failure) throw (failure as { reason: unknown }).reason;
 }
 
 /** Waits for every piece, then throws the first failure (nothing is left running behind a throw). */

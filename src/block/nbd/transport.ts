@@ -11,7 +11,7 @@
  */
 
 export interface NbdTransport {
-  /** Queues bytes to send (in order). */
+  /** Queues bytes to send (in order); they are copied before this turn of the event loop ends, and must not change before. */
   send(data: Uint8Array): void;
   /** What arrives. */
   readonly incoming: ByteQueue;
@@ -19,6 +19,12 @@ export interface NbdTransport {
   close(): void;
   /** Where the stream goes, in words (for messages). */
   readonly peer: string;
+  /**
+   * Where the stream arrived, the same however the address was spelt (the
+   * connected peer's address and port, a socket's real path), so one export
+   * named two ways is known for one; absent when the transport cannot tell.
+   */
+  readonly endpoint?: string;
 }
 
 /** Opens a transport to a server; rejects with an Error naming the failure. */
@@ -78,6 +84,12 @@ export class ByteQueue {
   /** Exactly `bytes` bytes (a copy when they span chunks). */
   async take(bytes: number): Promise<Uint8Array> {
     await this.wait(bytes);
+    return this.takeNow(bytes)!;
+  }
+
+  /** Exactly `bytes` bytes if they are here already, else null (no wait: replies that came together are read in one turn). */
+  takeNow(bytes: number): Uint8Array | null {
+    if (this.queued < bytes) return null;
     const first = this.chunks[0];
     if (first && first.length - this.head >= bytes) {
       const out = first.subarray(this.head, this.head + bytes);
@@ -87,6 +99,13 @@ export class ByteQueue {
     const out = new Uint8Array(bytes);
     this.copyOut(out);
     return out;
+  }
+
+  /** Fills all of `into` if its bytes are here already (true), else takes nothing (false). */
+  fillNow(into: Uint8Array): boolean {
+    if (this.queued < into.length) return false;
+    this.copyOut(into);
+    return true;
   }
 
   /** Fills all of `into`, in pieces as they arrive. */

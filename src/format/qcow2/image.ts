@@ -6,7 +6,7 @@
  * autoclear), marking the image corrupt, flush and close. The backing
  * image (any ImageFormat) is opened by the caller (see open.ts).
  */
-import { type BlockDevice, BlockError, checkRequest, closedError, readOnlyError } from '../../block/block-device.js';
+import { type BlockDevice, type DurabilityNotice, BlockError, checkRequest, closedError, readOnlyError } from '../../block/block-device.js';
 import { type BlockStatus, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../image-format.js';
 import { MetadataCache, type MetadataIo } from './cache.js';
 import { ClusterMap } from './cluster.js';
@@ -66,6 +66,12 @@ export class Qcow2Image implements ImageFormat {
   private readonly reader: GuestReader;
   private readonly writer: GuestWriter;
   private snapshotsValue: SnapshotTable | null = null;
+  /**
+   * The file's, except that a loss cannot be repaired by writing the guest's
+   * bytes again: the tables and refcounts written since the last flush may
+   * be gone with them.
+   */
+  readonly watchDurability?: (listener: (notice: DurabilityNotice) => void) => () => void;
 
   private constructor(
     readonly file: BlockDevice,
@@ -76,6 +82,9 @@ export class Qcow2Image implements ImageFormat {
   ) {
     this.header = header;
     this.writable = writable;
+    if (file.watchDurability) {
+      this.watchDurability = (listener) => file.watchDurability!((notice) => listener(notice.kind === 'lost' ? { ...notice, recoverable: false } : notice));
+    }
     const io: MetadataIo = {
       read: (offset, into) => readPadded(file, offset, into),
       write: (offset, data) => {
