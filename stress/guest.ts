@@ -13,7 +13,7 @@
  * writes allocated the kill took back (they read from the backing file
  * again).
  */
-import type { MapExtent } from './images.js';
+import type { MapExtent } from '../src/format/map.js';
 
 export type Placement = 'anywhere' | 'boundary' | 'backing-gap';
 

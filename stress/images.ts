@@ -6,6 +6,7 @@
  * target differs from its source, what both hold around the difference.
  */
 import { execFileSync } from 'node:child_process';
+import type { MapExtent } from '../src/format/map.js';
 
 const KiB = 1024;
 
@@ -13,18 +14,7 @@ export function sh(program: string, args: string[]): string {
   return execFileSync(program, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-/** One extent of `qemu-img map --output=json`. */
-export interface MapExtent {
-  start: number;
-  length: number;
-  /** 0: the image itself holds it; n: the n-th backing file (or, with present false, nothing in the chain). */
-  depth: number;
-  present: boolean;
-  zero: boolean;
-  data: boolean;
-  offset?: number;
-}
-
+/** What `qemu-img map --output=json` says of an image (depth 0: the image itself holds it). */
 export function readMap(image: string): MapExtent[] {
   return JSON.parse(sh('qemu-img', ['map', '--output=json', image])) as MapExtent[];
 }

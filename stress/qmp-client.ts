@@ -24,7 +24,12 @@ export class MirrorProcess {
   readonly exited: Promise<number | string>;
   private gone = false;
 
-  constructor(bin: string, args: string[]) {
+  constructor(
+    bin: string,
+    args: string[],
+    /** Told of every event as it comes. */
+    private readonly onEvent: (e: QmpEvent) => void = () => {},
+  ) {
     this.child = spawn(process.execPath, [bin, 'mirror', '--qmp', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.exited = new Promise((resolve) => {
       this.child.on('exit', (code, signal) => {
@@ -52,6 +57,7 @@ export class MirrorProcess {
     if (typeof msg.event === 'string') {
       const e = { event: msg.event, data: (msg.data ?? {}) as Record<string, unknown> };
       this.events.push(e);
+      this.onEvent(e);
       this.waiters = this.waiters.filter((w) => {
         if (!w.test(e)) return true;
         w.resolve(e);

@@ -189,7 +189,10 @@ export class Round {
   private async start(resume: boolean, inject: string[] = []): Promise<void> {
     this.processes++;
     const args = [...(resume ? ['--resume'] : []), ...inject.flatMap((rule) => ['--inject', rule]), ...this.args];
-    this.proc = new MirrorProcess(BIN, args);
+    this.proc = new MirrorProcess(BIN, args, (e) => {
+      if (e.event === 'JOB_STATUS_CHANGE') this.note(`  status ${String(e.data.status)}`);
+      else if (e.event === 'BLOCK_JOB_ERROR') this.note(`  BLOCK_JOB_ERROR ${String(e.data.operation)} ${String(e.data.action)}`);
+    });
     const answer = await this.proc.command('qmp_capabilities');
     if (!('return' in answer)) {
       const code = await this.proc.exit(30_000, 'a refused start');
@@ -336,8 +339,8 @@ export class Round {
     if (!injected) {
       for (const rule of faults) if (await this.cmd('fault-add', { rule })) this.rules.push(rule);
     }
-    this.figures.faults += faults.length;
-    this.figures.resumeFaults += faults.length;
+    this.figures.faults += this.rules.length;
+    this.figures.resumeFaults += this.rules.length;
     await sleep(this.int(0, 400));
     // Most often the faults go around the job's resume; otherwise the chaos meets them.
     if (this.rand() < 0.75) {
@@ -529,6 +532,6 @@ export class Round {
   }
 
   get history(): string {
-    return this.log.slice(-80).join('\n');
+    return this.log.slice(-150).join('\n');
   }
 }
