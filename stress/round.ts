@@ -73,6 +73,8 @@ export interface Figures {
   gapWrites: number;
   /** Guest writes touching two clusters or more. */
   crossWrites: number;
+  /** Guest writes under way when their process was killed, never answered. */
+  cutOffWrites: number;
   /** Clusters acknowledged guest writes allocated in the overlay that a kill took back. */
   takenBack: number;
   /** Images `qemu-img check` found leaking clusters after a kill. */
@@ -85,7 +87,7 @@ export function newFigures(): Figures {
   return {
     rounds: 0, qcow2Rounds: 0, writeBlockingRounds: 0, multiKillRounds: 0, policies: { source: byPolicy(), target: byPolicy() },
     faults: 0, resumeFaults: 0, errors: 0, kills: 0, resumes: 0, resumesRefused: 0, noCheckpoint: 0, restarts: 0, cancels: 0, pauses: 0,
-    guestWrites: 0, gapWrites: 0, crossWrites: 0, takenBack: 0, leaksAfterKill: 0, bytesMirrored: 0,
+    guestWrites: 0, gapWrites: 0, crossWrites: 0, cutOffWrites: 0, takenBack: 0, leaksAfterKill: 0, bytesMirrored: 0,
   };
 }
 
@@ -197,8 +199,8 @@ export class Round {
     if (!('return' in answer)) {
       const code = await this.proc.exit(30_000, 'a refused start');
       const said = this.proc.stderr.join(' | ');
-      // The source changed after the last checkpoint (a guest write the checkpoint cannot know): resume is refused, by design.
-      if (resume && /cannot resume: the source .* (was modified .* after the checkpoint|changed: )/.test(said)) {
+      // A guest wrote the source after the last checkpoint (its stamps changed, or its mark says a write was under way): resume is refused, by design.
+      if (resume && /cannot resume: (the source .* (was modified .* after the checkpoint|changed: )|a guest was writing the source .* after the last checkpoint)/.test(said)) {
         this.note(`resume refused: ${said}`);
         this.figures.resumesRefused++;
         // As the refusal says: delete the checkpoint and mirror again from the start.
@@ -260,11 +262,20 @@ export class Round {
     return 'ok';
   }
 
-  private async guestWrite(placement: Placement): Promise<void> {
+  /** A guest write, sent: its answer, and what to call once the job acknowledged it. */
+  private sendGuestWrite(placement: Placement): { answer: Promise<boolean>; acknowledged: () => void } {
     const w = this.guest.pick(placement);
     const pattern = this.int(1, 255);
     this.note(`guest write (${w.placement}, ${this.guest.clusters(w)} cluster${this.guest.clusters(w) > 1 ? 's' : ''})`);
-    if (!(await this.cmd('x-source-write', { offset: w.offset, bytes: w.bytes, pattern }))) return;
+    return { answer: this.cmd('x-source-write', { offset: w.offset, bytes: w.bytes, pattern }), acknowledged: () => this.acknowledged(w, pattern) };
+  }
+
+  private async guestWrite(placement: Placement): Promise<void> {
+    const sent = this.sendGuestWrite(placement);
+    if (await sent.answer) sent.acknowledged();
+  }
+
+  private acknowledged(w: GuestWrite, pattern: number): void {
     this.figures.guestWrites++;
     if (w.placement === 'backing-gap') this.figures.gapWrites++;
     if (this.guest.clusters(w) > 1) this.figures.crossWrites++;
@@ -278,11 +289,16 @@ export class Round {
     return r < 0.5 ? 'anywhere' : r < 0.75 ? 'boundary' : 'backing-gap';
   }
 
-  private async kill(why: string): Promise<void> {
+  /** SIGKILL, then --resume; `inFlight`: a guest write sent just before, answered or not when the process went. */
+  private async kill(why: string, inFlight?: ReturnType<Round['sendGuestWrite']>): Promise<void> {
     this.note(`SIGKILL (${why})`);
     this.proc.kill('SIGKILL');
     this.figures.kills++;
     this.kills++;
+    if (inFlight) {
+      if (await inFlight.answer) inFlight.acknowledged();
+      else this.figures.cutOffWrites++;
+    }
     await this.restart(true, 'SIGKILL');
   }
 
@@ -433,9 +449,17 @@ export class Round {
       await this.proc.waitEvent((e) => e.event === 'BLOCK_JOB_READY', 3000);
     }
     if (this.rand() < 0.7) await sleep(this.int(1100, 1800));
-    for (let i = this.int(1, 3); i > 0; i--) {
+    const placement = (): Placement => {
       const r = this.rand();
-      await this.guestWrite(r < 0.7 ? 'backing-gap' : r < 0.9 ? 'boundary' : 'anywhere');
+      return r < 0.7 ? 'backing-gap' : r < 0.9 ? 'boundary' : 'anywhere';
+    };
+    for (let i = this.int(1, 3); i > 0; i--) await this.guestWrite(placement());
+    if (this.rand() < 0.25) {
+      // The guest is writing when the process dies: its write may land whole, in part or not at all, unanswered.
+      const sent = this.sendGuestWrite(placement());
+      await sleep(this.int(0, 8));
+      await this.kill('planned, a guest write under way', sent);
+      return;
     }
     if (this.rand() < 0.35) {
       await sleep(this.pick([0, 50, 200, 500]));

@@ -58,7 +58,7 @@ function describe(f: Figures, seconds: number, seed: number): string {
     `  ${f.kills} kills (SIGKILL): ${f.resumes} resumes from a checkpoint, ${f.resumesRefused} of them refused (a guest wrote after the last checkpoint: mirrored again from the start), ` +
       `${f.noCheckpoint} before any checkpoint (a fresh job took over)`,
     `  ${f.guestWrites} guest writes: ${f.gapWrites} into clusters only the backing file held, ${f.crossWrites} across a cluster boundary; ` +
-      `${f.takenBack} clusters they allocated taken back by a kill`,
+      `${f.takenBack} clusters they allocated taken back by a kill; ${f.cutOffWrites} more under way when a kill came`,
     `  ${f.faults} fault rules (${f.resumeFaults} met by a resumed job from its start), ${f.errors} job errors; ${f.pauses} pauses, ${f.cancels} cancels, ${f.restarts} fresh starts; ` +
       `${f.leaksAfterKill} images leaking clusters after a kill, none corrupt`,
     `  ${(f.bytesMirrored / MiB).toFixed(0)} MiB mirrored`,
