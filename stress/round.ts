@@ -444,7 +444,7 @@ export class Round {
    * is killed.
    */
   private async crashAfterWrites(): Promise<void> {
-    if (this.rand() < 0.4 && !this.stopped()) {
+    if (this.rand() < 0.5 && !this.stopped()) {
       await this.cmd('block-job-set-speed', { speed: 0 });
       await this.proc.waitEvent((e) => e.event === 'BLOCK_JOB_READY', 3000);
     }
@@ -453,15 +453,15 @@ export class Round {
       const r = this.rand();
       return r < 0.7 ? 'backing-gap' : r < 0.9 ? 'boundary' : 'anywhere';
     };
-    for (let i = this.int(1, 3); i > 0; i--) await this.guestWrite(placement());
-    if (this.rand() < 0.25) {
+    for (let i = this.pick([1, 1, 2, 3]); i > 0; i--) await this.guestWrite(placement());
+    if (this.rand() < 0.2) {
       // The guest is writing when the process dies: its write may land whole, in part or not at all, unanswered.
       const sent = this.sendGuestWrite(placement());
       await sleep(this.int(0, 8));
       await this.kill('planned, a guest write under way', sent);
       return;
     }
-    if (this.rand() < 0.35) {
+    if (this.rand() < 0.5) {
       await sleep(this.pick([0, 50, 200, 500]));
       if (!this.stopped() && (await this.verb('pause'))) this.figures.pauses++;
       await sleep(this.int(50, 400));
