@@ -13,10 +13,12 @@
  * are gone (or sooner, to meet them again).
  *
  * Half the rounds also plan two or three kills before the completion, each
- * the same way: the guest falls quiet (a checkpoint lands, and the next
- * write is the first after it), writes into clusters the overlay does not
- * hold yet, falls quiet again (the job copies what it wrote, a checkpoint
- * may call it clean), and the process is killed. Every resumed process
+ * the same way: the job sometimes catches up first (READY), the guest falls
+ * quiet (a checkpoint lands, and the next write is the first after it),
+ * writes into clusters the overlay does not hold yet, falls quiet again
+ * while the job copies what it wrote and a checkpoint (a second's, a
+ * pause's) may call it clean, and the process is killed; sometimes while a
+ * last guest write is still under way. Every resumed process
  * meets faults on both sides from its first requests (injected on its
  * command line, or added as soon as its monitor answers), most often
  * removed again around its job-resume.
