@@ -75,6 +75,8 @@ export abstract class Job {
   /** A cancel was accepted, soft or forced (after READY a soft one finishes the copy without switching over). */
   private cancelAccepted = false;
   protected completeRequested = false;
+  /** The completion met an error on its way (its final flush failed): it is no longer one step away. */
+  protected completionStalled = false;
   private finalizeRequested = false;
   private dismissRequested = false;
   protected resultValue: JobResult | null = null;
@@ -279,7 +281,7 @@ export abstract class Job {
    * looks at another command, so a cancel cannot overtake it.
    */
   get completing(): boolean {
-    if (!this.completeRequested || this.cancelRequested) return false;
+    if (!this.completeRequested || this.cancelRequested || this.completionStalled) return false;
     const s = this.statusValue;
     if (s === 'waiting' || (s === 'pending' && this.autoFinalize)) return true;
     // In standby with no pause left, a resume was just asked: the job is on its way back to ready.

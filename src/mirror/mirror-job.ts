@@ -305,6 +305,8 @@ export class MirrorJob extends Job {
           const flushed = await this.flushTarget();
           if (this.failureValue) return;
           if (!flushed) {
+            // Under ignore the flush is retried; meanwhile the completion is not one step away (a force cancel may come first).
+            if (this.completeRequested) this.completionStalled = true;
             this.writesClosed = false;
             await this.backoffSleep(this.backoff.delay(FLUSH_KEY));
             continue;
