@@ -16,7 +16,7 @@ import { type ParsedArgs, parseArgs, UsageError } from './args.js';
 import type { Command } from './command.js';
 import { checkFormat, defaultFormat, openImageChain, store } from './node-images.js';
 import { isNbdUri } from '../block/nbd/uri.js';
-import { type SidecarImages, SidecarCheckpointer, sidecarPath } from './sidecar.js';
+import { SidecarCheckpointer, sidecarPath } from './sidecar.js';
 import { planResume, refuseStaleCheckpoint } from './mirror-resume.js';
 import { ProgressLine } from './progress.js';
 import { EXIT, exitCodeFor, runPlain } from './mirror-io.js';
@@ -26,6 +26,7 @@ import { type OpenedImage, WritableOnDemand } from '../format/image-access.js';
 import { stampChain } from '../format/image-stamp.js';
 import type { ImageFormat } from '../format/image-format.js';
 import { MirrorControl } from '../mirror/control.js';
+import { type Ending, type JobStop, endMirror } from '../mirror/end.js';
 import { parseFaultSpec } from '../mirror/fault-spec.js';
 import { launchMirror } from '../mirror/launch.js';
 import type { MirrorJob } from '../mirror/mirror-job.js';
@@ -73,10 +74,8 @@ interface Opened {
   sidecar: string;
   /** Null when an image is an NBD export: nothing could tell whether it changed before a resume. */
   checkpointer: SidecarCheckpointer | null;
-  /** The stamps of both images, once closed (opened again read-only to read them). */
-  stamps(): Promise<SidecarImages>;
-  /** Removes the target this run made if the job wrote nothing into it. */
-  dropIfUnwritten(): Promise<boolean>;
+  /** How the job's life ends (mirror/end.ts). */
+  ending: Ending;
 }
 
 /** The command line as MirrorOptions; every value is checked here (as the job checks it), before any file is touched. */
@@ -137,14 +136,15 @@ async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; li
   const source: ImageFormat = qmp !== null ? new WritableOnDemand(sourceOpened, openSource) : sourceOpened.image;
   const currentSource = () => (source instanceof WritableOnDemand ? source.current : sourceOpened);
   try {
-    const stamps = async (target: OpenedImage, digestTarget: boolean): Promise<SidecarImages> => ({
+    // Periodic checkpoints stamp the target without its digest: the job goes on writing it.
+    const stamps = async (target: OpenedImage) => ({
       source: await stampChain(store, currentSource(), true),
-      target: (await stampChain(store, target, digestTarget))[0]!,
+      target: (await stampChain(store, target, false))[0]!,
     });
-    let checkpointer: SidecarCheckpointer | undefined;
+    const launchSource = { image: source, name: srcPath, opened: sourceOpened };
     const launched = await launchMirror({
       store,
-      source: { image: source, name: srcPath, opened: sourceOpened },
+      source: launchSource,
       target: dstPath,
       ...(dstFormat ? { targetFormat: dstFormat } : {}),
       options: given,
@@ -155,11 +155,11 @@ async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; li
             onExisting: (target: OpenedImage) => planResume({ o, given, srcPath, dstPath, sidecar, source: sourceOpened }, target),
             onMissing: async () => refuseStaleCheckpoint(sidecar, dstPath),
             checkpointer: (target: OpenedImage) =>
-              (checkpointer = new SidecarCheckpointer(
+              new SidecarCheckpointer(
                 sidecar,
                 { source: resolve(srcPath), target: resolve(dstPath), sourceFormat: source.format, targetFormat: target.image.format },
-                () => stamps(target, false),
-              )),
+                () => stamps(target),
+              ),
           }
         : {}),
       checkpointIntervalSeconds: intervalSeconds,
@@ -168,29 +168,14 @@ async function open(argv: string[]): Promise<Opened & { qmp: QmpWhere | null; li
     const { job, target } = launched;
     const control = new MirrorControl();
     control.add(job, launched.faults);
-    // Once the images are closed: open them again read-only (nothing writes on such an open) and stamp them.
-    const stampsAfterClose = async (): Promise<SidecarImages> => {
-      const s = await openSource(true);
-      try {
-        const t = await openImageChain(dstPath, { readOnly: true, format: target.image.format });
-        try {
-          return { source: await stampChain(store, s, true), target: (await stampChain(store, t, true))[0]! };
-        } finally {
-          await t.image.close();
-        }
-      } finally {
-        await s.image.close();
-      }
-    };
     return {
       source,
       target: target.image,
       job,
       control,
       sidecar,
-      checkpointer: checkpointer ?? null,
-      stamps: stampsAfterClose,
-      dropIfUnwritten: launched.dropIfUnwritten,
+      checkpointer: launched.checkpointer,
+      ending: { store, source: launchSource, launched },
       qmp,
       listener,
       progress: o.progress === true,
@@ -248,19 +233,11 @@ export const mirrorCommand: Command = {
     };
     process.stdout.on('error', onOutputError);
     const signalled = new Promise<'interrupted'>((r) => (interrupted = () => r('interrupted')));
-    // Images are closed at the end, unless I/O is still under way (a close would flush metadata mid-write).
+    // Images are closed at the end (mirror/end.ts), unless I/O is still under way (a close would flush metadata mid-write).
     let closeImages = true;
-    const closeBoth = async () => {
+    const end = (stop: JobStop) => {
       closeImages = false;
-      await source.close().catch(() => {});
-      await target.close().catch(() => {});
-    };
-    const seal = async () => {
-      try {
-        return (await opened.checkpointer?.seal(await opened.stamps())) ?? false;
-      } catch {
-        return false;
-      }
+      return endMirror(opened.ending, stop);
     };
     let started = false;
     const start = () => {
@@ -293,10 +270,8 @@ export const mirrorCommand: Command = {
         progress?.clear();
         // Stop writing, let what is in flight land, then checkpoint: the images are then exactly as the checkpoint says.
         const { quiet, saved } = await job.halt();
-        if (quiet) {
-          await closeBoth();
-          if (saved) await seal();
-        } else {
+        if (quiet) await end(saved ? 'halted' : 'halted-unsaved');
+        else {
           closeImages = false;
           opened.checkpointer?.stop();
         }
@@ -311,12 +286,7 @@ export const mirrorCommand: Command = {
         );
         return EXIT.interrupted;
       }
-      // Nothing was copied into a target this run made: it goes, with its checkpoint (unlinked while still held).
-      const dropped = outcome !== EXIT.completed && (await opened.dropIfUnwritten());
-      if (dropped) await opened.checkpointer?.remove().catch(() => {});
-      await closeBoth();
-      // A failed job keeps its checkpoint (fix the cause, then --resume): seal it now that nothing writes.
-      if (outcome !== EXIT.completed && !dropped && opened.checkpointer && existsSync(opened.sidecar)) await seal();
+      await end((await job.result).outcome);
       return outcome;
     } finally {
       process.off('SIGINT', onSignal);
@@ -326,7 +296,10 @@ export const mirrorCommand: Command = {
       opened.listener?.close();
       lines?.close();
       process.stdin.destroy();
-      if (closeImages) await closeBoth();
+      if (closeImages) {
+        await source.close().catch(() => {});
+        await target.close().catch(() => {});
+      }
     }
   },
 };

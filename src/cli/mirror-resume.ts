@@ -75,7 +75,7 @@ export async function planResume(r: ResumeRequest, target: OpenedImage): Promise
   checkResumeOptions(o, r.given, checkpoint, { ...(targetInfo.clusterSize ? { targetClusterSize: targetInfo.clusterSize } : {}), sourceHasBacking: sourceInfo.backingFile !== undefined });
   refuseChangedImages(
     // After a kill the job itself wrote the target after its last checkpoint, until the heartbeat stopped.
-    { ...checkpoint.images, final: checkpoint.final, writesEndedMs: checkpoint.touchedMs, sourceWriting: checkpoint.sourceWriting === true },
+    { ...checkpoint.images, final: checkpoint.final, writesEndedMs: checkpoint.writesEndedMs, sourceWriting: checkpoint.sourceWriting === true },
     { source: await stampChain(store, r.source, true), target: (await stampChain(store, target, checkpoint.final))[0]! },
     { source: checkpoint.source, target: checkpoint.target },
     `delete ${checkpoint.target}${SIDECAR_SUFFIX} and run the mirror again without --resume (everything is copied again)`,

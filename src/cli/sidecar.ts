@@ -3,50 +3,36 @@
  * (TARGET.dmcheckpoint), written atomically (a new file made exclusively
  * under a fresh name, never through a symlink, fsync, rename, fsync of the
  * directory), so a crash leaves the old checkpoint or the new one, never half
- * of one. The job flushes the target before it hands over a checkpoint, so a
- * chunk the sidecar calls clean is durable.
- *
- * A sidecar also names what it belongs to: a stamp of each image (see
- * image-stamp.ts). While the job runs, the sidecar's modification time is
- * touched every second: after a kill, it tells when the job's writes ended.
- * A checkpoint sealed after the job stopped writing (a signal, a failure)
- * is `final`: its images may not have changed at all.
+ * of one. The rules every checkpoint store keeps are
+ * mirror/checkpoint-store.ts's; this is how a file keeps them: the record is
+ * JSON (its bitmap in base64), and its heartbeat is the file's modification
+ * time, touched every second while the job runs.
  */
 import * as fs from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { FormatName } from '../format/image-format.js';
-import type { ImageStamp } from '../format/image-stamp.js';
-import type { Checkpoint, Checkpointer } from '../mirror/types.js';
-import { type ResolvedOptions, givenOptions, resolveOptions } from '../mirror/options.js';
+import {
+  type CheckpointImages,
+  type CheckpointRecord,
+  type ReadCheckpoint,
+  StoredCheckpoints,
+  isCurrentVersion,
+  recordDamage,
+  CHECKPOINT_VERSION,
+} from '../mirror/checkpoint-store.js';
+import type { Checkpoint } from '../mirror/types.js';
 
 export const SIDECAR_SUFFIX = '.dmcheckpoint';
-const VERSION = 2;
-const HEARTBEAT_MS = 1000;
 
-export interface SidecarImages {
-  /** The source's chain, the image first. */
-  source: ImageStamp[];
-  target: ImageStamp;
+/** A job's record in a sidecar: its images named by absolute paths. */
+export interface SidecarRecord extends CheckpointRecord<string> {
+  sourceFormat: FormatName;
 }
 
-export interface SidecarContents {
+/** The file as written: the record, its bitmap in base64 (JSON has no bytes). */
+export interface SidecarFile extends Omit<SidecarRecord, 'bitmap'> {
   kind: 'diskmirror-checkpoint';
-  version: typeof VERSION;
-  source: string;
-  target: string;
-  sourceFormat: FormatName;
-  targetFormat: FormatName;
-  size: number;
-  options: ResolvedOptions;
-  status: string;
-  savedAt: number;
-  /** The serialized dirty bitmap, base64. */
   bitmap: string;
-  images: SidecarImages;
-  /** Sealed after the job's last write: the images are exactly as stamped. */
-  final: boolean;
-  /** A guest began writing the source after this checkpoint: it cannot be resumed (see mirror/checkpoints.ts). */
-  sourceWriting?: boolean;
 }
 
 export function sidecarPath(targetPath: string): string {
@@ -88,91 +74,62 @@ function writeAtomically(path: string, text: string): void {
   }
 }
 
-export class SidecarCheckpointer implements Checkpointer {
-  private heartbeat: ReturnType<typeof setInterval> | null = null;
-  private last: SidecarContents | null = null;
-  /** The job is done with its checkpoint: a save still under way must not bring it back. */
-  private removed = false;
-
+/** One job's checkpoints in the sidecar at `path`. */
+export class SidecarCheckpointer extends StoredCheckpoints<SidecarRecord> {
   constructor(
     readonly path: string,
     private readonly context: { source: string; target: string; sourceFormat: FormatName; targetFormat: FormatName },
-    /** The images' stamps now (called after the job flushed them). */
-    private readonly stamps: () => Promise<SidecarImages>,
-  ) {}
+    stamps: () => Promise<CheckpointImages>,
+  ) {
+    super(stamps);
+  }
 
-  async save(checkpoint: Checkpoint): Promise<void> {
-    const contents: SidecarContents = {
-      kind: 'diskmirror-checkpoint',
-      version: VERSION,
+  protected record(checkpoint: Checkpoint, images: CheckpointImages): SidecarRecord {
+    return {
+      version: CHECKPOINT_VERSION,
       ...this.context,
       size: checkpoint.size,
       options: checkpoint.options,
       status: checkpoint.status,
       savedAt: checkpoint.savedAt,
-      bitmap: Buffer.from(checkpoint.bitmap).toString('base64'),
-      images: await this.stamps(),
+      bitmap: checkpoint.bitmap,
+      images,
       final: false,
     };
-    if (this.removed) return;
-    writeAtomically(this.path, JSON.stringify(contents));
-    this.last = contents;
-    this.heartbeat ??= setInterval(() => {
-      const now = new Date();
-      try {
-        fs.utimesSync(this.path, now, now);
-      } catch {
-        // Gone (the job finished and removed it): nothing to keep fresh.
-      }
-    }, HEARTBEAT_MS);
-    this.heartbeat.unref();
   }
 
-  /** Marks the stored checkpoint (this job's last, or the one on disk it resumed from) as written after. */
-  async markSourceWriting(): Promise<void> {
-    if (this.removed) return;
-    let base = this.last;
-    if (!base) {
-      const stored = readSidecar(this.path);
-      if (!stored) return;
-      const { bitmapBytes: _bitmap, touchedMs: _touched, ...contents } = stored;
-      base = contents;
-    }
-    if (base.sourceWriting) return;
-    const marked: SidecarContents = { ...base, sourceWriting: true };
-    writeAtomically(this.path, JSON.stringify(marked));
-    this.last = marked;
+  /** Written at once (before the promise settles): a rename's new modification time is the heartbeat. */
+  protected async put(record: SidecarRecord): Promise<void> {
+    const { bitmap, ...rest } = record;
+    const file: SidecarFile = { kind: 'diskmirror-checkpoint', ...rest, bitmap: Buffer.from(bitmap).toString('base64') };
+    writeAtomically(this.path, JSON.stringify(file));
   }
 
-  /**
-   * Marks the last checkpoint final, with `images` stamped after the job's
-   * last write and the images closed. False when there is none to seal.
-   */
-  seal(images: SidecarImages): boolean {
-    this.stop();
-    if (!this.last) return false;
-    this.last = { ...this.last, images, final: true };
-    writeAtomically(this.path, JSON.stringify(this.last));
-    return true;
-  }
-
-  /** Stops touching the sidecar. */
-  stop(): void {
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    this.heartbeat = null;
-  }
-
-  async remove(): Promise<void> {
-    this.removed = true;
-    this.stop();
+  protected async erase(): Promise<void> {
     fs.rmSync(this.path, { force: true });
+  }
+
+  protected async beat(): Promise<void> {
+    const now = new Date();
+    try {
+      fs.utimesSync(this.path, now, now);
+    } catch {
+      // Gone (the job finished and removed it): nothing to keep fresh.
+    }
+  }
+
+  async read(): Promise<ReadCheckpoint<SidecarRecord> | null> {
+    const read = readSidecar(this.path);
+    if (!read) return null;
+    const { kind: _kind, bitmap: _base64, bitmapBytes, writesEndedMs, ...record } = read;
+    return { record: { ...record, bitmap: bitmapBytes }, writesEndedMs };
   }
 }
 
-export interface ReadSidecar extends SidecarContents {
+/** A sidecar read and checked: the file's fields, its bitmap's bytes, and when the job's writes ended at the latest (its last heartbeat). */
+export interface ReadSidecar extends SidecarFile {
   bitmapBytes: Uint8Array;
-  /** When the job's writes ended, at the latest (the sidecar's last heartbeat). */
-  touchedMs: number;
+  writesEndedMs: number;
 }
 
 /** Reads a sidecar; null when there is none. A damaged one is an error that names the file. */
@@ -180,42 +137,20 @@ export function readSidecar(path: string): ReadSidecar | null {
   const link = fs.lstatSync(path, { throwIfNoEntry: false });
   if (!link) return null;
   if (!link.isFile()) throw new Error(`checkpoint ${path} is not a regular file (a symlink or something else); refusing to read it`);
-  let parsed: SidecarContents;
+  let parsed: SidecarFile;
   try {
-    parsed = JSON.parse(fs.readFileSync(path, 'utf8')) as SidecarContents;
+    parsed = JSON.parse(fs.readFileSync(path, 'utf8')) as SidecarFile;
   } catch (err) {
     throw new Error(`checkpoint ${path} is unreadable: ${(err as Error).message}`);
   }
   if (parsed?.kind !== 'diskmirror-checkpoint' || typeof parsed.bitmap !== 'string') {
     throw new Error(`checkpoint ${path} is not a diskmirror checkpoint`);
   }
-  if (parsed.version !== VERSION || !parsed.images?.target || !Array.isArray(parsed.images.source)) {
+  if (!isCurrentVersion(parsed)) {
     throw new Error(`checkpoint ${path} was written by another version of diskmirror and cannot be resumed; delete it and run the mirror again`);
   }
-  const problem = damage(parsed);
+  const bitmapBytes = new Uint8Array(Buffer.from(parsed.bitmap, 'base64'));
+  const problem = recordDamage({ ...parsed, bitmap: bitmapBytes }, (source) => typeof source === 'string');
   if (problem) throw new Error(`checkpoint ${path} is damaged (${problem}) and cannot be resumed; delete it and run the mirror again`);
-  return { ...parsed, bitmapBytes: new Uint8Array(Buffer.from(parsed.bitmap, 'base64')), touchedMs: link.mtimeMs };
-}
-
-/** What is wrong with a checkpoint's fields, or null: every field a resume reads has its type, its options are valid options. */
-function damage(c: SidecarContents): string | null {
-  const text = (v: unknown) => typeof v === 'string';
-  const count = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-  const time = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
-  if (!text(c.source) || !text(c.target)) return 'its image names';
-  if (!count(c.size)) return 'its size';
-  if (!time(c.savedAt)) return 'its time';
-  if (typeof c.final !== 'boolean') return 'its final mark';
-  if (c.sourceWriting !== undefined && typeof c.sourceWriting !== 'boolean') return 'its mark of source writes';
-  for (const stamp of [...c.images.source, c.images.target] as unknown[]) {
-    const s = stamp as Partial<ImageStamp> | null;
-    if (typeof s !== 'object' || s === null || !text(s.name) || !text(s.key) || !count(s.size) || !time(s.modifiedMs)) return 'its image stamps';
-  }
-  if (typeof c.options !== 'object' || c.options === null || Array.isArray(c.options)) return 'its options';
-  try {
-    resolveOptions(givenOptions(c.options), { targetIsZero: false });
-  } catch (err) {
-    return `its options: ${(err as Error).message}`;
-  }
-  return null;
+  return { ...parsed, bitmapBytes, writesEndedMs: link.mtimeMs };
 }

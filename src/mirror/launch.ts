@@ -35,7 +35,7 @@ export interface ResumePlan {
   resume: ResumeState;
 }
 
-export interface LaunchSpec {
+export interface LaunchSpec<C extends Checkpointer = Checkpointer> {
   store: FileStore;
   source: LaunchSource;
   target: string;
@@ -55,16 +55,18 @@ export interface LaunchSpec {
   /** Publishes a new image under its name (default: its own publish). */
   publish?(made: NewImage): Promise<void>;
   /** The checkpointer, once the target is open. */
-  checkpointer?(target: OpenedImage): Checkpointer;
+  checkpointer?(target: OpenedImage): C;
   checkpointIntervalSeconds?: number;
   /** Faults armed before the job starts (the command line's --inject). */
   faults?: FaultSpec[];
 }
 
-export interface Launched {
+export interface Launched<C extends Checkpointer = Checkpointer> {
   job: MirrorJob;
   target: OpenedImage;
   faults: JobFaults;
+  /** The job's checkpointer, if the front end gave one. */
+  checkpointer: C | null;
   /** The target was made by this launch. */
   created: boolean;
   /** Removes the target this launch made if the job wrote nothing into it (while it is still held); true if it did. */
@@ -76,7 +78,7 @@ export interface Launched {
  * error nothing is left: the target is closed, and removed if it was made
  * here. The source stays open: it is the front end's.
  */
-export async function launchMirror(spec: LaunchSpec): Promise<Launched> {
+export async function launchMirror<C extends Checkpointer = Checkpointer>(spec: LaunchSpec<C>): Promise<Launched<C>> {
   const { store, source } = spec;
   let target: OpenedImage | undefined;
   let made: NewImage | undefined;
@@ -128,6 +130,7 @@ export async function launchMirror(spec: LaunchSpec): Promise<Launched> {
       job,
       target,
       faults,
+      checkpointer: checkpointer ?? null,
       created: createdHere,
       async dropIfUnwritten() {
         if (!createdHere || job.stats().bytesWritten > 0) return false;

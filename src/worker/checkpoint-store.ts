@@ -1,59 +1,40 @@
 /**
  * Checkpoints in the browser: IndexedDB, through idb, with the schema as a
- * type. One record per job; the job flushes its target before it hands a
- * checkpoint over, so a chunk a record calls clean is durable. No other I/O
- * is awaited inside a transaction.
- *
- * A record also names what it belongs to: a stamp of each image (see
- * image-stamp.ts), so a resume onto a changed image is refused. While the
- * job runs, its heartbeat record is rewritten every second: after a closed
- * tab, it tells when the job's writes ended. A record sealed after the job
- * stopped writing (it failed) is `final`: its images may not have changed
- * at all.
+ * type. One record per job, keyed by its id; its heartbeat is a record of
+ * its own, rewritten every second while the job runs. The rules every
+ * checkpoint store keeps are mirror/checkpoint-store.ts's; this is how
+ * IndexedDB keeps them. No other I/O is awaited inside a transaction, and a
+ * record is written with strict durability: a checkpoint is a promise about
+ * the disk, so it is on the disk before the job goes on.
  */
 import { dirtyChunks } from '../kernel/bitmap-serial.js';
 import { type DBSchema, type IDBPDatabase, openDB } from 'idb';
+import { ImageConflictError } from '../block/block-device.js';
 import { isNbdUri } from '../block/nbd/uri.js';
 import type { FormatName } from '../format/image-format.js';
-import type { ImageStamp } from '../format/image-stamp.js';
-import type { Checkpoint, Checkpointer } from '../mirror/types.js';
-import type { ResolvedOptions } from '../mirror/options.js';
+import {
+  type CheckpointImages,
+  type CheckpointRecord,
+  type ReadCheckpoint,
+  StoredCheckpoints,
+  isCurrentVersion,
+  recordDamage,
+  CHECKPOINT_VERSION,
+} from '../mirror/checkpoint-store.js';
+import type { Checkpoint } from '../mirror/types.js';
 import type { SourceRef } from '../shared/source-ref.js';
 
-/** Records of another version cannot be resumed (they do not name their images). */
-export const CHECKPOINT_VERSION = 2;
-const HEARTBEAT_MS = 1000;
-
-export interface CheckpointImages {
-  /** The source's chain, the image first. */
-  source: ImageStamp[];
-  target: ImageStamp;
-}
-
-export interface StoredCheckpoint {
+/** A job's record in IndexedDB. */
+export interface StoredCheckpoint extends CheckpointRecord<SourceRef> {
   id: string;
-  version?: number;
   /** An import completes by itself when resumed (records without it are mirrors). */
   kind?: 'mirror' | 'import';
-  source: SourceRef;
-  target: string;
-  targetFormat: FormatName;
-  size: number;
-  options: ResolvedOptions;
-  status: string;
-  savedAt: number;
-  bitmap: Uint8Array;
   /** Bytes still dirty when saved (for the list of interrupted jobs). */
   dirtyBytes: number;
-  images?: CheckpointImages;
-  /** Sealed after the job's last write: the images are exactly as stamped. */
-  final?: boolean;
-  /** A guest began writing the source after this checkpoint: it cannot be resumed (see mirror/checkpoints.ts). */
-  sourceWriting?: boolean;
 }
 
 /** A job's heartbeat: its writes had not ended at `at` (milliseconds since the epoch). */
-export interface Heartbeat {
+interface Heartbeat {
   id: string;
   at: number;
 }
@@ -87,16 +68,14 @@ function database(): Promise<IDBPDatabase<DiskmirrorDB>> {
   return db;
 }
 
+/** Every stored record as it is (of any version, unchecked: see unresumable). */
 export async function listCheckpoints(): Promise<StoredCheckpoint[]> {
   return (await database()).getAll('checkpoints');
 }
 
+/** A job's record as it is (unchecked: see unresumable). */
 export async function getCheckpoint(id: string): Promise<StoredCheckpoint | undefined> {
   return (await database()).get('checkpoints', id);
-}
-
-export async function getHeartbeat(id: string): Promise<Heartbeat | undefined> {
-  return (await database()).get('heartbeats', id);
 }
 
 export async function deleteCheckpoint(id: string): Promise<void> {
@@ -104,14 +83,33 @@ export async function deleteCheckpoint(id: string): Promise<void> {
   await Promise.all([tx.objectStore('checkpoints').delete(id), tx.objectStore('heartbeats').delete(id), tx.done]);
 }
 
+/** When the job of a record stopped writing, at the latest: its last heartbeat (never before the record was saved). */
+export async function writesEnded(c: StoredCheckpoint): Promise<number> {
+  const heartbeat = await (await database()).get('heartbeats', c.id);
+  return Math.max(heartbeat?.at ?? 0, c.savedAt);
+}
+
+/** Why a record cannot be resumed by this version at all (another version, damage), or null. */
+function recordProblem(c: StoredCheckpoint): string | null {
+  if (!isCurrentVersion(c)) return 'saved by another version of diskmirror, without the stamps of its images: it cannot be resumed; discard it and mirror again';
+  const damage = recordDamage(c, isSourceRef);
+  return damage ? `damaged (${damage}): it cannot be resumed; discard it and mirror again` : null;
+}
+
 /** Why a stored checkpoint cannot be resumed by this version, or null. */
 export function unresumable(c: StoredCheckpoint): string | null {
-  if (c.version !== CHECKPOINT_VERSION || !c.images?.target || !Array.isArray(c.images.source)) {
-    return 'saved by another version of diskmirror, without the stamps of its images: it cannot be resumed; discard it and mirror again';
-  }
+  const problem = recordProblem(c);
+  if (problem) return problem;
   // A job reading an export keeps one only to mark its target incomplete: nothing tells whether the export changed since.
-  if (c.source?.kind === 'nbd' || isNbdUri(c.target)) return 'made by a job reading an NBD export, which nothing can check for changes since: its target is incomplete; discard it and mirror again';
+  if (c.source.kind === 'nbd' || isNbdUri(c.target)) return 'made by a job reading an NBD export, which nothing can check for changes since: its target is incomplete; discard it and mirror again';
   return null;
+}
+
+function isSourceRef(source: unknown): boolean {
+  const s = source as Partial<Record<string, unknown>> | null;
+  if (typeof s !== 'object' || s === null) return false;
+  const named = (field: string) => typeof s[field] === 'string';
+  return (s.kind === 'opfs' && named('name')) || (s.kind === 'file' && named('name')) || (s.kind === 'url' && named('url')) || (s.kind === 'nbd' && named('uri'));
 }
 
 /** The dirty chunks' bytes of a serialized bitmap (a damaged one counts as all of it). */
@@ -123,22 +121,19 @@ function dirtyBytesOf(serialized: Uint8Array, granularity: number, size: number)
   }
 }
 
-export class IdbCheckpointer implements Checkpointer {
-  private heartbeat: ReturnType<typeof setInterval> | null = null;
-  private last: StoredCheckpoint | null = null;
-  /** The job is done with its checkpoint: a save still under way must not bring it back. */
-  private removed = false;
-
+/** One job's checkpoints in IndexedDB. */
+export class IdbCheckpointer extends StoredCheckpoints<StoredCheckpoint> {
   constructor(
+    private readonly id: string,
     private readonly context: { kind: 'mirror' | 'import'; source: SourceRef; target: string; targetFormat: FormatName },
-    /** The images' stamps now (called after the job flushed them). */
-    private readonly stamps: () => Promise<CheckpointImages>,
-  ) {}
+    stamps: () => Promise<CheckpointImages>,
+  ) {
+    super(stamps);
+  }
 
-  async save(checkpoint: Checkpoint): Promise<void> {
-    const images = await this.stamps();
-    const record: StoredCheckpoint = {
-      id: checkpoint.id,
+  protected record(checkpoint: Checkpoint, images: CheckpointImages): StoredCheckpoint {
+    return {
+      id: this.id,
       version: CHECKPOINT_VERSION,
       ...this.context,
       size: checkpoint.size,
@@ -150,51 +145,26 @@ export class IdbCheckpointer implements Checkpointer {
       images,
       final: false,
     };
-    if (this.removed) return;
-    const d = await database();
-    // Strict: a checkpoint is a promise about the disk, so it is on the disk before the job goes on.
-    const tx = d.transaction(['checkpoints', 'heartbeats'], 'readwrite', { durability: 'strict' });
-    await Promise.all([tx.objectStore('checkpoints').put(record), tx.objectStore('heartbeats').put({ id: record.id, at: Date.now() }), tx.done]);
-    this.last = record;
-    this.heartbeat ??= setInterval(() => {
-      if (this.removed || !this.last) return;
-      void d.put('heartbeats', { id: this.last.id, at: Date.now() }).catch(() => {});
-    }, HEARTBEAT_MS);
   }
 
-  /** Marks the stored checkpoint (this job's last, or the one it resumed from) as written after. */
-  async markSourceWriting(id: string): Promise<void> {
-    if (this.removed) return;
-    const d = await database();
-    const base = this.last ?? (await d.get('checkpoints', id));
-    if (!base || base.sourceWriting || this.removed) return;
-    const marked: StoredCheckpoint = { ...base, sourceWriting: true };
-    const tx = d.transaction('checkpoints', 'readwrite', { durability: 'strict' });
-    await Promise.all([tx.store.put(marked), tx.done]);
-    this.last = marked;
+  protected async put(record: StoredCheckpoint): Promise<void> {
+    const tx = (await database()).transaction(['checkpoints', 'heartbeats'], 'readwrite', { durability: 'strict' });
+    await Promise.all([tx.objectStore('checkpoints').put(record), tx.objectStore('heartbeats').put({ id: this.id, at: Date.now() }), tx.done]);
   }
 
-  /**
-   * Marks the last checkpoint final, with `images` stamped after the job's
-   * last write and the images closed. False when there is none to seal.
-   */
-  async seal(images: CheckpointImages): Promise<boolean> {
-    this.stop();
-    if (!this.last || this.removed) return false;
-    this.last = { ...this.last, images, final: true };
-    await (await database()).put('checkpoints', this.last);
-    return true;
+  protected erase(): Promise<void> {
+    return deleteCheckpoint(this.id);
   }
 
-  /** Stops the heartbeat. */
-  stop(): void {
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    this.heartbeat = null;
+  protected async beat(): Promise<void> {
+    await (await database()).put('heartbeats', { id: this.id, at: Date.now() });
   }
 
-  async remove(id: string): Promise<void> {
-    this.removed = true;
-    this.stop();
-    await deleteCheckpoint(id);
+  async read(): Promise<ReadCheckpoint<StoredCheckpoint> | null> {
+    const record = await getCheckpoint(this.id);
+    if (!record) return null;
+    const problem = recordProblem(record);
+    if (problem) throw new ImageConflictError(record.target, `the checkpoint of "${this.id}" was ${problem}`);
+    return { record, writesEndedMs: await writesEnded(record) };
   }
 }

@@ -14,20 +14,23 @@
  */
 import { ImageConflictError } from '../block/block-device.js';
 import { isNbdUri } from '../block/nbd/uri.js';
-import { heldLocks, tryWebLock } from '../block/opfs-lock.js';
+import { type HeldLock, heldLocks, tryWebLock } from '../block/opfs-lock.js';
 import { type OpfsFileStore, checkOpfsName } from '../block/opfs-store.js';
-import { type OpenedImage, openChain } from '../format/image-access.js';
+import type { NbdAwareStore } from '../block/nbd/store.js';
+import type { OpenedImage } from '../format/image-access.js';
 import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from '../format/image-format.js';
 import { refuseChangedImages, stampChain } from '../format/image-stamp.js';
 import { MirrorControl } from '../mirror/control.js';
-import { type Launched, launchMirror } from '../mirror/launch.js';
+import { type Ending, endMirror } from '../mirror/end.js';
+import { type Launched, type LaunchSpec, launchMirror } from '../mirror/launch.js';
 import type { MirrorJob } from '../mirror/mirror-job.js';
 import type { FaultSpec } from '../mirror/fault-spec.js';
 import { type MirrorOptions, resolveOptions } from '../mirror/options.js';
+import type { JobOutcome } from '../mirror/types.js';
 import { type SourceRef, describeSource } from '../shared/source-ref.js';
 import { WorkerError } from '../shared/worker-error.js';
 import type { EventSink, JobKind, JobProgress, JobRelease, ProgressSink, ReleasedSink } from './api-types.js';
-import { type StoredCheckpoint, IdbCheckpointer, getHeartbeat, listCheckpoints } from './checkpoint-store.js';
+import { type StoredCheckpoint, IdbCheckpointer, listCheckpoints, writesEnded } from './checkpoint-store.js';
 import type { GuestWriter } from './guest.js';
 import { type ImageFacts, type ImageStore, publishOrDrop } from './image-store.js';
 import { type JobSource, contentFacts, openJobSource } from './job-source.js';
@@ -155,168 +158,105 @@ export class Jobs {
   }
 
   /**
-   * The one way a job starts (mirror, import, resume): options checked, then
-   * the source opened (shared), the target refused if it is the source or in
-   * its backing chain, an existing target opened exclusive (and checked
-   * against the checkpoint on a resume), a new one made aside and published;
-   * then the job runs, holding all of it until it ends.
+   * The one way a job starts (mirror, import, resume): everything checked
+   * that can be before an image is opened, the job's id claimed, then the
+   * images opened and the job built as launch.ts builds every job, made
+   * known to the page, and started; it holds all of it until it ends
+   * (mirror/end.ts).
    */
   async launch(l: Launch): Promise<string> {
-    const exported = isNbdUri(l.target);
-    if (exported) checkExportUri(l.target);
-    else checkOpfsName(l.target);
-    if (l.source.kind === 'nbd') checkExportUri(l.source.uri);
-    // An export has no lock and no modification time: nothing could tell whether it changed before a resume.
-    // A job reading one into OPFS still keeps a checkpoint: not to resume, but so that an interrupted copy is
-    // listed, and its target shown incomplete, until it is discarded.
-    const checkpointed = !exported;
-    if (l.resume && (exported || l.source.kind === 'nbd')) throw new WorkerError('no-checkpoint', 'a job with an NBD export on either side cannot be resumed (nothing can check an export for changes); mirror again');
-    if (l.targetFormat !== undefined && !FORMAT_NAMES.includes(l.targetFormat)) {
-      throw new FormatError(`Unknown target format '${String(l.targetFormat)}' (expected raw or qcow2)`, 'format');
-    }
-    // Every option is checked before an image is opened or made.
-    resolveOptions(l.options, { targetIsZero: false });
+    const exported = checkLaunch(l);
     const id = l.resume ? l.resume.id : await this.uniqueId(l.options.id);
     if (this.entries.has(id)) throw new WorkerError('job-exists', `a job named "${id}" is already running`);
     this.checkExports(l);
     const jobLock = await tryWebLock(JOB_LOCK_PREFIX + id, 'exclusive');
     if (!jobLock) throw new WorkerError('job-running', `a job named "${id}" is running in another tab`);
     const store = this.images.files(`the job "${id}"`);
-    // NBD exports beside the images: a target named nbd+ws://... opens an export.
-    const exports = withExports(store);
     let source: JobSource | undefined;
-    let launched: Launched | undefined;
+    let ending: Ending | undefined;
     try {
-      if (!l.resume) {
-        // Mirroring into it would spoil that job's resume: it is resumed or discarded first. (A running job's target is locked.)
-        const running = await this.running();
-        const interrupted = (await listCheckpoints()).find((c) => c.target === l.target && !running.has(c.id));
-        if (interrupted) throw new ImageConflictError(l.target, `${l.target} is the target of the interrupted job "${interrupted.id}": resume it, or discard it first`);
-      }
+      if (!l.resume) await this.refuseInterruptedTarget(l.target);
+      // NBD exports beside the images: a target named nbd+ws://... opens an export.
+      const exports = withExports(store);
       source = await openJobSource(l.source, store, this.pickedFile, exports);
-      const jobSource = source;
-      let checkpointer: IdbCheckpointer | undefined;
-      // An export is read as raw unless told otherwise (as qemu-img's -f raw over NBD): never probed.
-      const targetFormat = l.targetFormat ?? (exported ? 'raw' : undefined);
-      launched = await launchMirror({
-        store: exports,
-        source: { image: source.image, name: source.name, opened: source.opened?.() ?? null },
-        target: l.target,
-        ...(targetFormat ? { targetFormat } : {}),
-        options: { ...l.options, id },
-        ...(l.faults ? { faults: l.faults } : {}),
-        // Everything lives in one directory: a backing file is named as the source's directory reaches it.
-        backingName: (backing, sourceName) => store.backingName(backing, sourceName),
-        onExisting: async (target) => {
-          if (exported) {
-            checkExportSize(l.target, target.image.size, jobSource);
-            return null;
-          }
-          if (!l.resume) return null;
-          await checkResumeImages(l.resume, jobSource, store, target);
-          return { options: { ...l.options, id }, resume: { bitmap: l.resume.bitmap } };
-        },
-        onMissing: async () => {
-          if (l.resume) throw new WorkerError('target-gone', `the target "${l.target}" is gone; the job cannot resume`);
-        },
-        publish: publishOrDrop,
-        // Periodic checkpoints stamp the target without its digest: the job goes on writing it.
-        ...(checkpointed
-          ? {
-              checkpointer: (target: OpenedImage) =>
-                (checkpointer = new IdbCheckpointer({ kind: l.kind, source: l.source, target: l.target, targetFormat: target.image.format }, async () => ({
-                  source: await jobSource.stamps(),
-                  target: (await stampChain(store, target, false))[0]!,
-                }))),
-            }
-          : {}),
-        checkpointIntervalSeconds: 2,
-      });
-      const { job, target: targetOpened, faults } = launched;
-      const jobCheckpointer = checkpointer;
-      // What the list shows of the images this job holds, from the images themselves.
-      const facts = new Map<string, ImageFacts>();
-      if (source.opened) facts.set(source.name, factsOf(source.image, await source.image.info()));
-      // An import copies the bytes as they are: the list shows what they hold, not the raw container.
-      facts.set(l.target, l.kind === 'import' ? await contentFacts(source.image) : factsOf(targetOpened.image, await targetOpened.image.info()));
-      this.control.add(job, faults);
-      const entry: JobEntry = { job, kind: l.kind, source: l.source, target: l.target, guest: null, facts };
-      this.entries.set(id, entry);
-      job.on(
-        (event) => {
-          for (const sink of this.eventSinks) sink(event);
-        },
-        { replay: true },
-      );
-      if (l.kind === 'import') {
-        // An import is a copy: once everything is copied (READY, again after a pause), it completes by itself.
-        job.on((event) => {
-          if (event.event === 'JOB_STATUS_CHANGE' && event.data.status === 'ready') {
-            queueMicrotask(() => {
-              try {
-                if (job.status === 'ready') job.complete();
-              } catch {
-                // Paused or ending meanwhile: the next READY completes it.
-              }
-            });
-          }
-        });
-      }
-      job.onProgress((info) => {
-        const progress: JobProgress = {
-          kind: l.kind,
-          info,
-          stats: job.stats(),
-          source: describeSource(l.source),
-          target: l.target,
-          guest: entry.guest?.state ?? null,
-          cells: this.pictureCells > 0 ? job.picture(this.pictureCells) : [],
-        };
-        for (const sink of this.progressSinks) sink(progress);
-      });
-      const made = launched;
-      void job.result.then(async (result) => {
-        await entry.guest?.stop();
-        await jobSource.image.close().catch(() => {});
-        await targetOpened.image.close().catch(() => {});
-        let resumable = false;
-        if (result.outcome !== 'completed' && (await made.dropIfUnwritten())) {
-          // Nothing was copied into the target this job made: it went, and its checkpoint goes too.
-          await jobCheckpointer?.remove(id).catch(() => {});
-        } else if (result.outcome === 'failed' && jobCheckpointer) {
-          // A failed job keeps its checkpoint (fix the cause, then resume): seal it now that nothing writes.
-          resumable = await sealCheckpoint(jobCheckpointer, jobSource, l, store, targetOpened.image.format).catch(() => false);
-        }
-        jobCheckpointer?.stop();
-        this.entries.delete(id);
-        this.remember(id, l);
-        await jobLock.release();
-        const release: JobRelease = {
-          id,
-          kind: l.kind,
-          outcome: result.outcome,
-          source: describeSource(l.source),
-          target: l.target,
-          targetImage: exported ? null : await this.images.describe(l.target).catch(() => null),
-          resumable,
-        };
-        for (const sink of this.releasedSinks) sink(release);
-      });
-      job.start();
+      const launched = await launchMirror(mirrorSpec(l, id, source, store, exports));
+      const end = (ending = jobEnding(store, source, launched));
+      const entry = await this.register(id, l, launched, source);
+      this.relay(entry, l);
+      void launched.job.result.then((result) => this.release(id, entry, l, result.outcome, end, jobLock));
+      launched.job.start();
       const numbered = /^mirror(\d+)$/.exec(id);
       if (numbered) this.nextJob = Math.max(this.nextJob, Number(numbered[1]) + 1);
       return id;
     } catch (err) {
-      // launchMirror left nothing of the target behind; the source is ours to close.
-      if (exported) err = nbdOpenError(err, l.target);
-      await source?.image.close().catch(() => {});
-      if (launched) {
-        await launched.target.image.close().catch(() => {});
-        await launched.dropIfUnwritten();
-      }
+      // launchMirror left nothing of the target behind; the source is ours to close. A job built but never started ends as a cancelled one.
+      if (ending) await endMirror(ending, 'cancelled');
+      else await source?.image.close().catch(() => {});
       await jobLock.release();
-      throw err;
+      throw exported ? nbdOpenError(err, l.target) : err;
     }
+  }
+
+  /** Mirroring into an interrupted job's target would spoil its resume: it is resumed or discarded first. (A running job's target is locked.) */
+  private async refuseInterruptedTarget(target: string): Promise<void> {
+    const running = await this.running();
+    const interrupted = (await listCheckpoints()).find((c) => c.target === target && !running.has(c.id));
+    if (interrupted) throw new ImageConflictError(target, `${target} is the target of the interrupted job "${interrupted.id}": resume it, or discard it first`);
+  }
+
+  /** Makes a built job known: its commands, its entry, and what the list shows of the images it holds (from the images themselves). */
+  private async register(id: string, l: Launch, launched: Launched, source: JobSource): Promise<JobEntry> {
+    const facts = new Map<string, ImageFacts>();
+    if (source.opened) facts.set(source.name, factsOf(source.image, await source.image.info()));
+    // An import copies the bytes as they are: the list shows what they hold, not the raw container.
+    facts.set(l.target, l.kind === 'import' ? await contentFacts(source.image) : factsOf(launched.target.image, await launched.target.image.info()));
+    this.control.add(launched.job, launched.faults);
+    const entry: JobEntry = { job: launched.job, kind: l.kind, source: l.source, target: l.target, guest: null, facts };
+    this.entries.set(id, entry);
+    return entry;
+  }
+
+  /** What the page hears of a job: its events and its progress. An import completes by itself. */
+  private relay(entry: JobEntry, l: Launch): void {
+    const { job } = entry;
+    job.on(
+      (event) => {
+        for (const sink of this.eventSinks) sink(event);
+      },
+      { replay: true },
+    );
+    if (l.kind === 'import') completeWhenReady(job);
+    job.onProgress((info) => {
+      const progress: JobProgress = {
+        kind: l.kind,
+        info,
+        stats: job.stats(),
+        source: describeSource(l.source),
+        target: l.target,
+        guest: entry.guest?.state ?? null,
+        cells: this.pictureCells > 0 ? job.picture(this.pictureCells) : [],
+      };
+      for (const sink of this.progressSinks) sink(progress);
+    });
+  }
+
+  /** Once a job is gone: its guest stopped, its end (mirror/end.ts), its id let go, and the page told. */
+  private async release(id: string, entry: JobEntry, l: Launch, outcome: JobOutcome, ending: Ending, jobLock: HeldLock): Promise<void> {
+    await entry.guest?.stop();
+    const { sealed } = await endMirror(ending, outcome);
+    this.entries.delete(id);
+    this.remember(id, l);
+    await jobLock.release();
+    const release: JobRelease = {
+      id,
+      kind: l.kind,
+      outcome,
+      source: describeSource(l.source),
+      target: l.target,
+      targetImage: isNbdUri(l.target) ? null : await this.images.describe(l.target).catch(() => null),
+      resumable: sealed,
+    };
+    for (const sink of this.releasedSinks) sink(release);
   }
 
   private remember(id: string, l: Launch): void {
@@ -340,6 +280,97 @@ export class Jobs {
     while (running.has(`mirror${n}`) || stored.has(`mirror${n}`)) n++;
     return `mirror${n}`;
   }
+}
+
+/**
+ * Refuses, before an image is opened, what can be: names, a resume with an
+ * NBD export on either side, an unknown target format, any option. True
+ * when the target is an NBD export.
+ */
+function checkLaunch(l: Launch): boolean {
+  const exported = isNbdUri(l.target);
+  if (exported) checkExportUri(l.target);
+  else checkOpfsName(l.target);
+  if (l.source.kind === 'nbd') checkExportUri(l.source.uri);
+  // An export has no lock and no modification time: nothing could tell whether it changed before a resume.
+  if (l.resume && (exported || l.source.kind === 'nbd')) throw new WorkerError('no-checkpoint', 'a job with an NBD export on either side cannot be resumed (nothing can check an export for changes); mirror again');
+  if (l.targetFormat !== undefined && !FORMAT_NAMES.includes(l.targetFormat)) {
+    throw new FormatError(`Unknown target format '${String(l.targetFormat)}' (expected raw or qcow2)`, 'format');
+  }
+  resolveOptions(l.options, { targetIsZero: false });
+  return exported;
+}
+
+/**
+ * How launch.ts builds this job: over the job's own store (and the NBD
+ * exports beside it), a resume checked against its checkpoint, and a
+ * checkpoint in IndexedDB. A job writing an export keeps none; one reading
+ * an export into OPFS keeps one, not to resume, but so that an interrupted
+ * copy is listed, and its target shown incomplete, until it is discarded.
+ */
+function mirrorSpec(l: Launch, id: string, source: JobSource, store: OpfsFileStore, exports: NbdAwareStore): LaunchSpec<IdbCheckpointer> {
+  const exported = isNbdUri(l.target);
+  // An export is read as raw unless told otherwise (as qemu-img's -f raw over NBD): never probed.
+  const targetFormat = l.targetFormat ?? (exported ? 'raw' : undefined);
+  return {
+    store: exports,
+    source: { image: source.image, name: source.name, opened: source.opened?.() ?? null },
+    target: l.target,
+    ...(targetFormat ? { targetFormat } : {}),
+    options: { ...l.options, id },
+    ...(l.faults ? { faults: l.faults } : {}),
+    // Everything lives in one directory: a backing file is named as the source's directory reaches it.
+    backingName: (backing, sourceName) => store.backingName(backing, sourceName),
+    onExisting: async (target) => {
+      if (exported) {
+        checkExportSize(l.target, target.image.size, source);
+        return null;
+      }
+      if (!l.resume) return null;
+      await checkResumeImages(l.resume, source, store, target);
+      return { options: { ...l.options, id }, resume: { bitmap: l.resume.bitmap } };
+    },
+    onMissing: async () => {
+      if (l.resume) throw new WorkerError('target-gone', `the target "${l.target}" is gone; the job cannot resume`);
+    },
+    publish: publishOrDrop,
+    ...(exported
+      ? {}
+      : {
+          checkpointer: (target: OpenedImage) =>
+            new IdbCheckpointer(id, { kind: l.kind, source: l.source, target: l.target, targetFormat: target.image.format }, async () => ({
+              source: await source.stamps(),
+              // Periodic checkpoints stamp the target without its digest: the job goes on writing it.
+              target: (await stampChain(store, target, false))[0]!,
+            })),
+        }),
+    checkpointIntervalSeconds: 2,
+  };
+}
+
+/** How a job of this worker ends (mirror/end.ts): OPFS removes a file under its lock, so a target is dropped once closed. */
+function jobEnding(store: OpfsFileStore, source: JobSource, launched: Launched<IdbCheckpointer>): Ending {
+  return {
+    store,
+    source: { image: source.image, name: source.name, opened: source.opened?.() ?? null },
+    sourceStamps: () => source.stamps(),
+    launched,
+    dropOnceClosed: true,
+  };
+}
+
+/** An import is a copy: once everything is copied (READY, again after a pause), it completes by itself. */
+function completeWhenReady(job: MirrorJob): void {
+  job.on((event) => {
+    if (event.event !== 'JOB_STATUS_CHANGE' || event.data.status !== 'ready') return;
+    queueMicrotask(() => {
+      try {
+        if (job.status === 'ready') job.complete();
+      } catch {
+        // Paused or ending meanwhile: the next READY completes it.
+      }
+    });
+  });
 }
 
 /** An export is mirrored into only when it is the source's size: it is never created or resized here. */
@@ -366,36 +397,11 @@ function factsOf(image: ImageFormat, info: { virtualSize: number; backingFile?: 
  * size or format, or a modification after that counts.
  */
 async function checkResumeImages(checkpoint: StoredCheckpoint, source: JobSource, store: OpfsFileStore, target: OpenedImage): Promise<void> {
-  const images = checkpoint.images!;
   const final = checkpoint.final === true;
-  const heartbeat = await getHeartbeat(checkpoint.id);
   refuseChangedImages(
-    { ...images, final, writesEndedMs: Math.max(heartbeat?.at ?? 0, checkpoint.savedAt), sourceWriting: checkpoint.sourceWriting === true },
+    { ...checkpoint.images, final, writesEndedMs: await writesEnded(checkpoint), sourceWriting: checkpoint.sourceWriting === true },
     { source: await source.stamps(), target: (await stampChain(store, target, final))[0]! },
     { source: describeSource(checkpoint.source), target: checkpoint.target },
     'discard the interrupted job and mirror again (everything is copied again)',
   );
-}
-
-/**
- * Stamps the closed images again (opened read-only: nothing writes on such
- * an open) and seals the checkpoint with them. A source outside OPFS was
- * stamped once and never written.
- */
-async function sealCheckpoint(checkpointer: IdbCheckpointer, source: JobSource, l: Launch, store: OpfsFileStore, targetFormat: FormatName): Promise<boolean> {
-  const reopen = async <T>(name: string, format: FormatName | undefined, fn: (opened: OpenedImage) => Promise<T>): Promise<T> => {
-    const opened = await openChain(store, name, { readOnly: true, ...(format ? { format } : {}) });
-    try {
-      return await fn(opened);
-    } finally {
-      await opened.image.close();
-    }
-  };
-  try {
-    const sourceStamps = source.opened ? await reopen(source.name, source.image.format, (o) => stampChain(store, o, true)) : await source.stamps();
-    const targetStamp = await reopen(l.target, targetFormat, async (o) => (await stampChain(store, o, true))[0]!);
-    return await checkpointer.seal({ source: sourceStamps, target: targetStamp });
-  } finally {
-    checkpointer.stop();
-  }
 }
