@@ -18,7 +18,7 @@ import {
   StoredCheckpoints,
   isCurrentVersion,
   recordDamage,
-  CHECKPOINT_VERSION,
+  recordOf,
 } from '../mirror/checkpoint-store.js';
 import type { Checkpoint } from '../mirror/types.js';
 
@@ -85,17 +85,7 @@ export class SidecarCheckpointer extends StoredCheckpoints<SidecarRecord> {
   }
 
   protected record(checkpoint: Checkpoint, images: CheckpointImages): SidecarRecord {
-    return {
-      version: CHECKPOINT_VERSION,
-      ...this.context,
-      size: checkpoint.size,
-      options: checkpoint.options,
-      status: checkpoint.status,
-      savedAt: checkpoint.savedAt,
-      bitmap: checkpoint.bitmap,
-      images,
-      final: false,
-    };
+    return { ...this.context, ...recordOf(checkpoint, images) };
   }
 
   /** Written at once (before the promise settles): a rename's new modification time is the heartbeat. */

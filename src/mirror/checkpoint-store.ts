@@ -66,6 +66,12 @@ export interface ReadCheckpoint<R extends CheckpointRecord> {
   writesEndedMs: number;
 }
 
+/** What every store keeps of a checkpoint, besides how it names the images. */
+export function recordOf(checkpoint: Checkpoint, images: CheckpointImages): Omit<CheckpointRecord, 'source' | 'target' | 'targetFormat'> {
+  const { size, options, status, savedAt, bitmap } = checkpoint;
+  return { version: CHECKPOINT_VERSION, size, options, status, savedAt, bitmap, images, final: false };
+}
+
 /** The record the version that reads it wrote, naming its images; else it cannot be resumed. */
 export function isCurrentVersion(c: { version?: unknown; images?: Partial<CheckpointImages> }): boolean {
   return c.version === CHECKPOINT_VERSION && Boolean(c.images?.target) && Array.isArray(c.images?.source);

@@ -19,7 +19,7 @@ import {
   StoredCheckpoints,
   isCurrentVersion,
   recordDamage,
-  CHECKPOINT_VERSION,
+  recordOf,
 } from '../mirror/checkpoint-store.js';
 import type { Checkpoint } from '../mirror/types.js';
 import type { SourceRef } from '../shared/source-ref.js';
@@ -132,19 +132,8 @@ export class IdbCheckpointer extends StoredCheckpoints<StoredCheckpoint> {
   }
 
   protected record(checkpoint: Checkpoint, images: CheckpointImages): StoredCheckpoint {
-    return {
-      id: this.id,
-      version: CHECKPOINT_VERSION,
-      ...this.context,
-      size: checkpoint.size,
-      options: checkpoint.options,
-      status: checkpoint.status,
-      savedAt: checkpoint.savedAt,
-      bitmap: checkpoint.bitmap,
-      dirtyBytes: dirtyBytesOf(checkpoint.bitmap, checkpoint.options.granularity, checkpoint.size),
-      images,
-      final: false,
-    };
+    const dirtyBytes = dirtyBytesOf(checkpoint.bitmap, checkpoint.options.granularity, checkpoint.size);
+    return { id: this.id, ...this.context, ...recordOf(checkpoint, images), dirtyBytes };
   }
 
   protected async put(record: StoredCheckpoint): Promise<void> {
