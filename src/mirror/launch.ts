@@ -7,6 +7,7 @@
  * over fault injectors with the front end's checkpointer. The front end
  * opens the source (a file, a picked File, a URL), says how names resolve,
  * and keeps what only it knows: where checkpoints live and how to resume.
+ * How the job ends, for both, is end.ts.
  */
 import type { FileStore } from '../block/file-store.js';
 import { FaultRules } from '../block/fault.js';
