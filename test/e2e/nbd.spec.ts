@@ -65,9 +65,10 @@ async function waitFor(ready: () => Promise<boolean>, child: ChildProcess, stder
   throw new Error(`not ready in 10 s: ${stderr()}`);
 }
 
-const listening = (port: number) =>
+/** Whether something accepts connections now (a Unix socket's file appears at bind, before it listens). */
+const listening = (where: number | string) =>
   new Promise<boolean>((resolve) => {
-    const socket = connect(port, '127.0.0.1');
+    const socket = typeof where === 'number' ? connect(where, '127.0.0.1') : connect(where);
     socket.once('connect', () => {
       socket.destroy();
       resolve(true);
@@ -86,7 +87,7 @@ async function stopChild(child: ChildProcess): Promise<void> {
 async function serve(file: string, name: string, options: { readOnly: boolean }): Promise<Served> {
   const socket = join(dir, `${name}.sock`);
   const nbd = startChild('qemu-nbd', ['-t', '-e', '4', '-f', 'raw', '--cache=writeback', '-x', name, ...(options.readOnly ? ['-r'] : []), '-k', socket, file]);
-  await waitFor(async () => existsSync(socket), nbd.child, nbd.stderr);
+  await waitFor(() => listening(socket), nbd.child, nbd.stderr);
   const port = await freePort();
   const bridge = startChild('websockify', [`--unix-target=${socket}`, `127.0.0.1:${port}`]);
   await waitFor(() => listening(port), bridge.child, bridge.stderr);

@@ -26,13 +26,26 @@ export interface NbdServer {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/**
+ * Resolves once the server accepts a connection at `path`. The file alone is
+ * not enough: it appears at bind(), before listen(), and a client that comes
+ * in between is refused (ECONNREFUSED).
+ */
 async function waitForSocket(path: string, child: ChildProcess, stderr: () => string): Promise<void> {
   for (let i = 0; i < 200; i++) {
     if (child.exitCode !== null) throw new Error(`the server exited (${child.exitCode}): ${stderr()}`);
-    if (existsSync(path)) return;
+    if (existsSync(path) && (await accepts({ path }))) return;
     await new Promise((r) => setTimeout(r, 25));
   }
-  throw new Error(`the server did not make ${path} in 5 s: ${stderr()}`);
+  throw new Error(`the server did not listen at ${path} in 5 s: ${stderr()}`);
+}
+
+/** Whether something accepts a connection at `where` now (the probe hangs up at once). */
+function accepts(where: { path: string } | { host: string; port: number }): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const c = createConnection(where as { path: string }, () => (c.destroy(), resolve(true)));
+    c.on('error', () => resolve(false));
+  });
 }
 
 /** Runs a server; resolves once `ready` says it listens. `stop` kills it and waits for its exit. */
@@ -78,11 +91,7 @@ export function freePort(): Promise<number> {
 async function waitForPort(port: number, child: ChildProcess, stderr: () => string): Promise<void> {
   for (let i = 0; ; i++) {
     if (child.exitCode !== null) throw new Error(`the server exited (${child.exitCode}): ${stderr()}`);
-    const up = await new Promise<boolean>((resolve) => {
-      const c = createConnection({ host: '127.0.0.1', port }, () => (c.destroy(), resolve(true)));
-      c.on('error', () => resolve(false));
-    });
-    if (up) return;
+    if (await accepts({ host: '127.0.0.1', port })) return;
     if (i > 200) throw new Error(`nothing listened on ${port} in 10 s: ${stderr()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
