@@ -4,36 +4,11 @@
  * and removed while I/O runs; this is how tests reproduce qemu-iotests and
  * how the app teaches what each error policy does.
  */
-import { type BlockDevice, type Errno, BlockError, isErrno } from './block-device.js';
+import { type BlockDevice, BlockError } from './block-device.js';
+import { type FaultOp, type FaultRule, type FaultRuleState, validateRule } from '../qapi/faults.js';
 
-export type FaultOp = 'read' | 'write' | 'flush';
-export const FAULT_OPS: readonly FaultOp[] = ['read', 'write', 'flush'];
+export { type FaultOp, type FaultRule, type FaultRuleState, FAULT_OPS, validateRule } from '../qapi/faults.js';
 
-export interface FaultRule {
-  op: FaultOp;
-  errno: Errno;
-  /** First byte of the faulty range (ignored for flush). */
-  offset: number;
-  /** Bytes in the range; null means "from offset to the end". */
-  length: number | null;
-  /** Fire once, then disappear. */
-  once: boolean;
-}
-
-/** A rule as listed, with how often it fired. */
-export interface FaultRuleState extends FaultRule {
-  hits: number;
-}
-
-export function validateRule(rule: FaultRule): FaultRule {
-  if (!FAULT_OPS.includes(rule.op)) throw new RangeError(`fault operation "${rule.op}": must be read, write or flush`);
-  if (!isErrno(rule.errno)) throw new RangeError(`fault errno "${rule.errno}": not a known code`);
-  if (!Number.isSafeInteger(rule.offset) || rule.offset < 0) throw new RangeError(`fault offset ${rule.offset}: must be a non-negative integer`);
-  if (rule.length !== null && (!Number.isSafeInteger(rule.length) || rule.length <= 0)) {
-    throw new RangeError(`fault length ${rule.length}: must be a positive integer, or null for "to the end"`);
-  }
-  return { op: rule.op, errno: rule.errno, offset: rule.offset, length: rule.length, once: Boolean(rule.once) };
-}
 
 /** A set of rules, shared by the device and image wrappers. */
 export class FaultRules {

@@ -22,7 +22,7 @@ import { dirname } from 'node:path';
 import { getSystemErrorMap } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
 import { CommandError, checkArguments, checkRequest, type MirrorControl } from '../mirror/control.js';
-import type { JobStatus } from '../mirror/job-states.js';
+import type { JobStatus } from '../qapi/job-states.js';
 import type { MirrorJob } from '../mirror/mirror-job.js';
 import { UsageError } from './args.js';
 import { exitCodeFor } from './mirror-io.js';

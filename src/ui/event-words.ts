@@ -4,7 +4,7 @@
  * on-source-error=stop, so the job paused (io-status failed)"). Pure: the
  * event log draws it.
  */
-import type { AnyQmpEvent } from '../mirror/events.js';
+import type { AnyQmpEvent } from '../qapi/events.js';
 import type { ErrorPolicy } from '../mirror/error-policy.js';
 import { formatSize } from '../util/size.js';
 

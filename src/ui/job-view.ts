@@ -7,9 +7,9 @@
  * writes into it. After an action that disables its own button, focus
  * moves to the next control that makes sense, never to the page's body.
  */
-import { type JobStatus, type JobVerb, verbAllowed } from '../mirror/job-states.js';
-import type { AnyQmpEvent, EventData } from '../mirror/events.js';
-import { parseFaultSpec } from '../mirror/fault-spec.js';
+import { type JobStatus, type JobVerb, verbAllowed } from '../qapi/job-states.js';
+import type { AnyQmpEvent, EventData } from '../qapi/events.js';
+import { parseFaultSpec } from '../qapi/faults.js';
 import type { CellState } from '../mirror/types.js';
 import { formatSize } from '../util/size.js';
 import type { JobKind, JobProgress, JobRelease } from '../worker/api-types.js';

@@ -6,7 +6,7 @@
  * of I/O happens in the worker; this thread renders what it reports (at
  * most ~10 progress updates a second per job, each with its picture).
  */
-import type { AnyQmpEvent } from '../mirror/events.js';
+import type { AnyQmpEvent } from '../qapi/events.js';
 import type { JobRelease } from '../worker/api-types.js';
 import { restartWorker, subscribe, worker } from './bridge.js';
 import { clearErrorLines } from './dom.js';

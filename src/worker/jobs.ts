@@ -24,7 +24,7 @@ import { MirrorControl } from '../mirror/control.js';
 import { type Ending, endMirror } from '../mirror/end.js';
 import { type Launched, type LaunchSpec, launchMirror } from '../mirror/launch.js';
 import type { MirrorJob } from '../mirror/mirror-job.js';
-import type { FaultSpec } from '../mirror/fault-spec.js';
+import type { FaultSpec } from '../qapi/faults.js';
 import { type MirrorOptions, resolveOptions } from '../mirror/options.js';
 import type { JobOutcome } from '../mirror/types.js';
 import { type SourceRef, describeSource } from '../shared/source-ref.js';
@@ -171,7 +171,7 @@ export class Jobs {
     this.checkExports(l);
     const jobLock = await tryWebLock(JOB_LOCK_PREFIX + id, 'exclusive');
     if (!jobLock) throw new WorkerError('job-running', `a job named "${id}" is running in another tab`);
-    const store = this.images.files(`the job "${id}"`);
+    const store = this.images.files({ kind: 'job', id });
     let source: JobSource | undefined;
     let ending: Ending | undefined;
     try {

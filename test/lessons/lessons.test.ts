@@ -14,8 +14,9 @@ import { createInStore, openChain, type OpenedImage } from '../../src/format/ima
 import { LESSONS } from '../../src/lessons/catalog.js';
 import { type Lesson, type LessonAction, LessonTrack } from '../../src/lessons/lesson.js';
 import { MirrorControl } from '../../src/mirror/control.js';
-import type { AnyQmpEvent } from '../../src/mirror/events.js';
-import { parseFaultSpec } from '../../src/mirror/fault-spec.js';
+import type { AnyQmpEvent } from '../../src/qapi/events.js';
+import { parseFaultSpec } from '../../src/qapi/faults.js';
+import { verbCall } from '../../src/qapi/verbs.js';
 import { launchMirror } from '../../src/mirror/launch.js';
 import type { MirrorJob } from '../../src/mirror/mirror-job.js';
 import type { Checkpoint } from '../../src/mirror/types.js';
@@ -114,17 +115,13 @@ async function runLesson(lesson: Lesson): Promise<Run> {
           await guest?.stop();
           break;
         case 'resume':
-          await control.execute('job-resume', { id: JOB });
-          break;
         case 'complete':
-          await control.execute('job-complete', { id: JOB });
-          break;
         case 'cancel':
-          await control.execute('block-job-cancel', { device: JOB, force: false });
+        case 'force-cancel': {
+          const { command, args } = verbCall(a.do, JOB);
+          await control.execute(command, args);
           break;
-        case 'force-cancel':
-          await control.execute('block-job-cancel', { device: JOB, force: true });
-          break;
+        }
         case 'wait':
           await new Promise((r) => setTimeout(r, a.ms));
           break;
