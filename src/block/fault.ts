@@ -13,6 +13,8 @@ export { type FaultOp, type FaultRule, type FaultRuleState, FAULT_OPS, validateR
 /** A set of rules, shared by the device and image wrappers. */
 export class FaultRules {
   private list: FaultRuleState[] = [];
+  /** The rules that fired last, newest last (a few: requests in flight fail together). */
+  private fired: FaultRuleState[] = [];
 
   add(rule: FaultRule): number {
     this.list.push({ ...validateRule(rule), hits: 0 });
@@ -34,16 +36,33 @@ export class FaultRules {
     return this.list.map((r) => ({ ...r }));
   }
 
+  /** The rule a request would meet now (the first that matches), if any. */
+  firing(op: FaultOp, offset: number, bytes: number): FaultRuleState | undefined {
+    const rule = this.list.find((r) => matches(r, op, offset, bytes));
+    return rule && { ...rule };
+  }
+
+  /** The rule that fired last for a request like this one (also a once rule, gone since), if any. */
+  firedFor(op: FaultOp, offset: number, bytes: number): FaultRuleState | undefined {
+    const rule = this.fired.findLast((r) => matches(r, op, offset, bytes));
+    return rule && { ...rule };
+  }
+
   /** Throws the first matching rule's error; removes it if it fires once. */
   check(op: FaultOp, offset: number, bytes: number): void {
-    const i = this.list.findIndex((r) => r.op === op && (op === 'flush' || overlaps(r, offset, bytes)));
+    const i = this.list.findIndex((r) => matches(r, op, offset, bytes));
     if (i < 0) return;
     const rule = this.list[i]!;
     rule.hits++;
     if (rule.once) this.list.splice(i, 1);
+    this.fired = [...this.fired.filter((r) => r !== rule), rule].slice(-8);
     const where = rule.length === null ? `from ${rule.offset} to the end` : `${rule.offset}+${rule.length}`;
     throw new BlockError(rule.errno, op, offset, bytes, `injected fault (${op} ${where}${rule.once ? ', once' : ''})`);
   }
+}
+
+function matches(rule: FaultRule, op: FaultOp, offset: number, bytes: number): boolean {
+  return rule.op === op && (op === 'flush' || overlaps(rule, offset, bytes));
 }
 
 function overlaps(rule: FaultRule, offset: number, bytes: number): boolean {

@@ -11,7 +11,7 @@
  */
 import { CommandError, type QmpErrorClass } from '../qapi/errors.js';
 import { FaultRules } from '../block/fault.js';
-import { type FaultSide, formatFaultSpec, parseFaultSpec } from '../qapi/faults.js';
+import { type FaultFacts, type FaultSide, formatFaultSpec, parseFaultSpec } from '../qapi/faults.js';
 import { JobError } from '../qapi/job-states.js';
 import type { MirrorJob } from './mirror-job.js';
 import { type AnswerOf, type ArgsOf, type CommandName, type JobInfo, type ListedFault, COMMAND_PARAMS, PARAM_TYPES, type ParamSpec, isCommandName } from '../qapi/commands.js';
@@ -22,6 +22,18 @@ export { type ArgsOf, type CommandName, type JobInfo, type ParamSpec, type Param
 export interface JobFaults {
   source: FaultRules;
   target: FaultRules;
+}
+
+/**
+ * The fault rule behind an error a job met (its side by the operation): one
+ * still armed over the range (Resume meets it again), else the one that
+ * fired (a once rule, gone since); null when no rule was behind it.
+ */
+export function faultFacts(faults: JobFaults, error: { operation: 'read' | 'write'; offset: number; bytes: number }): FaultFacts | null {
+  const side: FaultSide = error.operation === 'read' ? 'source' : 'target';
+  const armed = faults[side].firing(error.operation, error.offset, error.bytes);
+  const rule = armed ?? faults[side].firedFor(error.operation, error.offset, error.bytes);
+  return rule ? { rule: formatFaultSpec({ side, rule }), armed: armed !== undefined } : null;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

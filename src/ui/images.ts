@@ -11,7 +11,7 @@ import { formatSize, parseSize } from '../util/size.js';
 import type { ImageEntry } from '../worker/api-types.js';
 import { byId, h } from './dom.js';
 import { worker } from './bridge.js';
-import type { JobNames } from './job-view.js';
+import type { JobNames } from './job-store.js';
 import { type MessageContext, explain } from './messages.js';
 
 /** How often a page looks again while another tab holds one of its images. */

@@ -10,9 +10,10 @@
 import { LESSONS, lessonById } from '../lessons/catalog.js';
 import { type Lesson, type LessonAction, LessonTrack } from '../lessons/lesson.js';
 import type { AnyQmpEvent } from '../qapi/events.js';
-import { byId, h } from './dom.js';
 import { isPageVerb, verbCall } from '../qapi/verbs.js';
 import { run, worker } from './bridge.js';
+import { byId, h } from './dom.js';
+import { eventJob } from './job-store.js';
 import { explain } from './messages.js';
 
 export interface LessonHooks {
@@ -163,8 +164,7 @@ export class LessonsSection {
     }
     const track = this.track;
     if (this.phase !== 'running' || !track || !this.job) return;
-    const id = e.event === 'JOB_STATUS_CHANGE' || e.event === 'BLOCK_JOB_PENDING' ? e.data.id : e.data.device;
-    if (id !== this.job) return;
+    if (eventJob(e) !== this.job) return;
     const actions = track.observe(e);
     this.renderExpected();
     if (actions.length) this.actions = this.actions.then(() => this.act(actions));

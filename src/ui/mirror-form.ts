@@ -14,7 +14,7 @@ import { parseSize } from '../util/size.js';
 import type { ImageEntry, NbdExportInfo } from '../worker/api-types.js';
 import { byId } from './dom.js';
 import { worker } from './bridge.js';
-import type { JobNames } from './job-view.js';
+import type { JobNames } from './job-store.js';
 import { explain } from './messages.js';
 
 export interface MirrorFormHooks {
