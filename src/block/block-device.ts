@@ -86,7 +86,7 @@ export interface FileIdentity {
 }
 
 /** Checks a request's offset and length; reads must also stay inside `size`. */
-export function checkRequest(op: BlockOp, offset: number, bytes: number, size: number, inside: boolean): void {
+export function checkDeviceRequest(op: BlockOp, offset: number, bytes: number, size: number, inside: boolean): void {
   if (!Number.isSafeInteger(offset) || offset < 0) {
     throw new BlockError('EINVAL', op, offset, bytes, `offset ${offset} is not a non-negative integer`);
   }

@@ -19,7 +19,7 @@
  * under its lock and the temporary file removed (not atomic: a crash then
  * leaves a partial NAME, never a damaged other file).
  */
-import { type BlockDevice, type FileIdentity, type LockHolder, BlockError, checkRequest, closedError } from './block-device.js';
+import { type BlockDevice, type FileIdentity, type LockHolder, BlockError, checkDeviceRequest, closedError } from './block-device.js';
 import type { FileStore, StoreFile } from './file-store.js';
 import { type HeldLock, lockImage, tryWebLock, imageLockName } from './opfs-lock.js';
 import { OpfsDevice, opfsError } from './opfs.js';
@@ -116,7 +116,7 @@ export class StoreDevice implements BlockDevice {
   }
 
   async resize(bytes: number): Promise<void> {
-    checkRequest('resize', 0, bytes, 0, false);
+    checkDeviceRequest('resize', 0, bytes, 0, false);
     return (await this.device('resize', 0, bytes)).resize(bytes);
   }
 

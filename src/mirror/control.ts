@@ -77,7 +77,7 @@ export interface QmpRequest {
  * (it comes back in the answer); `exec-oob` is refused, as by a monitor
  * without the oob capability.
  */
-export function checkRequest(value: unknown): QmpRequest {
+export function checkQmpRequest(value: unknown): QmpRequest {
   if (!isObject(value)) throw generic('QMP input must be a JSON object');
   let execute: string | undefined;
   for (const [name, member] of Object.entries(value)) {

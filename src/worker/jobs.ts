@@ -32,7 +32,7 @@ import { type SourceRef, describeSource } from '../shared/source-ref.js';
 import { WorkerError } from '../shared/worker-error.js';
 import type { EventSink, JobKind, JobProgress, JobRelease, ProgressSink, ReleasedSink } from './api-types.js';
 import { type StoredCheckpoint, IdbCheckpointer, listCheckpoints, writesEnded } from './checkpoint-store.js';
-import type { GuestWriter } from './guest.js';
+import type { SimulatedGuest } from './guest.js';
 import { type ImageFacts, type ImageStore, publishOrDrop } from './image-store.js';
 import { type JobSource, contentFacts, openJobSource } from './job-source.js';
 import { checkExportUri, exportKey, nbdOpenError, withExports } from './nbd.js';
@@ -55,7 +55,7 @@ export interface JobEntry {
   kind: JobKind;
   source: SourceRef;
   target: string;
-  guest: GuestWriter | null;
+  guest: SimulatedGuest | null;
   /** What the job knows of the OPFS images it holds, for the list. */
   facts: Map<string, ImageFacts>;
 }

@@ -21,7 +21,7 @@ import { type SourceRef, describeSource } from '../shared/source-ref.js';
 import { WorkerError } from '../shared/worker-error.js';
 import type { EventSink, ImageEntry, ImportOptions, InterruptedJob, ProgressSink, ReleasedSink, StartMirrorRequest } from './api-types.js';
 import { deleteCheckpoint, getCheckpoint, listCheckpoints, unresumable } from './checkpoint-store.js';
-import { GuestWriter, type GuestStats } from './guest.js';
+import { SimulatedGuest, type GuestStats } from './guest.js';
 import { ImageStore } from './image-store.js';
 import { Jobs } from './jobs.js';
 import { type NbdExportInfo, checkExportUri, probeExport, withExports } from './nbd.js';
@@ -210,7 +210,7 @@ const api = {
 
   startGuestWrites(id: string, bytesPerSecond: number): GuestStats {
     const entry = jobs.entry(id);
-    entry.guest ??= new GuestWriter(entry.job, bytesPerSecond);
+    entry.guest ??= new SimulatedGuest(entry.job, bytesPerSecond);
     entry.guest.setRate(bytesPerSecond);
     entry.guest.start();
     return entry.guest.state;

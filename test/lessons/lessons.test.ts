@@ -21,7 +21,7 @@ import { launchMirror } from '../../src/mirror/launch.js';
 import type { MirrorJob } from '../../src/mirror/mirror-job.js';
 import type { Checkpoint } from '../../src/mirror/types.js';
 import { DEMO_IMAGE_BYTES, writeDemoImage } from '../../src/worker/demo.js';
-import { GuestWriter } from '../../src/worker/guest.js';
+import { SimulatedGuest } from '../../src/worker/guest.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -59,7 +59,7 @@ async function runLesson(lesson: Lesson): Promise<Run> {
   let control = new MirrorControl();
   let job: MirrorJob;
   let target: OpenedImage;
-  let guest = null as GuestWriter | null;
+  let guest = null as SimulatedGuest | null;
   let ended!: (outcome: string) => void;
   const end = new Promise<string>((resolve) => (ended = resolve));
   let queue = Promise.resolve();
@@ -92,7 +92,7 @@ async function runLesson(lesson: Lesson): Promise<Run> {
     }, { replay: true });
     job.start();
     if (lesson.setup.guest && !resumeFrom) {
-      guest = new GuestWriter(job, lesson.setup.guest);
+      guest = new SimulatedGuest(job, lesson.setup.guest);
       guest.start();
     }
   };
