@@ -5,7 +5,7 @@
  * event log draws it.
  */
 import type { AnyQmpEvent } from '../qapi/events.js';
-import type { ErrorPolicy } from '../mirror/error-policy.js';
+import type { ErrorPolicy } from '../qapi/policies.js';
 import { formatSize } from '../util/size.js';
 
 export type EventKind = 'status' | 'error' | 'ready' | 'end';

@@ -6,7 +6,7 @@
  * action). An image a job holds is shown as held, by which job and how.
  */
 import type { FormatName } from '../format/image-format.js';
-import type { ErrorPolicy } from '../mirror/error-policy.js';
+import type { ErrorPolicy } from '../qapi/policies.js';
 import { formatSize, parseSize } from '../util/size.js';
 import type { ImageEntry } from '../worker/api-types.js';
 import { byId, h } from './dom.js';

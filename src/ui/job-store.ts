@@ -13,6 +13,7 @@
  */
 import type { AnyQmpEvent, EventData } from '../qapi/events.js';
 import { type JobStatus, verbAllowed } from '../qapi/job-states.js';
+import type { IoStatus } from '../qapi/policies.js';
 import { JOB_VERB, type PageVerb } from '../qapi/verbs.js';
 import { formatSize } from '../util/size.js';
 import type { CellState, JobOutcome } from '../mirror/types.js';
@@ -31,7 +32,7 @@ export interface JobModel {
   id: string;
   names: JobNames | null;
   status: JobStatus;
-  ioStatus: string;
+  ioStatus: IoStatus;
   paused: boolean;
   ready: boolean;
   last: JobProgress | null;

@@ -9,6 +9,7 @@
  * paused: free some space or remove a fault, then Resume from the panel.
  */
 import type { EventData } from '../qapi/events.js';
+import type { IoStatus } from '../qapi/policies.js';
 import { type PageVerb, verbCall } from '../qapi/verbs.js';
 import { formatSize } from '../util/size.js';
 import { run } from './bridge.js';
@@ -23,7 +24,7 @@ export interface StopDialogHooks {
 }
 
 /** The dialog's words for a stop: its title, its text, and the armed fault's warning (empty when none is armed). */
-export function stopWords(id: string, error: EventData['BLOCK_JOB_ERROR'], ioStatus: string): { title: string; text: string; armed: string } {
+export function stopWords(id: string, error: EventData['BLOCK_JOB_ERROR'], ioStatus: IoStatus): { title: string; text: string; armed: string } {
   const side = error.operation === 'read' ? 'source' : 'target';
   const range = error.bytes > 0 ? `${formatSize(error.bytes)} at ${formatSize(error.offset)} (bytes ${error.offset}–${error.offset + error.bytes - 1})` : 'a flush';
   return {
@@ -63,7 +64,7 @@ export class StopDialog {
     this.shown.set(job.id, job.stops);
   }
 
-  private open(id: string, error: EventData['BLOCK_JOB_ERROR'], ioStatus: string): void {
+  private open(id: string, error: EventData['BLOCK_JOB_ERROR'], ioStatus: IoStatus): void {
     const words = stopWords(id, error, error['io-status'] ?? ioStatus);
     byId('stop-title').textContent = words.title;
     byId('stop-text').textContent = words.text;
