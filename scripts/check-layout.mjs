@@ -6,7 +6,9 @@
 // for a reader whatever the compiler makes of it), and no page file that
 // imports a value from the engine's folders (src/block, src/format,
 // src/mirror, src/worker): the page depends on the vocabulary (src/qapi,
-// src/shared) and on the worker's API type only.
+// src/shared) and on the worker's API type only. The vocabulary itself is
+// the bottom layer both sides stand on: src/qapi and src/shared import
+// nothing of the project but each other and src/util (types included).
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +22,9 @@ const UI = join(root, 'src', 'ui');
 /** Folders the page may import types from, never values. */
 const ENGINE = ['block', 'format', 'mirror', 'worker'].map((d) => join(root, 'src', d));
 const inside = (dir, file) => file.startsWith(dir + '/');
+/** The vocabulary, and what it may import. */
+const VOCABULARY = ['qapi', 'shared'].map((d) => join(root, 'src', d));
+const BELOW_VOCABULARY = [...VOCABULARY, join(root, 'src', 'util')];
 
 function sources(dir) {
   const out = [];
@@ -75,6 +80,14 @@ for (const file of files) {
   edges.set(file, [...targets]);
 }
 
+for (const file of files.filter((f) => VOCABULARY.some((dir) => inside(dir, f)))) {
+  for (const target of edges.get(file)) {
+    if (!BELOW_VOCABULARY.some((dir) => inside(dir, target))) {
+      problems.push(`${relative(root, file)} imports ${relative(root, target)}: src/qapi/ and src/shared/ import only each other and src/util/ (both sides stand on them)`);
+    }
+  }
+}
+
 // Tarjan's strongly connected components: any with more than one file, or a file importing itself, is a cycle.
 let index = 0;
 const stack = [];
@@ -116,4 +129,4 @@ if (problems.length > 0) {
   console.error(`check-layout: ${problems.length} problem(s)\n- ${problems.join('\n- ')}`);
   process.exit(1);
 }
-console.log(`check-layout: ${files.length} source files, none over ${MAX_LINES} lines (${MAX_UI_LINES} under src/ui/), no import cycle, no engine value imported by the page`);
+console.log(`check-layout: ${files.length} source files, none over ${MAX_LINES} lines (${MAX_UI_LINES} under src/ui/), no import cycle, no engine value imported by the page, the vocabulary below the rest`);

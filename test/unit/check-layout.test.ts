@@ -102,4 +102,24 @@ describe('check-layout', () => {
       rmSync(root, { recursive: true, force: true });
     }
   });
+
+  it('fails on src/qapi or src/shared importing anything of the project but each other and src/util (types too)', () => {
+    const root = tree({
+      'util/size.ts': 'export const KiB = 1024;\n',
+      'block/dev.ts': 'export class BlockError extends Error {}\n',
+      'mirror/control.ts': 'export class CommandError extends Error {}\n',
+      'qapi/errors.ts': "import { KiB } from '../util/size.js';\nexport class BlockError extends Error {}\nexport const k = KiB;\n",
+      'qapi/engine.ts': "import type { BlockError } from '../block/dev.js';\nexport type E = BlockError;\n",
+      'shared/transfer.ts': "import { BlockError } from '../qapi/errors.js';\nimport { CommandError } from '../mirror/control.js';\nexport const all = [BlockError, CommandError];\n",
+    });
+    try {
+      const r = check(root);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/src\/qapi\/engine\.ts imports src\/block\/dev\.ts/);
+      expect(r.stderr).toMatch(/src\/shared\/transfer\.ts imports src\/mirror\/control\.ts/);
+      expect(r.stderr).toMatch(/2 problem\(s\)/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
 });
