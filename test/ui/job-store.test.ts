@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import type { AnyQmpEvent } from '../../src/qapi/events.js';
 import { verbCall } from '../../src/qapi/verbs.js';
 import { JobStore, type JobModel, reduceEvent, verbsEnabled } from '../../src/ui/job-store.js';
+import { stopWords } from '../../src/ui/stop-dialog.js';
 import type { JobRelease } from '../../src/worker/api-types.js';
 
 interface Recorded {
@@ -164,5 +165,24 @@ describe('the verb table', () => {
     expect(verbCall('cancel', 'j')).toEqual({ command: 'block-job-cancel', args: { device: 'j', force: false } });
     expect(verbCall('cancel', 'j', { paused: true })).toEqual({ command: 'job-cancel', args: { id: 'j' } });
     expect(verbCall('force-cancel', 'j')).toEqual({ command: 'block-job-cancel', args: { device: 'j', force: true } });
+  });
+});
+
+describe("the stop dialog's words", () => {
+  const error = { device: 'job0', operation: 'write', action: 'stop', errno: 'ENOSPC', offset: 4 << 20, bytes: 65536, message: '' } as const;
+
+  it('say the io-status the worker told, and the fault the event names as still armed', () => {
+    const words = stopWords('job0', { ...error, 'io-status': 'nospace', fault: { rule: 'target:write:ENOSPC:4194304-', armed: true } }, 'nospace');
+    expect(words.title).toBe('Job job0 stopped: target write error');
+    expect(words.text).toBe(
+      'Writing 64.0 KiB at 4.00 MiB (bytes 4194304–4259839) of the target failed with ENOSPC. on-target-error paused the job (io-status nospace); the range stays dirty and is retried on Resume.',
+    );
+    expect(words.armed).toBe('The fault that stopped it (target:write:ENOSPC:4194304-) is still armed: remove it under Faults first, or Resume meets it again.');
+  });
+
+  it('say nothing of a fault that fired once (gone), or of none', () => {
+    expect(stopWords('job0', { ...error, fault: { rule: 'target:write:ENOSPC:4194304:once', armed: false } }, 'nospace').armed).toBe('');
+    expect(stopWords('job0', { ...error, fault: null }, 'failed').armed).toBe('');
+    expect(stopWords('job0', error, 'failed').text).toMatch(/\(io-status failed\)/);
   });
 });
