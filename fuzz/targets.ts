@@ -11,7 +11,7 @@ import { workerData } from 'node:worker_threads';
 import { MemoryDevice } from '../src/block/memory.js';
 import { readSidecar } from '../src/cli/sidecar.js';
 import { readJsonValues } from '../src/cli/qmp-json.js';
-import { checkArguments, checkRequest, isCommandName } from '../src/mirror/control.js';
+import { checkArguments, checkQmpRequest, isCommandName } from '../src/mirror/control.js';
 import { openImage } from '../src/format/open.js';
 import { checkImage } from '../src/format/qcow2/check.js';
 import { Qcow2Image } from '../src/format/qcow2/image.js';
@@ -92,7 +92,7 @@ const qmp: Target = async (input) => {
     if ('error' in item) continue;
     let request;
     try {
-      request = checkRequest(item.value);
+      request = checkQmpRequest(item.value);
     } catch (err) {
       if ((err as Error).name === 'CommandError') continue;
       throw err;

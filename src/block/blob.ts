@@ -1,5 +1,5 @@
 /** A read-only device over a Blob or a picked File: nothing is read until asked. */
-import { type BlockDevice, BlockError, checkRequest, closedError, readOnlyError } from './block-device.js';
+import { type BlockDevice, BlockError, checkDeviceRequest, closedError, readOnlyError } from './block-device.js';
 
 export class BlobDevice implements BlockDevice {
   readonly readOnly = true;
@@ -13,7 +13,7 @@ export class BlobDevice implements BlockDevice {
 
   async read(offset: number, into: Uint8Array): Promise<void> {
     if (this.closed) throw closedError('read', offset, into.length);
-    checkRequest('read', offset, into.length, this.blob.size, true);
+    checkDeviceRequest('read', offset, into.length, this.blob.size, true);
     if (into.length === 0) return;
     let bytes: ArrayBuffer;
     try {

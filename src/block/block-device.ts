@@ -4,73 +4,22 @@
  * file, a Blob, an HTTP resource or a fault injector wrapping any of them.
  */
 
-/** Errno-like codes. Devices map their platform's failures to these, once, at their boundary. */
-export const ERRNOS = [
-  'EIO',
-  'ENOSPC',
-  'ENOENT',
-  'EBUSY',
-  'EACCES',
-  'EPERM',
-  'EROFS',
-  'EINVAL',
-  'ENOTSUP',
-  'EFBIG',
-  'ECANCELED',
-  'EEXIST',
-  'EBADF',
-  'ENOMEM',
-  'ETIMEDOUT',
-  'ESTALE',
-] as const;
-export type Errno = (typeof ERRNOS)[number];
+import { BlockError, isErrno } from '../qapi/errors.js';
+import type { BlockOp, Errno } from '../qapi/errors.js';
 
-export function isErrno(value: unknown): value is Errno {
-  return typeof value === 'string' && (ERRNOS as readonly string[]).includes(value);
-}
-
-export type BlockOp = 'open' | 'read' | 'write' | 'flush' | 'discard' | 'resize' | 'close';
-
-/** Each code's strerror() text, as QEMU reports it (e.g. in BLOCK_JOB_COMPLETED's error). */
-const STRERROR: Record<Errno, string> = {
-  EIO: 'Input/output error',
-  ENOSPC: 'No space left on device',
-  ENOENT: 'No such file or directory',
-  EBUSY: 'Device or resource busy',
-  EACCES: 'Permission denied',
-  EPERM: 'Operation not permitted',
-  EROFS: 'Read-only file system',
-  EINVAL: 'Invalid argument',
-  ENOTSUP: 'Operation not supported',
-  EFBIG: 'File too large',
-  ECANCELED: 'Operation canceled',
-  EEXIST: 'File exists',
-  EBADF: 'Bad file descriptor',
-  ENOMEM: 'Cannot allocate memory',
-  ETIMEDOUT: 'Connection timed out',
-  ESTALE: 'Stale file handle',
-};
-
-export function describeErrno(code: Errno): string {
-  return STRERROR[code];
-}
-
-/** A failed device operation: which one, where, and why. */
-export class BlockError extends Error {
-  override name = 'BlockError';
-  constructor(
-    readonly code: Errno,
-    readonly op: BlockOp,
-    readonly offset: number,
-    readonly bytes: number,
-    /** What went wrong, in words (without the code). */
-    readonly detail: string,
-    options?: { cause?: unknown },
-  ) {
-    // An open has no range: the words come first ("x.raw is a FIFO, not an image file (EINVAL)").
-    super(op === 'open' && bytes === 0 ? `${detail} (${code})` : `${op} of ${bytes} bytes at offset ${offset}: ${code} (${detail})`, options);
-  }
-}
+export {
+  type BlockOp,
+  type Errno,
+  type LockHolder,
+  type LockMode,
+  BlockError,
+  ERRNOS,
+  ImageConflictError,
+  LockError,
+  describeErrno,
+  describeLockHolder,
+  isErrno,
+} from '../qapi/errors.js';
 
 /** Turns anything thrown into a BlockError, keeping the original as `cause`. */
 export function toBlockError(err: unknown, op: BlockOp, offset: number, bytes: number): BlockError {
@@ -137,7 +86,7 @@ export interface FileIdentity {
 }
 
 /** Checks a request's offset and length; reads must also stay inside `size`. */
-export function checkRequest(op: BlockOp, offset: number, bytes: number, size: number, inside: boolean): void {
+export function checkDeviceRequest(op: BlockOp, offset: number, bytes: number, size: number, inside: boolean): void {
   if (!Number.isSafeInteger(offset) || offset < 0) {
     throw new BlockError('EINVAL', op, offset, bytes, `offset ${offset} is not a non-negative integer`);
   }
@@ -158,55 +107,4 @@ export function readOnlyError(op: BlockOp, offset: number, bytes: number): Block
 
 export function closedError(op: BlockOp, offset: number, bytes: number): BlockError {
   return new BlockError('EBADF', op, offset, bytes, 'the device is closed');
-}
-
-/**
- * An image this command or job may not touch: another process or job holds
- * it, or it is the very file on the other side. Nothing was written.
- */
-export class ImageConflictError extends Error {
-  override name = 'ImageConflictError';
-  /** EBUSY (somebody holds it, or it is the other side), or EEXIST (a new image's name is taken). */
-  readonly code: Errno;
-  constructor(
-    /** The image as the user named it. */
-    readonly image: string,
-    message: string,
-    options?: { cause?: unknown; code?: Errno },
-  ) {
-    super(message, options);
-    this.code = options?.code ?? 'EBUSY';
-  }
-}
-
-export type LockMode = 'shared' | 'exclusive';
-
-/**
- * QEMU's "Failed to get "write" lock": a shared lock (to read) meets a
- * writer, or an exclusive one (to write) meets anybody. `refused` names the
- * permission of QEMU's lock bytes that failed, when they did (QEMU's own
- * words: `Failed to get shared "write" lock` when somebody holds write and
- * we do not share it, `Failed to get "write" lock` when we want it and
- * somebody does not share it).
- */
-export class LockError extends ImageConflictError {
-  override name = 'LockError';
-  constructor(
-    image: string,
-    readonly mode: LockMode,
-    /** Who holds it, in words: `diskmirror (pid 42)`, `the job "mirror0"`. */
-    readonly holder: string,
-    readonly refused?: { permission: string; shared: boolean },
-  ) {
-    super(image, lockMessage(image, mode, holder, refused));
-  }
-}
-
-/** What somebody holding a permission does to the image, for a refusal's words. */
-const HOLDING: Record<string, string> = { write: 'is being written', 'consistent read': 'is being read', resize: 'may be resized' };
-
-function lockMessage(image: string, mode: LockMode, holder: string, refused?: { permission: string; shared: boolean }): string {
-  if (!refused) refused = { permission: 'write', shared: mode === 'shared' };
-  const doing = refused.shared ? (HOLDING[refused.permission] ?? 'is in use') : 'is in use';
-  return `Failed to get ${refused.shared ? 'shared ' : ''}"${refused.permission}" lock: ${image} ${doing} by ${holder}`;
 }

@@ -4,40 +4,17 @@
  * and removed while I/O runs; this is how tests reproduce qemu-iotests and
  * how the app teaches what each error policy does.
  */
-import { type BlockDevice, type Errno, BlockError, isErrno } from './block-device.js';
+import { type BlockDevice, BlockError } from './block-device.js';
+import { type FaultOp, type FaultRule, type FaultRuleState, validateRule } from '../qapi/faults.js';
 
-export type FaultOp = 'read' | 'write' | 'flush';
-export const FAULT_OPS: readonly FaultOp[] = ['read', 'write', 'flush'];
+export { type FaultOp, type FaultRule, type FaultRuleState, FAULT_OPS, validateRule } from '../qapi/faults.js';
 
-export interface FaultRule {
-  op: FaultOp;
-  errno: Errno;
-  /** First byte of the faulty range (ignored for flush). */
-  offset: number;
-  /** Bytes in the range; null means "from offset to the end". */
-  length: number | null;
-  /** Fire once, then disappear. */
-  once: boolean;
-}
-
-/** A rule as listed, with how often it fired. */
-export interface FaultRuleState extends FaultRule {
-  hits: number;
-}
-
-export function validateRule(rule: FaultRule): FaultRule {
-  if (!FAULT_OPS.includes(rule.op)) throw new RangeError(`fault operation "${rule.op}": must be read, write or flush`);
-  if (!isErrno(rule.errno)) throw new RangeError(`fault errno "${rule.errno}": not a known code`);
-  if (!Number.isSafeInteger(rule.offset) || rule.offset < 0) throw new RangeError(`fault offset ${rule.offset}: must be a non-negative integer`);
-  if (rule.length !== null && (!Number.isSafeInteger(rule.length) || rule.length <= 0)) {
-    throw new RangeError(`fault length ${rule.length}: must be a positive integer, or null for "to the end"`);
-  }
-  return { op: rule.op, errno: rule.errno, offset: rule.offset, length: rule.length, once: Boolean(rule.once) };
-}
 
 /** A set of rules, shared by the device and image wrappers. */
 export class FaultRules {
   private list: FaultRuleState[] = [];
+  /** The rules that fired last, newest last (a few: requests in flight fail together). */
+  private fired: FaultRuleState[] = [];
 
   add(rule: FaultRule): number {
     this.list.push({ ...validateRule(rule), hits: 0 });
@@ -59,16 +36,33 @@ export class FaultRules {
     return this.list.map((r) => ({ ...r }));
   }
 
+  /** The rule a request would meet now (the first that matches), if any. */
+  firing(op: FaultOp, offset: number, bytes: number): FaultRuleState | undefined {
+    const rule = this.list.find((r) => matches(r, op, offset, bytes));
+    return rule && { ...rule };
+  }
+
+  /** The rule that fired last for a request like this one (also a once rule, gone since), if any. */
+  firedFor(op: FaultOp, offset: number, bytes: number): FaultRuleState | undefined {
+    const rule = this.fired.findLast((r) => matches(r, op, offset, bytes));
+    return rule && { ...rule };
+  }
+
   /** Throws the first matching rule's error; removes it if it fires once. */
   check(op: FaultOp, offset: number, bytes: number): void {
-    const i = this.list.findIndex((r) => r.op === op && (op === 'flush' || overlaps(r, offset, bytes)));
+    const i = this.list.findIndex((r) => matches(r, op, offset, bytes));
     if (i < 0) return;
     const rule = this.list[i]!;
     rule.hits++;
     if (rule.once) this.list.splice(i, 1);
+    this.fired = [...this.fired.filter((r) => r !== rule), rule].slice(-8);
     const where = rule.length === null ? `from ${rule.offset} to the end` : `${rule.offset}+${rule.length}`;
     throw new BlockError(rule.errno, op, offset, bytes, `injected fault (${op} ${where}${rule.once ? ', once' : ''})`);
   }
+}
+
+function matches(rule: FaultRule, op: FaultOp, offset: number, bytes: number): boolean {
+  return rule.op === op && (op === 'flush' || overlaps(rule, offset, bytes));
 }
 
 function overlaps(rule: FaultRule, offset: number, bytes: number): boolean {

@@ -8,7 +8,7 @@
  * gave a strong ETag, reads carry If-Range, so a resource that changes while
  * it is being read is reported (ESTALE) instead of mixing two versions.
  */
-import { type BlockDevice, type BlockOp, type Errno, BlockError, checkRequest, closedError, readOnlyError } from './block-device.js';
+import { type BlockDevice, type BlockOp, type Errno, BlockError, checkDeviceRequest, closedError, readOnlyError } from './block-device.js';
 
 export type FetchFn = (input: string, init?: RequestInit) => Promise<Response>;
 
@@ -102,7 +102,7 @@ export class HttpDevice implements BlockDevice {
     const op: BlockOp = 'read';
     const bytes = into.length;
     if (this.closed) throw closedError(op, offset, bytes);
-    checkRequest(op, offset, bytes, this.size, true);
+    checkDeviceRequest(op, offset, bytes, this.size, true);
     if (bytes === 0) return;
     const fail = (code: Errno, detail: string, cause?: unknown): BlockError =>
       new BlockError(code, op, offset, bytes, `${this.url}: ${detail}`, { cause });

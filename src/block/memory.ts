@@ -1,4 +1,4 @@
-import { type BlockDevice, checkRequest, closedError, readOnlyError } from './block-device.js';
+import { type BlockDevice, checkDeviceRequest, closedError, readOnlyError } from './block-device.js';
 
 /** A device in memory; it grows when written past its end. */
 export class MemoryDevice implements BlockDevice {
@@ -25,14 +25,14 @@ export class MemoryDevice implements BlockDevice {
 
   async read(offset: number, into: Uint8Array): Promise<void> {
     if (this.closed) throw closedError('read', offset, into.length);
-    checkRequest('read', offset, into.length, this.length, true);
+    checkDeviceRequest('read', offset, into.length, this.length, true);
     into.set(this.buf.subarray(offset, offset + into.length));
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     if (this.closed) throw closedError('write', offset, data.length);
     if (this.readOnly) throw readOnlyError('write', offset, data.length);
-    checkRequest('write', offset, data.length, this.length, false);
+    checkDeviceRequest('write', offset, data.length, this.length, false);
     this.ensure(offset + data.length);
     this.buf.set(data, offset);
   }
@@ -44,7 +44,7 @@ export class MemoryDevice implements BlockDevice {
   async resize(bytes: number): Promise<void> {
     if (this.closed) throw closedError('resize', 0, bytes);
     if (this.readOnly) throw readOnlyError('resize', 0, bytes);
-    checkRequest('resize', 0, bytes, 0, false);
+    checkDeviceRequest('resize', 0, bytes, 0, false);
     if (bytes < this.length) this.buf.fill(0, bytes, this.length);
     this.ensure(bytes);
     this.length = bytes;
@@ -53,7 +53,7 @@ export class MemoryDevice implements BlockDevice {
   async discard(offset: number, bytes: number): Promise<void> {
     if (this.closed) throw closedError('discard', offset, bytes);
     if (this.readOnly) throw readOnlyError('discard', offset, bytes);
-    checkRequest('discard', offset, bytes, this.length, false);
+    checkDeviceRequest('discard', offset, bytes, this.length, false);
     this.buf.fill(0, offset, Math.min(offset + bytes, this.length));
   }
 

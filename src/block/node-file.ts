@@ -16,7 +16,7 @@ import {
   type FileIdentity,
   type LockMode,
   BlockError,
-  checkRequest,
+  checkDeviceRequest,
   closedError,
   isErrno,
   readOnlyError,
@@ -149,7 +149,7 @@ export class NodeFileDevice implements BlockDevice {
 
   async read(offset: number, into: Uint8Array): Promise<void> {
     if (this.closed) throw closedError('read', offset, into.length);
-    checkRequest('read', offset, into.length, this.length, true);
+    checkDeviceRequest('read', offset, into.length, this.length, true);
     let done = 0;
     while (done < into.length) {
       const n = await call<number>('read', offset, into.length, this.path, (cb) =>
@@ -165,7 +165,7 @@ export class NodeFileDevice implements BlockDevice {
   async write(offset: number, data: Uint8Array): Promise<void> {
     if (this.closed) throw closedError('write', offset, data.length);
     if (this.readOnly) throw readOnlyError('write', offset, data.length);
-    checkRequest('write', offset, data.length, this.length, false);
+    checkDeviceRequest('write', offset, data.length, this.length, false);
     let done = 0;
     while (done < data.length) {
       const n = await call<number>('write', offset, data.length, this.path, (cb) =>
@@ -201,7 +201,7 @@ export class NodeFileDevice implements BlockDevice {
   async resize(bytes: number): Promise<void> {
     if (this.closed) throw closedError('resize', 0, bytes);
     if (this.readOnly) throw readOnlyError('resize', 0, bytes);
-    checkRequest('resize', 0, bytes, 0, false);
+    checkDeviceRequest('resize', 0, bytes, 0, false);
     await call<void>('resize', 0, bytes, this.path, (cb) => fs.ftruncate(this.fd, bytes, (err) => cb(err, undefined)));
     this.length = bytes;
   }

@@ -6,11 +6,12 @@
  * them, and the browser drops them when the tab that holds them goes away.
  *
  * Next to each image lock, its holder takes a shared "label" lock whose name
- * says who it is (`the job "mirror0"`, `a download`) and from which tab, so
+ * says who it is (a job by its id, or in words: `a download`) and from which tab, so
  * anybody who meets the lock, or lists the images, can tell who holds it
  * (navigator.locks.query() lists the names of held locks).
  */
-import { type LockMode, BlockError, LockError } from './block-device.js';
+import { type LockHolder, type LockMode, BlockError, LockError, describeLockHolder } from './block-device.js';
+import { lockHolder } from '../qapi/errors.js';
 
 const IMAGE_PREFIX = 'diskmirror-image:';
 const LABEL_PREFIX = 'diskmirror-holder:';
@@ -25,8 +26,8 @@ export interface HeldLock {
 export interface ImageHolder {
   image: string;
   mode: LockMode;
-  /** In words: `the job "mirror0"`, `a download`. */
-  holder: string;
+  /** A job, or somebody in words (`a download`). */
+  holder: LockHolder;
   /** Held from this tab (its page or its worker). */
   thisTab: boolean;
 }
@@ -34,7 +35,7 @@ export interface ImageHolder {
 interface Label {
   image: string;
   mode: LockMode;
-  holder: string;
+  holder: LockHolder;
   tab: string;
 }
 
@@ -65,7 +66,10 @@ function parseLabel(name: string | undefined): Label | null {
   if (!name?.startsWith(LABEL_PREFIX)) return null;
   try {
     const label = JSON.parse(name.slice(LABEL_PREFIX.length)) as Label;
-    return typeof label.image === 'string' && typeof label.holder === 'string' ? label : null;
+    if (typeof label.image !== 'string') return null;
+    if (typeof label.holder === 'string') return { ...label, holder: lockHolder(label.holder) };
+    const h = label.holder as Partial<LockHolder> | null;
+    return (h?.kind === 'job' && typeof h.id === 'string') || (h?.kind === 'named' && typeof h.words === 'string') ? label : null;
   } catch {
     return null;
   }
@@ -142,32 +146,37 @@ export async function imageLocks(): Promise<Map<string, ImageLockState>> {
     const state = label ? out.get(label.image) : undefined;
     if (!label || !state) continue;
     const thisTab = label.tab === tab;
-    if (!state.holders.some((h) => h.holder === label.holder && h.mode === label.mode && h.thisTab === thisTab)) {
+    if (!state.holders.some((h) => describeLockHolder(h.holder) === describeLockHolder(label.holder) && h.mode === label.mode && h.thisTab === thisTab)) {
       state.holders.push({ image: label.image, mode: label.mode, holder: label.holder, thisTab });
     }
   }
   return out;
 }
 
-/** A holder in words, as a lock message says it. */
-export function describeHolder(h: ImageHolder): string {
-  return h.thisTab ? h.holder : `${h.holder} in another tab`;
+/** A holder as data, as seen from this tab: another tab's is `elsewhere`. */
+export function holderOf(h: ImageHolder): LockHolder {
+  return h.thisTab ? h.holder : { ...h.holder, elsewhere: true };
 }
 
-/** Who holds an image (its writer, else a reader), in words. */
-export function holderWords(state: ImageLockState): string {
+/** Who holds an image (its writer, else a reader). */
+export function imageHolder(state: ImageLockState): LockHolder {
   const found = state.holders.find((h) => h.mode === 'exclusive') ?? (state.mode === 'shared' ? state.holders[0] : undefined);
   // Held by somebody who has not said who (between its two locks, or another program of this origin).
-  return found ? describeHolder(found) : 'another tab';
+  return found ? holderOf(found) : { kind: 'named', words: 'another tab' };
+}
+
+/** Who holds an image, in words. */
+export function holderWords(state: ImageLockState): string {
+  return describeLockHolder(imageHolder(state));
 }
 
 /**
  * Who stands in the way of taking an image in `mode` (a writer, for a
- * reader; anybody, for a writer), in words; null when nobody does.
+ * reader; anybody, for a writer); null when nobody does.
  */
-export function conflictingHolder(state: ImageLockState | undefined, mode: LockMode): string | null {
+export function conflictingHolder(state: ImageLockState | undefined, mode: LockMode): LockHolder | null {
   if (!state || (mode === 'shared' && state.mode === 'shared')) return null;
-  return holderWords(state);
+  return imageHolder(state);
 }
 
 /** The LockError taking `image` in `mode` would meet now, or null. Looks only: takes no lock. */
@@ -177,15 +186,16 @@ export async function checkImageLock(image: string, mode: LockMode): Promise<Loc
 }
 
 /**
- * Locks `image` (shared to read, exclusive to write) for `holder` (words
- * for messages), or throws the LockError that names who holds it. Never
+ * Locks `image` (shared to read, exclusive to write) for `holder` (a job,
+ * or words for messages), or throws the LockError that names who holds it. Never
  * waits for a lock.
  */
-export async function lockImage(image: string, mode: LockMode, holder: string): Promise<HeldLock> {
+export async function lockImage(image: string, mode: LockMode, by: string | LockHolder): Promise<HeldLock> {
+  const holder = lockHolder(by);
   const main = await tryWebLock(imageLockName(image), mode);
   if (!main) {
     const state = (await imageLocks()).get(image);
-    throw new LockError(image, mode, state ? holderWords(state) : 'another tab');
+    throw new LockError(image, mode, state ? imageHolder(state) : 'another tab');
   }
   let label: HeldLock | null = null;
   try {

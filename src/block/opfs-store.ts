@@ -19,7 +19,7 @@
  * under its lock and the temporary file removed (not atomic: a crash then
  * leaves a partial NAME, never a damaged other file).
  */
-import { type BlockDevice, type FileIdentity, BlockError, checkRequest, closedError } from './block-device.js';
+import { type BlockDevice, type FileIdentity, type LockHolder, BlockError, checkDeviceRequest, closedError } from './block-device.js';
 import type { FileStore, StoreFile } from './file-store.js';
 import { type HeldLock, lockImage, tryWebLock, imageLockName } from './opfs-lock.js';
 import { OpfsDevice, opfsError } from './opfs.js';
@@ -116,7 +116,7 @@ export class StoreDevice implements BlockDevice {
   }
 
   async resize(bytes: number): Promise<void> {
-    checkRequest('resize', 0, bytes, 0, false);
+    checkDeviceRequest('resize', 0, bytes, 0, false);
     return (await this.device('resize', 0, bytes)).resize(bytes);
   }
 
@@ -184,8 +184,8 @@ export class OpfsFileStore implements FileStore {
 
   constructor(
     private readonly directory: () => Promise<FileSystemDirectoryHandle>,
-    /** Who opens images through this store, in words for lock messages: `the job "mirror0"`. */
-    readonly holder: string,
+    /** Who opens images through this store, for lock messages: a job, or words (`an NBD export being looked at`). */
+    readonly holder: string | LockHolder,
   ) {}
 
   resolve(name: string): string {

@@ -8,7 +8,7 @@
  * already open through another handle (NoModificationAllowedError) is EBUSY;
  * NotFoundError is ENOENT.
  */
-import { type BlockDevice, type BlockOp, type Errno, BlockError, checkRequest, closedError, readOnlyError } from './block-device.js';
+import { type BlockDevice, type BlockOp, type Errno, BlockError, checkDeviceRequest, closedError, readOnlyError } from './block-device.js';
 
 /** The parts of FileSystemSyncAccessHandle this device uses. */
 export interface SyncAccessHandle {
@@ -105,7 +105,7 @@ export class OpfsDevice implements BlockDevice {
 
   async read(offset: number, into: Uint8Array): Promise<void> {
     if (this.closed) throw closedError('read', offset, into.length);
-    checkRequest('read', offset, into.length, this.length, true);
+    checkDeviceRequest('read', offset, into.length, this.length, true);
     let done = 0;
     while (done < into.length) {
       let n: number;
@@ -124,7 +124,7 @@ export class OpfsDevice implements BlockDevice {
   async write(offset: number, data: Uint8Array): Promise<void> {
     if (this.closed) throw closedError('write', offset, data.length);
     if (this.readOnly) throw readOnlyError('write', offset, data.length);
-    checkRequest('write', offset, data.length, this.length, false);
+    checkDeviceRequest('write', offset, data.length, this.length, false);
     if (data.length === 0) return;
     let n: number;
     try {
@@ -161,7 +161,7 @@ export class OpfsDevice implements BlockDevice {
   async resize(bytes: number): Promise<void> {
     if (this.closed) throw closedError('resize', 0, bytes);
     if (this.readOnly) throw readOnlyError('resize', 0, bytes);
-    checkRequest('resize', 0, bytes, 0, false);
+    checkDeviceRequest('resize', 0, bytes, 0, false);
     try {
       this.handle.truncate(bytes);
     } catch (err) {

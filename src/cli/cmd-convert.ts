@@ -15,7 +15,7 @@ import { resolveOptions } from '../mirror/options.js';
 import { type ImageFormat, FormatError } from '../format/image-format.js';
 import { ZeroPadded } from '../format/zero-padded.js';
 import { type BlockOp, toBlockError } from '../block/block-device.js';
-import type { EventData } from '../mirror/events.js';
+import type { EventData } from '../qapi/events.js';
 import { MirrorJob } from '../mirror/mirror-job.js';
 import type { BlockJobInfo } from '../mirror/types.js';
 import { parseSize } from '../util/size.js';

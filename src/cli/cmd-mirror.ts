@@ -27,7 +27,7 @@ import { stampChain } from '../format/image-stamp.js';
 import type { ImageFormat } from '../format/image-format.js';
 import { MirrorControl } from '../mirror/control.js';
 import { type Ending, type JobStop, endMirror } from '../mirror/end.js';
-import { parseFaultSpec } from '../mirror/fault-spec.js';
+import { parseFaultSpec } from '../qapi/faults.js';
 import { launchMirror } from '../mirror/launch.js';
 import type { MirrorJob } from '../mirror/mirror-job.js';
 import { type MirrorOptions, resolveOptions } from '../mirror/options.js';

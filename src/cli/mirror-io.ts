@@ -6,7 +6,7 @@
 import type { Interface } from 'node:readline';
 import type { ProgressLine } from './progress.js';
 import type { MirrorControl } from '../mirror/control.js';
-import type { EventData } from '../mirror/events.js';
+import type { EventData } from '../qapi/events.js';
 import type { MirrorJob } from '../mirror/mirror-job.js';
 import type { JobResult } from '../mirror/types.js';
 

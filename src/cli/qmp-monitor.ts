@@ -21,8 +21,8 @@ import * as os from 'node:os';
 import { dirname } from 'node:path';
 import { getSystemErrorMap } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
-import { CommandError, checkArguments, checkRequest, type MirrorControl } from '../mirror/control.js';
-import type { JobStatus } from '../mirror/job-states.js';
+import { CommandError, checkArguments, checkQmpRequest, type MirrorControl } from '../mirror/control.js';
+import type { JobStatus } from '../qapi/job-states.js';
 import type { MirrorJob } from '../mirror/mirror-job.js';
 import { UsageError } from './args.js';
 import { exitCodeFor } from './mirror-io.js';
@@ -162,7 +162,7 @@ class Session {
     let response: Record<string, unknown>;
     let after: (() => void) | null = null;
     try {
-      const request = checkRequest(value);
+      const request = checkQmpRequest(value);
       if (request.execute === 'qmp_capabilities') {
         // As QEMU: the arguments are checked first, then whether negotiation is over, then the capabilities.
         checkArguments('qmp_capabilities', request.arguments ?? {});

@@ -79,18 +79,8 @@ export interface ImageFormat extends BlockDevice {
   deallocate?(offset: number, bytes: number): Promise<void>;
 }
 
-/** A format or image could not be opened or is corrupt: names the field and the value. */
-export class FormatError extends Error {
-  override name = 'FormatError';
-  constructor(
-    message: string,
-    /** The field at fault, when there is one. */
-    readonly field?: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
+/** A format or image could not be opened or is corrupt (its class lives with the page's vocabulary: the page tells it apart). */
+export { FormatError } from '../qapi/errors.js';
 
 /** Shared zero buffer for writing zeroes in pieces. */
 export const ZERO_BUFFER_BYTES = 1 << 20;

@@ -3,7 +3,7 @@
  * holes (SEEK_HOLE under Node), a hole is a zero extent: it is neither read
  * by a copy nor written again with zeroes.
  */
-import { type BlockDevice, type DurabilityNotice, BlockError, checkRequest } from '../block/block-device.js';
+import { type BlockDevice, type DurabilityNotice, BlockError, checkDeviceRequest } from '../block/block-device.js';
 import { type BlockStatus, type ImageFormat, type ImageInfo, type WriteZeroesOptions, zeroBuffer } from './image-format.js';
 
 export type RawPreallocation = 'off' | 'full';
@@ -25,7 +25,7 @@ export class RawImage implements ImageFormat {
    * device allows), or with `preallocation: 'full'` every byte written.
    */
   static async create(file: BlockDevice, bytes: number, options: { preallocation?: RawPreallocation } = {}): Promise<RawImage> {
-    checkRequest('resize', 0, bytes, 0, false);
+    checkDeviceRequest('resize', 0, bytes, 0, false);
     if (!file.resize) {
       if (file.size !== bytes) throw new BlockError('ENOTSUP', 'resize', 0, bytes, 'the device cannot be resized');
     } else {
@@ -58,7 +58,7 @@ export class RawImage implements ImageFormat {
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     // The virtual size is fixed: a raw image does not grow by writing.
-    checkRequest('write', offset, data.length, this.file.size, true);
+    checkDeviceRequest('write', offset, data.length, this.file.size, true);
     return this.changing(() => this.file.write(offset, data));
   }
 
@@ -76,12 +76,12 @@ export class RawImage implements ImageFormat {
   }
 
   async discard(offset: number, bytes: number): Promise<void> {
-    checkRequest('discard', offset, bytes, this.file.size, true);
+    checkDeviceRequest('discard', offset, bytes, this.file.size, true);
     await this.changing(async () => this.file.discard?.(offset, bytes));
   }
 
   async blockStatus(offset: number, bytes: number): Promise<BlockStatus> {
-    checkRequest('read', offset, 0, this.file.size, true);
+    checkDeviceRequest('read', offset, 0, this.file.size, true);
     const length = Math.max(0, Math.min(bytes, this.file.size - offset));
     if (length > 0 && this.file.allocation) {
       const extent = await this.extentAt(offset);
@@ -139,7 +139,7 @@ export class RawImage implements ImageFormat {
    * is not guaranteed to read back as zeroes.
    */
   async writeZeroes(offset: number, bytes: number, options: WriteZeroesOptions): Promise<void> {
-    checkRequest('write', offset, bytes, this.file.size, true);
+    checkDeviceRequest('write', offset, bytes, this.file.size, true);
     // A hole reads as zeroes: nothing to write (a resumed copy stays as sparse as a fresh one).
     if (await this.isHole(offset, bytes)) return;
     return this.changing(() => this.zeroRange(offset, bytes, options));

@@ -7,8 +7,8 @@
  * the engine does. Nothing here runs anything: `LessonTrack` only follows
  * events.
  */
-import type { AnyQmpEvent } from '../mirror/events.js';
-import type { JobStatus } from '../mirror/job-states.js';
+import type { AnyQmpEvent } from '../qapi/events.js';
+import type { JobStatus } from '../qapi/job-states.js';
 import type { MirrorOptions } from '../mirror/options.js';
 
 /** What a lesson does once an expected event is seen. */

@@ -9,104 +9,31 @@
  * them: members in schema order (missing, then wrongly typed), then any
  * member the schema does not name. A refused command changes nothing.
  */
+import { CommandError, type QmpErrorClass } from '../qapi/errors.js';
 import { FaultRules } from '../block/fault.js';
-import { type FaultSide, formatFaultSpec, parseFaultSpec } from './fault-spec.js';
-import { JobError } from './job-states.js';
+import { type FaultFacts, type FaultSide, formatFaultSpec, parseFaultSpec } from '../qapi/faults.js';
+import { JobError } from '../qapi/job-states.js';
 import type { MirrorJob } from './mirror-job.js';
-import type { BlockJobInfo } from './types.js';
+import { type AnswerOf, type ArgsOf, type CommandName, type JobInfo, type ListedFault, COMMAND_PARAMS, PARAM_TYPES, type ParamSpec, isCommandName } from '../qapi/commands.js';
 
-export type QmpErrorClass = 'GenericError' | 'CommandNotFound' | 'DeviceNotActive' | 'DeviceNotFound';
-
-export class CommandError extends Error {
-  override name = 'CommandError';
-  constructor(
-    readonly qmpClass: QmpErrorClass,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export { CommandError, type QmpErrorClass };
+export { type ArgsOf, type CommandName, type JobInfo, type ParamSpec, type ParamType, COMMAND_PARAMS, isCommandName } from '../qapi/commands.js';
 
 export interface JobFaults {
   source: FaultRules;
   target: FaultRules;
 }
 
-/** query-jobs' JobInfo. */
-export interface JobInfo {
-  id: string;
-  type: 'mirror';
-  status: BlockJobInfo['status'];
-  'current-progress': number;
-  'total-progress': number;
-  error?: string;
-}
-
-// ---- parameters as data ---------------------------------------------------------
-
-/** QAPI's built-in types a parameter can have here, with the word QEMU's errors use for each. */
-const PARAM_TYPES = {
-  str: { expected: 'string', accepts: (v: unknown) => typeof v === 'string' },
-  // QAPI's int is int64; JSON numbers past 2^53 lose precision here, but still count as integers.
-  int: { expected: 'integer', accepts: (v: unknown) => typeof v === 'number' && Number.isInteger(v) && Math.abs(v) < 2 ** 63 },
-  bool: { expected: 'boolean', accepts: (v: unknown) => typeof v === 'boolean' },
-  array: { expected: 'array', accepts: (v: unknown) => Array.isArray(v) },
-} as const;
-
-export type ParamType = keyof typeof PARAM_TYPES;
-
-export interface ParamSpec {
-  readonly name: string;
-  readonly type: ParamType;
-  readonly required: boolean;
-}
-
-const req = <N extends string, T extends ParamType>(name: N, type: T) => ({ name, type, required: true }) as const;
-const opt = <N extends string, T extends ParamType>(name: N, type: T) => ({ name, type, required: false }) as const;
-
 /**
- * Every command and its parameters, in schema order. QEMU's commands as
- * QEMU 7.2 declares them (qapi/control.json, qapi/block-core.json,
- * qapi/job.json); diskmirror's own (fault-*, x-source-write) take an
- * optional `device`: without it, the only job.
+ * The fault rule behind an error a job met (its side by the operation): one
+ * still armed over the range (Resume meets it again), else the one that
+ * fired (a once rule, gone since); null when no rule was behind it.
  */
-export const COMMAND_PARAMS = {
-  qmp_capabilities: [opt('enable', 'array')],
-  'query-block-jobs': [],
-  'query-jobs': [],
-  'job-pause': [req('id', 'str')],
-  'job-resume': [req('id', 'str')],
-  'job-cancel': [req('id', 'str')],
-  'job-complete': [req('id', 'str')],
-  'job-finalize': [req('id', 'str')],
-  'job-dismiss': [req('id', 'str')],
-  'block-job-pause': [req('device', 'str')],
-  'block-job-resume': [req('device', 'str')],
-  'block-job-cancel': [req('device', 'str'), opt('force', 'bool')],
-  'block-job-complete': [req('device', 'str')],
-  'block-job-set-speed': [req('device', 'str'), req('speed', 'int')],
-  'fault-add': [opt('device', 'str'), req('rule', 'str')],
-  'fault-list': [opt('device', 'str')],
-  'fault-remove': [opt('device', 'str'), opt('all', 'bool'), opt('index', 'int')],
-  'x-source-write': [opt('device', 'str'), req('offset', 'int'), req('bytes', 'int'), opt('pattern', 'int')],
-} as const satisfies Record<string, readonly ParamSpec[]>;
-
-export type CommandName = keyof typeof COMMAND_PARAMS;
-
-interface TypeOf {
-  str: string;
-  int: number;
-  bool: boolean;
-  array: unknown[];
-}
-
-/** A command's checked arguments, typed from its row of the table. */
-export type ArgsOf<C extends CommandName> = {
-  [P in (typeof COMMAND_PARAMS)[C][number] as P['name']]: P['required'] extends true ? TypeOf[P['type']] : TypeOf[P['type']] | undefined;
-};
-
-export function isCommandName(name: string): name is CommandName {
-  return Object.hasOwn(COMMAND_PARAMS, name);
+export function faultFacts(faults: JobFaults, error: { operation: 'read' | 'write'; offset: number; bytes: number }): FaultFacts | null {
+  const side: FaultSide = error.operation === 'read' ? 'source' : 'target';
+  const armed = faults[side].firing(error.operation, error.offset, error.bytes);
+  const rule = armed ?? faults[side].firedFor(error.operation, error.offset, error.bytes);
+  return rule ? { rule: formatFaultSpec({ side, rule }), armed: armed !== undefined } : null;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -150,7 +77,7 @@ export interface QmpRequest {
  * (it comes back in the answer); `exec-oob` is refused, as by a monitor
  * without the oob capability.
  */
-export function checkRequest(value: unknown): QmpRequest {
+export function checkQmpRequest(value: unknown): QmpRequest {
   if (!isObject(value)) throw generic('QMP input must be a JSON object');
   let execute: string | undefined;
   for (const [name, member] of Object.entries(value)) {
@@ -174,7 +101,7 @@ interface Entry {
   faults: JobFaults;
 }
 
-type Handlers = { [C in CommandName]: (args: ArgsOf<C>) => unknown };
+type Handlers = { [C in CommandName]: (args: ArgsOf<C>) => AnswerOf<C> | Promise<AnswerOf<C>> };
 
 const X_SOURCE_WRITE_MAX_BYTES = 64 << 20;
 
@@ -286,7 +213,7 @@ export class MirrorControl {
       const sides: FaultSide[] = ['source', 'target'];
       return sides
         .flatMap((side) => entry.faults[side].rules.map((rule) => ({ side, rule: formatFaultSpec({ side, rule }), hits: rule.hits })))
-        .map((r, index) => ({ side: r.side, index, rule: r.rule, hits: r.hits }));
+        .map((r, index): ListedFault => ({ side: r.side, index, rule: r.rule, hits: r.hits }));
     },
     'fault-remove': ({ device, all, index }) => {
       const entry = this.byDevice(device);

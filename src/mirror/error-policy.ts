@@ -2,13 +2,10 @@
  * What a failed read or write leads to, per side, as blockjob.c's
  * block_job_error_action decides it.
  */
-import type { Errno } from '../block/block-device.js';
+import type { Errno } from '../qapi/errors.js';
+import type { ErrorAction, ErrorPolicy, IoStatus } from '../qapi/policies.js';
 
-export const ERROR_POLICIES = ['report', 'ignore', 'stop', 'enospc', 'auto'] as const;
-export type ErrorPolicy = (typeof ERROR_POLICIES)[number];
-
-export type ErrorAction = 'report' | 'ignore' | 'stop';
-export type IoStatus = 'ok' | 'failed' | 'nospace';
+export { ERROR_POLICIES, type ErrorAction, type ErrorPolicy, type IoStatus } from '../qapi/policies.js';
 
 /** The action for an error with code `errno` under `policy`. */
 export function errorAction(policy: ErrorPolicy, errno: Errno): ErrorAction {

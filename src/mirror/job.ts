@@ -12,8 +12,8 @@
  */
 import { type BlockError, describeErrno } from '../block/block-device.js';
 import { type ErrorAction, type IoStatus, type ErrorPolicy, errorAction, ioStatusFor } from './error-policy.js';
-import { type AnyQmpEvent, type EventData, type EventName, makeEvent } from './events.js';
-import { type JobStatus, type JobVerb, JobError, checkTransition, checkVerb } from './job-states.js';
+import { type AnyQmpEvent, type EventData, type EventName, makeEvent } from '../qapi/events.js';
+import { type JobStatus, type JobVerb, JobError, checkTransition, checkVerb } from '../qapi/job-states.js';
 import { RateLimit } from './rate-limit.js';
 import type { BlockJobInfo, JobOutcome, JobResult } from './types.js';
 

@@ -16,7 +16,7 @@ import { type NewImage, type OpenedImage, createInStore, openChain, refuseOverla
 import { type FormatName, type ImageFormat, FormatError } from '../format/image-format.js';
 import { repairLeaks } from '../format/repair.js';
 import type { JobFaults } from './control.js';
-import type { FaultSpec } from './fault-spec.js';
+import type { FaultSpec } from '../qapi/faults.js';
 import { MirrorJob } from './mirror-job.js';
 import { type MirrorOptions, OptionError } from './options.js';
 import type { Checkpointer, ResumeState } from './types.js';

@@ -22,7 +22,7 @@ import { Checkpoints } from './checkpoints.js';
 import { ChunkMap } from './chunks.js';
 import { type Op, InFlight } from './in-flight.js';
 import { Job, type ProgressData } from './job.js';
-import { JobError } from './job-states.js';
+import { JobError } from '../qapi/job-states.js';
 import { type ResolvedOptions, MAX_IN_FLIGHT, OptionError, ioLimits, resolveOptions } from './options.js';
 import { SourceWrites } from './source-writes.js';
 import type { CellState, JobOutcome, JobStats, MirrorJobParams } from './types.js';

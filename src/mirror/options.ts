@@ -2,6 +2,7 @@
  * Mirror options with QEMU's names, defaults and validation (blockdev-mirror).
  * User-facing spellings are QAPI's: `on-source-error`, `buf-size`...
  */
+import { OptionError } from '../qapi/errors.js';
 import { ERROR_POLICIES, type ErrorPolicy } from './error-policy.js';
 
 export const SYNC_MODES = ['full', 'top', 'none'] as const;
@@ -51,9 +52,7 @@ export const MAX_IN_FLIGHT = 16;
 export const MAX_IO_BYTES = 1 << 20;
 
 /** An option with a bad value. */
-export class OptionError extends Error {
-  override name = 'OptionError';
-}
+export { OptionError };
 
 function isPowerOfTwo(n: number): boolean {
   return Number.isSafeInteger(n) && n > 0 && (n & (n - 1)) === 0;

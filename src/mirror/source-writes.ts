@@ -9,7 +9,7 @@
  * dirty in checkpoints; a write waits for a checkpoint under way, and for
  * the stored one to be marked as written after (checkpoints.ts).
  */
-import { type BlockError, BlockError as BlockErrorClass, checkRequest, toBlockError } from '../block/block-device.js';
+import { type BlockError, BlockError as BlockErrorClass, checkDeviceRequest, toBlockError } from '../block/block-device.js';
 import type { ImageFormat } from '../format/image-format.js';
 import type { Checkpoints } from './checkpoints.js';
 import type { ChunkMap } from './chunks.js';
@@ -60,7 +60,7 @@ export class SourceWrites {
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     const { host } = this;
-    checkRequest('write', offset, data.length, host.chunks.size, true);
+    checkDeviceRequest('write', offset, data.length, host.chunks.size, true);
     const refuse = () => new BlockErrorClass('EBUSY', 'write', offset, data.length, `job '${host.id}' has finished with the source; writes go elsewhere now`);
     if (host.closed()) throw refuse();
     if (data.length === 0) return;

@@ -7,25 +7,11 @@ import type { Errno } from '../block/block-device.js';
 import type { ImageFormat } from '../format/image-format.js';
 import type { Kernel } from '../kernel/kernel.js';
 import type { IoStatus } from './error-policy.js';
-import type { JobStatus } from './job-states.js';
+import type { JobStatus } from '../qapi/job-states.js';
 import type { MirrorOptions, ResolvedOptions } from './options.js';
 
-/** QEMU's query-block-jobs fields. */
-export interface BlockJobInfo {
-  type: 'mirror';
-  device: string;
-  len: number;
-  offset: number;
-  busy: boolean;
-  paused: boolean;
-  speed: number;
-  'io-status': IoStatus;
-  ready: boolean;
-  status: JobStatus;
-  'auto-finalize': boolean;
-  'auto-dismiss': boolean;
-  error?: string;
-}
+/** QEMU's query-block-jobs fields (the page's vocabulary too). */
+export type { BlockJobInfo } from '../qapi/commands.js';
 
 /** A range that failed and has not been copied since. */
 export interface FailedRange {

@@ -2,17 +2,26 @@
  * Errors keep their identity across the worker boundary. Comlink's default
  * "throw" handler keeps only name, message and stack; this one also carries
  * the fields our error classes have (code, op, offset, bytes, field,
- * qmpClass; image, mode, holder for image conflicts; the worker's own
+ * qmpClass; image, mode, and the holder as data for image conflicts; the worker's own
  * codes) and rebuilds the class on the other side, so the page checks an
  * error's class and code, never its words. Installed by both the worker and
  * the page.
  */
 import * as Comlink from 'comlink';
-import { BlockError, type BlockOp, type Errno, ImageConflictError, LockError, type LockMode } from '../block/block-device.js';
-import { FormatError } from '../format/image-format.js';
-import { JobError } from '../mirror/job-states.js';
-import { OptionError } from '../mirror/options.js';
-import { CommandError, type QmpErrorClass } from '../mirror/control.js';
+import {
+  type BlockOp,
+  type Errno,
+  type LockHolder,
+  type LockMode,
+  type QmpErrorClass,
+  BlockError,
+  CommandError,
+  FormatError,
+  ImageConflictError,
+  LockError,
+  OptionError,
+} from '../qapi/errors.js';
+import { JobError } from '../qapi/job-states.js';
 import { WorkerError, type WorkerErrorCode } from './worker-error.js';
 
 interface SerializedError {
@@ -29,7 +38,8 @@ interface SerializedError {
   qmpClass?: string;
   image?: string;
   mode?: LockMode;
-  holder?: string;
+  /** A lock's holder, as data. */
+  by?: LockHolder;
 }
 
 type Serialized = { isError: true; value: SerializedError } | { isError: false; value: unknown };
@@ -38,10 +48,11 @@ export function serializeError(err: Error): SerializedError {
   const e = err as Error & Partial<SerializedError>;
   const out: SerializedError = { name: e.name, message: e.message };
   if (e.stack) out.stack = e.stack;
-  for (const key of ['code', 'op', 'offset', 'bytes', 'detail', 'field', 'qmpClass', 'image', 'mode', 'holder'] as const) {
+  for (const key of ['code', 'op', 'offset', 'bytes', 'detail', 'field', 'qmpClass', 'image', 'mode'] as const) {
     const v = e[key];
     if (typeof v === 'string' || typeof v === 'number') (out as unknown as Record<string, unknown>)[key] = v;
   }
+  if (err instanceof LockError) out.by = { ...err.by };
   return out;
 }
 
@@ -61,7 +72,7 @@ export function deserializeError(s: SerializedError): Error {
       err = new CommandError((s.qmpClass as QmpErrorClass) ?? 'GenericError', s.message);
       break;
     case 'LockError':
-      err = new LockError(s.image ?? '', s.mode === 'shared' ? 'shared' : 'exclusive', s.holder ?? 'another tab');
+      err = new LockError(s.image ?? '', s.mode === 'shared' ? 'shared' : 'exclusive', s.by ?? 'another tab');
       // The message is made from the fields; should they ever differ, the sender's words win.
       if (err.message !== s.message) err.message = s.message;
       break;

@@ -5,7 +5,7 @@
  * the page tells them apart without reading the words; error-transfer.ts
  * keeps the class and the code across the worker boundary.
  */
-import { CommandError } from '../mirror/control.js';
+import { CommandError } from '../qapi/errors.js';
 
 export type WorkerErrorCode =
   /** No job of that id runs in this worker. */

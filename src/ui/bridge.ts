@@ -9,19 +9,34 @@
 import * as Comlink from 'comlink';
 import type { EventSink, ProgressSink, ReleasedSink } from '../worker/api-types.js';
 import type { WorkerApi } from '../worker/worker.js';
+import type { Call, CommandName } from '../qapi/commands.js';
 import { installErrorTransfer } from '../shared/error-transfer.js';
 
-let remote: Comlink.Remote<WorkerApi> | undefined;
+/**
+ * The worker as the page sees it. Comlink's mapping of a generic method
+ * loses its type parameter; `execute` is async already, so its own type
+ * (typed by src/qapi: a wrong command or argument does not compile) is
+ * what the page calls.
+ */
+export type WorkerRemote = Omit<Comlink.Remote<WorkerApi>, 'execute'> & Pick<WorkerApi, 'execute'>;
+
+let remote: WorkerRemote | undefined;
 let thread: Worker | undefined;
 let subscription: { onEvent: EventSink; onProgress: ProgressSink; onReleased: ReleasedSink; pictureCells: () => number } | undefined;
 
-export function worker(): Comlink.Remote<WorkerApi> {
+export function worker(): WorkerRemote {
   if (!remote) {
     installErrorTransfer();
     thread = new Worker(new URL('../worker/worker.ts', import.meta.url), { type: 'module', name: 'diskmirror' });
-    remote = Comlink.wrap<WorkerApi>(thread);
+    remote = Comlink.wrap<WorkerApi>(thread) as unknown as WorkerRemote;
   }
   return remote;
+}
+
+/** Runs a command built as one value (a verb's, see qapi/verbs.ts); what it answers is the verb's caller's to ignore. */
+export function run(call: Call): Promise<unknown> {
+  // `call` was built typed (Call pairs each command with its own arguments); only the pair's union needs widening here.
+  return (worker().execute as (command: CommandName, args: unknown) => Promise<unknown>)(call.command, call.args);
 }
 
 /** Hears the worker's events, progress (with pictures of `pictureCells` cells) and releases. */

@@ -5,7 +5,7 @@
  * away, the whole log as JSON lines behind a toggle and on the clipboard
  * (Copy as JSON lines); a filter by job and by kind.
  */
-import type { AnyQmpEvent } from '../mirror/events.js';
+import type { AnyQmpEvent } from '../qapi/events.js';
 import { byId, h } from './dom.js';
 import { type EventKind, type JobPolicies, eventTime, eventWords, sinceStart } from './event-words.js';
 

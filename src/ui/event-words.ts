@@ -4,8 +4,8 @@
  * on-source-error=stop, so the job paused (io-status failed)"). Pure: the
  * event log draws it.
  */
-import type { AnyQmpEvent } from '../mirror/events.js';
-import type { ErrorPolicy } from '../mirror/error-policy.js';
+import type { AnyQmpEvent } from '../qapi/events.js';
+import type { ErrorPolicy } from '../qapi/policies.js';
 import { formatSize } from '../util/size.js';
 
 export type EventKind = 'status' | 'error' | 'ready' | 'end';

@@ -8,18 +8,12 @@
  * panel never names a job that is over.
  */
 import { jobIsGone } from '../shared/worker-error.js';
-import { parseFaultSpec, formatFaultSpec } from '../mirror/fault-spec.js';
+import type { ListedFault } from '../qapi/commands.js';
+import { parseFaultSpec, formatFaultSpec } from '../qapi/faults.js';
 import { parseSize } from '../util/size.js';
 import { byId, h } from './dom.js';
 import { worker } from './bridge.js';
 import { explain } from './messages.js';
-
-interface ListedRule {
-  side: string;
-  index: number;
-  rule: string;
-  hits: number;
-}
 
 export class FaultPanel {
   /** The rules the next job starts with (and the running one was given, with what was added since). */
@@ -93,10 +87,10 @@ export class FaultPanel {
   async refresh(): Promise<void> {
     const id = this.runningJob();
     const list = byId('fault-list');
-    let rules: ListedRule[] | null = null;
+    let rules: ListedFault[] | null = null;
     if (id) {
       try {
-        rules = (await worker().execute('fault-list', { device: id })) as ListedRule[];
+        rules = await worker().execute('fault-list', { device: id });
       } catch (err) {
         // A job that is gone has no rules: the armed ones are listed.
         if (!jobIsGone(err)) this.say(explain(err));

@@ -6,12 +6,12 @@
  * action). An image a job holds is shown as held, by which job and how.
  */
 import type { FormatName } from '../format/image-format.js';
-import type { ErrorPolicy } from '../mirror/error-policy.js';
+import type { ErrorPolicy } from '../qapi/policies.js';
 import { formatSize, parseSize } from '../util/size.js';
 import type { ImageEntry } from '../worker/api-types.js';
 import { byId, h } from './dom.js';
 import { worker } from './bridge.js';
-import type { JobNames } from './job-view.js';
+import type { JobNames } from './job-store.js';
 import { type MessageContext, explain } from './messages.js';
 
 /** How often a page looks again while another tab holds one of its images. */

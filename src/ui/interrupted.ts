@@ -9,7 +9,7 @@ import { formatSize } from '../util/size.js';
 import type { InterruptedJob } from '../worker/api-types.js';
 import { byId, h } from './dom.js';
 import { worker } from './bridge.js';
-import type { JobNames } from './job-view.js';
+import type { JobNames } from './job-store.js';
 import { explain } from './messages.js';
 
 export interface InterruptedHooks {

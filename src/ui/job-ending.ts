@@ -6,8 +6,8 @@
  * job panel draws them. A target that is an NBD export stays on its
  * server: nothing here downloads or deletes it.
  */
-import { isNbdUri } from '../block/nbd/uri.js';
-import type { EventData } from '../mirror/events.js';
+import { isNbdUri } from '../qapi/nbd.js';
+import type { EventData } from '../qapi/events.js';
 import type { JobOutcome } from '../mirror/types.js';
 import { formatSize } from '../util/size.js';
 import type { JobKind, JobRelease } from '../worker/api-types.js';

@@ -9,9 +9,11 @@
  */
 import { LESSONS, lessonById } from '../lessons/catalog.js';
 import { type Lesson, type LessonAction, LessonTrack } from '../lessons/lesson.js';
-import type { AnyQmpEvent } from '../mirror/events.js';
+import type { AnyQmpEvent } from '../qapi/events.js';
+import { isPageVerb, verbCall } from '../qapi/verbs.js';
+import { run, worker } from './bridge.js';
 import { byId, h } from './dom.js';
-import { worker } from './bridge.js';
+import { eventJob } from './job-store.js';
 import { explain } from './messages.js';
 
 export interface LessonHooks {
@@ -162,8 +164,7 @@ export class LessonsSection {
     }
     const track = this.track;
     if (this.phase !== 'running' || !track || !this.job) return;
-    const id = e.event === 'JOB_STATUS_CHANGE' || e.event === 'BLOCK_JOB_PENDING' ? e.data.id : e.data.device;
-    if (id !== this.job) return;
+    if (eventJob(e) !== this.job) return;
     const actions = track.observe(e);
     this.renderExpected();
     if (actions.length) this.actions = this.actions.then(() => this.act(actions));
@@ -179,10 +180,7 @@ export class LessonsSection {
         else if (a.do === 'add-fault') await worker().execute('fault-add', { device: id, rule: a.rule });
         else if (a.do === 'source-write') await worker().execute('x-source-write', { device: id, offset: a.offset, bytes: a.bytes, pattern: 0x5a });
         else if (a.do === 'guest-off') await this.hooks.guestOff();
-        else if (a.do === 'resume') await worker().execute('job-resume', { id });
-        else if (a.do === 'complete') await worker().execute('job-complete', { id });
-        else if (a.do === 'cancel') await worker().execute('block-job-cancel', { device: id, force: false });
-        else if (a.do === 'force-cancel') await worker().execute('block-job-cancel', { device: id, force: true });
+        else if (isPageVerb(a.do)) await run(verbCall(a.do, id));
         else if (a.do === 'wait') await sleep(a.ms);
         else if (a.do === 'interrupt-and-resume') await this.hooks.interruptAndResume(id);
       }

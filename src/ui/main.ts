@@ -6,7 +6,7 @@
  * of I/O happens in the worker; this thread renders what it reports (at
  * most ~10 progress updates a second per job, each with its picture).
  */
-import type { AnyQmpEvent } from '../mirror/events.js';
+import type { AnyQmpEvent } from '../qapi/events.js';
 import type { JobRelease } from '../worker/api-types.js';
 import { restartWorker, subscribe, worker } from './bridge.js';
 import { clearErrorLines } from './dom.js';
@@ -14,22 +14,20 @@ import { EventLog } from './event-log.js';
 import { FaultPanel } from './faults.js';
 import { ImagesSection } from './images.js';
 import { InterruptedJobs } from './interrupted.js';
-import { JobPanel } from './job-view.js';
+import { JobPanel } from './job-panel.js';
+import { JobStore } from './job-store.js';
 import { LessonsSection } from './lessons.js';
 import { MirrorForm } from './mirror-form.js';
 import { explain } from './messages.js';
 import { NbdSection } from './nbd.js';
 
 const log = new EventLog();
+/** Every job the page knows, updated by the worker's events and progress: the panels read jobs from it. */
+const jobs = new JobStore();
 /** Images another tab held at the last look. */
 let heldElsewhere = '';
-const faults = new FaultPanel(() => panel.runningJob);
-const panel = new JobPanel({
-  onFinished: () => {
-    faults.jobEnded();
-    void images.refresh();
-    void interrupted.refresh();
-  },
+const faults = new FaultPanel(() => jobs.running);
+const panel = new JobPanel(jobs, {
   onPictureCells: (cells) => void worker().setPictureCells(cells),
   onDownload: (image) => images.download(image),
   onDelete: (image) => images.remove(image),
@@ -41,10 +39,10 @@ const panel = new JobPanel({
   },
 });
 const form = new MirrorForm({
-  currentJob: () => panel.currentJob,
+  currentJob: () => jobs.current,
   onStarted: async (id, names) => {
     log.jobStarted(id, form.options());
-    panel.track(id, names);
+    jobs.track(id, names);
     panel.focus();
     await images.refresh();
     await faults.refresh();
@@ -53,7 +51,7 @@ const form = new MirrorForm({
   armed: () => faults.forStart(),
 });
 const images = new ImagesSection({
-  onJobStarted: (id, names) => panel.track(id, names),
+  onJobStarted: (id, names) => jobs.track(id, names),
   onImagesChanged: (list) => {
     void form.setImages(list);
     // Another tab let go of images (closed, or its job ended): its interrupted jobs can be resumed from here.
@@ -74,7 +72,7 @@ new NbdSection({
 });
 const interrupted = new InterruptedJobs({
   onResumed: async (id, names, byPerson) => {
-    panel.track(id, names);
+    jobs.track(id, names);
     if (names.kind === 'import') images.watchImport(id, names.target);
     if (byPerson) panel.focus();
     else images.say(`The import of ${names.target} resumed by itself where it stopped (${id}).`);
@@ -102,15 +100,23 @@ const lessons = new LessonsSection({
     // The dead worker's locks go with it; then its checkpoint is the job's.
     for (let i = 0; i < 100 && !(await worker().listInterrupted()).some((j) => j.id === id); i++) await new Promise((r) => setTimeout(r, 50));
     const resumed = await worker().resumeInterrupted(id);
-    panel.track(resumed);
+    jobs.track(resumed);
     await images.refresh();
     await interrupted.refresh();
   },
 });
 
+/** A job reached null or concluded: the fault panel lets go of it, and the lists look again. */
+function onFinished(): void {
+  faults.jobEnded();
+  void images.refresh();
+  void interrupted.refresh();
+}
+
 function onEvent(e: AnyQmpEvent): void {
   log.add(e);
-  panel.onEvent(e);
+  const job = jobs.onEvent(e);
+  if (job && e.event === 'JOB_STATUS_CHANGE' && job.done) onFinished();
   lessons.onEvent(e);
   if (e.event === 'BLOCK_JOB_COMPLETED') images.jobEnded(e.data.device, e.data.error ? 'failed' : 'completed', e.data.error);
   if (e.event === 'BLOCK_JOB_CANCELLED') images.jobEnded(e.data.device, 'cancelled');
@@ -119,7 +125,7 @@ function onEvent(e: AnyQmpEvent): void {
 
 /** A job that ended let go of its images: they are free in the list (an import's image is a source now), and a failed job can be resumed. */
 function onReleased(release: JobRelease): void {
-  panel.released(release);
+  jobs.released(release);
   void images.refresh();
   void interrupted.refresh();
 }
@@ -138,7 +144,7 @@ document.addEventListener('click', (e) => (e.target as Element | null)?.closest(
 document.addEventListener('submit', clearErrorLines, true);
 
 async function init(): Promise<void> {
-  await subscribe(onEvent, (p) => panel.onProgress(p), onReleased, () => panel.pictureCells);
+  await subscribe(onEvent, (p) => void jobs.onProgress(p), onReleased, () => panel.pictureCells);
   await images.refresh();
   await interrupted.refresh();
   lessons.fromHash(true);

@@ -4,7 +4,7 @@
  * sentence that names the image it is about and says what to do. Nothing
  * here reads an error's words to decide: classes and codes do.
  */
-import { BlockError, ImageConflictError, LockError, describeErrno } from '../block/block-device.js';
+import { type LockHolder, BlockError, ImageConflictError, LockError, describeErrno, describeLockHolder } from '../qapi/errors.js';
 import { WorkerError } from '../shared/worker-error.js';
 import { formatSize } from '../util/size.js';
 import type { ImageEntry } from '../worker/api-types.js';
@@ -33,18 +33,17 @@ export function sentence(text: string, names: readonly string[] = []): string {
 }
 
 /** Who holds an image, as a person reads it: "mirror0 (its target)", "another tab". */
-function holderPhrase(image: string, holder: string, ctx: MessageContext): { words: string; importing: boolean } {
-  const m = /^the job "(.+)"( in another tab)?$/.exec(holder);
-  if (!m) return { words: holder, importing: false };
-  const job = m[1]!;
-  if (m[2]) return { words: `${job} in another tab`, importing: false };
+function holderPhrase(image: string, holder: LockHolder, ctx: MessageContext): { words: string; importing: boolean } {
+  if (holder.kind !== 'job') return { words: describeLockHolder(holder), importing: false };
+  const job = holder.id;
+  if (holder.elsewhere) return { words: `${job} in another tab`, importing: false };
   const held = ctx.holder?.(image);
   if (held && held.id === job) return { words: `${job} (its ${held.role})`, importing: held.kind === 'import' && held.role === 'target' };
   return { words: job, importing: false };
 }
 
 function lockSentence(err: LockError, ctx: MessageContext): string {
-  const { words, importing } = holderPhrase(err.image, err.holder, ctx);
+  const { words, importing } = holderPhrase(err.image, err.by, ctx);
   if (importing) return `${err.image} is still being imported (${words.replace(/ \(its target\)$/, '')}): wait until the import ends.`;
   return `${err.image} is in use by ${words}: wait until it ends, or choose another image.`;
 }

@@ -6,7 +6,7 @@
  * (by their nbd+ws:// name).
  */
 import type { FormatName } from '../format/image-format.js';
-import type { ErrorPolicy } from '../mirror/error-policy.js';
+import type { ErrorPolicy } from '../qapi/policies.js';
 import type { CopyMode, MirrorOptions, SyncMode } from '../mirror/options.js';
 import { type SourceRef, describeSource } from '../shared/source-ref.js';
 import { jobIsGone } from '../shared/worker-error.js';
@@ -14,7 +14,7 @@ import { parseSize } from '../util/size.js';
 import type { ImageEntry, NbdExportInfo } from '../worker/api-types.js';
 import { byId } from './dom.js';
 import { worker } from './bridge.js';
-import type { JobNames } from './job-view.js';
+import type { JobNames } from './job-store.js';
 import { explain } from './messages.js';
 
 export interface MirrorFormHooks {

@@ -6,7 +6,7 @@
  * imports these as types only.
  */
 import type { FormatName } from '../format/image-format.js';
-import type { AnyQmpEvent } from '../mirror/events.js';
+import type { AnyQmpEvent } from '../qapi/events.js';
 import type { ErrorPolicy } from '../mirror/error-policy.js';
 import type { MirrorOptions } from '../mirror/options.js';
 import type { BlockJobInfo, CellState, JobOutcome, JobStats } from '../mirror/types.js';

@@ -16,7 +16,8 @@ export interface GuestStats {
   lastError?: string;
 }
 
-export class GuestWriter {
+/** The page's simulated guest (not the qcow2 write path, format/qcow2/guest-write.ts's Qcow2DataWriter). */
+export class SimulatedGuest {
   private stopped = true;
   /** Each start runs its own loop; an older loop ends when it sees a newer generation. */
   private generation = 0;

@@ -11,7 +11,7 @@
  * (NotReadableError) instead of returning torn bytes.
  */
 import { BlobDevice } from '../block/blob.js';
-import { BlockError } from '../block/block-device.js';
+import { type LockHolder, BlockError } from '../block/block-device.js';
 import { checkImageLock, lockImage } from '../block/opfs-lock.js';
 import { OpfsFileStore, checkOpfsName, isTemporaryName } from '../block/opfs-store.js';
 import { type NewImage, createInStore } from '../format/image-access.js';
@@ -87,8 +87,8 @@ export class ImageStore {
     return this.dir;
   }
 
-  /** A store whose locks say `holder` (`the job "mirror0"`, `a deletion`). */
-  files(holder: string): OpfsFileStore {
+  /** A store whose locks say `holder` (a job, or words: `a deletion`). */
+  files(holder: string | LockHolder): OpfsFileStore {
     return new OpfsFileStore(() => this.directory(), holder);
   }
 

@@ -20,18 +20,19 @@ import type { NbdAwareStore } from '../block/nbd/store.js';
 import type { OpenedImage } from '../format/image-access.js';
 import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from '../format/image-format.js';
 import { refuseChangedImages, stampChain } from '../format/image-stamp.js';
-import { MirrorControl } from '../mirror/control.js';
+import { type JobFaults, MirrorControl, faultFacts } from '../mirror/control.js';
+import type { AnyQmpEvent } from '../qapi/events.js';
 import { type Ending, endMirror } from '../mirror/end.js';
 import { type Launched, type LaunchSpec, launchMirror } from '../mirror/launch.js';
 import type { MirrorJob } from '../mirror/mirror-job.js';
-import type { FaultSpec } from '../mirror/fault-spec.js';
+import type { FaultSpec } from '../qapi/faults.js';
 import { type MirrorOptions, resolveOptions } from '../mirror/options.js';
 import type { JobOutcome } from '../mirror/types.js';
 import { type SourceRef, describeSource } from '../shared/source-ref.js';
 import { WorkerError } from '../shared/worker-error.js';
 import type { EventSink, JobKind, JobProgress, JobRelease, ProgressSink, ReleasedSink } from './api-types.js';
 import { type StoredCheckpoint, IdbCheckpointer, listCheckpoints, writesEnded } from './checkpoint-store.js';
-import type { GuestWriter } from './guest.js';
+import type { SimulatedGuest } from './guest.js';
 import { type ImageFacts, type ImageStore, publishOrDrop } from './image-store.js';
 import { type JobSource, contentFacts, openJobSource } from './job-source.js';
 import { checkExportUri, exportKey, nbdOpenError, withExports } from './nbd.js';
@@ -54,7 +55,7 @@ export interface JobEntry {
   kind: JobKind;
   source: SourceRef;
   target: string;
-  guest: GuestWriter | null;
+  guest: SimulatedGuest | null;
   /** What the job knows of the OPFS images it holds, for the list. */
   facts: Map<string, ImageFacts>;
 }
@@ -171,7 +172,7 @@ export class Jobs {
     this.checkExports(l);
     const jobLock = await tryWebLock(JOB_LOCK_PREFIX + id, 'exclusive');
     if (!jobLock) throw new WorkerError('job-running', `a job named "${id}" is running in another tab`);
-    const store = this.images.files(`the job "${id}"`);
+    const store = this.images.files({ kind: 'job', id });
     let source: JobSource | undefined;
     let ending: Ending | undefined;
     try {
@@ -182,7 +183,7 @@ export class Jobs {
       const launched = await launchMirror(mirrorSpec(l, id, source, store, exports));
       const end = (ending = jobEnding(store, source, launched));
       const entry = await this.register(id, l, launched, source);
-      this.relay(entry, l);
+      this.relay(entry, l, launched.faults);
       void launched.job.result.then((result) => this.release(id, entry, l, result.outcome, end, jobLock));
       launched.job.start();
       const numbered = /^mirror(\d+)$/.exec(id);
@@ -217,11 +218,14 @@ export class Jobs {
   }
 
   /** What the page hears of a job: its events and its progress. An import completes by itself. */
-  private relay(entry: JobEntry, l: Launch): void {
+  private relay(entry: JobEntry, l: Launch, faults: JobFaults): void {
     const { job } = entry;
     job.on(
       (event) => {
-        for (const sink of this.eventSinks) sink(event);
+        // A stop's dialog needs no second look: the job's io-status after the error, and the fault rule behind it.
+        const told: AnyQmpEvent =
+          event.event === 'BLOCK_JOB_ERROR' ? { ...event, data: { ...event.data, 'io-status': job.query()['io-status'], fault: faultFacts(faults, event.data) } } : event;
+        for (const sink of this.eventSinks) sink(told);
       },
       { replay: true },
     );

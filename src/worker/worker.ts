@@ -13,14 +13,15 @@ import * as Comlink from 'comlink';
 import { ImageConflictError } from '../block/block-device.js';
 import { holderWords, imageLocks } from '../block/opfs-lock.js';
 import { type FormatName, FormatError } from '../format/image-format.js';
-import { parseFaultSpec } from '../mirror/fault-spec.js';
+import { parseFaultSpec } from '../qapi/faults.js';
 import { type MirrorOptions, OptionError, givenOptions } from '../mirror/options.js';
+import type { AnswerOf, ArgsOf, CommandName } from '../qapi/commands.js';
 import { installErrorTransfer } from '../shared/error-transfer.js';
 import { type SourceRef, describeSource } from '../shared/source-ref.js';
 import { WorkerError } from '../shared/worker-error.js';
 import type { EventSink, ImageEntry, ImportOptions, InterruptedJob, ProgressSink, ReleasedSink, StartMirrorRequest } from './api-types.js';
 import { deleteCheckpoint, getCheckpoint, listCheckpoints, unresumable } from './checkpoint-store.js';
-import { GuestWriter, type GuestStats } from './guest.js';
+import { SimulatedGuest, type GuestStats } from './guest.js';
 import { ImageStore } from './image-store.js';
 import { Jobs } from './jobs.js';
 import { type NbdExportInfo, checkExportUri, probeExport, withExports } from './nbd.js';
@@ -203,13 +204,13 @@ const api = {
   },
 
   /** Runs one QMP-shaped command (job-pause, job-resume, block-job-cancel, fault-add...). */
-  async execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
-    return jobs.control.execute(command, args);
+  async execute<C extends CommandName>(command: C, args: ArgsOf<C>): Promise<AnswerOf<C>> {
+    return (await jobs.control.execute(command, args)) as AnswerOf<C>;
   },
 
   startGuestWrites(id: string, bytesPerSecond: number): GuestStats {
     const entry = jobs.entry(id);
-    entry.guest ??= new GuestWriter(entry.job, bytesPerSecond);
+    entry.guest ??= new SimulatedGuest(entry.job, bytesPerSecond);
     entry.guest.setRate(bytesPerSecond);
     entry.guest.start();
     return entry.guest.state;

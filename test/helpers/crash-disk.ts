@@ -19,7 +19,7 @@
  * in the log, so a stamp taken at a checkpoint can be compared with the
  * file after the crash as a front end compares them.
  */
-import { type BlockDevice, type FileIdentity, checkRequest, closedError } from '../../src/block/block-device.js';
+import { type BlockDevice, type FileIdentity, checkDeviceRequest, closedError } from '../../src/block/block-device.js';
 import { rng } from './random.js';
 
 export type CrashModel = 'kill' | 'power';
@@ -205,14 +205,14 @@ export class CrashFile implements BlockDevice {
   async read(offset: number, into: Uint8Array): Promise<void> {
     await turn();
     if (this.closed) throw closedError('read', offset, into.length);
-    checkRequest('read', offset, into.length, this.length, true);
+    checkDeviceRequest('read', offset, into.length, this.length, true);
     into.set(this.buf.subarray(offset, offset + into.length));
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     await turn();
     if (this.closed) throw closedError('write', offset, data.length);
-    checkRequest('write', offset, data.length, this.length, false);
+    checkDeviceRequest('write', offset, data.length, this.length, false);
     this.change({ kind: 'write', offset, data: data.slice() });
     this.ensure(offset + data.length);
     this.buf.set(data, offset);
@@ -221,7 +221,7 @@ export class CrashFile implements BlockDevice {
   async discard(offset: number, bytes: number): Promise<void> {
     await turn();
     if (this.closed) throw closedError('discard', offset, bytes);
-    checkRequest('discard', offset, bytes, this.length, false);
+    checkDeviceRequest('discard', offset, bytes, this.length, false);
     this.change({ kind: 'discard', offset, bytes });
     this.buf.fill(0, offset, Math.min(offset + bytes, this.length));
   }
@@ -229,7 +229,7 @@ export class CrashFile implements BlockDevice {
   async resize(bytes: number): Promise<void> {
     await turn();
     if (this.closed) throw closedError('resize', 0, bytes);
-    checkRequest('resize', 0, bytes, 0, false);
+    checkDeviceRequest('resize', 0, bytes, 0, false);
     this.change({ kind: 'resize', bytes });
     if (bytes < this.length) this.buf.fill(0, bytes, this.length);
     this.ensure(bytes);

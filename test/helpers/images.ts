@@ -4,7 +4,7 @@ import { RawImage } from '../../src/format/raw.js';
 import { FaultImage } from '../../src/format/fault-image.js';
 import { pattern } from '../contract/device-contract.js';
 import { rng } from './random.js';
-import type { AnyQmpEvent } from '../../src/mirror/events.js';
+import type { AnyQmpEvent } from '../../src/qapi/events.js';
 import type { MirrorJob } from '../../src/mirror/mirror-job.js';
 
 /** A raw image in memory: patterned data with holes of zeroes every few chunks. */

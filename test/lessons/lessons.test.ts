@@ -14,13 +14,14 @@ import { createInStore, openChain, type OpenedImage } from '../../src/format/ima
 import { LESSONS } from '../../src/lessons/catalog.js';
 import { type Lesson, type LessonAction, LessonTrack } from '../../src/lessons/lesson.js';
 import { MirrorControl } from '../../src/mirror/control.js';
-import type { AnyQmpEvent } from '../../src/mirror/events.js';
-import { parseFaultSpec } from '../../src/mirror/fault-spec.js';
+import type { AnyQmpEvent } from '../../src/qapi/events.js';
+import { parseFaultSpec } from '../../src/qapi/faults.js';
+import { verbCall } from '../../src/qapi/verbs.js';
 import { launchMirror } from '../../src/mirror/launch.js';
 import type { MirrorJob } from '../../src/mirror/mirror-job.js';
 import type { Checkpoint } from '../../src/mirror/types.js';
 import { DEMO_IMAGE_BYTES, writeDemoImage } from '../../src/worker/demo.js';
-import { GuestWriter } from '../../src/worker/guest.js';
+import { SimulatedGuest } from '../../src/worker/guest.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -58,7 +59,7 @@ async function runLesson(lesson: Lesson): Promise<Run> {
   let control = new MirrorControl();
   let job: MirrorJob;
   let target: OpenedImage;
-  let guest = null as GuestWriter | null;
+  let guest = null as SimulatedGuest | null;
   let ended!: (outcome: string) => void;
   const end = new Promise<string>((resolve) => (ended = resolve));
   let queue = Promise.resolve();
@@ -91,7 +92,7 @@ async function runLesson(lesson: Lesson): Promise<Run> {
     }, { replay: true });
     job.start();
     if (lesson.setup.guest && !resumeFrom) {
-      guest = new GuestWriter(job, lesson.setup.guest);
+      guest = new SimulatedGuest(job, lesson.setup.guest);
       guest.start();
     }
   };
@@ -114,17 +115,13 @@ async function runLesson(lesson: Lesson): Promise<Run> {
           await guest?.stop();
           break;
         case 'resume':
-          await control.execute('job-resume', { id: JOB });
-          break;
         case 'complete':
-          await control.execute('job-complete', { id: JOB });
-          break;
         case 'cancel':
-          await control.execute('block-job-cancel', { device: JOB, force: false });
+        case 'force-cancel': {
+          const { command, args } = verbCall(a.do, JOB);
+          await control.execute(command, args);
           break;
-        case 'force-cancel':
-          await control.execute('block-job-cancel', { device: JOB, force: true });
-          break;
+        }
         case 'wait':
           await new Promise((r) => setTimeout(r, a.ms));
           break;

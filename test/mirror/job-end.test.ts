@@ -14,7 +14,7 @@ import { SidecarCheckpointer } from '../../src/cli/sidecar.js';
 import { type OpenedImage, createInStore, openChain } from '../../src/format/image-access.js';
 import { stampChain } from '../../src/format/image-stamp.js';
 import { type JobStop, endMirror } from '../../src/mirror/end.js';
-import { parseFaultSpec } from '../../src/mirror/fault-spec.js';
+import { parseFaultSpec } from '../../src/qapi/faults.js';
 import { launchMirror } from '../../src/mirror/launch.js';
 import { isStatus, waitForEvent } from '../helpers/images.js';
 

@@ -7,7 +7,7 @@
  * gone with the data, fails the job.
  */
 import { describe, expect, it } from 'vitest';
-import type { EventData } from '../../src/mirror/events.js';
+import type { EventData } from '../../src/qapi/events.js';
 import { MirrorJob } from '../../src/mirror/mirror-job.js';
 import { ChunkMap } from '../../src/mirror/chunks.js';
 import { Kernel } from '../../src/kernel/kernel.js';

@@ -10,8 +10,8 @@
 import fc from 'fast-check';
 import { runs } from './runs.js';
 import { describe, expect, it } from 'vitest';
-import type { AnyQmpEvent } from '../../src/mirror/events.js';
-import { JobError, type JobStatus, canTransition, verbAllowed } from '../../src/mirror/job-states.js';
+import type { AnyQmpEvent } from '../../src/qapi/events.js';
+import { JobError, type JobStatus, canTransition, verbAllowed } from '../../src/qapi/job-states.js';
 import { MirrorJob } from '../../src/mirror/mirror-job.js';
 import { blankRaw, equalBytes, memoryRaw } from '../helpers/images.js';
 

@@ -4,7 +4,7 @@
  * reader's QEMU parse errors, and plain mode's folding of repeated errors.
  */
 import { describe, expect, it } from 'vitest';
-import { checkArguments, checkRequest, COMMAND_PARAMS, CommandError, MirrorControl } from '../../src/mirror/control.js';
+import { checkArguments, checkQmpRequest, COMMAND_PARAMS, CommandError, MirrorControl } from '../../src/mirror/control.js';
 import { ErrorLineFolder } from '../../src/cli/mirror-io.js';
 import { readJsonValues } from '../../src/cli/qmp-json.js';
 
@@ -28,7 +28,7 @@ async function rejected(p: Promise<unknown>): Promise<{ class: string; desc: str
   throw new Error('did not reject');
 }
 
-describe('checkRequest', () => {
+describe('checkQmpRequest', () => {
   it.each([
     [null, 'QMP input must be a JSON object'],
     [[], 'QMP input must be a JSON object'],
@@ -43,12 +43,12 @@ describe('checkRequest', () => {
     // Members are checked in the order given, as QEMU walks the dict.
     [{ x: 1, execute: 5 }, "QMP input member 'x' is unexpected"],
   ])('%j: %s', (value, desc) => {
-    expect(thrown(() => checkRequest(value))).toEqual({ class: 'GenericError', desc });
+    expect(thrown(() => checkQmpRequest(value))).toEqual({ class: 'GenericError', desc });
   });
 
   it('takes execute, arguments and id; absent arguments are {}', () => {
-    expect(checkRequest({ execute: 'query-jobs', id: 'x' })).toEqual({ execute: 'query-jobs', arguments: {} });
-    expect(checkRequest({ execute: 'job-pause', arguments: { id: 'm' } })).toEqual({ execute: 'job-pause', arguments: { id: 'm' } });
+    expect(checkQmpRequest({ execute: 'query-jobs', id: 'x' })).toEqual({ execute: 'query-jobs', arguments: {} });
+    expect(checkQmpRequest({ execute: 'job-pause', arguments: { id: 'm' } })).toEqual({ execute: 'job-pause', arguments: { id: 'm' } });
   });
 });
 

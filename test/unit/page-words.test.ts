@@ -13,11 +13,19 @@ describe('explain', () => {
   const holder = (image: string) =>
     image === 'disk.img' ? ({ id: 'mirror3', kind: 'import', role: 'target' } as const) : image === 'demo.raw' ? ({ id: 'mirror0', kind: 'mirror', role: 'source' } as const) : undefined;
 
-  it('names the job that holds an image, and how', () => {
-    expect(explain(new LockError('demo.raw', 'exclusive', 'the job "mirror0"'), { holder })).toBe('demo.raw is in use by mirror0 (its source): wait until it ends, or choose another image.');
-    expect(explain(new LockError('disk.img', 'shared', 'the job "mirror3"'), { holder })).toBe('disk.img is still being imported (mirror3): wait until the import ends.');
-    expect(explain(new LockError('x.raw', 'exclusive', 'the job "mirror1" in another tab'), { holder })).toBe('x.raw is in use by mirror1 in another tab: wait until it ends, or choose another image.');
+  it('names the job that holds an image, and how (the holder is data, also after crossing the worker boundary)', () => {
+    const cross = (err: LockError) => deserializeError(JSON.parse(JSON.stringify(serializeError(err))));
+    const mirror0 = new LockError('demo.raw', 'exclusive', { kind: 'job', id: 'mirror0' });
+    expect(mirror0.message).toBe('Failed to get "write" lock: demo.raw is in use by the job "mirror0"');
+    expect(explain(mirror0, { holder })).toBe('demo.raw is in use by mirror0 (its source): wait until it ends, or choose another image.');
+    expect(explain(cross(mirror0), { holder })).toBe('demo.raw is in use by mirror0 (its source): wait until it ends, or choose another image.');
+    expect(explain(new LockError('disk.img', 'shared', { kind: 'job', id: 'mirror3' }), { holder })).toBe('disk.img is still being imported (mirror3): wait until the import ends.');
+    const elsewhere = new LockError('x.raw', 'exclusive', { kind: 'job', id: 'mirror1', elsewhere: true });
+    expect(elsewhere.holder).toBe('the job "mirror1" in another tab');
+    expect(explain(cross(elsewhere), { holder })).toBe('x.raw is in use by mirror1 in another tab: wait until it ends, or choose another image.');
     expect(explain(new LockError('x.raw', 'exclusive', 'another tab'))).toBe('x.raw is in use by another tab: wait until it ends, or choose another image.');
+    // Words are words: a holder named in words that look like a job's is not read as one.
+    expect(explain(new LockError('demo.raw', 'exclusive', 'the job "mirror0"'), { holder })).toBe('demo.raw is in use by the job "mirror0": wait until it ends, or choose another image.');
   });
 
   it('says a taken name as such, whichever layer found it, also after crossing the worker boundary', () => {

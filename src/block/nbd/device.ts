@@ -19,7 +19,7 @@
  * - `writeThrough`: every write carries FUA (the data is durable when the
  *   request completes), for callers that cannot rely on a later flush.
  */
-import { type BlockDevice, type BlockOp, type DurabilityNotice, type Errno, type FileIdentity, BlockError, checkRequest, closedError, readOnlyError } from '../block-device.js';
+import { type BlockDevice, type BlockOp, type DurabilityNotice, type Errno, type FileIdentity, BlockError, checkDeviceRequest, closedError, readOnlyError } from '../block-device.js';
 import { DurabilityWatch } from '../durability.js';
 import { type ExportInfo, type Extent, MAX_REQUESTS_IN_FLIGHT, NbdConnection, NbdHandshakeError, NbdRequestError } from './connection.js';
 import { CMD, CMD_FLAG, type CommandType, MAX_LENGTH, STATE_ZERO, TFLAG } from './protocol.js';
@@ -180,7 +180,7 @@ export class NbdDevice implements BlockDevice {
 
   async read(offset: number, into: Uint8Array): Promise<void> {
     const bytes = into.length;
-    checkRequest('read', offset, bytes, this.size, true);
+    checkDeviceRequest('read', offset, bytes, this.size, true);
     if (this.closed) throw closedError('read', offset, bytes);
     if (bytes === 0) return;
     const min = this.minBlock;
@@ -207,7 +207,7 @@ export class NbdDevice implements BlockDevice {
   async write(offset: number, data: Uint8Array): Promise<void> {
     const bytes = data.length;
     if (this.options.readOnly) throw readOnlyError('write', offset, bytes);
-    checkRequest('write', offset, bytes, this.size, true);
+    checkDeviceRequest('write', offset, bytes, this.size, true);
     if (this.closed) throw closedError('write', offset, bytes);
     if (bytes === 0) return;
     const min = this.minBlock;
@@ -259,7 +259,7 @@ export class NbdDevice implements BlockDevice {
   /** NBD_CMD_TRIM where the server takes it (advisory: the range may read back as before). */
   async discard(offset: number, bytes: number): Promise<void> {
     if (this.options.readOnly) throw readOnlyError('discard', offset, bytes);
-    checkRequest('discard', offset, bytes, this.size, true);
+    checkDeviceRequest('discard', offset, bytes, this.size, true);
     if (!(this.info.flags & TFLAG.SEND_TRIM)) return;
     const min = this.minBlock;
     const start = Math.ceil(offset / min) * min;
@@ -277,7 +277,7 @@ export class NbdDevice implements BlockDevice {
    */
   async writeZeroes(offset: number, bytes: number, options: { unmap: boolean }): Promise<void> {
     if (this.options.readOnly) throw readOnlyError('write', offset, bytes);
-    checkRequest('write', offset, bytes, this.size, true);
+    checkDeviceRequest('write', offset, bytes, this.size, true);
     if (bytes === 0) return;
     // Whole blocks [start, end) go as one request; the partial blocks around them are zeroed in place.
     const min = this.minBlock;
@@ -315,7 +315,7 @@ export class NbdDevice implements BlockDevice {
    * without the context calls everything allocated.
    */
   async allocation(offset: number, bytes: number): Promise<{ allocated: boolean; bytes: number }> {
-    checkRequest('read', offset, bytes, this.size, true);
+    checkDeviceRequest('read', offset, bytes, this.size, true);
     const length = Math.min(bytes, this.size - offset);
     if (this.info.allocationContext === null || length <= 0) return { allocated: true, bytes: Math.max(1, length) };
     const min = this.minBlock;

@@ -25,10 +25,7 @@ export class NbdUriError extends Error {
 
 const SCHEMES = ['nbd:', 'nbd+tcp:', 'nbd+unix:', 'nbd+ws:', 'nbd+wss:'];
 
-/** Whether `name` is meant as an NBD URI (then parseNbdUri checks it). */
-export function isNbdUri(name: string): boolean {
-  return /^nbd(\+[a-z]+)?:/i.test(name);
-}
+export { isNbdUri } from '../../qapi/nbd.js';
 
 export function parseNbdUri(text: string): NbdUri {
   const bad = (why: string) => new NbdUriError(`'${text}' is not an NBD URI: ${why} (expected nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH or nbd+ws://HOST:PORT/EXPORT)`);

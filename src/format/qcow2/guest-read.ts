@@ -25,7 +25,7 @@ export interface ReadParts {
 
 type Piece = { offset: number; bytes: number; kind: SubclusterKind; host: number; hi: number; lo: number };
 
-export class GuestReader {
+export class Qcow2DataReader {
   private readonly file: BlockDevice;
   private readonly header: Qcow2Header;
   private readonly map: ClusterMap;

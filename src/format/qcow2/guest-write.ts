@@ -13,7 +13,7 @@ import type { ImageFormat } from '../image-format.js';
 import type { ClusterMap } from './cluster.js';
 import { compressCluster } from './compress.js';
 import { VERSION_3 } from './constants.js';
-import type { GuestReader } from './guest-read.js';
+import type { Qcow2DataReader } from './guest-read.js';
 import type { Qcow2Header } from './header.js';
 import type { Mutex } from './locks.js';
 import type { Refcounts } from './refcount.js';
@@ -29,18 +29,19 @@ export interface WriteParts {
   readonly map: ClusterMap;
   /** The metadata lock: changes to the map and the refcounts run under it. */
   readonly lock: Mutex;
-  readonly reader: GuestReader;
+  readonly reader: Qcow2DataReader;
   /** The backing image, if there is one. */
   backing(): ImageFormat | null;
   refcounts(): Promise<Refcounts>;
 }
 
-export class GuestWriter {
+/** The qcow2 image's write path for guest data (not a guest: what a guest's writes go through). */
+export class Qcow2DataWriter {
   private readonly file: BlockDevice;
   private readonly header: Qcow2Header;
   private readonly map: ClusterMap;
   private readonly lock: Mutex;
-  private readonly reader: GuestReader;
+  private readonly reader: Qcow2DataReader;
   private readonly backing: () => ImageFormat | null;
   private readonly refcounts: () => Promise<Refcounts>;
 

@@ -6,7 +6,7 @@
  * autoclear), marking the image corrupt, flush and close. The backing
  * image (any ImageFormat) is opened by the caller (see open.ts).
  */
-import { type BlockDevice, type DurabilityNotice, BlockError, checkRequest, closedError, readOnlyError } from '../../block/block-device.js';
+import { type BlockDevice, type DurabilityNotice, BlockError, checkDeviceRequest, closedError, readOnlyError } from '../../block/block-device.js';
 import { type BlockStatus, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../image-format.js';
 import { MetadataCache, type MetadataIo } from './cache.js';
 import { ClusterMap } from './cluster.js';
@@ -19,8 +19,8 @@ import {
   MAX_HOST_OFFSET,
   VERSION_3,
 } from './constants.js';
-import { GuestReader, readPadded } from './guest-read.js';
-import { GuestWriter } from './guest-write.js';
+import { Qcow2DataReader, readPadded } from './guest-read.js';
+import { Qcow2DataWriter } from './guest-write.js';
 import { type Qcow2Header, clearAutoclearFeatures, featureNames, readHeader, setIncompatibleFeature } from './header.js';
 import { parseL1 } from './l2-entry.js';
 import { Mutex, RangeLocks } from './locks.js';
@@ -63,8 +63,8 @@ export class Qcow2Image implements ImageFormat {
   private markedDirty = false;
   private readonly lock = new Mutex();
   private readonly ranges = new RangeLocks();
-  private readonly reader: GuestReader;
-  private readonly writer: GuestWriter;
+  private readonly reader: Qcow2DataReader;
+  private readonly writer: Qcow2DataWriter;
   private snapshotsValue: SnapshotTable | null = null;
   /**
    * The file's, except that a loss cannot be repaired by writing the guest's
@@ -104,8 +104,8 @@ export class Qcow2Image implements ImageFormat {
     });
     this.map.lazyRefcounts = (header.compatible & COMPAT_LAZY_REFCOUNTS) !== 0 && header.version === VERSION_3;
     const backing = () => this.backingImage;
-    this.reader = new GuestReader({ file, header, map: this.map, backing });
-    this.writer = new GuestWriter({
+    this.reader = new Qcow2DataReader({ file, header, map: this.map, backing });
+    this.writer = new Qcow2DataWriter({
       file,
       header,
       map: this.map,
@@ -247,7 +247,7 @@ export class Qcow2Image implements ImageFormat {
 
   async read(offset: number, into: Uint8Array): Promise<void> {
     if (this.closed) throw closedError('read', offset, into.length);
-    checkRequest('read', offset, into.length, this.size, true);
+    checkDeviceRequest('read', offset, into.length, this.size, true);
     await this.reader.read(offset, into);
   }
 
@@ -260,7 +260,7 @@ export class Qcow2Image implements ImageFormat {
    */
   async blockStatus(offset: number, bytes: number, options: { contiguous?: boolean } = {}): Promise<BlockStatus> {
     if (this.closed) throw closedError('read', offset, bytes);
-    checkRequest('read', offset, 0, this.size, true);
+    checkDeviceRequest('read', offset, 0, this.size, true);
     const want = Math.max(0, Math.min(bytes, this.size - offset));
     if (want === 0) return { offset, bytes: 0, kind: 'unallocated', depth: 0 };
     const local = await this.reader.status(offset, want, options.contiguous ?? false);
@@ -287,7 +287,7 @@ export class Qcow2Image implements ImageFormat {
   private checkWritable(op: 'write' | 'discard', offset: number, bytes: number): void {
     if (this.closed) throw closedError(op, offset, bytes);
     if (!this.writable) throw readOnlyError(op, offset, bytes);
-    checkRequest(op, offset, bytes, this.size, true);
+    checkDeviceRequest(op, offset, bytes, this.size, true);
   }
 
   /** The first change of a session: clear autoclear bits we do not maintain, set the dirty bit for lazy refcounts. */

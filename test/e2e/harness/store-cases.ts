@@ -5,7 +5,7 @@
  * replaces another never replaces one somebody holds, and image conflicts
  * keep their class across the worker boundary.
  */
-import { BlockError, ImageConflictError, LockError } from '../../../src/block/block-device.js';
+import { BlockError, ImageConflictError, LockError, describeLockHolder } from '../../../src/block/block-device.js';
 import { checkImageLock, imageLocks, tryWebLock, imageLockName } from '../../../src/block/opfs-lock.js';
 import { OpfsFileStore, TEMPORARY_MARK } from '../../../src/block/opfs-store.js';
 import { createInStore, openChain, refuseOverlap } from '../../../src/format/image-access.js';
@@ -82,7 +82,7 @@ export const storeCases: Case[] = [
       const shared = await rejection(store('the job "four"').open(name, { readOnly: true }));
       check(shared instanceof LockError && shared.message === `Failed to get shared "write" lock: ${name} is being written by the job "three"`, String(shared));
       const state = (await imageLocks()).get(name);
-      check(state?.mode === 'exclusive' && state.holders.length === 1 && state.holders[0]!.holder === 'the job "three"' && state.holders[0]!.thisTab, JSON.stringify(state));
+      check(state?.mode === 'exclusive' && state.holders.length === 1 && describeLockHolder(state.holders[0]!.holder) === 'the job "three"' && state.holders[0]!.thisTab, JSON.stringify(state));
       check((await checkImageLock(name, 'shared'))?.message === shared.message, 'a check finds what an open meets');
       await w.device.close();
       check((await imageLocks()).get(name) === undefined, 'the lock goes with the close');
@@ -213,10 +213,10 @@ export const storeCases: Case[] = [
   {
     name: 'errors: LockError and ImageConflictError keep their class, fields and message across the worker boundary',
     async run() {
-      const lock = new LockError('demo.raw', 'exclusive', 'the job "mirror0"');
+      const lock = new LockError('demo.raw', 'exclusive', { kind: 'job', id: 'mirror0' });
       const back = deserializeError(JSON.parse(JSON.stringify(serializeError(lock))));
       check(back instanceof LockError && back instanceof ImageConflictError, `class ${back.name}`);
-      check(back.image === 'demo.raw' && back.mode === 'exclusive' && back.holder === 'the job "mirror0"' && back.code === 'EBUSY', JSON.stringify(back));
+      check(back.image === 'demo.raw' && back.mode === 'exclusive' && back.holder === 'the job "mirror0"' && back.by.kind === 'job' && back.by.id === 'mirror0' && back.code === 'EBUSY', JSON.stringify(back));
       check(back.message === 'Failed to get "write" lock: demo.raw is in use by the job "mirror0"', back.message);
       const conflict = new ImageConflictError('a.raw', 'a.raw is the source image a.raw itself');
       const back2 = deserializeError(JSON.parse(JSON.stringify(serializeError(conflict))));

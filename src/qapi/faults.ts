@@ -5,10 +5,41 @@
  *   target:write:ENOSPC:2M-        every target write from 2 MiB to the end
  *   target:write:EIO:64K+4K        target writes touching [64 KiB, 68 KiB)
  *   target:flush:EIO:0             every target flush (the range is ignored)
+ *
+ * A rule as data (FaultRule) and as words (FaultSpec's text) are the page's
+ * and the engine's alike; block/fault.ts makes a device fail by them.
  */
-import { isErrno } from '../block/block-device.js';
-import { type FaultRule, FAULT_OPS, type FaultOp, validateRule } from '../block/fault.js';
+import { type Errno, isErrno } from './errors.js';
 import { parseSize } from '../util/size.js';
+
+export type FaultOp = 'read' | 'write' | 'flush';
+export const FAULT_OPS: readonly FaultOp[] = ['read', 'write', 'flush'];
+
+export interface FaultRule {
+  op: FaultOp;
+  errno: Errno;
+  /** First byte of the faulty range (ignored for flush). */
+  offset: number;
+  /** Bytes in the range; null means "from offset to the end". */
+  length: number | null;
+  /** Fire once, then disappear. */
+  once: boolean;
+}
+
+/** A rule as listed, with how often it fired. */
+export interface FaultRuleState extends FaultRule {
+  hits: number;
+}
+
+export function validateRule(rule: FaultRule): FaultRule {
+  if (!FAULT_OPS.includes(rule.op)) throw new RangeError(`fault operation "${rule.op}": must be read, write or flush`);
+  if (!isErrno(rule.errno)) throw new RangeError(`fault errno "${rule.errno}": not a known code`);
+  if (!Number.isSafeInteger(rule.offset) || rule.offset < 0) throw new RangeError(`fault offset ${rule.offset}: must be a non-negative integer`);
+  if (rule.length !== null && (!Number.isSafeInteger(rule.length) || rule.length <= 0)) {
+    throw new RangeError(`fault length ${rule.length}: must be a positive integer, or null for "to the end"`);
+  }
+  return { op: rule.op, errno: rule.errno, offset: rule.offset, length: rule.length, once: Boolean(rule.once) };
+}
 
 export type FaultSide = 'source' | 'target';
 
@@ -47,4 +78,14 @@ export function formatFaultSpec(spec: FaultSpec): string {
   const { rule } = spec;
   const range = rule.length === null ? `${rule.offset}-` : rule.length === 1 ? `${rule.offset}` : `${rule.offset}+${rule.length}`;
   return `${spec.side}:${rule.op}:${rule.errno}:${range}${rule.once ? ':once' : ''}`;
+}
+
+/**
+ * The fault rule behind a BLOCK_JOB_ERROR, as the worker knows it: the rule
+ * that fired, or one still armed over the same range; `armed`: Resume meets
+ * it again.
+ */
+export interface FaultFacts {
+  rule: string;
+  armed: boolean;
 }

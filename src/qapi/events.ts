@@ -2,8 +2,9 @@
  * Events in QMP's shape: {event, data, timestamp: {seconds, microseconds}},
  * the same in the UI log, the CLI's JSON lines and the tests.
  */
-import type { Errno } from '../block/block-device.js';
-import type { ErrorAction } from './error-policy.js';
+import type { Errno } from './errors.js';
+import type { FaultFacts } from './faults.js';
+import type { ErrorAction, IoStatus } from './policies.js';
 import type { JobStatus } from './job-states.js';
 
 export interface QmpTimestamp {
@@ -31,6 +32,10 @@ export interface EventData {
     offset: number;
     bytes: number;
     message: string;
+    // The worker's, on what it passes to the page: the job's io-status after
+    // the error, and the fault rule behind it (null: no rule was behind it).
+    'io-status'?: IoStatus;
+    fault?: FaultFacts | null;
   };
   BLOCK_JOB_READY: BlockJobProgress;
   BLOCK_JOB_COMPLETED: BlockJobProgress & { error?: string };

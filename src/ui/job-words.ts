@@ -1,0 +1,110 @@
+/**
+ * The job panel's words, from a job's model: its title, its state line,
+ * its progress in figures and the notes under them. Pure functions: the
+ * panel (job-panel.ts) writes them into the page.
+ */
+import { formatSize } from '../util/size.js';
+import { type JobModel, stuckErrors } from './job-store.js';
+
+function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '–';
+  if (seconds < 60) return `${Math.ceil(seconds)} s`;
+  const m = Math.floor(seconds / 60);
+  if (m < 60) return `${m} min ${Math.round(seconds % 60)} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+/** "mirror0: demo.raw → copy.qcow2", "mirror1: import of URL as disk.img". */
+export function jobTitle(job: JobModel): string {
+  const n = job.names;
+  if (!n) return job.id;
+  return n.kind === 'import' ? `${job.id}: import of ${n.source} as ${n.target}` : `${job.id}: ${n.source} → ${n.target}`;
+}
+
+/** The state line's words for a job that has not ended. */
+export function stateWords(job: JobModel): string {
+  const importing = job.names?.kind === 'import';
+  switch (job.status) {
+    case 'created':
+      return 'Starting';
+    case 'running':
+      return job.ready ? 'In sync, copying new writes' : importing ? 'Importing' : 'Copying';
+    case 'ready':
+      return importing ? 'Copied, finishing' : 'In sync: Complete to finish';
+    case 'paused':
+    case 'standby':
+      return job.ioStatus === 'nospace' ? 'Paused: out of space' : job.ioStatus === 'failed' ? 'Paused on an error' : 'Paused';
+    case 'waiting':
+    case 'pending':
+      return 'Finishing';
+    case 'aborting':
+      return 'Stopping';
+    default:
+      return 'Ended';
+  }
+}
+
+/** The progress bar: how far, in per cent and in words. */
+export function progressWords(job: JobModel): { percent: number; valueText: string } {
+  const ending = job.done || job.ending ? job.ending : null;
+  const offset = job.last?.info.offset ?? 0;
+  const len = job.last?.info.len ?? 0;
+  const percent = len > 0 ? Math.floor((offset / len) * 100) : job.ready || ending?.tone === 'done' ? 100 : 0;
+  return { percent, valueText: `${percent}% (${formatSize(offset)} of ${formatSize(len)})${ending ? `: ${ending.word.toLowerCase()}` : ''}` };
+}
+
+/** The figures under the bar, label and value; `now` is Date.now(). */
+export function statRows(job: JobModel, now: number): [string, string][] {
+  const p = job.last;
+  const offset = p?.info.offset ?? 0;
+  const len = p?.info.len ?? 0;
+  const stuck = stuckErrors(job, now);
+  const rows: [string, string][] = [
+    ['Copied', `${formatSize(offset)} of ${formatSize(len)}`],
+    ['Dirty', p ? formatSize(p.stats.dirtyBytes) : '–'],
+    ['In flight', p ? `${p.stats.inFlightOps} ops, ${formatSize(p.stats.inFlightBytes)}` : '–'],
+    ['Throughput', job.paused || job.done || !p || stuck ? '–' : `${formatSize(Math.max(0, job.rate))}/s`],
+    [
+      'ETA',
+      stuck
+        ? 'none while the error lasts'
+        : job.done || job.paused
+          ? '–'
+          : job.ready
+            ? job.names?.kind === 'import'
+              ? 'finishing'
+              : 'ready: Complete to finish'
+            : job.rate > 0
+              ? formatDuration((len - offset) / job.rate)
+              : '–',
+    ],
+    ['io-status', job.ioStatus],
+    // Known from the job's first progress (until then the form's limit may not have reached it).
+    ['Speed limit', !p ? '–' : p.info.speed > 0 ? `${formatSize(p.info.speed)}/s` : 'none'],
+  ];
+  if (p?.guest?.running) rows.push(['Guest', `${p.guest.writes} writes, ${formatSize(p.guest.bytesWritten)}`]);
+  return rows;
+}
+
+/** What the figures alone do not say: a job that cannot converge, a len past the disk's size. */
+export function jobNote(job: JobModel, now: number): string {
+  const p = job.last;
+  const len = p?.info.len ?? 0;
+  const stuck = stuckErrors(job, now);
+  const notes: string[] = [];
+  if (stuck) {
+    notes.push(
+      `This job cannot converge while the error lasts: under ignore the failed range stays dirty and is retried (${stuck} errors so far). Remove the fault (or fix the disk) and it catches up.`,
+    );
+  }
+  const disk = p ? p.stats.nbChunks * p.stats.granularity : 0;
+  if (p && disk > 0 && len > disk) {
+    notes.push(`len (${formatSize(len)}) is past the disk's size (${formatSize(disk)}): every write to a chunk already copied adds its bytes to the work again, as QEMU's progress counts them.`);
+  }
+  return notes.join(' ');
+}
+
+/** The Cancel button's hint: what it does in this state. */
+export function cancelHint(job: JobModel): string {
+  return job.paused ? 'Paused: cancels at once, as QMP job-cancel (a soft cancel of a paused job is refused)' : 'Before READY: stops, leaving the target as it is. In sync: finishes the copy without switching over';
+}

@@ -1,0 +1,94 @@
+/**
+ * The dialog a stop opens: which side failed, where and with what, the
+ * io-status the stop left, and Resume or Cancel. It opens from the job
+ * store (each BLOCK_JOB_ERROR that stopped a job) and closes once the job
+ * has ended. The worker's event says which fault rule was behind the error
+ * and whether it is still armed (the fault device matched it; nothing is
+ * matched here): while it is, Resume would meet it again, so the dialog
+ * says so and Close becomes its default. Escape (or Close) leaves the job
+ * paused: free some space or remove a fault, then Resume from the panel.
+ */
+import type { EventData } from '../qapi/events.js';
+import type { IoStatus } from '../qapi/policies.js';
+import { type PageVerb, verbCall } from '../qapi/verbs.js';
+import { formatSize } from '../util/size.js';
+import { run } from './bridge.js';
+import { byId } from './dom.js';
+import type { JobModel, JobStore } from './job-store.js';
+
+export interface StopDialogHooks {
+  /** After Resume or Cancel: focus goes on to what comes next in the panel. */
+  onAction(): void;
+  /** A refused action, in the panel's error line. */
+  onError(err: unknown): void;
+}
+
+/** The dialog's words for a stop: its title, its text, and the armed fault's warning (empty when none is armed). */
+export function stopWords(id: string, error: EventData['BLOCK_JOB_ERROR'], ioStatus: IoStatus): { title: string; text: string; armed: string } {
+  const side = error.operation === 'read' ? 'source' : 'target';
+  const range = error.bytes > 0 ? `${formatSize(error.bytes)} at ${formatSize(error.offset)} (bytes ${error.offset}–${error.offset + error.bytes - 1})` : 'a flush';
+  return {
+    title: `Job ${id} stopped: ${side} ${error.operation} error`,
+    text:
+      `${error.operation === 'read' ? 'Reading' : 'Writing'} ${range} of the ${side} failed with ${error.errno}. ` +
+      `on-${side}-error paused the job (io-status ${ioStatus}); the range stays dirty and is retried on Resume.`,
+    armed: error.fault?.armed ? `The fault that stopped it (${error.fault.rule}) is still armed: remove it under Faults first, or Resume meets it again.` : '',
+  };
+}
+
+export class StopDialog {
+  private readonly dialog = byId<HTMLDialogElement>('stop-dialog');
+  /** The job the open dialog is about. */
+  private job: string | null = null;
+  /** How many stops of each job the dialog has shown. */
+  private readonly shown = new Map<string, number>();
+
+  constructor(
+    store: JobStore,
+    private readonly hooks: StopDialogHooks,
+  ) {
+    byId('stop-resume').addEventListener('click', () => void this.act('resume'));
+    byId('stop-cancel').addEventListener('click', () => void this.act('cancel'));
+    this.dialog.addEventListener('cancel', () => (this.job = null));
+    byId('stop-close').addEventListener('click', () => this.close());
+    store.listen((job) => this.update(job));
+  }
+
+  private update(job: JobModel): void {
+    if (job.done) {
+      if (this.job === job.id) this.close();
+      return;
+    }
+    const seen = this.shown.get(job.id) ?? 0;
+    if (job.stops > seen && job.lastError?.action === 'stop') this.open(job.id, job.lastError, job.ioStatus);
+    this.shown.set(job.id, job.stops);
+  }
+
+  private open(id: string, error: EventData['BLOCK_JOB_ERROR'], ioStatus: IoStatus): void {
+    const words = stopWords(id, error, error['io-status'] ?? ioStatus);
+    byId('stop-title').textContent = words.title;
+    byId('stop-text').textContent = words.text;
+    byId('stop-armed').textContent = words.armed;
+    this.job = id;
+    if (!this.dialog.open) this.dialog.showModal();
+    byId(words.armed ? 'stop-close' : 'stop-resume').focus();
+  }
+
+  private close(): void {
+    this.job = null;
+    if (this.dialog.open) this.dialog.close();
+  }
+
+  private async act(verb: Extract<PageVerb, 'resume' | 'cancel'>): Promise<void> {
+    const id = this.job;
+    this.close();
+    if (!id) return;
+    this.hooks.onAction();
+    try {
+      // The job is paused: its Cancel is job-cancel, as the panel's is then.
+      await run(verbCall(verb, id, { paused: true }));
+    } catch (err) {
+      this.hooks.onError(err);
+    }
+  }
+}
