@@ -33,6 +33,8 @@ export interface LessonHooks {
   guestOff(): Promise<void>;
   /** Kills the worker as a closed tab would, then resumes the job from its checkpoint. */
   interruptAndResume(id: string): Promise<void>;
+  /** The lesson hands job `id` over to the learner: its stop dialog may show now. */
+  handOver(id: string): void;
   /** Resolves once job `id` let go of its images. */
   released(id: string): Promise<void>;
 }
@@ -90,6 +92,8 @@ export class LessonsSection {
         history.replaceState(null, '', `#lesson/${this.lesson!.id}`);
         return;
       }
+      // The job goes on without the lesson: a stop it held back is shown.
+      if (this.run) this.hooks.handOver(this.run.job);
       this.run = null;
     }
     this.open(lesson);
@@ -244,7 +248,10 @@ export class LessonsSection {
         return info ? { ioStatus: info['io-status'], len: info.len, offset: info.offset } : null;
       },
       checkpointClean: (id) => worker().checkpointClean(id),
-      handOver: (_id, says) => this.handOver(`Your turn: ${says}`),
+      handOver: (id, says) => {
+        this.handOver(`Your turn: ${says}`);
+        hooks.handOver(id);
+      },
       ask: (q) => this.asking.ask(q),
       compare: async () => {
         const lesson = this.lesson!;
@@ -252,6 +259,12 @@ export class LessonsSection {
         return worker().sameContent('demo.raw', lesson.setup.target);
       },
     };
+  }
+
+  /** Whether a running lesson drives job `id` (its stops are shown when the lesson hands the job over). */
+  owns(id: string): boolean {
+    // While Start mirror is on its way the job's id is not known: its stops wait too.
+    return this.phase === 'running' && (this.early !== null || this.run?.job === id);
   }
 
   /** Every event of the page: the lesson's job's ones go to its run. */

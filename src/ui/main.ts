@@ -26,7 +26,10 @@ const log = new EventLog();
 const jobs = new JobStore();
 /** Images another tab held at the last look. */
 let heldElsewhere = '';
-const faults = new FaultPanel(() => jobs.running);
+const faults = new FaultPanel(
+  () => jobs.running,
+  (id, rules) => panel.stops.faultsNow(id, rules),
+);
 const panel = new JobPanel(jobs, {
   onPictureCells: (cells) => void worker().setPictureCells(cells),
   onDownload: (image) => images.download(image),
@@ -37,6 +40,7 @@ const panel = new JobPanel(jobs, {
     await interrupted.refresh();
     return started;
   },
+  stopHeld: (id) => lessons.owns(id),
 });
 const form = new MirrorForm({
   currentJob: () => jobs.current,
@@ -107,6 +111,7 @@ const lessons = new LessonsSection({
     await images.refresh();
     await interrupted.refresh();
   },
+  handOver: (id) => panel.stops.release(id),
   released: async (id) => {
     // The job lets go of its images just after it is gone: wait until no image is held by it (10 s at most).
     for (let i = 0; i < 100 && (await worker().listImages()).some((image) => image.job?.id === id); i++) await new Promise((r) => setTimeout(r, 100));

@@ -53,9 +53,12 @@ for (const lesson of LESSONS) {
       await page.waitForTimeout(2000);
       await expect(jobState(page)).toContainText(paused);
       if (lesson.id === 'stop') await shot(page, testInfo, 'lesson-paused');
+      // The dialog explains the stop once the lesson hands the job over, and says nothing stale: the lesson lifted the fault.
       const dialog = page.getByRole('alertdialog');
-      if (await dialog.isVisible()) await dialog.getByRole('button', { name: 'Resume' }).click();
-      else await page.getByRole('button', { name: 'Resume', exact: true }).click();
+      await expect(dialog).toBeVisible();
+      await expect(dialog).not.toContainText('still armed');
+      await expect(dialog.getByRole('button', { name: 'Resume' })).toBeFocused();
+      await dialog.getByRole('button', { name: 'Resume' }).click();
       await expect(jobState(page)).not.toContainText(paused);
       await expect(dialog).toBeHidden();
       await expect(region.getByRole('status', { name: 'Your turn' })).toBeHidden();
