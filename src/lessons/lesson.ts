@@ -10,6 +10,7 @@
 import type { AnyQmpEvent } from '../qapi/events.js';
 import type { JobStatus } from '../qapi/job-states.js';
 import type { MirrorOptions } from '../mirror/options.js';
+import type { LessonCheck } from './checks.js';
 
 /** What a lesson does once an expected event is seen. */
 export type LessonAction =
@@ -27,6 +28,12 @@ export type LessonAction =
   | { do: 'force-cancel' }
   /** Waits before the next action (a person watching). */
   | { do: 'wait'; ms: number }
+  /** Waits until a stored checkpoint calls at least this many bytes clean (so an interruption has progress to keep). */
+  | { do: 'await-checkpoint'; cleanBytes: number }
+  /** The lesson stops acting: the job stays as it is until the learner resumes it (in the stop dialog or the Job panel). */
+  | { do: 'await-learner'; says: string }
+  /** Before its next step the lesson asks again (a second moment: a fault lifted, a Resume): it goes on once answered. */
+  | { do: 'ask'; question: Question }
   /** The job's process dies as a closed tab does (no last word), then the job is resumed from its checkpoint. */
   | { do: 'interrupt-and-resume' };
 
@@ -56,6 +63,21 @@ export interface LessonSetup {
   guest?: number;
 }
 
+/** An answer a person may pick before a run. */
+export interface Choice {
+  id: string;
+  label: string;
+  /** What would make it happen (said to someone who picked it when something else did). */
+  means: string;
+}
+
+/** A question with its choices and the answer the run will show. */
+export interface Question {
+  question: string;
+  choices: Choice[];
+  answer: string;
+}
+
 export interface Lesson {
   id: string;
   title: string;
@@ -64,8 +86,10 @@ export interface Lesson {
   /** The QEMU names it teaches. */
   teaches: string[];
   setup: LessonSetup;
-  prediction: { question: string; choices: { id: string; label: string }[]; answer: string };
+  prediction: Question;
   expected: ExpectedEvent[];
+  /** What the run must show for the lesson to stand: checked against the run's facts before the prediction is graded. */
+  checks: LessonCheck[];
   /** Why it goes this way, citing the rule. */
   why: string;
 }

@@ -22,6 +22,7 @@
  * - A record read back is checked field by field: a damaged one is an error
  *   that says which field, never a crash.
  */
+import { dirtyChunks } from '../kernel/bitmap-serial.js';
 import type { FormatName } from '../format/image-format.js';
 import type { ImageStamp } from '../format/image-stamp.js';
 import { givenOptions, type ResolvedOptions, resolveOptions } from './options.js';
@@ -190,5 +191,14 @@ export abstract class StoredCheckpoints<R extends CheckpointRecord> implements C
     }
     this.last = record;
     return true;
+  }
+}
+
+/** The dirty chunks' bytes of a serialized bitmap (a damaged one counts as all of it). */
+export function dirtyBytesOf(serialized: Uint8Array, granularity: number, size: number): number {
+  try {
+    return Math.min(size, dirtyChunks(serialized) * granularity);
+  } catch {
+    return size;
   }
 }

@@ -61,22 +61,26 @@ export class BitmapView {
     const key = `${width}|${cells.join()}`;
     if (key === this.drawn) return;
     this.drawn = key;
-    if (canvas.width !== width) canvas.width = width;
-    // Cells as large as the canvas allows for this many.
-    let px = Math.max(CELL_PX, Math.floor(Math.sqrt((width * canvas.height) / cells.length)));
-    while (px > CELL_PX && Math.ceil(cells.length / Math.floor(width / px)) * px > canvas.height) px--;
-    const perRow = Math.floor(width / px);
-    const ctx = canvas.getContext('2d');
-    if (!ctx) return;
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
-    const counts: Partial<Record<CellState, number>> = {};
-    cells.forEach((cell, i) => {
-      counts[cell] = (counts[cell] ?? 0) + 1;
-      ctx.fillStyle = COLOURS[cell];
-      ctx.fillRect((i % perRow) * px, Math.floor(i / perRow) * px, px - 1, px - 1);
-    });
-    const summary = (Object.keys(counts) as CellState[]).map((k) => `${counts[k]} ${LABELS[k]}`).join(', ');
-    canvas.setAttribute('aria-description', `${cells.length} cells: ${summary}`);
-    canvas.dataset.cells = cells.map((c) => c[0]).join('');
+    paintCells(canvas, cells, width);
   }
+}
+
+/** Paints `cells` into `canvas` (`width` px wide), as large as it allows; says what it shows in its description and data-cells. */
+export function paintCells(canvas: HTMLCanvasElement, cells: readonly CellState[], width: number): void {
+  if (canvas.width !== width) canvas.width = width;
+  let px = Math.max(CELL_PX, Math.floor(Math.sqrt((width * canvas.height) / cells.length)));
+  while (px > CELL_PX && Math.ceil(cells.length / Math.floor(width / px)) * px > canvas.height) px--;
+  const perRow = Math.floor(width / px);
+  const ctx = canvas.getContext('2d');
+  if (!ctx) return;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const counts: Partial<Record<CellState, number>> = {};
+  cells.forEach((cell, i) => {
+    counts[cell] = (counts[cell] ?? 0) + 1;
+    ctx.fillStyle = COLOURS[cell];
+    ctx.fillRect((i % perRow) * px, Math.floor(i / perRow) * px, px - 1, px - 1);
+  });
+  const summary = (Object.keys(counts) as CellState[]).map((k) => `${counts[k]} ${LABELS[k]}`).join(', ');
+  canvas.setAttribute('aria-description', `${cells.length} cells: ${summary}`);
+  canvas.dataset.cells = cells.map((c) => c[0]).join('');
 }

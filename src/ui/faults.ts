@@ -19,7 +19,11 @@ export class FaultPanel {
   /** The rules the next job starts with (and the running one was given, with what was added since). */
   private armed: string[] = [];
 
-  constructor(private readonly runningJob: () => string | null) {
+  constructor(
+    private readonly runningJob: () => string | null,
+    /** The running job's rules, each time they are listed (the stop dialog stops calling a removed one armed). */
+    private readonly onListed: (id: string, rules: readonly string[]) => void = () => {},
+  ) {
     byId<HTMLFormElement>('fault-form').addEventListener('submit', (e) => {
       e.preventDefault();
       void this.add();
@@ -97,6 +101,7 @@ export class FaultPanel {
       }
     }
     if (rules && id) {
+      this.onListed(id, rules.map((r) => r.rule));
       list.replaceChildren(
         ...rules.map((r) =>
           h(

@@ -31,6 +31,8 @@ export interface JobPanelHooks {
   onDelete(image: string): Promise<void>;
   /** Tries an ended job again; the new job's id. */
   onRetry(id: string): Promise<string>;
+  /** A stop of this job is not shown yet (a lesson asks first, then hands it over). */
+  stopHeld?(id: string): boolean;
 }
 
 const ACTION_LABELS: Record<EndAction, string> = { download: 'Download', delete: 'Delete', retry: 'Retry' };
@@ -45,14 +47,18 @@ export class JobPanel {
   /** The picker's options as last drawn. */
   private pickerKey = '';
 
+  /** The dialog a stop opens. */
+  readonly stops: StopDialog;
+
   constructor(
     private readonly store: JobStore,
     private readonly hooks: JobPanelHooks,
   ) {
     this.bitmap = new BitmapView((cells) => hooks.onPictureCells(cells));
-    new StopDialog(store, {
+    this.stops = new StopDialog(store, {
       onAction: () => (this.keepFocus = true),
       onError: (err) => this.sayError(explain(err)),
+      held: (id) => hooks.stopHeld?.(id) ?? false,
     });
     for (const verb of PAGE_VERBS) {
       this.button(verb)?.addEventListener('click', () => {

@@ -26,7 +26,10 @@ const log = new EventLog();
 const jobs = new JobStore();
 /** Images another tab held at the last look. */
 let heldElsewhere = '';
-const faults = new FaultPanel(() => jobs.running);
+const faults = new FaultPanel(
+  () => jobs.running,
+  (id, rules) => panel.stops.faultsNow(id, rules),
+);
 const panel = new JobPanel(jobs, {
   onPictureCells: (cells) => void worker().setPictureCells(cells),
   onDownload: (image) => images.download(image),
@@ -37,6 +40,7 @@ const panel = new JobPanel(jobs, {
     await interrupted.refresh();
     return started;
   },
+  stopHeld: (id) => lessons.owns(id),
 });
 const form = new MirrorForm({
   currentJob: () => jobs.current,
@@ -91,6 +95,9 @@ const lessons = new LessonsSection({
     form.fill('demo.raw', target, lesson.setup.targetFormat ?? '', lesson.setup.options);
     await faults.arm(lesson.setup.faults, lesson.setup.guest);
     images.say(`Set up for the lesson: a fresh demo.raw, the mirror form filled${lesson.setup.faults.length ? ', faults armed' : ''}${lesson.setup.guest ? ', a guest armed' : ''}.`);
+    const demo = (await worker().listImages()).find((i) => i.name === 'demo.raw');
+    if (!demo) throw new Error('the demo image was not made');
+    return { diskBytes: demo.virtualSize };
   },
   start: () => form.start(),
   liftFaults: () => faults.liftAll(),
@@ -103,6 +110,11 @@ const lessons = new LessonsSection({
     jobs.track(resumed);
     await images.refresh();
     await interrupted.refresh();
+  },
+  handOver: (id) => panel.stops.release(id),
+  released: async (id) => {
+    // The job lets go of its images just after it is gone: wait until no image is held by it (10 s at most).
+    for (let i = 0; i < 100 && (await worker().listImages()).some((image) => image.job?.id === id); i++) await new Promise((r) => setTimeout(r, 100));
   },
 });
 
@@ -144,7 +156,15 @@ document.addEventListener('click', (e) => (e.target as Element | null)?.closest(
 document.addEventListener('submit', clearErrorLines, true);
 
 async function init(): Promise<void> {
-  await subscribe(onEvent, (p) => void jobs.onProgress(p), onReleased, () => panel.pictureCells);
+  await subscribe(
+    onEvent,
+    (p) => {
+      void jobs.onProgress(p);
+      lessons.onProgress(p.info, p.cells);
+    },
+    onReleased,
+    () => panel.pictureCells,
+  );
   await images.refresh();
   await interrupted.refresh();
   lessons.fromHash(true);

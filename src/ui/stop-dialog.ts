@@ -21,10 +21,12 @@ export interface StopDialogHooks {
   onAction(): void;
   /** A refused action, in the panel's error line. */
   onError(err: unknown): void;
+  /** A stop of this job waits to be shown (a lesson asks its question first, then hands the job over: `release`). */
+  held?(id: string): boolean;
 }
 
 /** The dialog's words for a stop: its title, its text, and the armed fault's warning (empty when none is armed). */
-export function stopWords(id: string, error: EventData['BLOCK_JOB_ERROR'], ioStatus: IoStatus): { title: string; text: string; armed: string } {
+export function stopWords(id: string, error: EventData['BLOCK_JOB_ERROR'], ioStatus: IoStatus, armed = error.fault?.armed === true): { title: string; text: string; armed: string } {
   const side = error.operation === 'read' ? 'source' : 'target';
   const range = error.bytes > 0 ? `${formatSize(error.bytes)} at ${formatSize(error.offset)} (bytes ${error.offset}–${error.offset + error.bytes - 1})` : 'a flush';
   return {
@@ -32,7 +34,7 @@ export function stopWords(id: string, error: EventData['BLOCK_JOB_ERROR'], ioSta
     text:
       `${error.operation === 'read' ? 'Reading' : 'Writing'} ${range} of the ${side} failed with ${error.errno}. ` +
       `on-${side}-error paused the job (io-status ${ioStatus}); the range stays dirty and is retried on Resume.`,
-    armed: error.fault?.armed ? `The fault that stopped it (${error.fault.rule}) is still armed: remove it under Faults first, or Resume meets it again.` : '',
+    armed: armed && error.fault ? `The fault that stopped it (${error.fault.rule}) is still armed: remove it under Faults first, or Resume meets it again.` : '',
   };
 }
 
@@ -42,6 +44,16 @@ export class StopDialog {
   private job: string | null = null;
   /** How many stops of each job the dialog has shown. */
   private readonly shown = new Map<string, number>();
+  /** What the open dialog shows: the error, the io-status, whether its fault is still armed. */
+  private showing: { error: EventData['BLOCK_JOB_ERROR']; ioStatus: IoStatus; armed: boolean } | null = null;
+  /** The job of the open dialog was seen paused (or in standby) since it opened: leaving that state closes the dialog. */
+  private sawPause = false;
+  /** Each job's rules as last listed. */
+  private readonly rules = new Map<string, readonly string[]>();
+  /** Whether each job was paused (or in standby) at its last change. */
+  private readonly paused = new Map<string, boolean>();
+  /** Stops held back while their job is held, by job. */
+  private readonly pending = new Map<string, { error: EventData['BLOCK_JOB_ERROR']; ioStatus: IoStatus }>();
 
   constructor(
     store: JobStore,
@@ -56,16 +68,51 @@ export class StopDialog {
 
   private update(job: JobModel): void {
     if (job.done) {
+      this.pending.delete(job.id);
+      this.rules.delete(job.id);
       if (this.job === job.id) this.close();
       return;
     }
+    this.paused.set(job.id, job.status === 'paused' || job.status === 'standby');
     const seen = this.shown.get(job.id) ?? 0;
-    if (job.stops > seen && job.lastError?.action === 'stop') this.open(job.id, job.lastError, job.ioStatus);
     this.shown.set(job.id, job.stops);
+    if (job.stops > seen && job.lastError?.action === 'stop') {
+      if (this.hooks.held?.(job.id)) this.pending.set(job.id, { error: job.lastError, ioStatus: job.ioStatus });
+      else this.open(job.id, job.lastError, job.ioStatus);
+      return;
+    }
+    if (this.job !== job.id) return;
+    // The job left the pause (resumed from the panel, by a lesson, by another client): the dialog has nothing left to say.
+    if (this.paused.get(job.id)) this.sawPause = true;
+    else if (this.sawPause) this.close();
+  }
+
+  /** Shows the stop held back for job `id`, if any. */
+  release(id: string): void {
+    const held = this.pending.get(id);
+    this.pending.delete(id);
+    if (held) this.open(id, held.error, held.ioStatus);
+  }
+
+  /** The rules job `id` has now: a fault the dialog calls armed that is gone is no longer said to be. */
+  faultsNow(id: string, rules: readonly string[]): void {
+    this.rules.set(id, rules);
+    const showing = this.showing;
+    if (this.job !== id || !showing?.armed || !showing.error.fault) return;
+    if (rules.includes(showing.error.fault.rule)) return;
+    showing.armed = false;
+    byId('stop-armed').textContent = '';
+    byId('stop-resume').focus();
   }
 
   private open(id: string, error: EventData['BLOCK_JOB_ERROR'], ioStatus: IoStatus): void {
-    const words = stopWords(id, error, error['io-status'] ?? ioStatus);
+    const status = error['io-status'] ?? ioStatus;
+    // Armed when the event came, and still listed (a rule removed since, by a person or a lesson, is not).
+    const listed = this.rules.get(id);
+    const armed = error.fault?.armed === true && (listed === undefined || listed.includes(error.fault.rule));
+    this.showing = { error, ioStatus: status, armed };
+    this.sawPause = this.paused.get(id) === true;
+    const words = stopWords(id, error, status, armed);
     byId('stop-title').textContent = words.title;
     byId('stop-text').textContent = words.text;
     byId('stop-armed').textContent = words.armed;
@@ -76,6 +123,7 @@ export class StopDialog {
 
   private close(): void {
     this.job = null;
+    this.showing = null;
     if (this.dialog.open) this.dialog.close();
   }
 

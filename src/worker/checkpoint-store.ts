@@ -7,7 +7,6 @@
  * record is written with strict durability: a checkpoint is a promise about
  * the disk, so it is on the disk before the job goes on.
  */
-import { dirtyChunks } from '../kernel/bitmap-serial.js';
 import { type DBSchema, type IDBPDatabase, openDB } from 'idb';
 import { ImageConflictError } from '../block/block-device.js';
 import { isNbdUri } from '../block/nbd/uri.js';
@@ -17,6 +16,7 @@ import {
   type CheckpointRecord,
   type ReadCheckpoint,
   StoredCheckpoints,
+  dirtyBytesOf,
   isCurrentVersion,
   recordDamage,
   recordOf,
@@ -110,15 +110,6 @@ function isSourceRef(source: unknown): boolean {
   if (typeof s !== 'object' || s === null) return false;
   const named = (field: string) => typeof s[field] === 'string';
   return (s.kind === 'opfs' && named('name')) || (s.kind === 'file' && named('name')) || (s.kind === 'url' && named('url')) || (s.kind === 'nbd' && named('uri'));
-}
-
-/** The dirty chunks' bytes of a serialized bitmap (a damaged one counts as all of it). */
-function dirtyBytesOf(serialized: Uint8Array, granularity: number, size: number): number {
-  try {
-    return Math.min(size, dirtyChunks(serialized) * granularity);
-  } catch {
-    return size;
-  }
 }
 
 /** One job's checkpoints in IndexedDB. */

@@ -14,9 +14,10 @@ import { BlobDevice } from '../block/blob.js';
 import { type LockHolder, BlockError } from '../block/block-device.js';
 import { checkImageLock, lockImage } from '../block/opfs-lock.js';
 import { OpfsFileStore, checkOpfsName, isTemporaryName } from '../block/opfs-store.js';
-import { type NewImage, createInStore } from '../format/image-access.js';
+import { type NewImage, createInStore, openChain } from '../format/image-access.js';
 import { type FormatName, FormatError } from '../format/image-format.js';
 import { openImage } from '../format/open.js';
+import { sameContent } from '../format/same-content.js';
 import { writeDemoImage, DEMO_IMAGE_BYTES } from './demo.js';
 
 export interface ImageEntry {
@@ -294,6 +295,22 @@ export class ImageStore {
       return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
     } finally {
       await lock.release();
+    }
+  }
+
+  /** Whether two images show a guest the same bytes (each read under a shared lock; refused while a job writes either). */
+  async sameContent(a: string, b: string): Promise<boolean> {
+    const files = this.files('a comparison');
+    const first = await openChain(files, a, { readOnly: true });
+    try {
+      const second = await openChain(files, b, { readOnly: true });
+      try {
+        return await sameContent(first.image, second.image);
+      } finally {
+        await second.image.close();
+      }
+    } finally {
+      await first.image.close();
     }
   }
 

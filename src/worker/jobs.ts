@@ -32,6 +32,7 @@ import { type SourceRef, describeSource } from '../shared/source-ref.js';
 import { WorkerError } from '../shared/worker-error.js';
 import type { EventSink, JobKind, JobProgress, JobRelease, ProgressSink, ReleasedSink } from './api-types.js';
 import { type StoredCheckpoint, IdbCheckpointer, listCheckpoints, writesEnded } from './checkpoint-store.js';
+import { CHECKPOINT_INTERVAL_SECONDS } from './intervals.js';
 import type { SimulatedGuest } from './guest.js';
 import { type ImageFacts, type ImageStore, publishOrDrop } from './image-store.js';
 import { type JobSource, contentFacts, openJobSource } from './job-source.js';
@@ -348,7 +349,7 @@ function mirrorSpec(l: Launch, id: string, source: JobSource, store: OpfsFileSto
               target: (await stampChain(store, target, false))[0]!,
             })),
         }),
-    checkpointIntervalSeconds: 2,
+    checkpointIntervalSeconds: CHECKPOINT_INTERVAL_SECONDS,
   };
 }
 

@@ -96,6 +96,11 @@ const api = {
     return images.sha256(name);
   },
 
+  /** Whether two images show a guest the same bytes (a lesson's check that its target holds what its source holds). */
+  async sameContent(a: string, b: string): Promise<boolean> {
+    return images.sameContent(a, b);
+  },
+
   /** Keeps a picked file so it can be a mirror source directly (until the page goes away). */
   addPickedFile(file: File): SourceRef {
     pickedFiles.set(file.name, file);
@@ -220,6 +225,12 @@ const api = {
     const entry = jobs.entry(id);
     await entry.guest?.stop();
     return entry.guest?.state ?? null;
+  },
+
+  /** What job `id`'s last stored checkpoint calls clean (bytes), or null while it has none. */
+  async checkpointClean(id: string): Promise<number | null> {
+    const c = await getCheckpoint(id);
+    return c ? c.size - c.dirtyBytes : null;
   },
 
   /** Jobs with a checkpoint but no live job (here or in another tab): a closed tab, a dead worker, a failure. */

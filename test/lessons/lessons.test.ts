@@ -1,188 +1,153 @@
 /**
- * Every lesson, run against the mirror engine under Node: the images it
- * sets up (the demo image, made as the app makes it), its armed faults and
- * guest, and its actions as QMP commands; every expected event must be seen
- * in order, and the prediction the lesson calls right must be what
- * happened. A lesson that drifts from the engine fails here.
+ * Every lesson, run against the mirror engine under Node as the page runs
+ * it: the images it sets up (the demo image, made as the app makes it), its
+ * armed faults and guest, the page's checkpoint interval, and its steps
+ * carried out by the same runner the page uses (src/lessons/runner.ts); a
+ * learner presses Resume a second after the lesson hands a paused job over.
+ * Every expected event must be seen in order, every check the lesson makes
+ * of its run must hold, and the prediction it calls right must be graded
+ * right. A lesson that drifts from the engine fails here.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { NodeFileStore } from '../../src/block/node-store.js';
-import { createInStore, openChain, type OpenedImage } from '../../src/format/image-access.js';
+import { describe, expect, it } from 'vitest';
 import { LESSONS } from '../../src/lessons/catalog.js';
-import { type Lesson, type LessonAction, LessonTrack } from '../../src/lessons/lesson.js';
-import { MirrorControl } from '../../src/mirror/control.js';
-import type { AnyQmpEvent } from '../../src/qapi/events.js';
-import { parseFaultSpec } from '../../src/qapi/faults.js';
+import { COMPLETES, type Lesson, type Question, READY_THEN_COMPLETE, STARTS } from '../../src/lessons/lesson.js';
+import { type LessonDriver, type LessonReport, LessonRun } from '../../src/lessons/runner.js';
+import { dirtyBytesOf } from '../../src/mirror/checkpoint-store.js';
+import type { BlockJobInfo } from '../../src/mirror/types.js';
 import { verbCall } from '../../src/qapi/verbs.js';
-import { launchMirror } from '../../src/mirror/launch.js';
-import type { MirrorJob } from '../../src/mirror/mirror-job.js';
-import type { Checkpoint } from '../../src/mirror/types.js';
-import { DEMO_IMAGE_BYTES, writeDemoImage } from '../../src/worker/demo.js';
-import { SimulatedGuest } from '../../src/worker/guest.js';
+import { DEMO_IMAGE_BYTES, EngineSession, JOB } from '../helpers/lesson-engine.js';
 
-const dirs: string[] = [];
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+/** How long the learner looks at a paused job before pressing Resume. */
+const LEARNER_MS = 1000;
 
-const JOB = 'lesson0';
+/** Runs a lesson as the page does, with the engine in this process; `prediction` is the learner's pick. */
+async function runLesson(lesson: Lesson, prediction = lesson.prediction.answer, pick: (q: Question) => string = (q) => q.answer): Promise<{ report: LessonReport; handedOver: number; resumedByLearner: number; asked: number }> {
+  let handedOver = 0;
+  let resumedByLearner = 0;
+  let asked = 0;
+  const started = performance.now();
+  let run!: LessonRun;
+  const engine = await EngineSession.open(`lesson-${lesson.id}`, lesson.setup, (e) => run.event(e));
+  const command = (name: string, args: Record<string, unknown>) => engine.control.execute(name, args);
 
-interface Run {
-  events: AnyQmpEvent[];
-  /** How many events had come when the lesson lifted its faults or stopped its guest (-1: never). */
-  liftedAt: number;
-  track: LessonTrack;
-  outcome: string;
-}
-
-async function makeDemo(store: NodeFileStore): Promise<void> {
-  const made = await createInStore(store, 'demo.raw', { format: 'raw', size: DEMO_IMAGE_BYTES }, { replace: false });
-  await writeDemoImage(made.image);
-  await made.image.flush();
-  await made.publish();
-  await made.image.close();
-}
-
-/** Runs a lesson as the page does, with the engine in this process. */
-async function runLesson(lesson: Lesson): Promise<Run> {
-  const dir = mkdtempSync(join(tmpdir(), `diskmirror-lesson-${lesson.id}-`));
-  dirs.push(dir);
-  const store = new NodeFileStore(dir);
-  await makeDemo(store);
-  const track = new LessonTrack(lesson);
-  const events: AnyQmpEvent[] = [];
-  const saved: Checkpoint[] = [];
-  const source: OpenedImage = await openChain(store, 'demo.raw', { readOnly: false });
-  let control = new MirrorControl();
-  let job: MirrorJob;
-  let target: OpenedImage;
-  let guest = null as SimulatedGuest | null;
-  let ended!: (outcome: string) => void;
-  const end = new Promise<string>((resolve) => (ended = resolve));
-  let queue = Promise.resolve();
-  let liftedAt = -1;
-
-  const start = async (resumeFrom?: Checkpoint) => {
-    const launched = await launchMirror({
-      store,
-      source: { image: source.image, name: 'demo.raw', opened: source },
-      target: lesson.setup.target,
-      ...(lesson.setup.targetFormat ? { targetFormat: lesson.setup.targetFormat } : {}),
-      options: { ...lesson.setup.options, id: JOB },
-      backingName: (b) => b,
-      faults: resumeFrom ? [] : lesson.setup.faults.map(parseFaultSpec),
-      checkpointer: () => ({ save: async (c) => void saved.push(structuredClone(c)), markSourceWriting: async () => {}, remove: async () => {} }),
-      checkpointIntervalSeconds: 0.25,
-      onExisting: async () => (resumeFrom ? { options: { ...lesson.setup.options, id: JOB }, resume: { bitmap: resumeFrom.bitmap } } : null),
-    });
-    job = launched.job;
-    target = launched.target;
-    control = new MirrorControl();
-    control.add(job, launched.faults);
-    const thisJob = job;
-    job.on((e) => {
-      if (thisJob !== job) return;
-      events.push(e);
-      const actions = track.observe(e);
-      if (actions.length) queue = queue.then(() => act(actions));
-      if (e.event === 'JOB_STATUS_CHANGE' && e.data.status === 'null') void thisJob.result.then((r) => ended(r.outcome));
-    }, { replay: true });
-    job.start();
-    if (lesson.setup.guest && !resumeFrom) {
-      guest = new SimulatedGuest(job, lesson.setup.guest);
-      guest.start();
-    }
-  };
-
-  const act = async (actions: LessonAction[]) => {
-    for (const a of actions) {
+  const driver: LessonDriver = {
+    async act(a) {
       switch (a.do) {
         case 'lift-faults':
-          liftedAt = events.length;
-          await control.execute('fault-remove', { device: JOB, all: true });
+          await command('fault-remove', { device: JOB, all: true });
           break;
         case 'add-fault':
-          await control.execute('fault-add', { device: JOB, rule: a.rule });
+          await command('fault-add', { device: JOB, rule: a.rule });
           break;
         case 'source-write':
-          await control.execute('x-source-write', { device: JOB, offset: a.offset, bytes: a.bytes, pattern: 0x5a });
+          await command('x-source-write', { device: JOB, offset: a.offset, bytes: a.bytes, pattern: 0x5a });
           break;
         case 'guest-off':
-          liftedAt = events.length;
-          await guest?.stop();
+          await engine.guest?.stop();
           break;
         case 'resume':
         case 'complete':
         case 'cancel':
         case 'force-cancel': {
-          const { command, args } = verbCall(a.do, JOB);
-          await control.execute(command, args);
+          const { command: name, args } = verbCall(a.do, JOB);
+          await engine.control.execute(name, args);
           break;
         }
         case 'wait':
           await new Promise((r) => setTimeout(r, a.ms));
           break;
-        case 'interrupt-and-resume': {
-          // The process stops issuing I/O and is gone; the target survives with the last checkpoint.
-          await guest?.stop();
-          await job.halt();
-          await target.image.close();
-          const last = saved.at(-1)!;
-          await start(last);
+        case 'interrupt-and-resume':
+          await engine.killAndResume();
           break;
-        }
       }
-    }
+    },
+    async query() {
+      const info = ((await command('query-block-jobs', {})) as BlockJobInfo[]).find((j) => j.device === JOB);
+      return info ? { ioStatus: info['io-status'], len: info.len, offset: info.offset } : null;
+    },
+    async checkpointClean() {
+      const last = engine.saved.at(-1);
+      return last ? last.size - dirtyBytesOf(last.bitmap, last.options.granularity, last.size) : null;
+    },
+    handOver() {
+      handedOver++;
+      // The learner reads the dialog, then presses Resume.
+      setTimeout(() => {
+        resumedByLearner++;
+        void command('job-resume', { id: JOB });
+      }, LEARNER_MS);
+    },
+    compare: () => engine.sameContent(),
+    async ask(q) {
+      asked++;
+      return pick(q);
+    },
   };
-
-  await start();
-  const outcome = await Promise.race([end, new Promise<string>((r) => setTimeout(() => r('timeout'), 40_000))]);
-  await queue;
-  await guest?.stop();
-  await source.image.close().catch(() => {});
-  return { events, liftedAt, track, outcome };
+  run = new LessonRun(lesson, driver, JOB, DEMO_IMAGE_BYTES, prediction, () => performance.now() - started);
+  await engine.start();
+  const timeout = setTimeout(() => void run.abandon(), 50_000);
+  const report = await run.finished;
+  clearTimeout(timeout);
+  await engine.close();
+  return { report, handedOver, resumedByLearner, asked };
 }
 
-/** What the prediction's choices say, as the outcome a run shows. */
-function happened(run: Run): string {
-  const completed = run.events.find((e) => e.event === 'BLOCK_JOB_COMPLETED') as { data: { error?: string } } | undefined;
-  const errors = run.events.filter((e) => e.event === 'BLOCK_JOB_ERROR') as { data: { action: string } }[];
-  if (run.events.some((e) => e.event === 'BLOCK_JOB_CANCELLED')) return 'cancelled';
-  if (completed?.data.error) return 'fails';
-  if (errors.some((e) => e.data.action === 'stop')) return 'pauses';
-  return 'completes';
-}
+const describeReport = (r: LessonReport) => `${r.headline} [${r.checks.map((c) => `${c.holds ? 'ok' : 'NOT'}: ${c.claim} (${c.observed})`).join('; ')}]`;
 
 // The lessons mostly wait on their speed limits: they run side by side.
-describe.concurrent('lessons against the engine', () => {
-  it('has at least 10 lessons, with unique ids, each answer among its choices', () => {
+describe.concurrent('lessons against the engine, at the page’s intervals', () => {
+  it('has at least 10 lessons, with unique ids, each answer among its choices, each with checks and every choice saying what would cause it', () => {
     expect(LESSONS.length).toBeGreaterThanOrEqual(10);
     expect(new Set(LESSONS.map((l) => l.id)).size).toBe(LESSONS.length);
-    for (const l of LESSONS) expect(l.prediction.choices.map((c) => c.id)).toContain(l.prediction.answer);
+    for (const l of LESSONS) {
+      expect(l.prediction.choices.map((c) => c.id)).toContain(l.prediction.answer);
+      expect(l.checks.length, l.id).toBeGreaterThan(0);
+      for (const c of l.prediction.choices) expect(c.means.length, `${l.id}: ${c.id}`).toBeGreaterThan(10);
+    }
   });
 
   for (const lesson of LESSONS) {
-    it(`${lesson.id}: every expected event, in order`, async () => {
-      const run = await runLesson(lesson);
-      const seen = run.events.map((e) => (e.event === 'JOB_STATUS_CHANGE' ? e.data.status : e.event)).join(' ');
-      expect(run.track.ticked, `ticked ${run.track.ticked} of ${lesson.expected.length}; next: ${lesson.expected[run.track.ticked]?.label}; seen: ${seen}`).toBe(lesson.expected.length);
-      expect(run.outcome).not.toBe('timeout');
-      // The lesson's answer is what the events show (never-ready and the resume's answer are about the way there).
-      const shown = happened(run);
-      const answer = lesson.prediction.answer;
-      if (answer === 'fails' || answer === 'pauses' || answer === 'cancelled') expect(shown).toBe(answer);
-      else expect(shown === 'completes' || shown === 'pauses').toBe(true);
-      if (answer === 'never-ready') {
-        // No READY before the lesson lifted the fault or stopped the guest: the first BLOCK_JOB_READY comes after.
-        const firstReady = run.events.findIndex((e) => e.event === 'BLOCK_JOB_READY');
-        const ignored = run.events.filter((e) => e.event === 'BLOCK_JOB_ERROR').length;
-        expect(run.liftedAt).toBeGreaterThan(0);
-        expect(firstReady).toBeGreaterThanOrEqual(run.liftedAt);
-        if (lesson.setup.faults.length) expect(ignored).toBeGreaterThanOrEqual(2);
+    it(`${lesson.id}: every expected event in order, every check of the run holds, the answer graded right`, async () => {
+      const { report, handedOver, resumedByLearner, asked } = await runLesson(lesson);
+      expect(asked).toBe(lesson.expected.flatMap((x) => x.then ?? []).filter((a) => a.do === 'ask').length);
+      const seen = report.facts.statuses.map((s) => s.status).join(' ');
+      expect(report.ticked, `ticked ${report.ticked} of ${report.expected}; next: ${lesson.expected[report.ticked]?.label}; seen: ${seen}`).toBe(report.expected);
+      expect(report.tone, describeReport(report)).toBe('right');
+      for (const c of report.checks) expect(c.holds, `${c.claim}: ${c.observed}`).toBe(true);
+      // A lesson that hands the job over leaves it paused until the learner's Resume, and never resumes it itself.
+      const handsOver = lesson.expected.some((x) => x.then?.some((a) => a.do === 'await-learner'));
+      expect(handedOver).toBe(handsOver ? 1 : 0);
+      expect(resumedByLearner).toBe(handedOver);
+      if (handsOver) {
+        const pause = report.facts.pauses.find((p) => p.byLearner)!;
+        expect(pause.ms).toBeGreaterThanOrEqual(LEARNER_MS - 50);
+        expect(report.facts.pauses.filter((p) => !p.byLearner)).toEqual([]);
       }
     }, 60_000);
   }
+
+  it('resume: the result names what the resumed job copied, less than the disk', async () => {
+    const lesson = LESSONS.find((l) => l.id === 'resume')!;
+    const { report } = await runLesson(lesson);
+    const resumed = report.facts.runs[1]!;
+    expect(resumed.firstLen).toBeLessThanOrEqual(DEMO_IMAGE_BYTES - (3 << 20));
+    expect(report.checks.map((c) => c.observed).join(' ')).toMatch(/the resumed job copied [\d.]+ MiB of 8\.00 MiB: the [\d.]+ MiB already clean were not read again/);
+  }, 60_000);
+
+  it('a wrong pick is told what would have caused it; a run that does not show the lesson is not graded', async () => {
+    const stop = LESSONS.find((l) => l.id === 'stop')!;
+    const { report } = await runLesson(stop, 'fails');
+    expect(report.tone).toBe('wrong');
+    expect(report.headline).toContain('You predicted “the job fails”: failing at the first error is what report does');
+    // The same lesson, its fault never placed: the run shows no pause, and says so instead of grading.
+    // A wrong answer at the second moment (before Resume) is told what would have caused it.
+    const { report: second } = await runLesson(stop, 'pauses', (q) => (q.answer === 'retried' ? 'skipped' : q.answer));
+    expect(second.tone).toBe('wrong');
+    expect(second.headline).toBe(
+      'Your prediction was right: the job pauses until someone resumes it. Then: not this time: it tries the failed range again, which now succeeds, and goes on. You predicted “it goes on past the failed range without copying it”: no policy skips a range: one that failed stays dirty until it is copied.',
+    );
+    const { report: off } = await runLesson({ ...stop, setup: { ...stop.setup, faults: [] }, expected: [...STARTS, ...READY_THEN_COMPLETE, ...COMPLETES] });
+    expect(off.tone).toBe('off');
+    expect(off.headline).toMatch(/^This run did not show what the lesson is about: .*the job never paused/);
+  }, 60_000);
 });

@@ -1,5 +1,6 @@
 import { COMPLETES, type Lesson, STARTS, status } from '../lesson.js';
-import { OUTCOMES, PAUSES } from './choices.js';
+import { endsAs, errorsSeen, staysPaused, targetEqualsSource } from '../checks.js';
+import { AT_RESUME, OUTCOMES, PAUSES } from './choices.js';
 
 export const afterReady: Lesson = {
   id: 'after-ready',
@@ -20,10 +21,15 @@ export const afterReady: Lesson = {
       ],
     },
     { label: 'BLOCK_JOB_ERROR: write, action stop', event: 'BLOCK_JOB_ERROR', match: { operation: 'write', action: 'stop' } },
-    status('standby', 'standby: paused while READY; the lesson lifts the fault and resumes', [{ do: 'lift-faults' }, { do: 'resume' }]),
+    status('standby', 'standby: paused while READY; the lesson lifts the fault, and you press Resume', [
+      { do: 'lift-faults' },
+      { do: 'ask', question: AT_RESUME },
+      { do: 'await-learner', says: 'The job was READY and is now in standby with io-status failed; the lesson lifted the fault. Press Resume (in the dialog or the Job panel): the guest\'s write is copied again.' },
+    ]),
     status('ready', 'ready again, then Complete', [{ do: 'complete' }]),
     ...COMPLETES,
   ],
+  checks: [errorsSeen('write', 'stop', 1), staysPaused('standby', 'failed'), endsAs('completed'), targetEqualsSource()],
   why:
     'READY does not end the job: it keeps copying what the guest writes, and those copies meet the same policies. A job paused while READY is in standby rather than paused (QEMU keeps the two apart); Resume takes it back to ready, and the range the guest wrote is copied again.',
 };

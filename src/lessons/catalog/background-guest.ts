@@ -1,5 +1,6 @@
 import { COMPLETES, type Lesson, READY_THEN_COMPLETE, STARTS } from '../lesson.js';
-import { NEVER_READY, OUTCOMES } from './choices.js';
+import { endsAs, lenPassesDisk, noReadyBeforeLift, targetEqualsSource } from '../checks.js';
+import { AFTER_LIFT, NEVER_READY, OUTCOMES } from './choices.js';
 
 export const backgroundGuest: Lesson = {
   id: 'background-guest',
@@ -10,10 +11,11 @@ export const backgroundGuest: Lesson = {
   prediction: { question: 'What happens while the guest writes faster than the job copies?', choices: OUTCOMES, answer: NEVER_READY.id },
   expected: [
     ...STARTS.slice(0, 1),
-    { ...STARTS[1]!, then: [{ do: 'wait', ms: 3000 }, { do: 'guest-off' }] },
+    { ...STARTS[1]!, then: [{ do: 'wait', ms: 3000 }, { do: 'ask', question: AFTER_LIFT('The guest is about to stop writing') }, { do: 'guest-off' }] },
     ...READY_THEN_COMPLETE,
     ...COMPLETES,
   ],
+  checks: [noReadyBeforeLift('the guest writes'), lenPassesDisk(), endsAs('completed'), targetEqualsSource()],
   why:
     'In background mode a guest write only marks its chunks dirty; the job copies them later. When the guest dirties chunks faster than the job copies them, the dirty count never reaches zero and the job never becomes READY: it cannot converge. Every rewrite adds to len, which is why len passes the disk size. Once the guest stops, the job catches up.',
 };

@@ -1,4 +1,5 @@
 import { type Lesson, READY_THEN_COMPLETE, STARTS, status } from '../lesson.js';
+import { endsAs } from '../checks.js';
 import { CANCELLED, COMPLETES_ANYWAY, FAILS, PAUSES } from './choices.js';
 
 export const forceCancel: Lesson = {
@@ -17,6 +18,7 @@ export const forceCancel: Lesson = {
     status('concluded', 'concluded'),
     status('null', 'gone (null)'),
   ],
+  checks: [endsAs('cancelled')],
   why:
     'A forced cancel does not wait for anything: the job stops copying, leaves the target as it is, and QEMU reports BLOCK_JOB_CANCELLED. After READY the target was in sync a moment ago, but writes in flight may be cut: it is not guaranteed consistent. Before READY every cancel behaves this way.',
 };

@@ -1,5 +1,6 @@
 import { COMPLETES, type Lesson, READY_THEN_COMPLETE, STARTS } from '../lesson.js';
-import { NEVER_READY, OUTCOMES } from './choices.js';
+import { endsAs, errorsSeen, noReadyBeforeLift, targetEqualsSource, wholeChunks } from '../checks.js';
+import { AFTER_LIFT, NEVER_READY, OUTCOMES } from './choices.js';
 
 const chunkError = { label: 'BLOCK_JOB_ERROR: read, ignore', event: 'BLOCK_JOB_ERROR', match: { operation: 'read', action: 'ignore' } } as const;
 
@@ -18,10 +19,11 @@ export const granularity: Lesson = {
   expected: [
     ...STARTS,
     { ...chunkError },
-    { ...chunkError, label: 'again: the whole chunk is retried; the lesson lifts the fault', then: [{ do: 'lift-faults' }] },
+    { ...chunkError, label: 'again: the whole chunk is retried; the lesson lifts the fault', then: [{ do: 'ask', question: AFTER_LIFT('The lesson is about to lift the fault') }, { do: 'lift-faults' }] },
     ...READY_THEN_COMPLETE,
     ...COMPLETES,
   ],
+  checks: [errorsSeen('read', 'ignore', 2), wholeChunks(1 << 20, 4 << 10), noReadyBeforeLift('the read fails'), endsAs('completed'), targetEqualsSource()],
   why:
     'The mirror tracks dirt per chunk of granularity bytes, not per byte: any write or failure inside a chunk makes all of it dirty, and a copy reads and writes whole chunks. A coarse granularity means a smaller bitmap and bigger requests, but more bytes copied again for each small change or error.',
 };

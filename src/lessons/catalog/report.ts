@@ -1,4 +1,5 @@
 import { FAILS_WITH_EIO, type Lesson, STARTS } from '../lesson.js';
+import { endsAs, errorsSeen } from '../checks.js';
 import { FAILS, OUTCOMES } from './choices.js';
 
 export const report: Lesson = {
@@ -13,6 +14,7 @@ export const report: Lesson = {
     { label: 'BLOCK_JOB_ERROR: read, action report', event: 'BLOCK_JOB_ERROR', match: { operation: 'read', action: 'report', errno: 'EIO' } },
     ...FAILS_WITH_EIO,
   ],
+  checks: [errorsSeen('read', 'report', 1, 'EIO'), endsAs('failed', 'Input/output error')],
   why:
     'QEMU asks block_job_error_action() what to do with each failed request; under report the answer is always "report": the job stops copying and completes with the error (BLOCK_JOB_COMPLETED carries it). What was copied stays in the target; the rest is not there.',
 };

@@ -1,4 +1,5 @@
 import { FAILS_WITH_EIO, type Lesson, STARTS } from '../lesson.js';
+import { endsAs, errorsSeen } from '../checks.js';
 import { FAILS, OUTCOMES } from './choices.js';
 
 export const sides: Lesson = {
@@ -18,6 +19,7 @@ export const sides: Lesson = {
     { label: 'BLOCK_JOB_ERROR: write (the target), action report', event: 'BLOCK_JOB_ERROR', match: { operation: 'write', action: 'report' } },
     ...FAILS_WITH_EIO,
   ],
+  checks: [errorsSeen('write', 'report', 1), endsAs('failed', 'Input/output error')],
   why:
     'The mirror asks a different policy for each side: a failed read of the source goes to on-source-error, a failed write of the target to on-target-error (mirror_error_action() picks by read or write). BLOCK_JOB_ERROR says which: operation "read" or "write". Here the target policy decides, and it is report.',
 };

@@ -1,4 +1,5 @@
 import { type Lesson, READY_THEN_COMPLETE, STARTS, status } from '../lesson.js';
+import { endsAs, targetEqualsSource } from '../checks.js';
 import { CANCELLED, COMPLETES_ANYWAY, FAILS, PAUSES } from './choices.js';
 
 export const softCancel: Lesson = {
@@ -22,6 +23,7 @@ export const softCancel: Lesson = {
     status('concluded', 'concluded'),
     status('null', 'gone (null)'),
   ],
+  checks: [endsAs('completed'), targetEqualsSource()],
   why:
     'After READY, block-job-cancel without force asks the mirror to finish: it copies what is still dirty, then ends without pivoting to the target. The target is a consistent copy of the source at that moment, and QEMU reports BLOCK_JOB_COMPLETED, not BLOCK_JOB_CANCELLED (mirror_cancel() turns a soft cancel after READY into a completion without switch-over).',
 };

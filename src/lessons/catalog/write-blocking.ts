@@ -1,4 +1,5 @@
 import { COMPLETES, type Lesson, STARTS, status } from '../lesson.js';
+import { endsAs, readyWhileGuestWrites, targetEqualsSource } from '../checks.js';
 import { COMPLETES_ANYWAY, OUTCOMES } from './choices.js';
 
 export const writeBlocking: Lesson = {
@@ -14,6 +15,7 @@ export const writeBlocking: Lesson = {
     { label: 'BLOCK_JOB_READY: the lesson stops the guest and completes', event: 'BLOCK_JOB_READY', then: [{ do: 'guest-off' }, { do: 'complete' }] },
     ...COMPLETES,
   ],
+  checks: [readyWhileGuestWrites(), endsAs('completed'), targetEqualsSource()],
   why:
     'In write-blocking mode (active mirroring) a guest write returns only once it is written to the target too, so it never adds to the dirty bitmap. The bulk copy only has to get through the disk once; the job becomes READY at the copy speed whatever the guest does. The price: the guest waits for the target on every write.',
 };
