@@ -33,8 +33,22 @@ export function worker(): WorkerRemote {
   return remote;
 }
 
+const commandListeners: ((job: string) => void)[] = [];
+
+/** Says that a command acting on job `job` was sent (a verb, a fault added or removed, the guest switched, the speed changed). */
+export function noteCommand(job: string): void {
+  for (const listener of commandListeners) listener(job);
+}
+
+/** Hears every command noted (a challenge counts its job's). */
+export function onCommand(listener: (job: string) => void): void {
+  commandListeners.push(listener);
+}
+
 /** Runs a command built as one value (a verb's, see qapi/verbs.ts); what it answers is the verb's caller's to ignore. */
 export function run(call: Call): Promise<unknown> {
+  const args = call.args as { id?: string; device?: string };
+  noteCommand(args.id ?? args.device ?? '');
   // `call` was built typed (Call pairs each command with its own arguments); only the pair's union needs widening here.
   return (worker().execute as (command: CommandName, args: unknown) => Promise<unknown>)(call.command, call.args);
 }

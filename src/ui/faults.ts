@@ -12,7 +12,7 @@ import type { ListedFault } from '../qapi/commands.js';
 import { parseFaultSpec, formatFaultSpec } from '../qapi/faults.js';
 import { parseSize } from '../util/size.js';
 import { byId, h } from './dom.js';
-import { worker } from './bridge.js';
+import { noteCommand, worker } from './bridge.js';
 import { explain } from './messages.js';
 
 export class FaultPanel {
@@ -79,7 +79,10 @@ export class FaultPanel {
     try {
       const rule = this.rule();
       const id = this.runningJob();
-      if (id) await worker().execute('fault-add', { device: id, rule });
+      if (id) {
+        noteCommand(id);
+        await worker().execute('fault-add', { device: id, rule });
+      }
       this.armed.push(rule);
       this.say('');
       await this.refresh();
@@ -109,7 +112,7 @@ export class FaultPanel {
             {},
             h('code', {}, r.rule),
             ` — hit ${r.hits} time${r.hits === 1 ? '' : 's'} `,
-            h('button', { type: 'button', class: 'small', 'aria-label': `Remove fault ${r.rule}`, onclick: () => void this.remove(r.rule, () => worker().execute('fault-remove', { device: id, index: r.index })) }, 'Remove'),
+            h('button', { type: 'button', class: 'small', 'aria-label': `Remove fault ${r.rule}`, onclick: () => void this.remove(r.rule, () => (noteCommand(id), worker().execute('fault-remove', { device: id, index: r.index }))) }, 'Remove'),
           ),
         ),
       );
@@ -155,6 +158,7 @@ export class FaultPanel {
         stats.textContent = on ? 'armed: the guest starts writing when the job starts' : '';
         return;
       }
+      noteCommand(id);
       if (on) {
         await worker().startGuestWrites(id, rate);
         stats.textContent = `writing about ${byId<HTMLInputElement>('guest-rate').value}/s of random data to the source`;

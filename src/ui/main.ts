@@ -17,6 +17,8 @@ import { InterruptedJobs } from './interrupted.js';
 import { JobPanel } from './job-panel.js';
 import { JobStore } from './job-store.js';
 import { LessonsSection } from './lessons.js';
+import { ChallengesSection } from './challenges.js';
+import type { LessonSetup } from '../lessons/lesson.js';
 import { MirrorForm } from './mirror-form.js';
 import { explain } from './messages.js';
 import { NbdSection } from './nbd.js';
@@ -47,6 +49,7 @@ const form = new MirrorForm({
   onStarted: async (id, names) => {
     log.jobStarted(id, form.options());
     jobs.track(id, names);
+    challenges.started(id, names.target);
     panel.focus();
     await images.refresh();
     await faults.refresh();
@@ -84,21 +87,29 @@ const interrupted = new InterruptedJobs({
   },
 });
 
+/** A lesson's or a challenge's start: a fresh demo image and target, the mirror form filled, the faults and the guest armed. */
+async function setUpDemo(setup: LessonSetup, what: string): Promise<{ diskBytes: number }> {
+  const { target } = setup;
+  // A fresh run: an interrupted job onto the target and the target itself go (the worker refuses them while in use).
+  for (const job of await worker().listInterrupted()) if (job.target === target) await worker().discardInterrupted(job.id);
+  if ((await worker().listImages()).some((i) => i.name === target)) await worker().deleteImage(target);
+  await worker().createDemoImage();
+  await images.refresh();
+  form.fill('demo.raw', target, setup.targetFormat ?? '', setup.options);
+  await faults.arm(setup.faults, setup.guest);
+  images.say(`Set up for the ${what}: a fresh demo.raw, the mirror form filled${setup.faults.length ? ', faults armed' : ''}${setup.guest ? ', a guest armed' : ''}.`);
+  const demo = (await worker().listImages()).find((i) => i.name === 'demo.raw');
+  if (!demo) throw new Error('the demo image was not made');
+  return { diskBytes: demo.virtualSize };
+}
+
+/** Resolves once job `id` let go of its images (just after it is gone; 10 s at most). */
+async function released(id: string): Promise<void> {
+  for (let i = 0; i < 100 && (await worker().listImages()).some((image) => image.job?.id === id); i++) await new Promise((r) => setTimeout(r, 100));
+}
+
 const lessons = new LessonsSection({
-  setUp: async (lesson) => {
-    const { target } = lesson.setup;
-    // A fresh run: an interrupted job onto the target and the target itself go (the worker refuses them while in use).
-    for (const job of await worker().listInterrupted()) if (job.target === target) await worker().discardInterrupted(job.id);
-    if ((await worker().listImages()).some((i) => i.name === target)) await worker().deleteImage(target);
-    await worker().createDemoImage();
-    await images.refresh();
-    form.fill('demo.raw', target, lesson.setup.targetFormat ?? '', lesson.setup.options);
-    await faults.arm(lesson.setup.faults, lesson.setup.guest);
-    images.say(`Set up for the lesson: a fresh demo.raw, the mirror form filled${lesson.setup.faults.length ? ', faults armed' : ''}${lesson.setup.guest ? ', a guest armed' : ''}.`);
-    const demo = (await worker().listImages()).find((i) => i.name === 'demo.raw');
-    if (!demo) throw new Error('the demo image was not made');
-    return { diskBytes: demo.virtualSize };
-  },
+  setUp: (lesson) => setUpDemo(lesson.setup, 'lesson'),
   start: () => form.start(),
   liftFaults: () => faults.liftAll(),
   guestOff: () => faults.guestOff(),
@@ -112,11 +123,9 @@ const lessons = new LessonsSection({
     await interrupted.refresh();
   },
   handOver: (id) => panel.stops.release(id),
-  released: async (id) => {
-    // The job lets go of its images just after it is gone: wait until no image is held by it (10 s at most).
-    for (let i = 0; i < 100 && (await worker().listImages()).some((image) => image.job?.id === id); i++) await new Promise((r) => setTimeout(r, 100));
-  },
+  released,
 });
+const challenges = new ChallengesSection({ setUp: (setup) => setUpDemo(setup, 'challenge'), released });
 
 /** A job reached null or concluded: the fault panel lets go of it, and the lists look again. */
 function onFinished(): void {
@@ -130,6 +139,7 @@ function onEvent(e: AnyQmpEvent): void {
   const job = jobs.onEvent(e);
   if (job && e.event === 'JOB_STATUS_CHANGE' && job.done) onFinished();
   lessons.onEvent(e);
+  challenges.onEvent(e);
   if (e.event === 'BLOCK_JOB_COMPLETED') images.jobEnded(e.data.device, e.data.error ? 'failed' : 'completed', e.data.error);
   if (e.event === 'BLOCK_JOB_CANCELLED') images.jobEnded(e.data.device, 'cancelled');
   if (e.event === 'BLOCK_JOB_ERROR') void faults.refresh();
@@ -161,6 +171,7 @@ async function init(): Promise<void> {
     (p) => {
       void jobs.onProgress(p);
       lessons.onProgress(p.info, p.cells);
+      challenges.onProgress(p);
     },
     onReleased,
     () => panel.pictureCells,

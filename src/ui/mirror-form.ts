@@ -13,7 +13,7 @@ import { jobIsGone } from '../shared/worker-error.js';
 import { parseSize } from '../util/size.js';
 import type { ImageEntry, NbdExportInfo } from '../worker/api-types.js';
 import { byId } from './dom.js';
-import { worker } from './bridge.js';
+import { noteCommand, worker } from './bridge.js';
 import type { JobNames } from './job-store.js';
 import { explain } from './messages.js';
 
@@ -172,6 +172,7 @@ export class MirrorForm {
     if (!id) return;
     try {
       const speed = value('speed') ? parseSize(value('speed'), 'Speed limit') : 0;
+      noteCommand(id);
       await worker().execute('block-job-set-speed', { device: id, speed });
       this.say('');
     } catch (err) {
