@@ -197,6 +197,7 @@ export class MirrorJob extends Job {
       bytesDone: this.offsetDone,
       bytesRead: this.bytesRead,
       bytesWritten: this.bytesWritten,
+      copyMode: this.options.copyMode,
     };
   }
 

@@ -8,7 +8,7 @@ import type { ImageFormat } from '../format/image-format.js';
 import type { Kernel } from '../kernel/kernel.js';
 import type { IoStatus } from './error-policy.js';
 import type { JobStatus } from '../qapi/job-states.js';
-import type { MirrorOptions, ResolvedOptions } from './options.js';
+import type { CopyMode, MirrorOptions, ResolvedOptions } from './options.js';
 
 /** QEMU's query-block-jobs fields (the page's vocabulary too). */
 export type { BlockJobInfo } from '../qapi/commands.js';
@@ -35,6 +35,8 @@ export interface JobStats {
   bytesDone: number;
   bytesRead: number;
   bytesWritten: number;
+  /** background: guest writes only dirty the bitmap; write-blocking: each is copied as it is written, at the guest's pace (not limited by the speed). */
+  copyMode: CopyMode;
 }
 
 export type JobOutcome = 'completed' | 'cancelled' | 'failed';

@@ -53,6 +53,18 @@ export function progressWords(job: JobModel): { percent: number; valueText: stri
   return { percent, valueText: `${percent}% (${formatSize(offset)} of ${formatSize(len)})${ending ? `: ${ending.word.toLowerCase()}` : ''}` };
 }
 
+/**
+ * A guest dirties the disk faster than this job copies it, in background
+ * mode: the job cannot converge while the guest writes (the figure it is
+ * measured against: the speed limit, or the copy's own rate without one).
+ */
+export function fallingBehind(job: JobModel): { guestRate: number; copyRate: number } | null {
+  const p = job.last;
+  if (!p?.guest?.running || p.stats.copyMode !== 'background' || job.ready) return null;
+  const copyRate = p.info.speed > 0 ? p.info.speed : job.rate;
+  return copyRate > 0 && p.guest.bytesPerSecond >= copyRate ? { guestRate: p.guest.bytesPerSecond, copyRate } : null;
+}
+
 /** The figures under the bar, label and value; `now` is Date.now(). */
 export function statRows(job: JobModel, now: number): [string, string][] {
   const p = job.last;
@@ -68,6 +80,8 @@ export function statRows(job: JobModel, now: number): [string, string][] {
       'ETA',
       stuck
         ? 'none while the error lasts'
+        : fallingBehind(job)
+          ? 'none while the guest writes faster than the copy'
         : job.done || job.paused
           ? '–'
           : job.ready
@@ -95,6 +109,17 @@ export function jobNote(job: JobModel, now: number): string {
   if (stuck) {
     notes.push(
       `This job cannot converge while the error lasts: under ignore the failed range stays dirty and is retried (${stuck} errors so far). Remove the fault (or fix the disk) and it catches up.`,
+    );
+  }
+  const behind = fallingBehind(job);
+  if (behind) {
+    notes.push(
+      `The guest writes ${formatSize(behind.guestRate)}/s, faster than this job copies (${formatSize(behind.copyRate)}/s) in background mode: it cannot converge while the guest writes. Stop the guest, lift the speed limit, or use copy-mode write-blocking.`,
+    );
+  }
+  if (p?.stats.copyMode === 'write-blocking' && p.guest?.running && p.info.speed > 0 && job.rate > p.info.speed) {
+    notes.push(
+      `Throughput passes the speed limit: in write-blocking mode each guest write is copied as it is written, at the guest's pace; the limit holds back only the background copy.`,
     );
   }
   const disk = p ? p.stats.nbChunks * p.stats.granularity : 0;
