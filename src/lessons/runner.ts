@@ -12,6 +12,16 @@ import { type CheckResult, runChecks } from './checks.js';
 import { FactRecorder, type RunFacts } from './facts.js';
 import { type Lesson, type LessonAction, LessonTrack, type Question } from './lesson.js';
 
+/** A saved run is only shown: nothing acts on a job. */
+export const SHOWN_ONLY: LessonDriver = {
+  act: async () => {},
+  query: async () => null,
+  checkpointClean: async () => null,
+  handOver: () => {},
+  compare: async () => null,
+  ask: async (q) => q.answer,
+};
+
 /** The steps a driver carries out (the others are the runner's own). */
 export type DriverAction = Exclude<LessonAction, { do: 'await-checkpoint' } | { do: 'await-learner' } | { do: 'ask' }>;
 

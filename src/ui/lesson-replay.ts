@@ -71,6 +71,9 @@ export class LessonReplay {
       }),
       ...(r.eventsDropped ? [h('li', { class: 'muted' }, `(${r.eventsDropped} later events were not kept)`)] : []),
     );
+    // The latest line of that moment in view.
+    const list = byId('lesson-moment-events');
+    list.scrollTop = list.scrollHeight;
   }
 
   private async copyLink(): Promise<void> {

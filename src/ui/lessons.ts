@@ -13,7 +13,7 @@
 import { LESSONS, lessonById } from '../lessons/catalog.js';
 import type { Lesson } from '../lessons/lesson.js';
 import { RecordError, type RunRecord, RunHistory, decodeRecord } from '../lessons/record.js';
-import { type DriverAction, type LessonDriver, type LessonReport, LessonRun } from '../lessons/runner.js';
+import { type DriverAction, type LessonDriver, type LessonReport, LessonRun, SHOWN_ONLY } from '../lessons/runner.js';
 import type { AnyQmpEvent } from '../qapi/events.js';
 import { isPageVerb, verbCall } from '../qapi/verbs.js';
 import type { BlockJobInfo, CellState } from '../mirror/types.js';
@@ -43,15 +43,6 @@ type Phase = 'idle' | 'ready' | 'running' | 'done';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A saved run is only shown: nothing acts on a job. */
-const SHOWN_ONLY: LessonDriver = {
-  act: async () => {},
-  query: async () => null,
-  checkpointClean: async () => null,
-  handOver: () => {},
-  compare: async () => null,
-  ask: async (q) => q.answer,
-};
 
 export class LessonsSection {
   private lesson: Lesson | null = null;
@@ -176,8 +167,10 @@ export class LessonsSection {
       ...lesson.expected.map((x, i) => {
         if (i >= seen && !over) return h('li', { 'aria-label': `not yet: event ${i + 1}` }, h('span', { class: 'tick', 'aria-hidden': 'true' }, '○'), ' ', h('span', { class: 'muted' }, run ? '…' : 'shown as the run goes'));
         const name = x.event === 'JOB_STATUS_CHANGE' ? `JOB_STATUS_CHANGE ${x.status}` : x.event;
+        // A label that only says the event's name again is not repeated ("BLOCK_JOB_READY — BLOCK_JOB_READY").
+        const said = x.label.startsWith(x.event) ? x.label.slice(x.event.length).replace(/^:\s*/, '') : x.label;
         const state = i < seen ? 'seen' : 'not seen';
-        return h('li', { class: i < seen ? 'seen' : '', 'aria-label': `${state}: ${x.label}` }, h('span', { class: 'tick', 'aria-hidden': 'true' }, i < seen ? '✓' : '✗'), ' ', h('code', {}, name), ' — ', x.label);
+        return h('li', { class: i < seen ? 'seen' : '', 'aria-label': `${state}: ${x.label}` }, h('span', { class: 'tick', 'aria-hidden': 'true' }, i < seen ? '✓' : '✗'), ' ', h('code', {}, name), ...(said && said !== x.status ? [' — ', said] : []));
       }),
     );
   }
