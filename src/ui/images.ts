@@ -21,6 +21,8 @@ export interface ImagesHooks {
   /** An import started: the page shows it as the current job. */
   onJobStarted(id: string, names: JobNames): void;
   onImagesChanged(images: ImageEntry[]): void;
+  /** Mirror...: the image becomes the Mirror form's source. */
+  onMirror(image: string): void;
 }
 
 /** Says `text` on the section's message line, as news or as an error. */
@@ -172,9 +174,8 @@ export class ImagesSection {
           h('td', { 'data-label': 'Bytes used' }, formatSize(img.fileSize)),
           h('td', { 'data-label': 'Backing file' }, img.backingFile ?? ''),
           h('td', { class: img.job || img.interruptedJob !== undefined ? 'busy' : 'muted', 'data-label': 'In use' }, inUseWords(img)),
-          h(
-            'td',
-            { class: 'actions' },
+          h('td', { class: 'actions' },
+            h('button', { type: 'button', class: 'small', 'aria-label': `Mirror ${img.name}...`, onclick: () => this.hooks.onMirror(img.name) }, 'Mirror...'),
             h('button', { type: 'button', class: 'small', 'aria-label': `Download ${img.name}`, onclick: () => void this.download(img.name) }, 'Download'),
             h('button', { type: 'button', class: 'small danger', 'aria-label': `Delete ${img.name}`, onclick: () => void this.remove(img.name) }, 'Delete'),
           ),

@@ -59,6 +59,7 @@ const form = new MirrorForm({
 });
 const images = new ImagesSection({
   onJobStarted: (id, names) => jobs.track(id, names),
+  onMirror: (image) => form.useSource(image),
   onImagesChanged: (list) => {
     void form.setImages(list);
     // Another tab let go of images (closed, or its job ended): its interrupted jobs can be resumed from here.

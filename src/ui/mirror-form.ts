@@ -46,6 +46,14 @@ function sizeWords(bytes: number): string {
   return String(bytes);
 }
 
+/** The format a new target's name asks for (copy.qcow2: qcow2), if its extension names one. */
+const FORMAT_BY_EXTENSION: Readonly<Record<string, FormatName>> = { qcow2: 'qcow2', raw: 'raw', img: 'raw' };
+
+export function formatFromName(name: string): FormatName | null {
+  const ext = /\.([A-Za-z0-9]+)$/.exec(name)?.[1]?.toLowerCase();
+  return (ext && FORMAT_BY_EXTENSION[ext]) || null;
+}
+
 /** How an export is offered as a source. */
 function exportRef(e: NbdExportInfo): SourceRef {
   return { kind: 'nbd', uri: e.uri, format: e.format };
@@ -68,6 +76,47 @@ export class MirrorForm {
       explainPolicy();
     }
     byId('speed').addEventListener('change', () => void this.applySpeed());
+    for (const id of ['target', 'target-format', 'source']) byId(id).addEventListener('input', () => this.sayTarget());
+    this.sayTarget();
+  }
+
+  /** The source's format, as the list describes it. */
+  private sourceFormat(): FormatName | null {
+    try {
+      const source = value('source') ? (JSON.parse(value('source')) as SourceRef) : null;
+      if (source?.kind === 'opfs') return this.images.find((i) => i.name === source.name)?.format ?? null;
+      if (source?.kind === 'nbd') return source.format ?? 'raw';
+    } catch {
+      // Not a source the form made: nothing to say.
+    }
+    return null;
+  }
+
+  /** The format Start mirror asks for: the one chosen, else the target name's, else none (the source's, for a new target). */
+  private targetFormat(): FormatName | null {
+    return (value('target-format') as FormatName | '') || formatFromName(value('target'));
+  }
+
+  /** Says what Start mirror will make of the target, as the fields are now. */
+  private sayTarget(): void {
+    const target = value('target');
+    const existing = this.images.find((i) => i.name === target);
+    const chosen = this.targetFormat();
+    const from = value('target-format') ? '' : formatFromName(target) ? ' (from its name)' : ' (the source’s format)';
+    byId('target-format-hint').textContent = !target
+      ? 'Type a name for the target: copy.qcow2 makes a qcow2 image, copy.raw a raw one.'
+      : existing
+        ? `${target} exists: the mirror writes into it as it is (${existing.format}).`
+        : `Start mirror makes a new ${chosen ?? this.sourceFormat() ?? 'image in the source’s format'} image, ${target}${from}.`;
+  }
+
+  /** Makes an image of the list the source; the Target field takes the focus (the list's Mirror... action). */
+  useSource(name: string): void {
+    byId<HTMLSelectElement>('source').value = JSON.stringify({ kind: 'opfs', name } satisfies SourceRef);
+    this.sayTarget();
+    const target = byId<HTMLInputElement>('target');
+    target.scrollIntoView({ block: 'center' });
+    target.focus();
   }
 
   /** Options from the form, QEMU's defaults where a field is empty. */
@@ -96,6 +145,7 @@ export class MirrorForm {
     ];
     select.replaceChildren(...options);
     if ([...select.options].some((o) => o.value === selected)) select.value = selected;
+    this.sayTarget();
     byId('image-names').replaceChildren(...list.map((img) => new Option(img.name)), ...exports.filter((e) => !e.readOnly).map((e) => new Option(e.uri)));
   }
 
@@ -137,9 +187,12 @@ export class MirrorForm {
       if (!value('source')) throw new Error('Pick a source image (or make the demo image first).');
       const source = JSON.parse(value('source')) as SourceRef;
       const target = value('target');
-      if (!target) throw new Error('Name a target image: an existing one, or a new name.');
+      if (!target) {
+        byId('target').focus();
+        throw new Error('Type a name for the target image: a new one (copy.qcow2 makes a qcow2 image, copy.raw a raw one) or an existing one.');
+      }
       // The worker refuses a target that is the source or in its backing chain, before anything is written.
-      const targetFormat = value('target-format') as FormatName | '';
+      const targetFormat = this.targetFormat();
       const id = await worker().startMirror({ source, target, options: this.options(), ...(targetFormat ? { targetFormat } : {}), ...this.hooks.armed() });
       await this.hooks.onStarted(id, { kind: 'mirror', source: describeSource(source), target });
       this.say('');
@@ -163,6 +216,7 @@ export class MirrorForm {
     set('on-source-error', o['on-source-error'] ?? 'report');
     set('on-target-error', o['on-target-error'] ?? 'report');
     set('copy-mode', o['copy-mode'] ?? 'background');
+    this.sayTarget();
     for (const id of ['on-source-error', 'on-target-error']) byId(id).dispatchEvent(new Event('change'));
   }
 

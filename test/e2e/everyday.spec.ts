@@ -190,3 +190,27 @@ test('axe-core: nothing serious or critical at first load, with a job running, w
   found.push(...(await seriousViolations(page, 'job ended')));
   expect(found).toEqual([]);
 });
+
+test('the README’s first copy: New demo image, Target copy.qcow2, Start mirror, Complete makes a qcow2; an empty target says what to type; Mirror... fills the form', async ({ page }) => {
+  await openApp(page);
+  await button(page, 'New demo image').click();
+  await expect(page.getByRole('table')).toContainText('demo.raw');
+  // Nothing typed yet: the form says what a name makes, and Start mirror says what to type (not the browser's "fill out this field").
+  await expect(page.getByRole('status', { name: 'What Start mirror makes' })).toHaveText('Type a name for the target: copy.qcow2 makes a qcow2 image, copy.raw a raw one.');
+  await button(page, 'Start mirror').click();
+  await expect(formError(page)).toContainText('Type a name for the target image');
+  await expect(page.getByLabel('Target', { exact: true })).toBeFocused();
+  // Mirror... on an image makes it the source and takes the focus to the target.
+  await page.getByRole('button', { name: 'Mirror demo.raw...' }).click();
+  await expect(page.getByLabel('Target', { exact: true })).toBeFocused();
+  await page.getByLabel('Target', { exact: true }).fill('copy.qcow2');
+  await expect(page.getByRole('status', { name: 'What Start mirror makes' })).toHaveText('Start mirror makes a new qcow2 image, copy.qcow2 (from its name).');
+  await button(page, 'Start mirror').click();
+  await expect(jobState(page)).toContainText('— ready', { timeout: 60_000 });
+  await button(page, 'Complete').click();
+  await expect(jobOutcome(page)).toContainText('Done: copy.qcow2 (qcow2', { timeout: 60_000 });
+  await expect(page.getByRole('table').getByRole('row', { name: /copy\.qcow2/ })).toContainText('qcow2');
+  // A name with no format in it takes the source's.
+  await page.getByLabel('Target', { exact: true }).fill('copy2');
+  await expect(page.getByRole('status', { name: 'What Start mirror makes' })).toHaveText('Start mirror makes a new raw image, copy2 (the source’s format).');
+});
