@@ -18,6 +18,7 @@ import { type NewImage, createInStore, openChain } from '../format/image-access.
 import { type FormatName, FormatError } from '../format/image-format.js';
 import { openImage } from '../format/open.js';
 import { sameContent } from '../format/same-content.js';
+import { formatSize } from '../util/size.js';
 import { writeDemoImage, DEMO_IMAGE_BYTES } from './demo.js';
 
 export interface ImageEntry {
@@ -174,7 +175,20 @@ export class ImageStore {
     checkOpfsName(name);
     // A disk of no bytes holds nothing to mirror: refused, as a size that is not a whole number is.
     if (!Number.isSafeInteger(virtualSize) || virtualSize <= 0) throw new FormatError(`Image size ${virtualSize} must be a whole number of bytes, more than 0`, 'size');
-    const created = await createInStore(this.files('an image being created'), name, { format, size: virtualSize }, { replace: false });
+    // A raw image takes all of its size in the browser's storage at once (OPFS counts a file's length, holes or not).
+    const advice = 'Make a qcow2 image instead (it grows only as data is written), a smaller one, or free space by deleting images';
+    const cannotHold = (why: string) => new FormatError(`The browser's storage cannot hold a raw image of ${formatSize(virtualSize)}: ${why}. ${advice}`, 'size');
+    if (format === 'raw') {
+      const { usage = 0, quota = Infinity } = (await navigator.storage?.estimate?.().catch(() => null)) ?? {};
+      if (virtualSize > quota - usage) throw cannotHold(`it has ${formatSize(Math.max(0, quota - usage))} left of ${formatSize(quota)}, and a raw image takes all of its size at once`);
+    }
+    let created: NewImage;
+    try {
+      created = await createInStore(this.files('an image being created'), name, { format, size: virtualSize }, { replace: false });
+    } catch (err) {
+      if (format === 'raw' && err instanceof BlockError && err.code === 'ENOSPC') throw cannotHold('the browser refused the space (a raw image takes all of its size at once)');
+      throw err;
+    }
     try {
       await created.image.flush();
     } catch (err) {
@@ -183,6 +197,15 @@ export class ImageStore {
     }
     await publishOrDrop(created);
     await created.image.close();
+    // What was made, read back: a browser may keep a shorter file than it was asked for (a private window's storage, in memory).
+    const made = await this.describe(name);
+    if (made?.virtualSize !== virtualSize) {
+      await this.remove(name).catch(() => {});
+      throw new FormatError(
+        `The browser kept "${name}" at ${formatSize(made?.virtualSize ?? 0)}, not ${formatSize(virtualSize)}: its storage cannot hold a file that large here (a private window keeps files in memory, with less room). ${advice}, or use a normal window`,
+        'size',
+      );
+    }
   }
 
   /** Makes the demo image; one of that name is replaced once the new one is whole, unless something holds it. */

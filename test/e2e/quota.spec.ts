@@ -96,3 +96,34 @@ test('real quota under report: the job fails with ENOSPC, and its partial target
   qemuImg('check', join(dir, 'part.qcow2'));
   expect(qemuImg('info', '--output=json', join(dir, 'part.qcow2'))).toContain('"virtual-size": 8388608');
 });
+
+test('Create never calls an image made that the storage cannot hold: a raw image past what is left is refused before it is made, naming the storage; a qcow2 of the same size is made', async ({ page, context }) => {
+  await openApp(page);
+  const cdp = await quotaAbove(page, context, 16 * MiB);
+  await page.getByLabel('Image name').fill('big.raw');
+  await page.getByLabel('Image size').fill('64M');
+  await page.getByLabel('Image format').selectOption('raw');
+  await page.getByRole('button', { name: 'Create image' }).click();
+  await expect(page.locator('#images-message')).toContainText("The browser's storage cannot hold a raw image of 64.0 MiB");
+  await expect(page.locator('#images-message')).toContainText('Make a qcow2 image instead (it grows only as data is written)');
+  await expect(page.getByRole('rowheader', { name: 'big.raw', exact: true })).toBeHidden();
+  await createBlank(page, 'big.qcow2', '64M', 'qcow2');
+  await liftQuota(page, cdp);
+});
+
+test('in a private window (storage in memory) a raw image of 3 GiB is not called made when the browser keeps less', async ({ page }) => {
+  await openApp(page);
+  await page.getByLabel('Image name').fill('a3.raw');
+  await page.getByLabel('Image size').fill('3G');
+  await page.getByLabel('Image format').selectOption('raw');
+  await page.getByRole('button', { name: 'Create image' }).click();
+  const message = page.locator('#images-message');
+  await expect(message).not.toHaveText('');
+  const said = await message.innerText();
+  // Either the browser made all of it (and the list says 3.00 GiB), or the page says it could not: never a success for 0 bytes.
+  if (said.startsWith('Created')) await expect(page.getByRole('row', { name: /a3\.raw/ })).toContainText('3.00 GiB');
+  else {
+    expect(said).toMatch(/^The browser (kept "a3\.raw" at .*, not 3\.00 GiB|'s storage cannot hold a raw image of 3\.00 GiB)/);
+    await expect(page.getByRole('rowheader', { name: 'a3.raw', exact: true })).toBeHidden();
+  }
+});
