@@ -71,7 +71,7 @@ export class HttpDevice implements BlockDevice {
       if (head.headers.get('content-length') !== null && Number.isSafeInteger(length) && length >= 0) size = length;
       etag = head.headers.get('etag');
     } else if (head.status >= 400 && head.status !== 405 && head.status !== 501) {
-      throw new BlockError(statusCode(head.status), 'open', 0, 0, `${url}: HTTP ${head.status} ${head.statusText}`);
+      throw new BlockError(statusCode(head.status), 'open', 0, 0, `${url}: HTTP ${head.status} ${head.statusText}`, { httpStatus: head.status });
     }
     if (size === null) {
       const probe = await request({ headers: { Range: 'bytes=0-0' } });
@@ -83,7 +83,7 @@ export class HttpDevice implements BlockDevice {
         // An empty resource cannot serve byte 0: "Content-Range: bytes */0".
         if (/^bytes \*\/0$/.test(probe.headers.get('content-range')?.trim() ?? '')) size = 0;
       } else if (probe.status !== 206) {
-        throw new BlockError(statusCode(probe.status), 'open', 0, 0, `${url}: HTTP ${probe.status} ${probe.statusText}`);
+        throw new BlockError(statusCode(probe.status), 'open', 0, 0, `${url}: HTTP ${probe.status} ${probe.statusText}`, { httpStatus: probe.status });
       } else {
         const range = parseContentRange(probe.headers.get('content-range'));
         if (!range || range.total === null) {

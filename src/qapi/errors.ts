@@ -67,11 +67,15 @@ export class BlockError extends Error {
     readonly bytes: number,
     /** What went wrong, in words (without the code). */
     readonly detail: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; httpStatus?: number },
   ) {
     // An open has no range: the words come first ("x.raw is a FIFO, not an image file (EINVAL)").
     super(op === 'open' && bytes === 0 ? `${detail} (${code})` : `${op} of ${bytes} bytes at offset ${offset}: ${code} (${detail})`, options);
+    if (options?.httpStatus !== undefined) this.httpStatus = options.httpStatus;
   }
+
+  /** The HTTP status a server answered, when that is what failed. */
+  readonly httpStatus?: number;
 }
 
 

@@ -40,6 +40,7 @@ interface SerializedError {
   mode?: LockMode;
   /** A lock's holder, as data. */
   by?: LockHolder;
+  httpStatus?: number;
 }
 
 type Serialized = { isError: true; value: SerializedError } | { isError: false; value: unknown };
@@ -48,7 +49,7 @@ export function serializeError(err: Error): SerializedError {
   const e = err as Error & Partial<SerializedError>;
   const out: SerializedError = { name: e.name, message: e.message };
   if (e.stack) out.stack = e.stack;
-  for (const key of ['code', 'op', 'offset', 'bytes', 'detail', 'field', 'qmpClass', 'image', 'mode'] as const) {
+  for (const key of ['code', 'op', 'offset', 'bytes', 'detail', 'field', 'qmpClass', 'image', 'mode', 'httpStatus'] as const) {
     const v = e[key];
     if (typeof v === 'string' || typeof v === 'number') (out as unknown as Record<string, unknown>)[key] = v;
   }
@@ -60,7 +61,7 @@ export function deserializeError(s: SerializedError): Error {
   let err: Error;
   switch (s.name) {
     case 'BlockError':
-      err = new BlockError((s.code as Errno | undefined) ?? 'EIO', s.op ?? 'read', s.offset ?? 0, s.bytes ?? 0, s.detail ?? s.message);
+      err = new BlockError((s.code as Errno | undefined) ?? 'EIO', s.op ?? 'read', s.offset ?? 0, s.bytes ?? 0, s.detail ?? s.message, s.httpStatus !== undefined ? { httpStatus: s.httpStatus } : {});
       break;
     case 'FormatError':
       err = new FormatError(s.message, s.field);

@@ -10,6 +10,7 @@ import type { ErrorPolicy } from '../qapi/policies.js';
 import { formatSize, parseSize } from '../util/size.js';
 import type { ImageEntry } from '../worker/api-types.js';
 import { byId, h } from './dom.js';
+import { nameMismatch } from './format-names.js';
 import { worker } from './bridge.js';
 import type { JobNames } from './job-store.js';
 import { type MessageContext, explain } from './messages.js';
@@ -292,19 +293,19 @@ export class ImagesSection {
     this.imports.set(id, name);
   }
 
-  /** A job ended: if it was an import, say how it went. */
+  /** A job ended: if it was an import, say how it went (and whether its name and content disagree on the format). */
   jobEnded(id: string, outcome: 'completed' | 'cancelled' | 'failed', error?: string): void {
     const name = this.imports.get(id);
     if (name === undefined) return;
     this.imports.delete(id);
-    say(
-      outcome === 'completed'
-        ? `Imported ${name}: it is ready to mirror.`
-        : outcome === 'cancelled'
-          ? `The import of ${name} was cancelled; what was copied so far is in ${name}.`
-          : `The import of ${name} failed: ${error ?? 'an error'}.`,
-      outcome === 'failed' ? 'error' : 'status',
-    );
+    if (outcome !== 'completed') {
+      say(outcome === 'cancelled' ? `The import of ${name} was cancelled; what was copied so far is in ${name}.` : `The import of ${name} failed: ${error ?? 'an error'}.`, outcome === 'failed' ? 'error' : 'status');
+      return;
+    }
+    void this.refresh().then(() => {
+      const mismatch = nameMismatch(name, this.images.find((i) => i.name === name)?.format);
+      say(`Imported ${name}: it is ready to mirror.${mismatch}`, mismatch ? 'error' : 'status');
+    });
   }
 
   private async create(): Promise<void> {

@@ -48,8 +48,19 @@ function lockSentence(err: LockError, ctx: MessageContext): string {
   return `${err.image} is in use by ${words}: wait until it ends, or choose another image.`;
 }
 
+/** What an HTTP status means for an image to import, and what to do. */
+function httpWords(status: number): string {
+  if (status === 404 || status === 410) return 'there is no file at that address: check the URL';
+  if (status === 401 || status === 403) return 'the server refuses to give the file to this page: it may need a login the page cannot send';
+  if (status === 416) return 'the server refused the ranges asked for: the file may have changed while it was read';
+  if (status >= 500) return 'the server failed: try again later';
+  return 'the server did not send the file';
+}
+
 function blockSentence(err: BlockError, ctx: MessageContext): string {
   const image = ctx.image ?? 'the image';
+  if (err.httpStatus !== undefined) return `The server answered HTTP ${err.httpStatus} for ${ctx.url ?? 'the URL'}: ${httpWords(err.httpStatus)}.`;
+  if (ctx.url && err.code === 'ETIMEDOUT') return `The server of ${ctx.url} did not answer: check the address, or try again later.`;
   switch (err.code) {
     case 'EEXIST':
       return `An image named ${image} already exists: choose another name, or delete it first.`;

@@ -13,6 +13,7 @@ import { jobIsGone } from '../shared/worker-error.js';
 import { parseSize } from '../util/size.js';
 import type { ImageEntry, NbdExportInfo } from '../worker/api-types.js';
 import { byId } from './dom.js';
+import { formatFromName } from './format-names.js';
 import { noteCommand, worker } from './bridge.js';
 import type { JobNames } from './job-store.js';
 import { explain } from './messages.js';
@@ -44,14 +45,6 @@ function sizeWords(bytes: number): string {
   if (bytes % (1 << 20) === 0) return `${bytes / (1 << 20)}M`;
   if (bytes % 1024 === 0) return `${bytes / 1024}K`;
   return String(bytes);
-}
-
-/** The format a new target's name asks for (copy.qcow2: qcow2), if its extension names one. */
-const FORMAT_BY_EXTENSION: Readonly<Record<string, FormatName>> = { qcow2: 'qcow2', raw: 'raw', img: 'raw' };
-
-export function formatFromName(name: string): FormatName | null {
-  const ext = /\.([A-Za-z0-9]+)$/.exec(name)?.[1]?.toLowerCase();
-  return (ext && FORMAT_BY_EXTENSION[ext]) || null;
 }
 
 /** How an export is offered as a source. */

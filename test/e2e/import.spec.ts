@@ -178,3 +178,19 @@ test('Download streams the image out of OPFS', async ({ page }, testInfo) => {
   expect(bytes.length).toBe(8 << 20);
   expect(createHash('sha256').update(bytes).digest('hex')).toBe(await opfsHash(page, 'demo.raw'));
 });
+
+test('a URL answered 404 says what the server answered; a text file named .qcow2 is imported as raw with a warning naming both formats', async ({ page }) => {
+  failEvery = 0;
+  await openApp(page);
+  await page.getByLabel('Image URL').fill(server.url('missing.qcow2'));
+  await page.getByRole('button', { name: 'Import from URL' }).click();
+  await expect(imagesMessage(page)).toHaveText(`The server answered HTTP 404 for ${server.url('missing.qcow2')}: there is no file at that address: check the URL.`);
+  writeFileSync(join(dir, 'bad.qcow2'), 'this is a text file, not a disk\n');
+  const chooser = page.waitForEvent('filechooser');
+  await page.getByRole('button', { name: 'Import file' }).click();
+  await (await chooser).setFiles(join(dir, 'bad.qcow2'));
+  await expect(imagesMessage(page)).toHaveText(
+    'Imported bad.qcow2: it is ready to mirror. Its name says qcow2, but its content is raw: it is kept as raw (qemu-img reads it so too); rename it, or check the file.',
+    { timeout: 30_000 },
+  );
+});

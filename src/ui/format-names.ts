@@ -1,0 +1,21 @@
+/**
+ * What an image's name says of its format (copy.qcow2: qcow2): the Mirror
+ * form makes a new target in that format, and an image brought in whose content is
+ * of another format says so.
+ */
+import type { FormatName } from '../format/image-format.js';
+
+/** The format a new target's name asks for (copy.qcow2: qcow2), if its extension names one. */
+const FORMAT_BY_EXTENSION: Readonly<Record<string, FormatName>> = { qcow2: 'qcow2', raw: 'raw', img: 'raw' };
+
+export function formatFromName(name: string): FormatName | null {
+  const ext = /\.([A-Za-z0-9]+)$/.exec(name)?.[1]?.toLowerCase();
+  return (ext && FORMAT_BY_EXTENSION[ext]) || null;
+}
+
+/** A word when a name says one format and the content (which decides, as qemu-img's probe does) is another; else nothing. */
+export function nameMismatch(name: string, format: FormatName | undefined): string {
+  const named = formatFromName(name);
+  if (!format || !named || named === format) return '';
+  return ` Its name says ${named}, but its content is ${format}: it is kept as ${format} (qemu-img reads it so too); rename it, or check the file.`;
+}
