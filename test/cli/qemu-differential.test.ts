@@ -34,12 +34,12 @@
  * DIFF_VERBOSE=1 prints both transcripts of every scenario, passing or not.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { assertBuilt } from '../helpers/cli.js';
 import { requireQemu, tempDir } from '../helpers/qemu.js';
 import { requireQemuSystem } from '../helpers/qemu-mirror.js';
 import { ALLOWED, differences, EXTRA_ERROR_MEMBERS, QEMU_NONDETERMINISM, report } from './qemu-differential/comparator.js';
 import { type Outcome, pooled, type RunDir, runScenario } from './qemu-differential/runner.js';
 import { SCENARIOS } from './qemu-differential/scenarios.js';
+import { requireBuiltCommand } from '../helpers/require-program.js';
 
 let dir: RunDir;
 
@@ -53,7 +53,7 @@ beforeAll(async () => {
   try {
     requireQemuSystem();
     requireQemu();
-    assertBuilt();
+    requireBuiltCommand();
   } catch (err) {
     setupError = err instanceof Error ? err : new Error(String(err));
     return;

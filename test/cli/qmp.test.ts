@@ -10,21 +10,22 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { assertBuilt, BIN, QmpSession } from '../helpers/cli.js';
+import { BIN, QmpSession } from '../helpers/cli.js';
 import { qemuCompare, qemuImg, qemuIo, requireQemu } from '../helpers/qemu.js';
 import { rng } from '../helpers/random.js';
 import { expectFloodBounded, peakRss, RawQmp } from '../helpers/qmp-raw.js';
+import { requireBuiltCommand } from '../helpers/require-program.js';
 
 const MiB = 1 << 20;
 let dir: string;
 let n = 0;
 
 beforeAll(() => {
-  assertBuilt();
+  requireBuiltCommand();
   requireQemu();
   dir = mkdtempSync(join(tmpdir(), 'diskmirror-qmp-'));
 });
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => dir && rmSync(dir, { recursive: true, force: true }));
 
 /** A raw image made by qemu-img, its first 4 MiB written by qemu-io with 0xab. */
 async function image(size = '8M'): Promise<string> {
