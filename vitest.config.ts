@@ -2,7 +2,8 @@ import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 /**
- * Suites that need something from outside this process, or a long while: the
+ * Suites that need something from outside this process, or a long while (the
+ * fast lane stays well under a minute on two cores): the
  * `rest` project. Each says what (the suite itself fails, never skips, with
  * the program's name and how to install it: test/helpers/require-program.ts).
  * Everything else is `fast`: pure Node (the kernel, the mirror engine on
@@ -31,6 +32,8 @@ const REST: Record<string, string> = {
   'test/format/repair.test.ts': 'qemu-img, qemu-io',
   'test/properties/qcow2.property.test.ts': 'qemu-img',
   'test/mirror/crash-points.test.ts': 'nothing from outside, but over a minute alone: every crash point of whole runs',
+  'test/block/nbd-client.test.ts': 'nothing from outside, but some 15 s of CPU: a 1 MiB write and read in one-byte NBD requests',
+  'test/format/node-deflate.test.ts': "nothing from outside, but some 10 s of CPU: Node's zlib against the portable codec over sweeps of streams",
 };
 
 const ALL = 'test/**/*.test.ts';
