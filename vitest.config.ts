@@ -2,14 +2,14 @@ import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 /**
- * Suites that need something from outside this process, or a long while (the
- * fast lane stays well under a minute on two cores): the
- * `rest` project. Each says what (the suite itself fails, never skips, with
- * the program's name and how to install it: test/helpers/require-program.ts).
+ * The `rest` project: suites that need something from outside this process,
+ * or a long while (the fast lane is kept to about a minute of CPU, half that
+ * on two idle cores). Each says what; a suite missing its program fails,
+ * never skips, naming it and how to install it (test/helpers/require-program.ts).
  * Everything else is `fast`: pure Node (the kernel, the mirror engine on
  * memory devices, properties, lessons, qcow2 on memory devices, the
- * checkpoint stores, the scripts), run by `npm run test:fast` in well under a
- * minute. A new suite is fast unless it is listed here.
+ * checkpoint stores, the page's job store and words, the scripts), run by
+ * `npm run test:fast`. A new suite is fast unless it is listed here.
  */
 const REST: Record<string, string> = {
   'test/cli/chains.test.ts': 'the built command, qemu-img, qemu-io',
