@@ -4,9 +4,10 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { assertBuilt, run, BIN } from '../helpers/cli.js';
+import { run, BIN } from '../helpers/cli.js';
 import { qemuCheck, qemuCompare, requireQemu } from '../helpers/qemu.js';
 import { rng } from '../helpers/random.js';
+import { requireBuiltCommand } from '../helpers/require-program.js';
 
 let dir: string;
 
@@ -29,7 +30,7 @@ function topExtents(path: string): [number, number, boolean][] {
 }
 
 beforeAll(() => {
-  assertBuilt();
+  requireBuiltCommand();
   requireQemu();
   dir = mkdtempSync(join(tmpdir(), 'diskmirror-chains-'));
   sh('qemu-img', 'create', '-q', '-f', 'qcow2', 'base.qcow2', '16M');
@@ -39,7 +40,7 @@ beforeAll(() => {
   sh('qemu-img', 'create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2', 'top.qcow2');
   sh('qemu-io', '-f', 'qcow2', '-c', 'write -P 0x33 1M 512K', '-c', 'write -z 8M 1M', '-c', 'write -P 0x44 15M 64K', 'top.qcow2');
 });
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => dir && rmSync(dir, { recursive: true, force: true }));
 
 describe('backing chains', () => {
   it('sync=top: only what the top image allocates is copied; the target keeps the backing file', async () => {

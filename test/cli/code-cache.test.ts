@@ -6,11 +6,11 @@
 import { readFileSync } from 'node:fs';
 import vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
-import { assertBuilt } from '../helpers/cli.js';
+import { requireBuiltCommand } from '../helpers/require-program.js';
 
 describe('the code cache of the built command', () => {
   it('is accepted by this Node for the bundle as bin/diskmirror.js wraps it', () => {
-    assertBuilt();
+    requireBuiltCommand();
     const bundle = new URL('../../dist/cli/diskmirror.cjs', import.meta.url);
     const cachedData = readFileSync(new URL('../../dist/cli/diskmirror.cache', import.meta.url));
     expect(cachedData.byteLength).toBeGreaterThan(10_000);

@@ -11,19 +11,20 @@ import { existsSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, read
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { assertBuilt, run, QmpSession, BIN } from '../helpers/cli.js';
+import { run, QmpSession, BIN } from '../helpers/cli.js';
 import { qemuCheck, qemuCompare, qemuImg, qemuIo, requireQemu } from '../helpers/qemu.js';
+import { requireBuiltCommand } from '../helpers/require-program.js';
 
 const MiB = 1 << 20;
 let root: string;
 let n = 0;
 
 beforeAll(() => {
-  assertBuilt();
+  requireBuiltCommand();
   requireQemu();
   root = mkdtempSync(join(tmpdir(), 'diskmirror-safety-'));
 });
-afterAll(() => rmSync(root, { recursive: true, force: true }));
+afterAll(() => root && rmSync(root, { recursive: true, force: true }));
 
 /** A fresh directory for one case. */
 function workdir(): string {

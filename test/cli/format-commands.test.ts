@@ -4,9 +4,10 @@
  * the 1 GiB convert round trip.
  */
 import { randomFillSync } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { haveQemu, qemuCheck, qemuCompare, qemuImg, qemuIo, qemuMap, run, tempDir } from '../helpers/qemu.js';
+import { requireQemu, qemuCheck, qemuCompare, qemuImg, qemuIo, qemuMap, run, tempDir } from '../helpers/qemu.js';
+import { requireBuiltCommand } from '../helpers/require-program.js';
 
 const BIN = new URL('../../bin/diskmirror.js', import.meta.url).pathname;
 const MiB = 1 << 20;
@@ -19,13 +20,11 @@ function dm(...args: string[]) {
 }
 
 beforeAll(() => {
-  if (!haveQemu()) throw new Error('qemu-img and qemu-io are needed (apt-get install qemu-utils)');
-  if (!existsSync(new URL('../../dist/cli/diskmirror.cjs', import.meta.url))) {
-    throw new Error('the CLI is not built: run `npm run build:node` (npm test does it first)');
-  }
+  requireQemu();
+  requireBuiltCommand();
   dir = tempDir('diskmirror-cmds-');
 });
-afterAll(() => dir.remove());
+afterAll(() => dir?.remove());
 
 /** Sets the 16-bit refcount of cluster `index` of a default (64 KiB, 16-bit) image qemu made. */
 async function setRefcount(path: string, index: number, value: number): Promise<void> {

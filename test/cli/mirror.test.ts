@@ -7,21 +7,22 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pattern } from '../contract/device-contract.js';
-import { assertBuilt, run, QmpSession, BIN } from '../helpers/cli.js';
+import { run, QmpSession, BIN } from '../helpers/cli.js';
 import { qemuCompare, requireQemu } from '../helpers/qemu.js';
 import { rng } from '../helpers/random.js';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { requireBuiltCommand } from '../helpers/require-program.js';
 
 const MiB = 1 << 20;
 let dir: string;
 let n = 0;
 
 beforeAll(() => {
-  assertBuilt();
+  requireBuiltCommand();
   requireQemu();
   dir = mkdtempSync(join(tmpdir(), 'diskmirror-cli-'));
 });
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => dir && rmSync(dir, { recursive: true, force: true }));
 
 /** A raw source with data and holes; returns its path and bytes. */
 function source(bytes: number, seed = 1): { path: string; data: Uint8Array } {
@@ -244,4 +245,19 @@ describe('kill and resume', () => {
     // Most kills landed mid-copy, so most runs really resumed from a checkpoint.
     expect(resumed).toBeGreaterThanOrEqual(10);
   }, 240_000);
+});
+
+// Found by the fuzzer's fixes (npm run fuzz): the bitmap was sized after the target was made.
+describe('a bitmap the kernel cannot hold', () => {
+  it('an 8 TiB image at granularity 512 is refused before anything is created, naming the granularity that works', async () => {
+    requireBuiltCommand();
+    const src = join(dir, 'huge.raw');
+    execFileSync('truncate', ['-s', '8T', src]);
+    const out = join(dir, 'huge-copy.raw');
+    const r = await run(['mirror', '--granularity', '512', src, out]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('too large for granularity 512');
+    expect(r.stderr).toContain('use a granularity of 2048 or more');
+    expect(existsSync(out)).toBe(false);
+  });
 });

@@ -10,9 +10,10 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { rmSync, writeFileSync } from 'node:fs';
-import { assertBuilt, QmpSession, run } from '../helpers/cli.js';
+import { QmpSession, run } from '../helpers/cli.js';
 import { qemuCheck, qemuCompare, qemuImg, qemuIo, requireQemu, tempDir } from '../helpers/qemu.js';
 import { type NbdServer, countingProxy, nbdkitFlushFails, nbdkitMemory, qemuNbd, qemuNbdTcp, requireNbdServers } from '../helpers/nbd-servers.js';
+import { requireBuiltCommand } from '../helpers/require-program.js';
 
 const MiB = 1 << 20;
 let dir: ReturnType<typeof tempDir>;
@@ -21,7 +22,7 @@ const servers: NbdServer[] = [];
 const sessions: QmpSession[] = [];
 
 beforeAll(() => {
-  assertBuilt();
+  requireBuiltCommand();
   requireQemu();
   requireNbdServers();
   dir = tempDir('diskmirror-nbd-');
@@ -30,7 +31,7 @@ afterEach(async () => {
   for (const s of sessions.splice(0)) if (s.child.exitCode === null) s.child.kill('SIGKILL');
   for (const s of servers.splice(0)) await s.stop('SIGKILL');
 });
-afterAll(() => dir.remove());
+afterAll(() => dir?.remove());
 
 const file = (name: string) => dir.file(`${n++}-${name}`);
 async function serve<T extends NbdServer>(server: Promise<T>): Promise<T> {

@@ -12,19 +12,21 @@ import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { assertBuilt, BIN, run } from '../helpers/cli.js';
+import { BIN, run } from '../helpers/cli.js';
 import { qemuCompare, qemuImg, qemuIo, requireQemu, tempDir } from '../helpers/qemu.js';
+import { requireBuiltCommand, requireProgram } from '../helpers/require-program.js';
 
 const MiB = 1 << 20;
 let root: ReturnType<typeof tempDir>;
 let n = 0;
 
 beforeAll(() => {
-  assertBuilt();
+  requireBuiltCommand();
   requireQemu();
+  requireProgram('qemu-nbd', 'its locks are among those compared');
   root = tempDir('diskmirror-qemu-locks-');
 });
-afterAll(() => root.remove());
+afterAll(() => root?.remove());
 
 /** A fresh directory for one case. */
 function workdir(): string {

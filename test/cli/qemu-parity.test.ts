@@ -7,9 +7,10 @@
  * relative names are compared too.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireQemu, tempDir } from '../helpers/qemu.js';
+import { requireBuiltCommand } from '../helpers/require-program.js';
 
 const BIN = new URL('../../bin/diskmirror.js', import.meta.url).pathname;
 let dir: ReturnType<typeof tempDir>;
@@ -57,9 +58,7 @@ function setRefcount(file: string, index: number, value: number): void {
 
 beforeAll(async () => {
   requireQemu();
-  if (!existsSync(new URL('../../dist/cli/diskmirror.cjs', import.meta.url))) {
-    throw new Error('the CLI is not built: run `npm run build:node` (npm test does it first)');
-  }
+  requireBuiltCommand();
   dir = tempDir('diskmirror-parity-');
   mkdirSync(dir.file('sub'));
   await sh('qemu-img', 'create', '-q', '-f', 'raw', 'disk.raw', '1M');

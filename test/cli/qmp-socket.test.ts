@@ -10,15 +10,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import QMP from 'qemu-qmp';
-import { assertBuilt, BIN } from '../helpers/cli.js';
+import { BIN } from '../helpers/cli.js';
 import { qemuCompare, qemuImg, qemuIo, requireQemu, tempDir } from '../helpers/qemu.js';
 import { requireQemuSystem } from '../helpers/qemu-mirror.js';
 import { expectFloodBounded, RawQmp } from '../helpers/qmp-raw.js';
+import { requireBuiltCommand } from '../helpers/require-program.js';
 
 let dir: ReturnType<typeof tempDir>;
 
 beforeAll(() => {
-  assertBuilt();
+  requireBuiltCommand();
   requireQemu();
   requireQemuSystem();
   dir = tempDir('diskmirror-qmp-socket-');

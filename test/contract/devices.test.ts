@@ -1,3 +1,4 @@
+/** The device contract (device-contract.ts) against every device that runs in this process; nbd-devices.test.ts runs it against real NBD servers. */
 import { describe, it, afterAll } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,9 +10,6 @@ import { FaultDevice } from '../../src/block/fault.js';
 import { BlobDevice } from '../../src/block/blob.js';
 import { HttpDevice } from '../../src/block/http.js';
 import { startRangeServer } from '../helpers/http-server.js';
-import { NbdDevice } from '../../src/block/nbd/device.js';
-import { connectNodeWebSocket, connectSocket } from '../../src/block/nbd/node-transport.js';
-import { nbdkitFile, websockify } from '../helpers/nbd-servers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'diskmirror-contract-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -46,31 +44,6 @@ const factories: DeviceFactory[] = [
       return { device: await HttpDevice.open(server.url), cleanup: () => server.close() };
     },
   },
-  ...(['unix', 'websocket'] as const).map(
-    (via): DeviceFactory => ({
-      // A real server (nbdkit's file plugin) that asks for 512-byte blocks: unaligned requests are widened or read, changed and written back
-      // (the export's last block is partial: the policy lets it be reached, as the specification allows).
-      name: `nbd (${via}, 512-byte blocks)`,
-      writable: true,
-      fixedSize: true,
-      make: async (initial) => {
-        const path = join(dir, `n${fileNo++}`);
-        writeFileSync(path, initial);
-        const server = await nbdkitFile(path, `${path}.sock`, ['--filter=blocksize-policy', 'blocksize-minimum=512', 'blocksize-error-policy=allow']);
-        const bridge = via === 'websocket' ? await websockify(server.socket) : null;
-        const connect = bridge ? () => connectNodeWebSocket(bridge.url) : () => connectSocket({ path: server.socket });
-        const device = await NbdDevice.open({ connect, exportName: '', name: server.uri, key: server.uri, readOnly: false });
-        if (device.info.minBlock !== 512) throw new Error(`the server should insist on 512-byte blocks, not ${device.info.minBlock}`);
-        return {
-          device,
-          cleanup: async () => {
-            await bridge?.stop();
-            await server.stop();
-          },
-        };
-      },
-    }),
-  ),
 ];
 
 for (const factory of factories) {

@@ -30,7 +30,7 @@ beforeAll(() => {
   requireQemu();
   dir = tempDir('diskmirror-hostile-');
 });
-afterAll(() => dir.remove());
+afterAll(() => dir?.remove());
 
 /**
  * One dynamic deflate block that inflates to `bytes` zeroes (rounded up to

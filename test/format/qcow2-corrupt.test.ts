@@ -12,7 +12,7 @@ import { openImageFile } from '../../src/cli/node-images.js';
 import { FormatError } from '../../src/format/image-format.js';
 import { checkImage } from '../../src/format/qcow2/check.js';
 import { Qcow2Image } from '../../src/format/qcow2/image.js';
-import { haveQemu, qemuImg, qemuIo, run, tempDir } from '../helpers/qemu.js';
+import { requireQemu, qemuImg, qemuIo, run, tempDir } from '../helpers/qemu.js';
 import { randInt, rng } from '../helpers/random.js';
 import { findDiff } from './qcow2-images.js';
 
@@ -23,10 +23,10 @@ let n = 0;
 const name = (ext = 'qcow2') => dir.file(`c${++n}.${ext}`);
 
 beforeAll(() => {
-  if (!haveQemu()) throw new Error('qemu-img and qemu-io are needed (apt-get install qemu-utils)');
+  requireQemu();
   dir = tempDir('diskmirror-corrupt-');
 });
-afterAll(() => dir.remove());
+afterAll(() => dir?.remove());
 
 interface Region {
   name: string;

@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BlockDevice } from '../../src/block/block-device.js';
 import { MemoryDevice } from '../../src/block/memory.js';
 import { createImage, openImage } from '../../src/format/open.js';
-import { haveQemu, qemuCheck, tempDir } from '../helpers/qemu.js';
+import { qemuCheck, tempDir } from '../helpers/qemu.js';
+import { requireProgram } from '../helpers/require-program.js';
 import { randInt, rng } from '../helpers/random.js';
 import { mixedData } from './qcow2-images.js';
 
@@ -71,10 +72,10 @@ function rebuild(base: Uint8Array, events: Event[], cut: number, keep: (index: n
 
 let dir: ReturnType<typeof tempDir>;
 beforeAll(() => {
-  if (!haveQemu()) throw new Error('qemu-img is needed (apt-get install qemu-utils)');
+  requireProgram('qemu-img', 'the oracle these tests compare with');
   dir = tempDir('diskmirror-crash-');
 });
-afterAll(() => dir.remove());
+afterAll(() => dir?.remove());
 
 const CASES = [
   { name: '512-byte clusters, 16-bit refcounts (refcount table grows)', create: { clusterSize: 512, size: 4 << 20 } },

@@ -8,7 +8,7 @@ import { FormatError } from '../../src/format/image-format.js';
 import { Qcow2Image } from '../../src/format/qcow2/image.js';
 import { createQcow2 } from '../../src/format/qcow2/create.js';
 import { NodeFileDevice } from '../../src/block/node-file.js';
-import { haveQemu, qemuImg, qemuIo, run, tempDir } from '../helpers/qemu.js';
+import { requireQemu, qemuImg, qemuIo, run, tempDir } from '../helpers/qemu.js';
 import { qemuIoBatched, randomOps, verifyAgainstQemu, verifyConvert, verifyMap, writeMixed } from './qcow2-images.js';
 
 const MiB = 1 << 20;
@@ -17,10 +17,10 @@ let n = 0;
 const name = (ext = 'qcow2') => dir.file(`img${++n}.${ext}`);
 
 beforeAll(() => {
-  if (!haveQemu()) throw new Error('qemu-img and qemu-io are needed (apt-get install qemu-utils)');
+  requireQemu();
   dir = tempDir('diskmirror-read-');
 });
-afterAll(() => dir.remove());
+afterAll(() => dir?.remove());
 
 /** A qcow2 image converted from mixed data, then changed by seeded writes, zero writes and discards. */
 async function featureImage(options: string, bytes: number, seed: number, ops = 40): Promise<string> {

@@ -12,7 +12,7 @@ import type { ImageFormat } from '../../src/format/image-format.js';
 import { checkImage } from '../../src/format/qcow2/check.js';
 import { createQcow2, type Qcow2CreateOptions } from '../../src/format/qcow2/create.js';
 import { Qcow2Image } from '../../src/format/qcow2/image.js';
-import { haveQemu, qemuCheck, qemuCompare, qemuImg, qemuIo, run, tempDir } from '../helpers/qemu.js';
+import { requireQemu, qemuCheck, qemuCompare, qemuImg, qemuIo, run, tempDir } from '../helpers/qemu.js';
 import { randInt, rng } from '../helpers/random.js';
 import { findDiff, mixedData, readAll, verifyMap } from './qcow2-images.js';
 
@@ -22,10 +22,10 @@ let n = 0;
 const name = (ext = 'qcow2') => dir.file(`w${++n}.${ext}`);
 
 beforeAll(() => {
-  if (!haveQemu()) throw new Error('qemu-img and qemu-io are needed (apt-get install qemu-utils)');
+  requireQemu();
   dir = tempDir('diskmirror-write-');
 });
-afterAll(() => dir.remove());
+afterAll(() => dir?.remove());
 
 type Op = { kind: 'write' | 'zero' | 'zero-unmap' | 'discard'; offset: number; bytes: number; seed: number };
 

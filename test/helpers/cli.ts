@@ -1,15 +1,8 @@
 /** Runs the built diskmirror command in a child process. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 export const BIN = new URL('../../bin/diskmirror.js', import.meta.url).pathname;
-
-export function assertBuilt(): void {
-  if (!existsSync(new URL('../../dist/cli/diskmirror.cjs', import.meta.url))) {
-    throw new Error('the CLI is not built: run `npm run build:node` (npm test does it first)');
-  }
-}
 
 export interface RunResult {
   code: number | null;

@@ -4,18 +4,14 @@
  * directory (or qemu-nbd on a free TCP port), killed when the test is done;
  * and a counting proxy that tells how many bytes a server sent.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
+import { requireProgram } from './require-program.js';
 
 export function requireNbdServers(): void {
-  for (const program of ['qemu-nbd', 'nbdkit']) {
-    try {
-      execFileSync(program, ['--version'], { stdio: 'ignore' });
-    } catch {
-      throw new Error(`${program} is required: sudo apt-get install -y qemu-utils nbdkit (.ci/run installs them)`);
-    }
-  }
+  requireProgram('qemu-nbd', 'a real NBD server');
+  requireProgram('nbdkit', 'a real NBD server');
 }
 
 export interface NbdServer {

@@ -9,20 +9,15 @@
  * commands by id, keeps every event, and knows whether the other end opened
  * with QMP's greeting.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { requireProgram } from './require-program.js';
 
-export const QEMU_SYSTEM = 'qemu-system-x86_64';
+export const QEMU_SYSTEM = 'qemu-system-x86_64' as const;
 
 /** Fails (never skips) a suite that needs QEMU itself, saying how to get it. */
 export function requireQemuSystem(): void {
-  try {
-    execFileSync(QEMU_SYSTEM, ['--version'], { stdio: 'ignore' });
-  } catch {
-    throw new Error(
-      `${QEMU_SYSTEM} is required for the differential mirror test: sudo apt-get install -y --no-install-recommends qemu-system-x86 (.ci/run installs it)`,
-    );
-  }
+  requireProgram(QEMU_SYSTEM, 'QEMU itself runs the mirror these tests compare with');
 }
 
 export type Json = Record<string, unknown>;

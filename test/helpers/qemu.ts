@@ -2,11 +2,12 @@
  * qemu-img and qemu-io, the oracle: run them, make images with them, and
  * compare what they say with what diskmirror says.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MapExtent } from '../../src/format/map.js';
+import { requireProgram } from './require-program.js';
 
 export interface RunResult {
   code: number;
@@ -41,19 +42,10 @@ export async function qemuIo(image: string, commands: string[], options: string[
   return r.stdout;
 }
 
-export function haveQemu(): boolean {
-  try {
-    execFileSync('qemu-img', ['--version'], { stdio: 'ignore' });
-    execFileSync('qemu-io', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Fails a suite that needs the oracle, saying how to get it. */
+/** Fails a suite that needs the oracle (qemu-img and qemu-io), saying how to get it. */
 export function requireQemu(): void {
-  if (!haveQemu()) throw new Error('qemu-img and qemu-io are required: sudo apt-get install -y qemu-utils (.ci/run installs them)');
+  requireProgram('qemu-img', 'the oracle these tests compare with');
+  requireProgram('qemu-io', 'the oracle these tests compare with');
 }
 
 export function tempDir(prefix = 'diskmirror-'): { path: string; file(name: string): string; remove(): void } {

@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { MirrorJob } from '../../src/mirror/mirror-job.js';
+import { MemoryDevice } from '../../src/block/memory.js';
+import { FaultImage } from '../../src/format/fault-image.js';
+import { createImage } from '../../src/format/open.js';
+import { RawImage } from '../../src/format/raw.js';
 import { memoryRaw, blankRaw, recordEvents, waitForEvent, isStatus, isEvent, equalBytes } from '../helpers/images.js';
 
 const MiB = 1 << 20;
@@ -188,5 +192,48 @@ describe('the picture', () => {
     expect(job.picture(64)[5]).not.toBe('dirty');
     job.complete();
     await job.result;
+  });
+});
+
+describe('sync modes', () => {
+  it('sync=top on a source without a backing file acts as full', async () => {
+    const source = await createImage(new MemoryDevice(0), { format: 'qcow2', size: 2 * MiB });
+    await source.write(0, new Uint8Array(65536).fill(1));
+    const old = new MemoryDevice(new Uint8Array(2 * MiB).fill(0xaa)); // an existing target with other contents
+    const job = await MirrorJob.create({ source, target: new RawImage(old), options: { sync: 'top' } });
+    expect(job.options.sync).toBe('full');
+    job.start();
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    job.complete();
+    await job.result;
+    const expected = new Uint8Array(2 * MiB);
+    await source.read(0, expected);
+    expect(equalBytes(old.bytes(), expected)).toBe(true);
+  });
+});
+
+describe('a concluded job', () => {
+  it('keeps its len: a job that failed under report still counts what it left dirty (as QEMU, not a full bar)', async () => {
+    const src = memoryRaw(4 * MiB, 4, false);
+    const source = new FaultImage(src.image);
+    source.faults.add({ op: 'read', errno: 'EIO', offset: 2 * MiB, length: 1, once: false });
+    const job = await MirrorJob.create({
+      source,
+      target: blankRaw(4 * MiB).image,
+      targetCreated: true,
+      options: { sync: 'full', 'buf-size': MiB, 'auto-dismiss': false },
+    });
+    const rec = recordEvents(job);
+    job.start();
+    await waitForEvent(job, isStatus('concluded'));
+    const completed = rec.events.find((e) => e.event === 'BLOCK_JOB_COMPLETED')!;
+    const info = job.query();
+    expect(info.status).toBe('concluded');
+    expect(info.offset).toBeLessThan(info.len);
+    expect({ len: info.len, offset: info.offset }).toEqual({ len: (completed.data as { len: number }).len, offset: (completed.data as { offset: number }).offset });
+    // Its numbers say the same: what it left dirty is not counted as zero once its bitmap is freed.
+    expect(job.stats().dirtyBytes).toBe(info.len - info.offset);
+    expect(job.stats().dirtyBytes).toBeGreaterThan(0);
+    job.dismiss();
   });
 });

@@ -131,3 +131,30 @@ describe('ignore backs off', () => {
     await job.result;
   });
 });
+
+describe('ignore with one buffer', () => {
+  for (const side of ['source', 'target'] as const) {
+    it(`a ${side} error under ignore with --buf-size 1M does not stall the job: READY soon after`, async () => {
+      const src = memoryRaw(8 * MiB, 31, false);
+      const dst = blankRaw(8 * MiB);
+      const source = new FaultImage(src.image);
+      const target = new FaultImage(dst.image);
+      (side === 'source' ? source : target).faults.add({ op: side === 'source' ? 'read' : 'write', errno: 'EIO', offset: MiB, length: 1, once: true });
+      const job = await MirrorJob.create({
+        source,
+        target,
+        options: { sync: 'full', 'buf-size': MiB, [side === 'source' ? 'on-source-error' : 'on-target-error']: 'ignore' },
+        targetCreated: true,
+      });
+      const rec = recordEvents(job);
+      const started = Date.now();
+      job.start();
+      await waitForEvent(job, isEvent('BLOCK_JOB_READY'), 5000);
+      expect(Date.now() - started).toBeLessThan(1000);
+      expect(rec.names()).toContain(`ERROR:${side === 'source' ? 'read' : 'write'}:ignore`);
+      job.complete();
+      expect((await job.result).outcome).toBe('completed');
+      expect(equalBytes(dst.device.bytes(), src.device.bytes())).toBe(true);
+    });
+  }
+});

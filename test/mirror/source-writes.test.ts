@@ -153,4 +153,20 @@ describe('source writes', () => {
     await job.result;
     expect(equalBytes(dst.device.bytes(), src.device.bytes())).toBe(true);
   });
+
+  it('write-blocking: a failed source write reaches the caller; the job goes on', async () => {
+    const src = memoryRaw(2 * MiB);
+    const dst = blankRaw(2 * MiB);
+    const source = new FaultImage(src.image);
+    const job = await MirrorJob.create({ source, target: dst.image, options: { sync: 'full', 'copy-mode': 'write-blocking' }, targetCreated: true });
+    job.start();
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    source.faults.add({ op: 'write', errno: 'EIO', offset: 0, length: 8192, once: true });
+    await expect(job.sourceWrite(4096, new Uint8Array(4096).fill(7))).rejects.toMatchObject({ code: 'EIO' });
+    expect(job.status).toBe('ready');
+    await job.sourceWrite(4096, new Uint8Array(4096).fill(8));
+    job.complete();
+    expect((await job.result).outcome).toBe('completed');
+    expect(equalBytes(dst.device.bytes(), src.device.bytes())).toBe(true);
+  });
 });

@@ -14,7 +14,8 @@ import { MemoryDevice } from '../../src/block/memory.js';
 import { checkImage } from '../../src/format/qcow2/check.js';
 import { createQcow2 } from '../../src/format/qcow2/create.js';
 import { Qcow2Image } from '../../src/format/qcow2/image.js';
-import { haveQemu, qemuCheck, qemuCompare, tempDir } from '../helpers/qemu.js';
+import { qemuCheck, qemuCompare, tempDir } from '../helpers/qemu.js';
+import { requireProgram } from '../helpers/require-program.js';
 
 const KiB = 1024;
 
@@ -69,10 +70,10 @@ function bytesFor(op: { offset: number; bytes: number; fill: number }): Uint8Arr
 let dir: ReturnType<typeof tempDir>;
 let n = 0;
 beforeAll(() => {
-  if (!haveQemu()) throw new Error('qemu-img is needed (apt-get install qemu-utils)');
+  requireProgram('qemu-img', 'the oracle these tests compare with');
   dir = tempDir('diskmirror-qcow2-prop-');
 });
-afterAll(() => dir.remove());
+afterAll(() => dir?.remove());
 
 describe('qcow2 against a model of the disk (fast-check)', () => {
   it('writes, zero writes, discards, flushes and reopenings read back as the model, and the image checks clean', async () => {

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { RateLimit, SLICE_MS } from '../../src/mirror/rate-limit.js';
+import { MirrorJob } from '../../src/mirror/mirror-job.js';
+import { blankRaw, isEvent, memoryRaw, waitForEvent } from '../helpers/images.js';
+import { delay } from '../helpers/hook.js';
+
+const MiB = 1 << 20;
 
 /** Dispatches `opBytes` at a time, paying afterwards as the job does, on a simulated clock; ms until all is paid. */
 function simulate(speed: number, opBytes: number, totalBytes: number, batch = 1): number {
@@ -51,5 +56,27 @@ describe('RateLimit', () => {
     expect(rate.account(500, 0)).toBeGreaterThan(0);
     rate.setSpeed(0);
     expect(rate.account(0, 1)).toBe(0);
+  });
+});
+
+describe('the speed limit, as QEMU pays it', () => {
+  it('8 MiB at 8 MiB/s: paid for before READY (1 s, not one buffer early); not busy while it sleeps for the limit', async () => {
+    const src = memoryRaw(8 * MiB, 51, false);
+    const dst = blankRaw(8 * MiB);
+    const job = await MirrorJob.create({ source: src.image, target: dst.image, options: { sync: 'full', speed: 8 * MiB }, targetCreated: true });
+    const started = Date.now();
+    job.start();
+    await delay(300);
+    const during = job.query();
+    expect(during.status).toBe('running');
+    expect(during.busy).toBe(false);
+    // Dispatched as the limit allows, a slice's worth at a time.
+    expect(during.offset).toBeLessThan(8 * MiB);
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'), 5000);
+    const readyAfter = Date.now() - started;
+    expect(readyAfter).toBeGreaterThanOrEqual(990);
+    expect(readyAfter).toBeLessThan(2500);
+    job.complete();
+    expect((await job.result).outcome).toBe('completed');
   });
 });
