@@ -159,7 +159,14 @@ export class VpcImage implements ImageFormat {
   async blockStatus(offset: number, bytes: number, options?: BlockStatusOptions): Promise<BlockStatus> {
     checkRequest('read', offset, 0, this.size, true);
     const length = Math.max(0, Math.min(bytes, this.size - offset));
-    if (!this.layout) return { offset, bytes: length, kind: 'data', depth: 0, hostOffset: offset };
+    if (!this.layout) {
+      // A fixed image's holes are the file's (qemu-img looks into the file too): a copy never reads them.
+      if (length > 0 && this.file.allocation) {
+        const a = await this.file.allocation(offset, length);
+        return { offset, bytes: Math.min(length, a.bytes), kind: a.allocated ? 'data' : 'zero', depth: 0, hostOffset: offset };
+      }
+      return { offset, bytes: length, kind: 'data', depth: 0, hostOffset: offset };
+    }
     const blockBytes = this.layout.blockBytes;
     const host = this.hostOffset(offset);
     let run = Math.min(length, blockBytes - (offset % blockBytes));
