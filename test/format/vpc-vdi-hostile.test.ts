@@ -3,13 +3,17 @@
  * dynamic header, the BAT, the VDI header and its block map, on images
  * qemu-img made. Each mutated image either reads (and then reads what
  * qemu-img reads) or is refused with a FormatError that names the field,
- * in bounded time; the command says it in one line.
+ * in bounded time; the command says it in one line. For VDI, `check`
+ * agrees with `qemu-img check` on every image both read.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../../src/block/memory.js';
 import { FormatError } from '../../src/format/image-format.js';
 import { openImage } from '../../src/format/open.js';
+import { checkExitCode } from '../../src/cli/cmd-check.js';
+import { checkVdi } from '../../src/format/vdi/check.js';
+import { VdiImage } from '../../src/format/vdi/image.js';
 import { vpcChecksum } from '../../src/format/vpc/footer.js';
 import { FT_CHECKSUM } from '../../src/format/vpc/constants.js';
 import { assertBuilt, run as dm } from '../helpers/cli.js';
@@ -100,12 +104,13 @@ function mutate(file: Uint8Array, region: Region, next: () => number): string {
   return what;
 }
 
-async function ourRead(bytes: Uint8Array, format: 'vpc' | 'vdi'): Promise<{ data?: Uint8Array; error?: unknown; ms: number }> {
+async function ourRead(bytes: Uint8Array, format: 'vpc' | 'vdi'): Promise<{ data?: Uint8Array; error?: unknown; ms: number; checkExit?: number }> {
   const started = Date.now();
   try {
     const image = await openImage(new MemoryDevice(bytes), { format, readOnly: true });
     try {
-      return { data: await readAll(image), ms: Date.now() - started };
+      const checkExit = image instanceof VdiImage ? checkExitCode(checkVdi(image)) : undefined;
+      return { data: await readAll(image), ms: Date.now() - started, ...(checkExit !== undefined ? { checkExit } : {}) };
     } finally {
       await image.close();
     }
@@ -122,6 +127,7 @@ describe('vpc and vdi hostile inputs', () => {
       const healthy = new Uint8Array(readFileSync(path));
       let refused = 0;
       let read = 0;
+      let checkFindings = 0;
       const lenient: string[] = [];
       const refusals: { what: string; bytes: Uint8Array }[] = [];
       for (const region of regionsOf(sub, healthy)) {
@@ -148,9 +154,14 @@ describe('vpc and vdi hostile inputs', () => {
           }
           const reference = readFileSync(`${mutated}.raw`);
           expect(findDiff(ours.data!, reference), `${what}: first byte read otherwise than qemu-img reads it`).toBe(-1);
+          if (ours.checkExit !== undefined) {
+            const check = await run('qemu-img', ['check', '-f', 'vdi', mutated]);
+            if (ours.checkExit !== 0) checkFindings++;
+            expect(ours.checkExit, `${what}: check exit ${ours.checkExit}, qemu-img check exit ${check.code} (${check.stderr.trim()})`).toBe(check.code);
+          }
         }
       }
-      console.log(`${sub.label}: ${refused + read} mutations, ${refused} refused with FormatError, ${read} read (${lenient.length} of them refused by qemu-img)`);
+      console.log(`${sub.label}: ${refused + read} mutations, ${refused} refused with FormatError, ${read} read (${lenient.length} of them refused by qemu-img)${sub.format === 'vdi' ? `, ${checkFindings} found corrupt by check as by qemu-img check` : ''}`);
       // diskmirror is as strict as qemu-img or stricter: never reads what qemu-img refuses.
       expect(lenient).toEqual([]);
       expect(refused).toBeGreaterThan(0);
