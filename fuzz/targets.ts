@@ -13,6 +13,7 @@ import { readSidecar } from '../src/cli/sidecar.js';
 import { readJsonValues } from '../src/cli/qmp-json.js';
 import { checkArguments, checkQmpRequest, isCommandName } from '../src/mirror/control.js';
 import { openImage } from '../src/format/open.js';
+import type { ImageFormat } from '../src/format/image-format.js';
 import { checkImage } from '../src/format/qcow2/check.js';
 import { Qcow2Image } from '../src/format/qcow2/image.js';
 import { Kernel } from '../src/kernel/kernel.js';
@@ -32,6 +33,23 @@ function splitBacking(input: Uint8Array): { top: Uint8Array; backing: Uint8Array
   return at > 0 && at < input.length - 2 ? { top: input.subarray(0, at), backing: input.subarray(at, input.length - 2) } : { top: input, backing: new Uint8Array(0) };
 }
 
+/** Asks an image's info, reads the whole virtual disk when it is small (otherwise its first and last 4 MiB), and maps it. */
+async function readAndMap(image: ImageFormat): Promise<void> {
+  await image.info();
+  const size = image.size;
+  const window = 4 << 20;
+  const ranges = size <= 2 * window ? [[0, size]] : [[0, window], [size - window, window]];
+  for (const [at, bytes] of ranges) {
+    const buf = new Uint8Array(Math.min(bytes!, 1 << 20));
+    for (let off = at!; off < at! + bytes!; off += buf.length) await image.read(off, buf.subarray(0, Math.min(buf.length, at! + bytes! - off)));
+  }
+  for (let off = 0, n = 0; off < size && n < 2000; n++) {
+    const s = await image.blockStatus(off, size - off);
+    if (s.bytes <= 0) throw new Error(`block status made no progress at ${off}`);
+    off += s.bytes;
+  }
+}
+
 /** Opens a qcow2 image from the bytes (a backing file from the rest), reads it whole, maps it, checks it. */
 const qcow2: Target = async (input) => {
   const { top, backing } = splitBacking(input);
@@ -42,20 +60,7 @@ const qcow2: Target = async (input) => {
     resolve: async (name) => ({ device: new MemoryDevice(backing, true), name: `backing-of-${name.length}` }),
   });
   try {
-    await image.info();
-    // Read the whole virtual disk when it is small; otherwise its first and last 4 MiB.
-    const size = image.size;
-    const window = 4 << 20;
-    const ranges = size <= 2 * window ? [[0, size]] : [[0, window], [size - window, window]];
-    for (const [at, bytes] of ranges) {
-      const buf = new Uint8Array(Math.min(bytes!, 1 << 20));
-      for (let off = at!; off < at! + bytes!; off += buf.length) await image.read(off, buf.subarray(0, Math.min(buf.length, at! + bytes! - off)));
-    }
-    for (let off = 0, n = 0; off < size && n < 2000; n++) {
-      const s = await image.blockStatus(off, size - off);
-      if (s.bytes <= 0) throw new Error(`block status made no progress at ${off}`);
-      off += s.bytes;
-    }
+    await readAndMap(image);
     if (image instanceof Qcow2Image) await checkImage(image);
   } finally {
     await image.close();
@@ -67,19 +72,7 @@ function blockImage(format: 'vpc' | 'vdi'): Target {
   return async (input) => {
     const image = await openImage(new MemoryDevice(input, true), { format, readOnly: true });
     try {
-      await image.info();
-      const size = image.size;
-      const window = 4 << 20;
-      const ranges = size <= 2 * window ? [[0, size]] : [[0, window], [size - window, window]];
-      for (const [at, bytes] of ranges) {
-        const buf = new Uint8Array(Math.min(bytes!, 1 << 20));
-        for (let off = at!; off < at! + bytes!; off += buf.length) await image.read(off, buf.subarray(0, Math.min(buf.length, at! + bytes! - off)));
-      }
-      for (let off = 0, n = 0; off < size && n < 2000; n++) {
-        const s = await image.blockStatus(off, size - off);
-        if (s.bytes <= 0) throw new Error(`block status made no progress at ${off}`);
-        off += s.bytes;
-      }
+      await readAndMap(image);
       if (image instanceof VdiImage) checkVdi(image);
     } finally {
       await image.close();

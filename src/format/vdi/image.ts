@@ -10,7 +10,8 @@
  * that another allocation takes again.
  */
 import { type BlockDevice, checkRequest } from '../../block/block-device.js';
-import { type BlockStatus, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError, zeroBuffer } from '../image-format.js';
+import { type BlockStatus, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../image-format.js';
+import { Serial, forEachPiece, writeZeroBytes } from '../block-pieces.js';
 import { BMAP_DISCARDED, BMAP_ENTRY_BYTES, H_BLOCKS_ALLOCATED, HEADER_BYTES, TYPE_STATIC } from './constants.js';
 import { type VdiHeader, parseHeader } from './header.js';
 
@@ -73,39 +74,26 @@ export class VdiImage implements ImageFormat {
 
   async read(offset: number, into: Uint8Array): Promise<void> {
     checkRequest('read', offset, into.length, this.size, true);
-    const blockBytes = this.header.blockBytes;
-    for (let done = 0; done < into.length; ) {
-      const at = offset + done;
-      const piece = Math.min(into.length - done, blockBytes - (at % blockBytes));
+    await forEachPiece(offset, into.length, this.header.blockBytes, async (at, done, piece) => {
       const host = this.hostOffset(at);
       const view = into.subarray(done, done + piece);
       if (host === null) view.fill(0);
       else await this.file.read(host, view);
-      done += piece;
-    }
+    });
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.checkWritable();
     checkRequest('write', offset, data.length, this.size, true);
-    const blockBytes = this.header.blockBytes;
-    for (let done = 0; done < data.length; ) {
-      const at = offset + done;
-      const piece = Math.min(data.length - done, blockBytes - (at % blockBytes));
+    await forEachPiece(offset, data.length, this.header.blockBytes, async (at, done, piece) => {
       const host = this.hostOffset(at);
-      if (host === null) await this.allocating(() => this.allocate(at, data.subarray(done, done + piece)));
+      if (host === null) await this.allocations.run(() => this.allocate(at, data.subarray(done, done + piece)));
       else await this.file.write(host, data.subarray(done, done + piece));
-      done += piece;
-    }
+    });
   }
 
   /** Allocations one at a time: each takes the next index, and a block being allocated is allocated once. */
-  private allocations: Promise<unknown> = Promise.resolve();
-  private allocating<T>(run: () => Promise<T>): Promise<T> {
-    const next = this.allocations.then(run, run);
-    this.allocations = next.catch(() => {});
-    return next;
-  }
+  private readonly allocations = new Serial();
 
   /** Writes the block holding `offset` whole, with `data` at `offset` (see the file's comment for the order). */
   private async allocate(offset: number, data: Uint8Array): Promise<void> {
@@ -136,21 +124,11 @@ export class VdiImage implements ImageFormat {
   async writeZeroes(offset: number, bytes: number, _options: WriteZeroesOptions): Promise<void> {
     this.checkWritable();
     checkRequest('write', offset, bytes, this.size, true);
-    const blockBytes = this.header.blockBytes;
-    for (let done = 0; done < bytes; ) {
-      const at = offset + done;
-      const piece = Math.min(bytes - done, blockBytes - (at % blockBytes));
+    await forEachPiece(offset, bytes, this.header.blockBytes, async (at, _done, piece) => {
       const host = this.hostOffset(at);
       // Unallocated and discarded blocks read as zeroes already.
-      if (host !== null) {
-        for (let z = 0; z < piece; ) {
-          const zeroes = zeroBuffer(piece - z);
-          await this.file.write(host + z, zeroes);
-          z += zeroes.length;
-        }
-      }
-      done += piece;
-    }
+      if (host !== null) await writeZeroBytes(this.file, host, piece);
+    });
   }
 
   async blockStatus(offset: number, bytes: number, options?: BlockStatusOptions): Promise<BlockStatus> {

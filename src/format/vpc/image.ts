@@ -13,7 +13,8 @@
  * takes again.
  */
 import { type BlockDevice, checkRequest } from '../../block/block-device.js';
-import { type BlockStatus, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError, zeroBuffer } from '../image-format.js';
+import { type BlockStatus, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../image-format.js';
+import { Serial, forEachPiece, writeZeroBytes } from '../block-pieces.js';
 import { BAT_ENTRY_BYTES, BAT_UNALLOCATED, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED, FOOTER_BYTES, SECTOR_BYTES } from './constants.js';
 import { type DynamicLayout, readDynamicLayout } from './bat.js';
 import { type VpcFooter, hasFooterCookie, parseFooter } from './footer.js';
@@ -75,37 +76,26 @@ export class VpcImage implements ImageFormat {
   async read(offset: number, into: Uint8Array): Promise<void> {
     checkRequest('read', offset, into.length, this.size, true);
     if (!this.layout) return this.file.read(offset, into);
-    for (let done = 0; done < into.length; ) {
-      const at = offset + done;
-      const piece = Math.min(into.length - done, this.layout.blockBytes - (at % this.layout.blockBytes));
+    await forEachPiece(offset, into.length, this.layout.blockBytes, async (at, done, piece) => {
       const host = this.hostOffset(at);
       const view = into.subarray(done, done + piece);
       if (host === null) view.fill(0);
       else await this.file.read(host, view);
-      done += piece;
-    }
+    });
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.checkWritable();
     checkRequest('write', offset, data.length, this.size, true);
     if (!this.layout) return this.file.write(offset, data);
-    for (let done = 0; done < data.length; ) {
-      const at = offset + done;
-      const piece = Math.min(data.length - done, this.layout.blockBytes - (at % this.layout.blockBytes));
-      const host = this.hostOffset(at) ?? (await this.allocating(() => this.allocate(at)));
+    await forEachPiece(offset, data.length, this.layout.blockBytes, async (at, done, piece) => {
+      const host = this.hostOffset(at) ?? (await this.allocations.run(() => this.allocate(at)));
       await this.file.write(host, data.subarray(done, done + piece));
-      done += piece;
-    }
+    });
   }
 
   /** Allocations one at a time: each takes the end of the file, and a block is allocated once. */
-  private allocations: Promise<unknown> = Promise.resolve();
-  private allocating<T>(run: () => Promise<T>): Promise<T> {
-    const next = this.allocations.then(run, run);
-    this.allocations = next.catch(() => {});
-    return next;
-  }
+  private readonly allocations = new Serial();
 
   /**
    * Gives the block holding `offset` its place at the end of the file (see
@@ -123,7 +113,7 @@ export class VpcImage implements ImageFormat {
     await this.file.write(start + span, this.footer.bytes);
     // The bitmap (whole sectors) covers the old footer; past the old end the file grew as zeroes. In between
     // may lie a block written before a kill and never entered in the BAT: it must read as zeroes.
-    if (fileEndBefore > start + layout.bitmapBytes) await this.zeroFill(start + layout.bitmapBytes, Math.min(fileEndBefore, start + span) - (start + layout.bitmapBytes));
+    if (fileEndBefore > start + layout.bitmapBytes) await writeZeroBytes(this.file, start + layout.bitmapBytes, Math.min(fileEndBefore, start + span) - (start + layout.bitmapBytes));
     await this.file.write(start, new Uint8Array(layout.bitmapBytes).fill(0xff));
     await this.file.flush();
     const entry = new Uint8Array(BAT_ENTRY_BYTES);
@@ -134,26 +124,15 @@ export class VpcImage implements ImageFormat {
     return start + layout.bitmapBytes + (offset % layout.blockBytes);
   }
 
-  private async zeroFill(offset: number, bytes: number): Promise<void> {
-    for (let done = 0; done < bytes; ) {
-      const piece = zeroBuffer(bytes - done);
-      await this.file.write(offset + done, piece);
-      done += piece.length;
-    }
-  }
-
   async writeZeroes(offset: number, bytes: number, _options: WriteZeroesOptions): Promise<void> {
     this.checkWritable();
     checkRequest('write', offset, bytes, this.size, true);
-    if (!this.layout) return this.zeroFill(offset, bytes);
-    for (let done = 0; done < bytes; ) {
-      const at = offset + done;
-      const piece = Math.min(bytes - done, this.layout.blockBytes - (at % this.layout.blockBytes));
+    if (!this.layout) return writeZeroBytes(this.file, offset, bytes);
+    await forEachPiece(offset, bytes, this.layout.blockBytes, async (at, _done, piece) => {
       // An unallocated block reads as zeroes already.
       const host = this.hostOffset(at);
-      if (host !== null) await this.zeroFill(host, piece);
-      done += piece;
-    }
+      if (host !== null) await writeZeroBytes(this.file, host, piece);
+    });
   }
 
   async blockStatus(offset: number, bytes: number, options?: BlockStatusOptions): Promise<BlockStatus> {
