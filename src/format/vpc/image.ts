@@ -42,10 +42,10 @@ export class VpcImage implements ImageFormat {
     if (file.size < FOOTER_BYTES) throw new FormatError(`vpc image is ${file.size} bytes: too small for a footer`, 'size');
     const head = new Uint8Array(FOOTER_BYTES);
     await file.read(0, head);
-    let footer: VpcFooter;
-    if (hasFooterCookie(head)) {
-      footer = parseFooter(head, 'start');
-    } else {
+    let footer: VpcFooter | null = null;
+    // A footer at the start belongs to a dynamic image; one that says fixed is a guest's bytes (a VHD inside a fixed VHD): the real footer is at the end.
+    if (hasFooterCookie(head)) footer = parseFooter(head, 'start');
+    if (!footer || footer.diskType === DISK_TYPE_FIXED) {
       const tail = new Uint8Array(FOOTER_BYTES);
       await file.read(file.size - FOOTER_BYTES, tail);
       footer = parseFooter(tail, 'end');
