@@ -16,7 +16,8 @@ import { checkVdi } from '../../src/format/vdi/check.js';
 import { VdiImage } from '../../src/format/vdi/image.js';
 import { vpcChecksum } from '../../src/format/vpc/footer.js';
 import { FT_CHECKSUM } from '../../src/format/vpc/constants.js';
-import { assertBuilt, run as dm } from '../helpers/cli.js';
+import { run as dm } from '../helpers/cli.js';
+import { requireBuiltCommand } from '../helpers/require-program.js';
 import { qemuImg, requireQemu, run, tempDir } from '../helpers/qemu.js';
 import { randInt, rng } from '../helpers/random.js';
 import { findDiff, readAll } from './qcow2-images.js';
@@ -31,7 +32,7 @@ const name = (ext: string) => dir.file(`h${++n}.${ext}`);
 
 beforeAll(() => {
   requireQemu();
-  assertBuilt();
+  requireBuiltCommand();
   dir = tempDir('diskmirror-vpc-vdi-hostile-');
 });
 afterAll(() => dir.remove());

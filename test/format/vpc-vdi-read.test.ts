@@ -11,7 +11,8 @@ import { openImageFile } from '../../src/cli/node-images.js';
 import { mapImage, type MapExtent } from '../../src/format/map.js';
 import { FT_CHECKSUM, FT_CREATOR_APP, FT_CYLINDERS, FT_HEADS, FT_SECTORS_PER_TRACK } from '../../src/format/vpc/constants.js';
 import { vpcChecksum } from '../../src/format/vpc/footer.js';
-import { assertBuilt, run as dm } from '../helpers/cli.js';
+import { run as dm } from '../helpers/cli.js';
+import { requireBuiltCommand } from '../helpers/require-program.js';
 import { normalizeRanges, qemuImg, qemuMap, requireQemu, tempDir } from '../helpers/qemu.js';
 import { MiB, SUBFORMATS, expectReadsAsQemu, qemuImage } from './vpc-vdi-images.js';
 
@@ -21,7 +22,7 @@ const name = (ext: string) => dir.file(`r${++n}.${ext}`);
 
 beforeAll(() => {
   requireQemu();
-  assertBuilt();
+  requireBuiltCommand();
   dir = tempDir('diskmirror-vpc-vdi-read-');
 });
 afterAll(() => dir.remove());

@@ -6,7 +6,8 @@
  * the same request.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { assertBuilt, run as dm } from '../helpers/cli.js';
+import { run as dm } from '../helpers/cli.js';
+import { requireBuiltCommand } from '../helpers/require-program.js';
 import { qemuCheck, qemuImg, requireQemu, run, tempDir } from '../helpers/qemu.js';
 import { MiB, SUBFORMATS, expectReadsAsQemu, qemuImage, writeSparseRaw } from './vpc-vdi-images.js';
 
@@ -16,7 +17,7 @@ const name = (ext: string) => dir.file(`w${++n}.${ext}`);
 
 beforeAll(() => {
   requireQemu();
-  assertBuilt();
+  requireBuiltCommand();
   dir = tempDir('diskmirror-vpc-vdi-write-');
 });
 afterAll(() => dir.remove());

@@ -9,7 +9,7 @@
  * allocation never reuses), never a block map entry pointing at a block
  * that another allocation takes again.
  */
-import { type BlockDevice, checkRequest } from '../../block/block-device.js';
+import { type BlockDevice, checkDeviceRequest } from '../../block/block-device.js';
 import { type BlockStatus, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../image-format.js';
 import { Serial, forEachPiece, writeZeroBytes } from '../block-pieces.js';
 import { BMAP_DISCARDED, BMAP_ENTRY_BYTES, H_BLOCKS_ALLOCATED, HEADER_BYTES, TYPE_STATIC } from './constants.js';
@@ -73,7 +73,7 @@ export class VdiImage implements ImageFormat {
   }
 
   async read(offset: number, into: Uint8Array): Promise<void> {
-    checkRequest('read', offset, into.length, this.size, true);
+    checkDeviceRequest('read', offset, into.length, this.size, true);
     await forEachPiece(offset, into.length, this.header.blockBytes, async (at, done, piece) => {
       const host = this.hostOffset(at);
       const view = into.subarray(done, done + piece);
@@ -84,7 +84,7 @@ export class VdiImage implements ImageFormat {
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.checkWritable();
-    checkRequest('write', offset, data.length, this.size, true);
+    checkDeviceRequest('write', offset, data.length, this.size, true);
     await forEachPiece(offset, data.length, this.header.blockBytes, async (at, done, piece) => {
       const host = this.hostOffset(at);
       if (host === null) await this.allocations.run(() => this.allocate(at, data.subarray(done, done + piece)));
@@ -123,7 +123,7 @@ export class VdiImage implements ImageFormat {
 
   async writeZeroes(offset: number, bytes: number, _options: WriteZeroesOptions): Promise<void> {
     this.checkWritable();
-    checkRequest('write', offset, bytes, this.size, true);
+    checkDeviceRequest('write', offset, bytes, this.size, true);
     await forEachPiece(offset, bytes, this.header.blockBytes, async (at, _done, piece) => {
       const host = this.hostOffset(at);
       // Unallocated and discarded blocks read as zeroes already.
@@ -132,7 +132,7 @@ export class VdiImage implements ImageFormat {
   }
 
   async blockStatus(offset: number, bytes: number, options?: BlockStatusOptions): Promise<BlockStatus> {
-    checkRequest('read', offset, 0, this.size, true);
+    checkDeviceRequest('read', offset, 0, this.size, true);
     const length = Math.max(0, Math.min(bytes, this.size - offset));
     const blockBytes = this.header.blockBytes;
     const host = this.hostOffset(offset);

@@ -12,7 +12,7 @@
  * disk. A block that never got its entry is space the next allocation
  * takes again.
  */
-import { type BlockDevice, checkRequest } from '../../block/block-device.js';
+import { type BlockDevice, checkDeviceRequest } from '../../block/block-device.js';
 import { type BlockStatus, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../image-format.js';
 import { Serial, forEachPiece, writeZeroBytes } from '../block-pieces.js';
 import { BAT_ENTRY_BYTES, BAT_UNALLOCATED, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED, FOOTER_BYTES, SECTOR_BYTES } from './constants.js';
@@ -74,7 +74,7 @@ export class VpcImage implements ImageFormat {
   }
 
   async read(offset: number, into: Uint8Array): Promise<void> {
-    checkRequest('read', offset, into.length, this.size, true);
+    checkDeviceRequest('read', offset, into.length, this.size, true);
     if (!this.layout) return this.file.read(offset, into);
     await forEachPiece(offset, into.length, this.layout.blockBytes, async (at, done, piece) => {
       const host = this.hostOffset(at);
@@ -86,7 +86,7 @@ export class VpcImage implements ImageFormat {
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.checkWritable();
-    checkRequest('write', offset, data.length, this.size, true);
+    checkDeviceRequest('write', offset, data.length, this.size, true);
     if (!this.layout) return this.file.write(offset, data);
     await forEachPiece(offset, data.length, this.layout.blockBytes, async (at, done, piece) => {
       const host = this.hostOffset(at) ?? (await this.allocations.run(() => this.allocate(at)));
@@ -126,7 +126,7 @@ export class VpcImage implements ImageFormat {
 
   async writeZeroes(offset: number, bytes: number, _options: WriteZeroesOptions): Promise<void> {
     this.checkWritable();
-    checkRequest('write', offset, bytes, this.size, true);
+    checkDeviceRequest('write', offset, bytes, this.size, true);
     if (!this.layout) return writeZeroBytes(this.file, offset, bytes);
     await forEachPiece(offset, bytes, this.layout.blockBytes, async (at, _done, piece) => {
       // An unallocated block reads as zeroes already.
@@ -136,7 +136,7 @@ export class VpcImage implements ImageFormat {
   }
 
   async blockStatus(offset: number, bytes: number, options?: BlockStatusOptions): Promise<BlockStatus> {
-    checkRequest('read', offset, 0, this.size, true);
+    checkDeviceRequest('read', offset, 0, this.size, true);
     const length = Math.max(0, Math.min(bytes, this.size - offset));
     if (!this.layout) {
       // A fixed image's holes are the file's (qemu-img looks into the file too): a copy never reads them.
