@@ -16,6 +16,16 @@ export async function forEachPiece(offset: number, bytes: number, blockBytes: nu
   }
 }
 
+/** Reads guest bytes through a block map: `hostOffset` places a guest offset in `file`, or null (reads as zeroes). */
+export function readMapped(file: BlockDevice, offset: number, into: Uint8Array, blockBytes: number, hostOffset: (offset: number) => number | null): Promise<void> {
+  return forEachPiece(offset, into.length, blockBytes, async (at, done, piece) => {
+    const host = hostOffset(at);
+    const view = into.subarray(done, done + piece);
+    if (host === null) view.fill(0);
+    else await file.read(host, view);
+  });
+}
+
 /** Writes `bytes` zeroes into `file` at `offset`. */
 export async function writeZeroBytes(file: BlockDevice, offset: number, bytes: number): Promise<void> {
   for (let done = 0; done < bytes; ) {

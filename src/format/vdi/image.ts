@@ -11,7 +11,7 @@
  */
 import { type BlockDevice, checkDeviceRequest } from '../../block/block-device.js';
 import { type BlockStatus, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../image-format.js';
-import { Serial, forEachPiece, writeZeroBytes } from '../block-pieces.js';
+import { Serial, forEachPiece, readMapped, writeZeroBytes } from '../block-pieces.js';
 import { BMAP_DISCARDED, BMAP_ENTRY_BYTES, H_BLOCKS_ALLOCATED, HEADER_BYTES, TYPE_STATIC } from './constants.js';
 import { type VdiHeader, parseHeader } from './header.js';
 
@@ -74,12 +74,7 @@ export class VdiImage implements ImageFormat {
 
   async read(offset: number, into: Uint8Array): Promise<void> {
     checkDeviceRequest('read', offset, into.length, this.size, true);
-    await forEachPiece(offset, into.length, this.header.blockBytes, async (at, done, piece) => {
-      const host = this.hostOffset(at);
-      const view = into.subarray(done, done + piece);
-      if (host === null) view.fill(0);
-      else await this.file.read(host, view);
-    });
+    await readMapped(this.file, offset, into, this.header.blockBytes, (at) => this.hostOffset(at));
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

@@ -14,7 +14,7 @@
  */
 import { type BlockDevice, checkDeviceRequest } from '../../block/block-device.js';
 import { type BlockStatus, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../image-format.js';
-import { Serial, forEachPiece, writeZeroBytes } from '../block-pieces.js';
+import { Serial, forEachPiece, readMapped, writeZeroBytes } from '../block-pieces.js';
 import { BAT_ENTRY_BYTES, BAT_UNALLOCATED, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED, FOOTER_BYTES, SECTOR_BYTES } from './constants.js';
 import { type DynamicLayout, readDynamicLayout } from './bat.js';
 import { type VpcFooter, hasFooterCookie, parseFooter } from './footer.js';
@@ -76,12 +76,7 @@ export class VpcImage implements ImageFormat {
   async read(offset: number, into: Uint8Array): Promise<void> {
     checkDeviceRequest('read', offset, into.length, this.size, true);
     if (!this.layout) return this.file.read(offset, into);
-    await forEachPiece(offset, into.length, this.layout.blockBytes, async (at, done, piece) => {
-      const host = this.hostOffset(at);
-      const view = into.subarray(done, done + piece);
-      if (host === null) view.fill(0);
-      else await this.file.read(host, view);
-    });
+    await readMapped(this.file, offset, into, this.layout.blockBytes, (at) => this.hostOffset(at));
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
