@@ -1,10 +1,11 @@
 /**
  * Coverage-guided fuzzing of every parser of untrusted bytes: qcow2 images
  * (header, extensions, L1/L2 entries, refcounts, compressed descriptors,
- * snapshot table, a backing chain), checkpoints (`diskmirror mirror
+ * snapshot table, a backing chain), VHD (vpc: footer, dynamic header, BAT)
+ * and VDI images (header, block map), checkpoints (`diskmirror mirror
  * --resume` reading one, then a job resumed from it), and QMP input.
  *
- *   npm run fuzz -- --seconds 600 [--target qcow2|checkpoint|qmp] [--seed S]
+ *   npm run fuzz -- --seconds 600 [--target qcow2|vpc|vdi|checkpoint|qmp] [--seed S]
  *
  * The seed corpus is made at start by qemu-img (and by diskmirror for
  * checkpoints and QMP), never committed. Inputs are mutated (bit flips,
@@ -28,7 +29,7 @@ import { prng } from '../stress/prng.js';
 
 const HANG_MS = 5000;
 const FINDINGS = fileURLToPath(new URL('../../../fuzz/findings/', import.meta.url));
-const ALL_TARGETS = ['qcow2', 'checkpoint', 'qmp'];
+const ALL_TARGETS = ['qcow2', 'vpc', 'vdi', 'checkpoint', 'qmp'];
 
 function parseArgs(argv: string[]): { seconds: number; targets: string[]; seed: number } {
   let seconds = 60;
@@ -97,6 +98,24 @@ function seedCorpus(target: string, dir: string): Uint8Array[] {
     const b = readFileSync(base);
     const units = padded.length / 512;
     seeds.push(new Uint8Array([...padded, ...b, units & 0xff, units >> 8]));
+  } else if (target === 'vpc' || target === 'vdi') {
+    const variants: [string, string][] =
+      target === 'vpc'
+        ? [
+            ['dynamic', 'subformat=dynamic'],
+            ['fixed', 'subformat=fixed'],
+            ['forced', 'subformat=dynamic,force_size=on'],
+          ]
+        : [
+            ['dynamic', 'static=off'],
+            ['static', 'static=on'],
+          ];
+    for (const [name, opts] of variants) {
+      const path = join(dir, `${name}.${target}`);
+      q('create', '-q', '-f', target, '-o', opts, path, target === 'vpc' ? '96K' : '1536K');
+      io(target, path, 'write -P 0x11 0 4k', 'write -z 8k 4k', 'write -P 0x22 33k 1k');
+      seeds.push(readFileSync(path));
+    }
   } else if (target === 'checkpoint') {
     const bin = fileURLToPath(new URL('../../../bin/diskmirror.js', import.meta.url));
     for (const [policy, gran] of [['report', '65536'], ['ignore', '4096'], ['stop', '1048576']] as const) {

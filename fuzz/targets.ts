@@ -13,12 +13,15 @@ import { readSidecar } from '../src/cli/sidecar.js';
 import { readJsonValues } from '../src/cli/qmp-json.js';
 import { checkArguments, checkQmpRequest, isCommandName } from '../src/mirror/control.js';
 import { openImage } from '../src/format/open.js';
+import type { ImageFormat } from '../src/format/image-format.js';
 import { checkImage } from '../src/format/qcow2/check.js';
 import { Qcow2Image } from '../src/format/qcow2/image.js';
 import { Kernel } from '../src/kernel/kernel.js';
 import { MirrorJob } from '../src/mirror/mirror-job.js';
 import { givenOptions } from '../src/mirror/options.js';
 import { RawImage } from '../src/format/raw.js';
+import { checkVdi } from '../src/format/vdi/check.js';
+import { VdiImage } from '../src/format/vdi/image.js';
 import type { ResolvedOptions } from '../src/mirror/options.js';
 
 export type Target = (input: Uint8Array) => Promise<void>;
@@ -28,6 +31,23 @@ function splitBacking(input: Uint8Array): { top: Uint8Array; backing: Uint8Array
   const cut = input.length >= 8 ? (input[input.length - 1]! << 8) | input[input.length - 2]! : 0;
   const at = Math.min(input.length, cut * 512);
   return at > 0 && at < input.length - 2 ? { top: input.subarray(0, at), backing: input.subarray(at, input.length - 2) } : { top: input, backing: new Uint8Array(0) };
+}
+
+/** Asks an image's info, reads the whole virtual disk when it is small (otherwise its first and last 4 MiB), and maps it. */
+async function readAndMap(image: ImageFormat): Promise<void> {
+  await image.info();
+  const size = image.size;
+  const window = 4 << 20;
+  const ranges = size <= 2 * window ? [[0, size]] : [[0, window], [size - window, window]];
+  for (const [at, bytes] of ranges) {
+    const buf = new Uint8Array(Math.min(bytes!, 1 << 20));
+    for (let off = at!; off < at! + bytes!; off += buf.length) await image.read(off, buf.subarray(0, Math.min(buf.length, at! + bytes! - off)));
+  }
+  for (let off = 0, n = 0; off < size && n < 2000; n++) {
+    const s = await image.blockStatus(off, size - off);
+    if (s.bytes <= 0) throw new Error(`block status made no progress at ${off}`);
+    off += s.bytes;
+  }
 }
 
 /** Opens a qcow2 image from the bytes (a backing file from the rest), reads it whole, maps it, checks it. */
@@ -40,25 +60,39 @@ const qcow2: Target = async (input) => {
     resolve: async (name) => ({ device: new MemoryDevice(backing, true), name: `backing-of-${name.length}` }),
   });
   try {
-    await image.info();
-    // Read the whole virtual disk when it is small; otherwise its first and last 4 MiB.
-    const size = image.size;
-    const window = 4 << 20;
-    const ranges = size <= 2 * window ? [[0, size]] : [[0, window], [size - window, window]];
-    for (const [at, bytes] of ranges) {
-      const buf = new Uint8Array(Math.min(bytes!, 1 << 20));
-      for (let off = at!; off < at! + bytes!; off += buf.length) await image.read(off, buf.subarray(0, Math.min(buf.length, at! + bytes! - off)));
-    }
-    for (let off = 0, n = 0; off < size && n < 2000; n++) {
-      const s = await image.blockStatus(off, size - off);
-      if (s.bytes <= 0) throw new Error(`block status made no progress at ${off}`);
-      off += s.bytes;
-    }
+    await readAndMap(image);
     if (image instanceof Qcow2Image) await checkImage(image);
   } finally {
     await image.close();
   }
 };
+
+/** A vpc or vdi image: opened, read whole (or its ends), mapped, checked (vdi), then written once at each end of a copy. */
+function blockImage(format: 'vpc' | 'vdi'): Target {
+  return async (input) => {
+    const image = await openImage(new MemoryDevice(input, true), { format, readOnly: true });
+    try {
+      await readAndMap(image);
+      if (image instanceof VdiImage) checkVdi(image);
+    } finally {
+      await image.close();
+    }
+    // Writes allocate on whatever layout the input has: they must stay inside the file's own rules.
+    const writable = await openImage(new MemoryDevice(input), { format, readOnly: false });
+    try {
+      const data = new Uint8Array(4096).fill(0x5a);
+      if (writable.size >= data.length) {
+        await writable.write(0, data);
+        await writable.write(writable.size - data.length, data);
+        const back = new Uint8Array(data.length);
+        await writable.read(0, back);
+        if (!back.every((b) => b === 0x5a)) throw new Error('a write did not read back');
+      }
+    } finally {
+      await writable.close();
+    }
+  };
+}
 
 let kernel: Kernel | null = null;
 let scratch: string | null = null;
@@ -107,4 +141,4 @@ const qmp: Target = async (input) => {
   }
 };
 
-export const TARGETS: Record<string, Target> = { qcow2, checkpoint, qmp };
+export const TARGETS: Record<string, Target> = { qcow2, vpc: blockImage('vpc'), vdi: blockImage('vdi'), checkpoint, qmp };

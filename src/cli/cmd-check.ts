@@ -1,5 +1,5 @@
 /**
- * diskmirror check: qemu-img check for qcow2. Exit 0 clean, 2 corruptions,
+ * diskmirror check: qemu-img check for qcow2 and vdi. Exit 0 clean, 2 corruptions,
  * 3 leaks only, 1 when the image cannot be checked (or opened), 63 for a
  * format without checks (raw: "This image format does not support checks",
  * as qemu-img). What it finds goes to stderr, the summary to stdout, as
@@ -10,6 +10,8 @@ import type { Command } from './command.js';
 import { openForReading, parseSingleImage } from './node-images.js';
 import { checkImage, type CheckResult } from '../format/qcow2/check.js';
 import { Qcow2Image } from '../format/qcow2/image.js';
+import { checkVdi } from '../format/vdi/check.js';
+import { VdiImage } from '../format/vdi/image.js';
 
 export const CHECK_EXIT = { clean: 0, failed: 1, corrupt: 2, leaks: 3, unsupported: 63 } as const;
 
@@ -80,9 +82,9 @@ function summary(r: CheckResult): string {
 export const checkCommand: Command = {
   usage: 'check [-f FMT] [--output=human|json] [-U] IMAGE',
   help: [
-    'Checks a qcow2 image for consistency, as qemu-img check does (without repairing).',
+    'Checks a qcow2 or vdi image for consistency, as qemu-img check does (without repairing).',
     'Exit status: 0 no problems, 2 corruptions, 3 leaked clusters only, 1 the check could not be done,',
-    '63 the format has nothing to check (raw).',
+    '63 the format has nothing to check (raw, vpc).',
     '-U (force share) reads without taking locks, so an image in use can be looked at (as qemu-img -U).',
   ].join('\n'),
   errorExit: CHECK_EXIT.failed,
@@ -91,17 +93,17 @@ export const checkCommand: Command = {
     const { path, output } = args;
     const image = await openForReading(args);
     try {
-      if (!(image instanceof Qcow2Image)) {
+      if (!(image instanceof Qcow2Image) && !(image instanceof VdiImage)) {
         console.error('diskmirror check: This image format does not support checks');
         return CHECK_EXIT.unsupported;
       }
-      const r = await checkImage(image);
+      const r = image instanceof VdiImage ? checkVdi(image) : await checkImage(image);
       for (const m of r.messages) console.error(m);
       if (r.messages.length < r.corruptions + r.leaks + r.checkErrors) {
         console.error(`(${r.corruptions + r.leaks + r.checkErrors - r.messages.length} more findings not shown)`);
       }
       if (output === 'json') {
-        console.log(JSON.stringify(checkJson(r, path, 'qcow2'), null, 4));
+        console.log(JSON.stringify(checkJson(r, path, image.format), null, 4));
       } else {
         console.log(summary(r));
       }

@@ -12,7 +12,7 @@ import { type CacheMode, checkFormat, openImageChain, prepareImageFile, store } 
 import { isNbdUri } from '../block/nbd/uri.js';
 import { type NewImage, refuseOverlap } from '../format/image-access.js';
 import { resolveOptions } from '../mirror/options.js';
-import { type ImageFormat, FormatError } from '../format/image-format.js';
+import { type FormatName, type ImageFormat, FormatError } from '../format/image-format.js';
 import { ZeroPadded } from '../format/zero-padded.js';
 import { type BlockOp, toBlockError } from '../block/block-device.js';
 import type { EventData } from '../qapi/events.js';
@@ -22,8 +22,8 @@ import { parseSize } from '../util/size.js';
 import { ProgressLine } from './progress.js';
 
 export interface ConvertOptions {
-  sourceFormat?: 'raw' | 'qcow2';
-  targetFormat: 'raw' | 'qcow2';
+  sourceFormat?: FormatName;
+  targetFormat: FormatName;
   create: ReturnType<typeof parseCreateOptions>;
   compress: boolean;
   onProgress?: (info: BlockJobInfo) => void;
@@ -65,6 +65,8 @@ export async function convertImage(src: string, dst: string, o: ConvertOptions):
       if (size !== source.size) source = new ZeroPadded(source, size);
       created = await prepareImageFile(dst, { format: o.targetFormat, size, ...o.create, cache, ...(o.compress ? { compress: true } : {}) });
       target = created.image;
+      // A format may round the size up (vpc to a CHS geometry), as qemu-img's target: the rest reads as zeroes.
+      if (target.size > source.size) source = new ZeroPadded(source, target.size);
     }
     const info = await target.info();
     const granularity = o.granularity ?? (info.clusterSize && info.clusterSize > 65536 ? info.clusterSize : undefined);

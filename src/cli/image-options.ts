@@ -1,6 +1,7 @@
 /** qemu-img's -o key=value,... creation options, for create and convert. */
 import { UsageError } from './args.js';
 import type { CreateImageOptions } from '../format/open.js';
+import { type FormatName, FORMAT_NAMES, formatNamesText } from '../format/image-format.js';
 import { parseSize } from '../util/size.js';
 
 export type CreateFields = Omit<CreateImageOptions, 'format' | 'size'> & { size?: number };
@@ -16,6 +17,9 @@ const KEYS = [
   'backing_file',
   'backing_fmt',
   'size',
+  'subformat',
+  'force_size',
+  'static',
 ] as const;
 
 function onOff(key: string, value: string): boolean {
@@ -74,11 +78,21 @@ export function parseCreateOptions(list: string[] | undefined): CreateFields {
           out.backingFile = value;
           break;
         case 'backing_fmt':
-          if (value !== 'raw' && value !== 'qcow2') throw new UsageError(`Unknown backing format '${value}' (expected raw or qcow2)`);
-          out.backingFormat = value;
+          if (!(FORMAT_NAMES as readonly string[]).includes(value)) throw new UsageError(`Unknown backing format '${value}' (expected ${formatNamesText()})`);
+          out.backingFormat = value as FormatName;
           break;
         case 'size':
           out.size = parseSize(value, 'size');
+          break;
+        case 'subformat':
+          if (value !== 'dynamic' && value !== 'fixed') throw new UsageError(`Invalid subformat '${value}' (vpc: dynamic or fixed)`);
+          out.subformat = value;
+          break;
+        case 'force_size':
+          out.forceSize = onOff(key, value);
+          break;
+        case 'static':
+          out.static = onOff(key, value);
           break;
       }
     }
@@ -102,6 +116,11 @@ export function describeCreate(path: string, format: string, size: number, o: Cr
   if (format === 'qcow2') {
     parts.push(`lazy_refcounts=${o.lazyRefcounts ? 'on' : 'off'}`);
     parts.push(`refcount_bits=${o.refcountBits ?? 16}`);
+  } else if (format === 'vpc') {
+    if (o.subformat) parts.push(`subformat=${o.subformat}`);
+    if (o.forceSize !== undefined) parts.push(`force_size=${o.forceSize ? 'on' : 'off'}`);
+  } else if (format === 'vdi') {
+    if (o.static !== undefined) parts.push(`static=${o.static ? 'on' : 'off'}`);
   } else if (o.preallocation) {
     parts.push(`preallocation=${o.preallocation}`);
   }

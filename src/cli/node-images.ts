@@ -11,7 +11,7 @@ import { NodeFileStore } from '../block/node-store.js';
 import { NbdAwareStore } from '../block/nbd/store.js';
 import { nodeConnector } from '../block/nbd/node-transport.js';
 import { isNbdUri } from '../block/nbd/uri.js';
-import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from '../format/image-format.js';
+import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES, formatNamesText } from '../format/image-format.js';
 import { type NewImage, type OpenedImage, createInStore, openChain } from '../format/image-access.js';
 import type { CreateImageOptions } from '../format/open.js';
 
@@ -26,7 +26,7 @@ export function defaultFormat(name: string, format: FormatName | undefined): For
 export function checkFormat(format: string | undefined, what = 'format'): FormatName | undefined {
   if (format === undefined) return undefined;
   if (!FORMAT_NAMES.includes(format as FormatName)) {
-    throw new FormatError(`Unknown ${what} '${format}' (expected raw or qcow2)`, 'format');
+    throw new FormatError(`Unknown ${what} '${format}' (expected ${formatNamesText()})`, 'format');
   }
   return format as FormatName;
 }

@@ -5,8 +5,13 @@
  */
 import type { BlockDevice } from '../block/block-device.js';
 
-export type FormatName = 'raw' | 'qcow2';
-export const FORMAT_NAMES: readonly FormatName[] = ['raw', 'qcow2'];
+export type FormatName = 'raw' | 'qcow2' | 'vpc' | 'vdi';
+export const FORMAT_NAMES: readonly FormatName[] = ['raw', 'qcow2', 'vpc', 'vdi'];
+
+/** The format names as a message lists them: "raw, qcow2, vpc or vdi". */
+export function formatNamesText(): string {
+  return `${FORMAT_NAMES.slice(0, -1).join(', ')} or ${FORMAT_NAMES[FORMAT_NAMES.length - 1]}`;
+}
 
 /**
  * What a range holds: `data` (read it), `zero` (reads as zeroes, known from

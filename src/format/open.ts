@@ -17,11 +17,15 @@
  * copied.
  */
 import { type BlockDevice, ImageConflictError } from '../block/block-device.js';
-import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from './image-format.js';
+import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES, formatNamesText } from './image-format.js';
 import { probeFormat } from './probe.js';
 import { createQcow2, type Qcow2CreateOptions } from './qcow2/create.js';
 import { Qcow2Image } from './qcow2/image.js';
 import { type RawPreallocation, RawImage } from './raw.js';
+import { createVdi } from './vdi/create.js';
+import { VdiImage } from './vdi/image.js';
+import { type VpcSubformat, createVpc } from './vpc/create.js';
+import { VpcImage } from './vpc/image.js';
 
 /** A backing file as a resolver found it: the device, and a name that identifies it (for loops and messages). */
 export interface ResolvedBacking {
@@ -67,7 +71,7 @@ export async function openImage(file: BlockDevice, options: OpenOptions = {}): P
 
 function checkFormatName(format: string | undefined, what: string): FormatName | undefined {
   if (format !== undefined && !FORMAT_NAMES.includes(format as FormatName)) {
-    throw new FormatError(`Unknown ${what} '${format}' (expected raw or qcow2)`, 'format');
+    throw new FormatError(`Unknown ${what} '${format}' (expected ${formatNamesText()})`, 'format');
   }
   return format as FormatName | undefined;
 }
@@ -79,6 +83,10 @@ async function openLink(file: BlockDevice, options: OpenOptions, chain: ChainSoF
   switch (format) {
     case 'raw':
       return new RawImage(file);
+    case 'vpc':
+      return VpcImage.open(file, options.readOnly !== undefined ? { readOnly: options.readOnly } : {});
+    case 'vdi':
+      return VdiImage.open(file, options.readOnly !== undefined ? { readOnly: options.readOnly } : {});
     case 'qcow2':
       return Qcow2Image.open(file, {
         ...(options.readOnly !== undefined ? { readOnly: options.readOnly } : {}),
@@ -133,6 +141,39 @@ export interface CreateImageOptions extends Omit<Qcow2CreateOptions, 'preallocat
   format: FormatName;
   /** raw: off or full; qcow2: off or metadata. */
   preallocation?: 'off' | 'metadata' | 'full';
+  /** vpc: dynamic (the default) or fixed. */
+  subformat?: VpcSubformat;
+  /** vpc: keep the size as given instead of rounding it to a CHS geometry. */
+  forceSize?: boolean;
+  /** vdi: every block allocated up front. */
+  static?: boolean;
+}
+
+/** The options each format takes beside size (and format). */
+const FORMAT_OPTIONS: Record<FormatName, readonly (keyof CreateImageOptions)[]> = {
+  raw: ['preallocation'],
+  qcow2: ['compat', 'clusterSize', 'refcountBits', 'extendedL2', 'compressionType', 'lazyRefcounts', 'backingFile', 'backingFormat', 'preallocation'],
+  vpc: ['subformat', 'forceSize'],
+  vdi: ['static'],
+};
+
+/** The name qemu-img gives an option (as -o spells it). */
+const OPTION_NAMES: Partial<Record<keyof CreateImageOptions, string>> = {
+  clusterSize: 'cluster_size',
+  refcountBits: 'refcount_bits',
+  extendedL2: 'extended_l2',
+  compressionType: 'compression_type',
+  lazyRefcounts: 'lazy_refcounts',
+  backingFile: 'backing_file',
+  backingFormat: 'backing_fmt',
+  forceSize: 'force_size',
+};
+
+function refuseForeignOptions(format: FormatName, options: CreateImageOptions): void {
+  const allowed = new Set<string>(FORMAT_OPTIONS[format]);
+  const known = new Set<string>(Object.values(FORMAT_OPTIONS).flat());
+  const foreign = (Object.keys(options) as (keyof CreateImageOptions)[]).find((k) => options[k] !== undefined && known.has(k) && !allowed.has(k));
+  if (foreign) throw new FormatError(`${format} images take no '${OPTION_NAMES[foreign] ?? foreign}' option`, OPTION_NAMES[foreign] ?? foreign);
 }
 
 /**
@@ -140,17 +181,25 @@ export interface CreateImageOptions extends Omit<Qcow2CreateOptions, 'preallocat
  * (read-write) with `open` (for the backing file, if any).
  */
 export async function createImage(file: BlockDevice, options: CreateImageOptions, open: OpenOptions = {}): Promise<ImageFormat> {
-  const format = checkFormatName(options.format, 'image format');
+  const format = checkFormatName(options.format, 'image format')!;
+  if (format === 'vpc' || format === 'vdi') {
+    refuseForeignOptions(format, options);
+    if (format === 'vpc') await createVpc(file, { size: options.size, ...(options.subformat ? { subformat: options.subformat } : {}), ...(options.forceSize ? { forceSize: true } : {}) });
+    else await createVdi(file, { size: options.size, ...(options.static ? { static: true } : {}) });
+    return openLink(file, { ...open, format, readOnly: false }, newChain(open.name ?? 'image'));
+  }
   if (format === 'raw') {
     const qcow2Only = (['compat', 'clusterSize', 'refcountBits', 'extendedL2', 'compressionType', 'lazyRefcounts', 'backingFile', 'backingFormat'] as const).filter(
       (k) => options[k] !== undefined,
     );
     if (qcow2Only.length > 0) throw new FormatError(`raw images take no '${qcow2Only[0]}' option`, qcow2Only[0]);
+    refuseForeignOptions('raw', options);
     const prealloc = options.preallocation ?? 'off';
     if (prealloc !== 'off' && prealloc !== 'full') throw new FormatError(`Unsupported preallocation mode '${prealloc}' for raw (expected off or full)`, 'preallocation');
     return RawImage.create(file, options.size, { preallocation: prealloc as RawPreallocation });
   }
-  const { format: _format, preallocation, ...rest } = options;
+  refuseForeignOptions('qcow2', options);
+  const { format: _format, preallocation, subformat: _subformat, forceSize: _forceSize, static: _static, ...rest } = options;
   if (preallocation === 'full') throw new FormatError("Unsupported preallocation mode 'full' for qcow2 (expected off or metadata)", 'preallocation');
   await createQcow2(file, { ...rest, ...(preallocation ? { preallocation } : {}) });
   return openLink(file, { ...open, format: 'qcow2', readOnly: false }, newChain(open.name ?? 'image'));

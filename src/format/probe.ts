@@ -1,14 +1,29 @@
-/** Probing by magic: qcow2 starts with "QFI\xfb"; anything else is raw. */
+/**
+ * Probing by magic, as qemu-img probes (each driver looks at the first
+ * bytes; the first that knows them wins): qcow2 starts with "QFI\xfb", a
+ * dynamic VHD (vpc) with its footer copy "conectix", VDI has the signature
+ * 0xbeda107f at 0x40 of a whole 512-byte header; anything else is raw. A
+ * fixed VHD has its footer only at the end: qemu-img probes it as raw, and
+ * so does diskmirror (open it with -f vpc).
+ */
 import type { BlockDevice } from '../block/block-device.js';
 import type { FormatName } from './image-format.js';
 import { QCOW2_MAGIC } from './qcow2/constants.js';
+import { hasVdiSignature } from './vdi/header.js';
+import { hasFooterCookie } from './vpc/footer.js';
 
 export { QCOW2_MAGIC };
 
+/** Bytes read to probe: the largest header looked at (VDI's). */
+const PROBE_BYTES = 512;
+
 export async function probeFormat(file: BlockDevice): Promise<FormatName> {
   if (file.size < 4) return 'raw';
-  const head = new Uint8Array(4);
+  const head = new Uint8Array(Math.min(PROBE_BYTES, file.size));
   await file.read(0, head);
   const magic = new DataView(head.buffer).getUint32(0, false);
-  return magic === QCOW2_MAGIC ? 'qcow2' : 'raw';
+  if (magic === QCOW2_MAGIC) return 'qcow2';
+  if (hasFooterCookie(head)) return 'vpc';
+  if (hasVdiSignature(head)) return 'vdi';
+  return 'raw';
 }

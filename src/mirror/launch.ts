@@ -13,6 +13,7 @@ import type { FileStore } from '../block/file-store.js';
 import { FaultRules } from '../block/fault.js';
 import { FaultImage } from '../format/fault-image.js';
 import { type NewImage, type OpenedImage, createInStore, openChain, refuseOverlap } from '../format/image-access.js';
+import { vpcCreatedSize } from '../format/vpc/create.js';
 import { type FormatName, type ImageFormat, FormatError } from '../format/image-format.js';
 import { repairLeaks } from '../format/repair.js';
 import type { JobFaults } from './control.js';
@@ -108,7 +109,9 @@ export async function launchMirror<C extends Checkpointer = Checkpointer>(spec: 
       }
       const backing = onBacking ? { backingFile: spec.backingName(info.backingFile!, source.name), ...(info.backingFormat ? { backingFormat: info.backingFormat } : {}) } : {};
       // Made aside and given its name once formatted; never over a file that appeared meanwhile.
-      made = await createInStore(store, spec.target, { format, size: source.image.size, ...backing }, { replace: false });
+      // A mirror's target has the source's size: a vpc target keeps it exactly (force_size) where a CHS geometry would round it up.
+      const exact = format === 'vpc' && vpcCreatedSize(source.image.size) !== source.image.size ? { forceSize: true } : {};
+      made = await createInStore(store, spec.target, { format, size: source.image.size, ...backing, ...exact }, { replace: false });
       await (spec.publish ? spec.publish(made) : made.publish());
       published = true;
       target = { image: made.image, name: made.name, chain: [{ name: made.name, identity: (await store.identify(made.name)) ?? made.identity }] };

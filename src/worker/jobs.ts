@@ -18,7 +18,7 @@ import { type HeldLock, heldLocks, tryWebLock } from '../block/opfs-lock.js';
 import { type OpfsFileStore, checkOpfsName } from '../block/opfs-store.js';
 import type { NbdAwareStore } from '../block/nbd/store.js';
 import type { OpenedImage } from '../format/image-access.js';
-import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES } from '../format/image-format.js';
+import { type FormatName, type ImageFormat, FormatError, FORMAT_NAMES, formatNamesText } from '../format/image-format.js';
 import { refuseChangedImages, stampChain } from '../format/image-stamp.js';
 import { type JobFaults, MirrorControl, faultFacts } from '../mirror/control.js';
 import type { AnyQmpEvent } from '../qapi/events.js';
@@ -300,7 +300,7 @@ function checkLaunch(l: Launch): boolean {
   // An export has no lock and no modification time: nothing could tell whether it changed before a resume.
   if (l.resume && (exported || l.source.kind === 'nbd')) throw new WorkerError('no-checkpoint', 'a job with an NBD export on either side cannot be resumed (nothing can check an export for changes); mirror again');
   if (l.targetFormat !== undefined && !FORMAT_NAMES.includes(l.targetFormat)) {
-    throw new FormatError(`Unknown target format '${String(l.targetFormat)}' (expected raw or qcow2)`, 'format');
+    throw new FormatError(`Unknown target format '${String(l.targetFormat)}' (expected ${formatNamesText()})`, 'format');
   }
   resolveOptions(l.options, { targetIsZero: false });
   return exported;

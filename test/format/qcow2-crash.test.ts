@@ -10,44 +10,13 @@
  */
 import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { BlockDevice } from '../../src/block/block-device.js';
 import { MemoryDevice } from '../../src/block/memory.js';
 import { createImage, openImage } from '../../src/format/open.js';
 import { qemuCheck, tempDir } from '../helpers/qemu.js';
 import { requireProgram } from '../helpers/require-program.js';
+import { type Event, RecordingDevice } from '../helpers/recording-device.js';
 import { randInt, rng } from '../helpers/random.js';
 import { mixedData } from './qcow2-images.js';
-
-type Event = { kind: 'write'; offset: number; data: Uint8Array } | { kind: 'flush' } | { kind: 'resize'; bytes: number };
-
-/** A device that remembers every change, in order. */
-class RecordingDevice implements BlockDevice {
-  readonly events: Event[] = [];
-  constructor(private readonly inner: MemoryDevice) {}
-  get size() {
-    return this.inner.size;
-  }
-  get readOnly() {
-    return false;
-  }
-  read(offset: number, into: Uint8Array) {
-    return this.inner.read(offset, into);
-  }
-  async write(offset: number, data: Uint8Array) {
-    this.events.push({ kind: 'write', offset, data: data.slice() });
-    return this.inner.write(offset, data);
-  }
-  async flush() {
-    this.events.push({ kind: 'flush' });
-  }
-  async resize(bytes: number) {
-    this.events.push({ kind: 'resize', bytes });
-    return this.inner.resize(bytes);
-  }
-  close() {
-    return this.inner.close();
-  }
-}
 
 /** The file as a crash after `cut` events leaves it; `keep` picks which unflushed writes made it. */
 function rebuild(base: Uint8Array, events: Event[], cut: number, keep: (index: number) => boolean): Uint8Array {

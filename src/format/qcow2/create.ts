@@ -7,7 +7,7 @@
  * metadata preallocation) the L2 tables and the data clusters they map.
  */
 import type { BlockDevice } from '../../block/block-device.js';
-import { FormatError } from '../image-format.js';
+import { type FormatName, FormatError } from '../image-format.js';
 import { putU32, setU64 } from './bytes.js';
 import {
   COMPAT_LAZY_REFCOUNTS,
@@ -46,7 +46,7 @@ export interface Qcow2CreateOptions {
   compressionType?: CompressionType;
   lazyRefcounts?: boolean;
   backingFile?: string;
-  backingFormat?: 'raw' | 'qcow2';
+  backingFormat?: FormatName;
   preallocation?: Preallocation;
 }
 
