@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, expect } from './fixtures.js';
-import { download, jobState, openApp, shot, startMirror, waitImported, waitReadyAndComplete } from './app.js';
+import { download, jobOutcome, jobState, makeDemo, openApp, shot, startMirror, waitImported, waitReadyAndComplete } from './app.js';
 import { startFileServer, type FileServer } from '../helpers/file-server.js';
 import { qemuCheck, qemuCompare, requireQemu } from '../helpers/qemu.js';
 
@@ -100,4 +100,22 @@ test('sync top over a backing chain in OPFS: the copy keeps the backing file and
   const ownBytes = map.filter((e) => e.depth === 0).reduce((n, e) => n + e.length, 0);
   expect(ownBytes).toBe(256 * 1024 + 1024 * 1024);
   await shot(page, testInfo, 'sync-top');
+});
+
+test('a target named copy.vhd is made a VHD (vpc) and copy.vdi a VirtualBox image; each reads back equal to its source by qemu-img', async ({ page }, testInfo) => {
+  await page.addInitScript(() => delete (window as unknown as { showSaveFilePicker?: unknown }).showSaveFilePicker);
+  await openApp(page);
+  await makeDemo(page);
+  for (const [name, format] of [['copy.vhd', 'vpc'], ['copy.vdi', 'vdi']] as const) {
+    await page.getByLabel('Target', { exact: true }).fill(name);
+    await expect(page.getByRole('status', { name: 'What Start mirror makes' })).toHaveText(`Start mirror makes a new ${format} image, ${name} (from its name).`);
+    await page.getByRole('button', { name: 'Start mirror' }).click();
+    await waitReadyAndComplete(page);
+    await expect(jobOutcome(page)).toContainText(`Done: ${name} (${format}`);
+    const path = testInfo.outputPath(name);
+    await download(page, name, path);
+    const demo = testInfo.outputPath('demo.raw');
+    await download(page, 'demo.raw', demo);
+    expect(execFileSync('qemu-img', ['compare', '-f', 'raw', '-F', format, demo, path], { encoding: 'utf8' })).toContain('Images are identical');
+  }
 });
