@@ -1,10 +1,10 @@
 /** Mirrors over backing chains and into qcow2, judged by qemu-img (map, compare, check). */
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { run, BIN } from '../helpers/cli.js';
+import { killAfter, run } from '../helpers/cli.js';
 import { qemuCheck, qemuCompare, requireQemu } from '../helpers/qemu.js';
 import { rng } from '../helpers/random.js';
 import { requireBuiltCommand } from '../helpers/require-program.js';
@@ -106,17 +106,13 @@ describe('kill and resume into qcow2', () => {
     sh('qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 0 3M', '-c', 'write -P 0x6b 4M 3M', '-c', 'write -z 7M 512K', src);
     const next = rng(99);
     const points = Array.from({ length: 20 }, () => Math.floor(80 + next() * 1500));
-    const kill = (dst: string, afterMs: number, resume: boolean) =>
-      new Promise<void>((resolve) => {
-        const args = ['mirror', '--speed', '4M', '--checkpoint-interval', '0.1', ...(resume ? ['--resume'] : []), src, dst];
-        const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'ignore'] });
-        const timer = setTimeout(() => child.kill('SIGKILL'), afterMs);
-        child.on('close', () => (clearTimeout(timer), resolve()));
-      });
+    const kill = (dst: string, afterMs: number, resume: boolean, anchored = false) =>
+      killAfter(['mirror', '--speed', '4M', '--checkpoint-interval', '0.1', ...(resume ? ['--resume'] : []), src, dst], afterMs, anchored ? `${dst}.dmcheckpoint` : undefined);
     let resumed = 0;
     const one = async (i: number) => {
       const dst = join(dir, `kill-${i}.qcow2`);
-      await kill(dst, points[i]!, false);
+      // Even points count from the start (a kill may land while the process starts); odd ones from the first checkpoint, mid-copy however loaded the machine.
+      await kill(dst, i % 2 === 0 ? points[i]! : points[i]! % 900, false, i % 2 === 1);
       if (i % 2 === 1 && existsSync(`${dst}.dmcheckpoint`)) await kill(dst, 100 + ((i * 53) % 500), true);
       const resume = existsSync(`${dst}.dmcheckpoint`) ? ['--resume'] : [];
       if (resume.length) resumed++;

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pattern } from '../contract/device-contract.js';
-import { run, QmpSession, BIN } from '../helpers/cli.js';
+import { killAfter, run, QmpSession, BIN } from '../helpers/cli.js';
 import { qemuCompare, requireQemu } from '../helpers/qemu.js';
 import { rng } from '../helpers/random.js';
 import { execFileSync, spawn } from 'node:child_process';
@@ -221,18 +221,14 @@ describe('kill and resume', () => {
     const next = rng(2024);
     const src = source(6 * MiB, 8);
     const points = Array.from({ length: 20 }, () => Math.floor(80 + next() * 1400));
-    const killOnce = (dst: string, afterMs: number, resume: boolean) =>
-      new Promise<void>((resolve) => {
-        const args = ['mirror', '--speed', '4M', '--checkpoint-interval', '0.1', ...(resume ? ['--resume'] : []), src.path, dst];
-        const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-        const timer = setTimeout(() => child.kill('SIGKILL'), afterMs);
-        child.on('close', () => (clearTimeout(timer), resolve()));
-      });
+    const killOnce = (dst: string, afterMs: number, resume: boolean, anchored = false) =>
+      killAfter(['mirror', '--speed', '4M', '--checkpoint-interval', '0.1', ...(resume ? ['--resume'] : []), src.path, dst], afterMs, anchored ? `${dst}.dmcheckpoint` : undefined);
     // Two at a time: the machine has two cores.
     let resumed = 0;
     const one = async (i: number) => {
       const dst = join(dir, `killed${i}.raw`);
-      await killOnce(dst, points[i]!, false);
+      // Even points count from the start (a kill may land while the process starts); odd ones from the first checkpoint, mid-copy however loaded the machine.
+      await killOnce(dst, i % 2 === 0 ? points[i]! : points[i]! % 900, false, i % 2 === 1);
       // A second kill during the resume, for half of the points.
       if (i % 2 === 0 && existsSync(`${dst}.dmcheckpoint`)) await killOnce(dst, 150 + (i * 37) % 400, true);
       const resumeArgs = existsSync(`${dst}.dmcheckpoint`) ? ['--resume'] : [];

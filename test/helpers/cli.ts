@@ -1,5 +1,6 @@
 /** Runs the built diskmirror command in a child process. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 export const BIN = new URL('../../bin/diskmirror.js', import.meta.url).pathname;
@@ -36,6 +37,34 @@ export function run(args: string[], input?: string, options: RunOptions = {}): P
 }
 
 /** The id of the negotiation QmpSession sends first. */
+/**
+ * Runs the command and SIGKILLs it `afterMs` later: counted from its start,
+ * or, with `anchor`, from the moment that file appears (a mirror's first
+ * checkpoint), so the kill lands mid-copy however slowly the machine starts
+ * processes. Resolves once it is gone (killed, or done first).
+ */
+export function killAfter(args: string[], afterMs: number, anchor?: string): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'ignore'] });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let poll: ReturnType<typeof setInterval> | undefined;
+    const arm = () => (timer = setTimeout(() => child.kill('SIGKILL'), afterMs));
+    if (anchor === undefined) arm();
+    else {
+      poll = setInterval(() => {
+        if (!existsSync(anchor)) return;
+        clearInterval(poll);
+        arm();
+      }, 10);
+    }
+    child.on('close', () => {
+      clearTimeout(timer);
+      clearInterval(poll);
+      resolve();
+    });
+  });
+}
+
 export const NEGOTIATE = 'negotiate';
 
 /** A running command speaking JSON lines: send commands, wait for events. */
