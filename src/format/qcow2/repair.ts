@@ -9,6 +9,7 @@ import { FormatError } from '../image-format.js';
 import { calculate, type CheckTarget, checkCopied, checkImage, StoredRefcounts } from './check.js';
 import { INCOMPAT_DIRTY } from './constants.js';
 import { type HeaderFile, setIncompatibleFeature } from './header.js';
+import { getRefcountEntry, setRefcountEntry } from './refcount.js';
 
 /** What the dirty-image repair needs besides: the file, to clear the dirty bit. */
 export interface RepairTarget extends CheckTarget {
@@ -64,12 +65,18 @@ async function freePastEnd(image: CheckTarget): Promise<number> {
   const first = Math.ceil(image.file.size / image.header.clusterSize);
   let freed = 0;
   for (let t = Math.floor(first / refcounts.perBlock); t < refcounts.tableEntries; t++) {
-    if (refcounts.blockOffset(t) === 0) continue;
-    for (let i = Math.max(first, t * refcounts.perBlock); i < (t + 1) * refcounts.perBlock; i++) {
-      if ((await refcounts.get(i)) === 0) continue;
-      await refcounts.set(i, 0);
+    const offset = refcounts.blockOffset(t);
+    if (offset === 0) continue;
+    // One block read, its entries scanned and zeroed with no await between (the cache keeps it until marked).
+    const block = await refcounts.cache.get(offset);
+    let changed = false;
+    for (let i = Math.max(0, first - t * refcounts.perBlock); i < refcounts.perBlock; i++) {
+      if (getRefcountEntry(block, i, refcounts.bits) === 0) continue;
+      setRefcountEntry(block, i, refcounts.bits, 0);
+      changed = true;
       freed++;
     }
+    if (changed) refcounts.cache.markDirty(offset);
   }
   return freed;
 }
