@@ -2,7 +2,8 @@
  * After an interruption (a killed process, a closed tab), a qcow2 image may
  * hold leaked clusters: the metadata order QEMU uses guarantees a crash
  * leaks, never corrupts. A resumed job first gives them back, as
- * `qemu-img check -r leaks` would, so the finished copy checks clean.
+ * `qemu-img check -r leaks` would, and those counted past the end of the
+ * file (which no check sees yet), so the finished copy checks clean.
  */
 import type { ImageFormat } from './image-format.js';
 import { Qcow2Image } from './qcow2/image.js';

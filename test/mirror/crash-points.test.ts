@@ -23,6 +23,8 @@ import type { FormatName, ImageFormat } from '../../src/format/image-format.js';
 import { type ImageStamp, refuseChangedImages, stampImage } from '../../src/format/image-stamp.js';
 import { createImage, openImage } from '../../src/format/open.js';
 import { repairLeaks } from '../../src/format/repair.js';
+import { checkImage } from '../../src/format/qcow2/check.js';
+import { Qcow2Image } from '../../src/format/qcow2/image.js';
 import { Kernel } from '../../src/kernel/kernel.js';
 import { MirrorJob } from '../../src/mirror/mirror-job.js';
 import { type MirrorOptions, givenOptions } from '../../src/mirror/options.js';
@@ -268,6 +270,8 @@ async function resumeAfter(s: Scenario, rec: Recorded, cut: number, last: Stored
     let outcome: Outcome = 'started over';
     let job: MirrorJob;
     if (!last) {
+      // As a launch does with any existing target: leaks are given back first.
+      await repairLeaks(target);
       job = await MirrorJob.create({ source, target, options: s.options, kernel });
     } else {
       try {
@@ -298,6 +302,11 @@ async function resumeAfter(s: Scenario, rec: Recorded, cut: number, last: Stored
       let at = 0;
       while (a[at] === b[at]) at++;
       throw new Error(`${outcome === 'identical' ? 'resumed from a checkpoint' : 'started over'}: content mismatch at offset ${at}`);
+    }
+    // The finished copy checks clean: the crash's leaks were given back, the job added none.
+    if (target instanceof Qcow2Image) {
+      const check = await checkImage(target);
+      if (check.leaks + check.corruptions + check.checkErrors > 0) throw new Error(`${outcome}: the finished target does not check clean: ${check.messages.join('; ')}`);
     }
     return outcome;
   } finally {

@@ -9,6 +9,7 @@ import { FormatError } from '../image-format.js';
 import { calculate, type CheckTarget, checkCopied, checkImage, StoredRefcounts } from './check.js';
 import { INCOMPAT_DIRTY } from './constants.js';
 import { type HeaderFile, setIncompatibleFeature } from './header.js';
+import { getRefcountEntry, setRefcountEntry } from './refcount.js';
 
 /** What the dirty-image repair needs besides: the file, to clear the dirty bit. */
 export interface RepairTarget extends CheckTarget {
@@ -18,9 +19,10 @@ export interface RepairTarget extends CheckTarget {
 /**
  * Rebuilds refcounts from the references (a dirty image after lazy
  * refcounts, or leaks), then fixes COPIED flags. Refuses an image with
- * corruptions a refcount change cannot fix.
+ * corruptions a refcount change cannot fix. Returns how many clusters past
+ * the end of the file it gave back (freePastEnd).
  */
-export async function repairRefcounts(image: CheckTarget): Promise<void> {
+export async function repairRefcounts(image: CheckTarget): Promise<number> {
   // The count reads tables from the file: what the caches hold goes there first.
   if (!image.readOnly) await image.flush();
   const { result, counter } = await calculate(image);
@@ -37,6 +39,7 @@ export async function repairRefcounts(image: CheckTarget): Promise<void> {
     }
     if ((await refcounts.get(i)) !== want) await refcounts.set(i, want);
   }
+  const pastEnd = await freePastEnd(image);
   await refcounts.flush();
   // COPIED flags follow the repaired counts.
   const stored = new StoredRefcounts(image, await readReftable(image));
@@ -45,6 +48,37 @@ export async function repairRefcounts(image: CheckTarget): Promise<void> {
     else await image.map.setL2Copied(l2Offset, index, copied);
   });
   await image.map.l2Cache.flush();
+  return pastEnd;
+}
+
+/**
+ * Zeroes the refcounts of clusters past the end of the file (in the
+ * refcount blocks there are) and returns how many were in use. A kill
+ * between a cluster's allocation (its refcount stored) and its first write
+ * leaves one there: nothing references it (a reference past the end is a
+ * corruption to check), yet check does not see it, as QEMU's does not (both
+ * compare the clusters of the file only). Left counted, the allocator steps
+ * over it, the file grows past it, and a finished copy checks with a leak.
+ */
+async function freePastEnd(image: CheckTarget): Promise<number> {
+  const refcounts = await image.refcounts();
+  const first = Math.ceil(image.file.size / image.header.clusterSize);
+  let freed = 0;
+  for (let t = Math.floor(first / refcounts.perBlock); t < refcounts.tableEntries; t++) {
+    const offset = refcounts.blockOffset(t);
+    if (offset === 0) continue;
+    // One block read, its entries scanned and zeroed with no await between (the cache keeps it until marked).
+    const block = await refcounts.cache.get(offset);
+    let changed = false;
+    for (let i = Math.max(0, first - t * refcounts.perBlock); i < refcounts.perBlock; i++) {
+      if (getRefcountEntry(block, i, refcounts.bits) === 0) continue;
+      setRefcountEntry(block, i, refcounts.bits, 0);
+      changed = true;
+      freed++;
+    }
+    if (changed) refcounts.cache.markDirty(offset);
+  }
+  return freed;
 }
 
 /** The refcount table as it is on disk now. */
@@ -65,11 +99,15 @@ export async function freeLeaks(image: CheckTarget): Promise<number> {
   if (result.corruptions > 0 || result.checkErrors > 0) {
     throw new FormatError(`the target is corrupt, not only leaking: ${result.messages[0] ?? 'corrupt metadata'} (run diskmirror check)`, 'refcounts');
   }
-  if (result.leaks > 0) {
-    await repairRefcounts(image);
-    await image.flush();
+  // Leaks past the end of the file are not among the check's: they are given back either way.
+  let pastEnd: number;
+  if (result.leaks > 0) pastEnd = await repairRefcounts(image);
+  else {
+    pastEnd = await freePastEnd(image);
+    if (pastEnd > 0) await (await image.refcounts()).flush();
   }
-  return result.leaks;
+  if (result.leaks + pastEnd > 0) await image.flush();
+  return result.leaks + pastEnd;
 }
 
 /** A dirty image (lazy refcounts, not closed cleanly) opened for writing: rebuild the refcounts, then clear the dirty bit. */
