@@ -1,5 +1,5 @@
 /** Steps a person takes in the app, by the names they see. */
-import type { Page, TestInfo } from '@playwright/test';
+import type { Locator, Page, TestInfo } from '@playwright/test';
 import { expect } from './fixtures.js';
 
 export async function openApp(page: Page): Promise<void> {
@@ -142,4 +142,15 @@ export async function download(page: Page, name: string, path: string): Promise<
   const event = page.waitForEvent('download');
   await page.getByRole('table').getByRole('button', { name: `Download ${name}`, exact: true }).click();
   await (await event).saveAs(path);
+}
+
+/** Opens the stop lesson, sets it up, predicts that the job pauses and presses Run lesson; the Lessons region. */
+export async function runStopLesson(page: Page): Promise<Locator> {
+  await openApp(page);
+  await page.goto('/#lesson/stop');
+  const region = page.getByRole('region', { name: 'Lessons' });
+  await region.getByRole('button', { name: 'Set up' }).click();
+  await region.getByRole('radio', { name: 'the job pauses until someone resumes it' }).check();
+  await region.getByRole('button', { name: 'Run lesson' }).click();
+  return region;
 }

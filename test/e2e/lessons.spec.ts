@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { LESSONS } from '../../src/lessons/catalog.js';
 import { test, expect } from './fixtures.js';
-import { addFault, jobOutcome, jobState, makeDemo, openApp, opfsHash, shot, submitMirror, waitReadyAndComplete } from './app.js';
+import { addFault, jobOutcome, jobState, makeDemo, openApp, opfsHash, runStopLesson, shot, submitMirror, waitReadyAndComplete } from './app.js';
 
 /** A lesson that hands a paused job to the learner: the state it stays in, as the Job panel shows it. */
 function handsOver(lesson: (typeof LESSONS)[number]): string | null {
@@ -148,12 +148,7 @@ test('with the stopping fault still armed, the dialog says so and Close is its d
 });
 
 test('a run kept as a timeline: moved back it shows the job as it was; its link shows the same timeline without running', async ({ page, context }, testInfo) => {
-  await openApp(page);
-  await page.goto('/#lesson/stop');
-  const region = page.getByRole('region', { name: 'Lessons' });
-  await region.getByRole('button', { name: 'Set up' }).click();
-  await region.getByRole('radio', { name: 'the job pauses until someone resumes it' }).check();
-  await region.getByRole('button', { name: 'Run lesson' }).click();
+  const region = await runStopLesson(page);
   const ask = region.getByRole('group', { name: 'Before you press Resume: what will the job do?' });
   await ask.getByRole('radio', { name: 'it tries the failed range again, which now succeeds, and goes on' }).check({ timeout: 30_000 });
   await ask.getByRole('button', { name: 'Go on' }).click();

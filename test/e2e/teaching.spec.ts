@@ -6,7 +6,7 @@
  */
 import { AxeBuilder } from '@axe-core/playwright';
 import { test, expect } from './fixtures.js';
-import { addFault, jobState, makeDemo, openApp, shot, startMirror, waitReadyAndComplete } from './app.js';
+import { addFault, jobState, makeDemo, openApp, runStopLesson, shot, startMirror, waitReadyAndComplete } from './app.js';
 
 test('a persistent error under ignore: the log folds it in words, the panel says the job cannot converge, the timeline marks it', async ({ page }, testInfo) => {
   await openApp(page);
@@ -53,12 +53,7 @@ test('a guest writing during the copy: len passes the disk size and the panel sa
 });
 
 test('an open lesson and its result pass axe-core (light and dark)', async ({ page }) => {
-  await openApp(page);
-  await page.goto('/#lesson/stop');
-  const region = page.getByRole('region', { name: 'Lessons' });
-  await region.getByRole('button', { name: 'Set up' }).click();
-  await region.getByRole('radio', { name: 'the job pauses until someone resumes it' }).check();
-  await region.getByRole('button', { name: 'Run lesson' }).click();
+  const region = await runStopLesson(page);
   const axe = async (moment: string) => {
     for (const scheme of ['light', 'dark'] as const) {
       await page.emulateMedia({ colorScheme: scheme });
