@@ -10,10 +10,12 @@ import type { ErrorPolicy } from '../qapi/policies.js';
 import { formatSize, parseSize } from '../util/size.js';
 import type { ImageEntry } from '../worker/api-types.js';
 import { byId, h } from './dom.js';
+import { saveImage } from './download.js';
 import { nameMismatch } from './format-names.js';
 import { worker } from './bridge.js';
 import type { JobNames } from './job-store.js';
 import { type MessageContext, explain } from './messages.js';
+import { type StorageFacts, persistenceWords, readStorage, storageLine } from './storage.js';
 
 /** How often a page looks again while another tab holds one of its images. */
 const OTHER_TABS_MS = 2000;
@@ -24,6 +26,8 @@ export interface ImagesHooks {
   onImagesChanged(images: ImageEntry[]): void;
   /** Mirror...: the image becomes the Mirror form's source. */
   onMirror(image: string): void;
+  /** The browser's storage as it reports it now (read with each look at the list). */
+  onStorage(facts: StorageFacts): void;
 }
 
 /** Says `text` on the section's message line, as news or as an error. */
@@ -43,68 +47,38 @@ function inUseWords(img: ImageEntry): string {
   return img.interruptedJob !== undefined ? `incomplete: ${img.interruptedJob} was interrupted` : '';
 }
 
-async function refreshStorage(): Promise<void> {
-  const el = byId('storage');
-  if (!navigator.storage?.estimate) return;
-  const { usage = 0, quota = 0 } = await navigator.storage.estimate();
-  const persisted = (await navigator.storage.persisted?.()) ?? false;
-  el.replaceChildren(
-    `Storage: ${formatSize(usage)} used, ${formatSize(Math.max(0, quota - usage))} available`,
-    persisted ? ' · kept by the browser (persistent).' : ' · ',
-    persisted
-      ? ''
-      : h('button', { type: 'button', class: 'link', onclick: () => void requestPersistence() }, 'Keep my images (persistent storage)'),
+/** The header's storage line, as the browser reports it; the facts, for the jobs that ran out of space. */
+async function refreshStorage(images: readonly ImageEntry[]): Promise<StorageFacts | null> {
+  const facts = await readStorage(imagesBytes(images));
+  if (!facts) return null;
+  byId('storage').replaceChildren(
+    `${storageLine(facts)} · ${persistenceWords(facts)}`,
+    facts.persisted ? '.' : ' · ',
+    facts.persisted ? '' : h('button', { type: 'button', class: 'link', onclick: () => void requestPersistence() }, 'Keep my images (persistent storage)'),
   );
+  return facts;
 }
 
 async function requestPersistence(): Promise<void> {
   const granted = (await navigator.storage.persist?.()) ?? false;
   say(granted ? 'The browser will keep these images unless you remove them.' : 'The browser did not grant persistent storage; images may be evicted under storage pressure.');
-  await refreshStorage();
+  await refreshStorage(await worker().listImages());
 }
 
-type SavePicker = (options: { suggestedName: string }) => Promise<FileSystemFileHandle & { createWritable(): Promise<WritableStream> }>;
+/** What the images take of the browser's storage, by their files' lengths. */
+export function imagesBytes(images: readonly ImageEntry[]): number {
+  return images.reduce((sum, i) => sum + i.fileSize, 0);
+}
 
-/**
- * Saves an image out of OPFS, as the worker reads it: through a save
- * picker where the browser has one, else a download link. Either is
- * refused (with the lock's message) while a job writes the image. The
- * picker's stream holds a shared lock until it is saved, so no job starts
- * writing the image meanwhile; the link's File is a snapshot, so should
- * the image change, the browser fails the download rather than mix two
- * versions. Nothing is read into the page's memory.
- */
-async function download(name: string): Promise<void> {
-  const picker = (window as unknown as { showSaveFilePicker?: SavePicker }).showSaveFilePicker;
-  if (picker) {
-    const bytes = await worker().imageStream(name);
-    try {
-      let handle: Awaited<ReturnType<SavePicker>>;
-      try {
-        handle = await picker({ suggestedName: name });
-      } catch (err) {
-        if ((err as Error).name === 'AbortError') {
-          await bytes.cancel();
-          return;
-        }
-        throw err;
-      }
-      await bytes.pipeTo(await handle.createWritable());
-    } catch (err) {
-      // Lets go of the lock (a stream that pipeTo ended already ignores this).
-      await bytes.cancel().catch(() => {});
-      throw err;
-    }
-    say(`Saved ${name}.`);
-    return;
-  }
-  const file = await worker().imageFile(name);
-  const url = URL.createObjectURL(file);
-  const a = h('a', { href: url, download: name, hidden: true });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+/** What an image takes of the browser's storage (its file's length, as the browser counts it), and the data it holds. */
+function allocatedCell(img: ImageEntry): HTMLTableCellElement {
+  const note =
+    img.format === 'raw'
+      ? ' (raw: its whole size)'
+      : img.dataBytes !== undefined
+        ? ` (data ${formatSize(img.dataBytes)})`
+        : '';
+  return h('td', { 'data-label': 'Allocated' }, formatSize(img.fileSize), note ? h('span', { class: 'muted' }, note) : null);
 }
 
 export class ImagesSection {
@@ -172,7 +146,7 @@ export class ImagesSection {
           // data-label names each cell where a narrow screen shows the row as a card (style.css).
           h('td', { 'data-label': 'Format' }, img.format),
           h('td', { 'data-label': 'Virtual size' }, formatSize(img.virtualSize)),
-          h('td', { 'data-label': 'Bytes used' }, formatSize(img.fileSize)),
+          allocatedCell(img),
           h('td', { 'data-label': 'Backing file' }, img.backingFile ?? ''),
           h('td', { class: img.job || img.interruptedJob !== undefined ? 'busy' : 'muted', 'data-label': 'In use' }, inUseWords(img)),
           h('td', { class: 'actions' },
@@ -186,7 +160,8 @@ export class ImagesSection {
     if (this.images.length === 0) body.append(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No images yet: make the demo image, import one, or create a blank one.')));
     this.hooks.onImagesChanged(this.images);
     this.watchOtherTabs();
-    await refreshStorage().catch(() => {});
+    const facts = await refreshStorage(this.images).catch(() => null);
+    if (facts) this.hooks.onStorage(facts);
   }
 
   /**
@@ -327,7 +302,9 @@ export class ImagesSection {
   /** Saves an image out of the browser (the job panel's Download too). */
   async download(name: string): Promise<void> {
     say('');
-    await this.act(() => download(name), { image: name });
+    await this.act(async () => {
+      if (await saveImage(name)) say(`Saved ${name}.`);
+    }, { image: name });
   }
 
   /** Deletes an image once the person confirms; one somebody holds is refused before anybody is asked. */

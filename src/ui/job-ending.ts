@@ -11,6 +11,7 @@ import type { EventData } from '../qapi/events.js';
 import type { JobOutcome } from '../mirror/types.js';
 import { formatSize } from '../util/size.js';
 import type { JobKind, JobRelease } from '../worker/api-types.js';
+import { type StorageFacts, storageChanged, storageFullWords } from './storage.js';
 
 export interface EndFacts {
   kind: JobKind;
@@ -24,6 +25,8 @@ export interface EndFacts {
   offset: number;
   /** Once the job let go of its images: the target as listed now. */
   release?: JobRelease;
+  /** The browser's storage as it reported it once the job had ended (`atEnd`) and as it reports it now. */
+  storage?: { atEnd: StorageFacts | null; now: StorageFacts | null };
 }
 
 export type EndAction = 'download' | 'delete' | 'retry';
@@ -33,7 +36,14 @@ export interface Ending {
   /** The state line's first words. */
   word: string;
   text: string;
+  /** What to do about it, when the text alone does not say (the storage ran out). */
+  advice?: string;
   actions: EndAction[];
+}
+
+/** The browser's storage refused the target more space (not an injected fault: its rule says so instead). */
+export function metStorageLimit(lastError: EventData['BLOCK_JOB_ERROR'] | null | undefined): boolean {
+  return lastError?.operation === 'write' && lastError.errno === 'ENOSPC' && !lastError.fault;
 }
 
 function described(name: string, release: JobRelease | undefined): string {
@@ -62,5 +72,16 @@ export function describeEnding(f: EndFacts): Ending {
   const why = f.lastError ? failureWords(f.lastError) : (f.error ?? 'an error');
   const at = f.lastError && f.lastError.bytes > 0 ? f.lastError.offset : f.offset;
   const left = gone ? `nothing was copied, so ${f.target} was not kept` : `${f.target} is incomplete`;
-  return { tone: 'failed', word: 'Failed', text: `Failed at ${formatSize(at)}: ${why}; ${left}`, actions: kept(gone ? ['retry'] : ['delete', 'retry']) };
+  const text = `Failed at ${formatSize(at)}: ${why}; ${left}`;
+  const actions = kept(gone ? ['retry'] : ['delete', 'retry']);
+  if (exported || !metStorageLimit(f.lastError)) return { tone: 'failed', word: 'Failed', text, actions };
+  // Retry would meet the same wall until space is freed (or the browser keeps more): it is offered once something changed.
+  const changed = storageChanged(f.storage?.atEnd ?? null, f.storage?.now ?? null);
+  return {
+    tone: 'failed',
+    word: 'Failed',
+    text: `${text}: the browser's storage ran out`,
+    advice: storageFullWords(f.storage?.atEnd ?? null, changed ? 'press Retry' : 'Retry, offered here once something changed'),
+    actions: changed ? actions : actions.filter((a) => a !== 'retry'),
+  };
 }

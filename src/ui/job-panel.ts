@@ -188,7 +188,7 @@ export class JobPanel {
   private renderEnding(job: JobModel): void {
     const box = byId('job-outcome');
     const ending = job.ending;
-    const key = ending ? `${job.id}|${ending.text}|${ending.actions.join()}` : '';
+    const key = ending ? `${job.id}|${ending.text}|${ending.advice ?? ''}|${ending.actions.join()}` : '';
     if (box.dataset.key === key) return;
     box.dataset.key = key;
     box.className = ending ? `outcome ${ending.tone}` : 'outcome';
@@ -218,6 +218,7 @@ export class JobPanel {
       ...ending.actions.map((a) =>
         h('button', { type: 'button', class: a === 'delete' ? 'small danger' : 'small', 'data-action': a, 'aria-label': `${ACTION_LABELS[a]} ${a === 'retry' ? job.id : target}`, onclick: act(a) }, ACTION_LABELS[a]),
       ),
+      ...(ending.advice ? [h('p', { class: 'advice' }, ending.advice)] : []),
     );
     if (focusedAction) box.querySelector<HTMLButtonElement>(`button[data-action="${focusedAction}"]`)?.focus();
   }

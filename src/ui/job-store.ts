@@ -18,7 +18,8 @@ import { JOB_VERB, type PageVerb } from '../qapi/verbs.js';
 import { formatSize } from '../util/size.js';
 import type { CellState, JobOutcome } from '../mirror/types.js';
 import type { JobKind, JobProgress, JobRelease } from '../worker/api-types.js';
-import { type Ending, describeEnding } from './job-ending.js';
+import { type Ending, describeEnding, metStorageLimit } from './job-ending.js';
+import type { StorageFacts } from './storage.js';
 import { type MarkKind, TimelineData } from './timeline.js';
 
 /** What the page knows of a job before its first progress. */
@@ -57,6 +58,8 @@ export interface JobModel {
   release: JobRelease | null;
   /** A cancel was accepted: QEMU refuses a complete from then on (a soft cancel after READY finishes without switching over). */
   cancelled: boolean;
+  /** The browser's storage as it was first reported after the job ended, and as it is now (what a job that ran out of space says, and when Retry is offered). */
+  storage: { atEnd: StorageFacts | null; now: StorageFacts | null };
 }
 
 /** A mark for the job's timeline, as a reducer asks for it. */
@@ -92,12 +95,13 @@ export function newJob(id: string, names: JobNames | null): JobModel {
     ignoredAt: [],
     release: null,
     cancelled: false,
+    storage: { atEnd: null, now: null },
   };
 }
 
 /** The page started (or resumed, or retried) a job it knew: its ending, errors and cancel are forgotten. */
 export function restarted(job: JobModel, names: JobNames | undefined): JobModel {
-  return { ...job, names: names ?? job.names, done: false, lastSample: null, rate: 0, ending: null, release: null, lastError: null, ignoredAt: [], cancelled: false };
+  return { ...job, names: names ?? job.names, done: false, lastSample: null, rate: 0, ending: null, release: null, lastError: null, ignoredAt: [], cancelled: false, storage: { atEnd: null, now: job.storage.now } };
 }
 
 function ended(job: JobModel, outcome: JobOutcome, offset: number): JobModel {
@@ -109,6 +113,7 @@ function ended(job: JobModel, outcome: JobOutcome, offset: number): JobModel {
     ...(job.lastError ? { lastError: job.lastError } : {}),
     offset,
     ...(job.release ? { release: job.release } : {}),
+    storage: job.storage,
   });
   return { ...job, endOffset: offset, ending };
 }
@@ -190,6 +195,17 @@ export function reduceRelease(job: JobModel, release: JobRelease): JobModel {
   return job.ending ? ended(next, release.outcome, job.endOffset) : next;
 }
 
+/**
+ * What the browser reports of its storage now: a job that ended out of
+ * space keeps the first report after its end, and offers Retry once a
+ * later one shows something changed.
+ */
+export function reduceStorage(job: JobModel, facts: StorageFacts): JobModel {
+  const atEnd = job.ending && job.storage.atEnd === null ? facts : job.storage.atEnd;
+  const next = { ...job, storage: { atEnd, now: facts } };
+  return job.ending?.tone === 'failed' && metStorageLimit(job.lastError) ? ended(next, 'failed', job.endOffset) : next;
+}
+
 /** The worker accepted a verb: after a cancel, QEMU refuses a complete. */
 export function reduceAccepted(job: JobModel, verb: PageVerb): JobModel {
   return verb === 'cancel' || verb === 'force-cancel' ? { ...job, cancelled: true } : job;
@@ -217,7 +233,7 @@ export function stuckErrors(job: JobModel, now: number): number {
 export type JobChange =
   | { cause: 'event'; event: AnyQmpEvent }
   | { cause: 'progress'; progress: JobProgress }
-  | { cause: 'track' | 'release' | 'accepted' | 'select' };
+  | { cause: 'track' | 'release' | 'accepted' | 'select' | 'storage' };
 
 export type JobListener = (job: JobModel, change: JobChange) => void;
 
@@ -226,6 +242,7 @@ export class JobStore {
   private readonly timelines = new Map<string, TimelineData>();
   private readonly listeners = new Set<JobListener>();
   private shown: string | null = null;
+  private facts: StorageFacts | null = null;
 
   /** Hears every change of a job (the shown one or another). */
   listen(listener: JobListener): () => void {
@@ -297,6 +314,17 @@ export class JobStore {
   released(release: JobRelease): JobModel | undefined {
     const job = this.jobs.get(release.id);
     return job ? this.set(reduceRelease(job, release), { cause: 'release' }) : undefined;
+  }
+
+  /** The browser's storage as it reports it now (after a job's end, an error, a change of the images). */
+  storageNow(facts: StorageFacts): void {
+    this.facts = facts;
+    for (const job of this.jobs.values()) this.set(reduceStorage(job, facts), { cause: 'storage' });
+  }
+
+  /** The browser's storage as last reported. */
+  get storage(): StorageFacts | null {
+    return this.facts;
   }
 
   accepted(id: string, verb: PageVerb): void {

@@ -12,7 +12,7 @@ import { restartWorker, subscribe, worker } from './bridge.js';
 import { clearErrorLines } from './dom.js';
 import { EventLog } from './event-log.js';
 import { FaultPanel } from './faults.js';
-import { ImagesSection } from './images.js';
+import { ImagesSection, imagesBytes } from './images.js';
 import { InterruptedJobs } from './interrupted.js';
 import { JobPanel } from './job-panel.js';
 import { JobStore } from './job-store.js';
@@ -22,6 +22,8 @@ import type { LessonSetup } from '../lessons/lesson.js';
 import { MirrorForm } from './mirror-form.js';
 import { explain } from './messages.js';
 import { NbdSection } from './nbd.js';
+import { metStorageLimit } from './job-ending.js';
+import { readStorage } from './storage.js';
 
 const log = new EventLog();
 /** Every job the page knows, updated by the worker's events and progress: the panels read jobs from it. */
@@ -60,6 +62,7 @@ const form = new MirrorForm({
 const images = new ImagesSection({
   onJobStarted: (id, names) => jobs.track(id, names),
   onMirror: (image) => form.useSource(image),
+  onStorage: (facts) => jobs.storageNow(facts),
   onImagesChanged: (list) => {
     void form.setImages(list);
     // Another tab let go of images (closed, or its job ended): its interrupted jobs can be resumed from here.
@@ -144,6 +147,8 @@ function onEvent(e: AnyQmpEvent): void {
   if (e.event === 'BLOCK_JOB_COMPLETED') images.jobEnded(e.data.device, e.data.error ? 'failed' : 'completed', e.data.error);
   if (e.event === 'BLOCK_JOB_CANCELLED') images.jobEnded(e.data.device, 'cancelled');
   if (e.event === 'BLOCK_JOB_ERROR') void faults.refresh();
+  // The target ran out of space: the dialog and the ending say what the browser's storage reports.
+  if (e.event === 'BLOCK_JOB_ERROR' && metStorageLimit(e.data)) void readStorage(imagesBytes(images.list)).then((f) => f && jobs.storageNow(f), () => {});
 }
 
 /** A job that ended let go of its images: they are free in the list (an import's image is a source now), and a failed job can be resumed. */

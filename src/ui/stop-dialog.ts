@@ -14,7 +14,9 @@ import { type PageVerb, verbCall } from '../qapi/verbs.js';
 import { formatSize } from '../util/size.js';
 import { run } from './bridge.js';
 import { byId } from './dom.js';
-import type { JobModel, JobStore } from './job-store.js';
+import { metStorageLimit } from './job-ending.js';
+import type { JobChange, JobModel, JobStore } from './job-store.js';
+import { type StorageFacts, storageFullWords } from './storage.js';
 
 export interface StopDialogHooks {
   /** After Resume or Cancel: focus goes on to what comes next in the panel. */
@@ -25,15 +27,26 @@ export interface StopDialogHooks {
   held?(id: string): boolean;
 }
 
-/** The dialog's words for a stop: its title, its text, and the armed fault's warning (empty when none is armed). */
-export function stopWords(id: string, error: EventData['BLOCK_JOB_ERROR'], ioStatus: IoStatus, armed = error.fault?.armed === true): { title: string; text: string; armed: string } {
+/**
+ * The dialog's words for a stop: its title, its text, and the armed fault's
+ * warning (empty when none is armed). A target out of space names the
+ * browser's storage (`storage`: as it reports it now).
+ */
+export function stopWords(
+  id: string,
+  error: EventData['BLOCK_JOB_ERROR'],
+  ioStatus: IoStatus,
+  armed = error.fault?.armed === true,
+  storage: StorageFacts | null = null,
+): { title: string; text: string; armed: string } {
   const side = error.operation === 'read' ? 'source' : 'target';
   const range = error.bytes > 0 ? `${formatSize(error.bytes)} at ${formatSize(error.offset)} (bytes ${error.offset}–${error.offset + error.bytes - 1})` : 'a flush';
   return {
     title: `Job ${id} stopped: ${side} ${error.operation} error`,
     text:
       `${error.operation === 'read' ? 'Reading' : 'Writing'} ${range} of the ${side} failed with ${error.errno}. ` +
-      `on-${side}-error paused the job (io-status ${ioStatus}); the range stays dirty and is retried on Resume.`,
+      `on-${side}-error paused the job (io-status ${ioStatus}); the range stays dirty and is retried on Resume.` +
+      (metStorageLimit(error) ? ` ${storageFullWords(storage, 'press Resume')}` : ''),
     armed: armed && error.fault ? `The fault that stopped it (${error.fault.rule}) is still armed: remove it under Faults first, or Resume meets it again.` : '',
   };
 }
@@ -56,17 +69,22 @@ export class StopDialog {
   private readonly pending = new Map<string, { error: EventData['BLOCK_JOB_ERROR']; ioStatus: IoStatus }>();
 
   constructor(
-    store: JobStore,
+    private readonly store: JobStore,
     private readonly hooks: StopDialogHooks,
   ) {
     byId('stop-resume').addEventListener('click', () => void this.act('resume'));
     byId('stop-cancel').addEventListener('click', () => void this.act('cancel'));
     this.dialog.addEventListener('cancel', () => (this.job = null));
     byId('stop-close').addEventListener('click', () => this.close());
-    store.listen((job) => this.update(job));
+    store.listen((job, change) => this.update(job, change));
   }
 
-  private update(job: JobModel): void {
+  private update(job: JobModel, change: JobChange): void {
+    // The storage as reported now: a dialog about a target out of space says it.
+    if (change.cause === 'storage' && this.job === job.id && this.showing && metStorageLimit(this.showing.error)) {
+      const s = this.showing;
+      byId('stop-text').textContent = stopWords(job.id, s.error, s.ioStatus, s.armed, this.store.storage).text;
+    }
     if (job.done) {
       this.pending.delete(job.id);
       this.rules.delete(job.id);
@@ -112,7 +130,7 @@ export class StopDialog {
     const armed = error.fault?.armed === true && (listed === undefined || listed.includes(error.fault.rule));
     this.showing = { error, ioStatus: status, armed };
     this.sawPause = this.paused.get(id) === true;
-    const words = stopWords(id, error, status, armed);
+    const words = stopWords(id, error, status, armed, this.store.storage);
     byId('stop-title').textContent = words.title;
     byId('stop-text').textContent = words.text;
     byId('stop-armed').textContent = words.armed;

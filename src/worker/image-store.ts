@@ -15,7 +15,7 @@ import { type LockHolder, BlockError } from '../block/block-device.js';
 import { checkImageLock, lockImage } from '../block/opfs-lock.js';
 import { OpfsFileStore, checkOpfsName, isTemporaryName } from '../block/opfs-store.js';
 import { type NewImage, createInStore, openChain } from '../format/image-access.js';
-import { type FormatName, FormatError } from '../format/image-format.js';
+import { type FormatName, FormatError, type ImageFormat } from '../format/image-format.js';
 import { openImage } from '../format/open.js';
 import { sameContent } from '../format/same-content.js';
 import { formatSize } from '../util/size.js';
@@ -26,6 +26,8 @@ export interface ImageEntry {
   format: FormatName;
   virtualSize: number;
   fileSize: number;
+  /** Bytes of guest data the image itself holds (its data extents, as `map` lists them); absent when too scattered to count quickly. */
+  dataBytes?: number;
   backingFile?: string;
   /** Who holds the image now: `in use by the job "mirror0"`. */
   inUse?: string;
@@ -38,11 +40,27 @@ export interface ImageEntry {
 }
 
 /** What the list knows of an image besides its file (a job's own view of its images). */
-export type ImageFacts = Pick<ImageEntry, 'format' | 'virtualSize' | 'backingFile'>;
+export type ImageFacts = Pick<ImageEntry, 'format' | 'virtualSize' | 'backingFile' | 'dataBytes'>;
 
 /** The OPFS directory that holds the images. */
 const IMAGE_DIRECTORY = 'images';
 const SHA256_LIMIT = 512 << 20;
+/** The list counts an image's data in at most this many extents (a few metadata reads); past that it says nothing. */
+const DATA_EXTENTS_LIMIT = 4096;
+
+/** Bytes of data the image itself holds (not its backing file's), or undefined past DATA_EXTENTS_LIMIT extents. */
+async function dataBytes(image: ImageFormat, size: number): Promise<number | undefined> {
+  let bytes = 0;
+  let offset = 0;
+  for (let n = 0; offset < size; n++) {
+    if (n === DATA_EXTENTS_LIMIT) return undefined;
+    const s = await image.blockStatus(offset, size - offset);
+    if (s.bytes <= 0) break;
+    if (s.kind === 'data' && s.depth === 0) bytes += s.bytes;
+    offset += s.bytes;
+  }
+  return bytes;
+}
 
 /**
  * Publishes a new image; if that fails, the image is discarded. (A publish
@@ -164,6 +182,8 @@ export class ImageStore {
       const info = await image.info();
       const facts: ImageFacts = { format: image.format, virtualSize: info.virtualSize };
       if (info.backingFile) facts.backingFile = info.backingFile;
+      const data = await dataBytes(image, info.virtualSize);
+      if (data !== undefined) facts.dataBytes = data;
       return facts;
     } finally {
       await image.close().catch(() => {});

@@ -66,6 +66,8 @@ test('real quota under enospc: the job pauses (nospace); deleting an image and R
   await expect(jobState(page)).toContainText('Paused: out of space', { timeout: 30_000 });
   await expect(jobState(page)).toContainText('io-status nospace');
   await expect(page.locator('#stop-dialog')).toBeVisible();
+  await expect(page.locator('#stop-text')).toContainText(/The browser's storage for this page is full: it reports .* used of the .* it allows this page/);
+  await expect(page.locator('#stop-text')).toContainText('then press Resume.');
   await page.locator('#stop-close').click();
 
   // Space is freed: another image goes, and the job resumes.
@@ -83,13 +85,29 @@ test('real quota under enospc: the job pauses (nospace); deleting an image and R
   expect(qemuImg('compare', '-f', 'raw', '-F', 'qcow2', join(dir, 'demo.raw'), join(dir, 'copy.qcow2'))).toContain('Images are identical');
 });
 
-test('real quota under report: the job fails with ENOSPC, and its partial target is a valid image', async ({ page, context }) => {
+test('real quota under report: the job fails naming the storage and what to do; Retry only once space was freed; its partial target is a valid image', async ({ page, context }) => {
   await openApp(page);
   await makeDemo(page);
+  await createBlank(page, 'ballast.raw', '8M', 'raw');
   const cdp = await quotaAbove(page, context, 2 * MiB);
   await submitMirror(page, { source: 'demo.raw', target: 'part.qcow2', targetFormat: 'qcow2', onTargetError: 'report' });
-  await expect(jobOutcome(page)).toContainText('Failed at', { timeout: 30_000 });
-  await expect(jobOutcome(page)).toContainText('ENOSPC');
+  const outcome = jobOutcome(page);
+  await expect(outcome).toContainText('Failed at', { timeout: 30_000 });
+  await expect(outcome).toContainText("ENOSPC); part.qcow2 is incomplete: the browser's storage ran out");
+  // The sentence names the storage, what the browser reports used and left, and what to do.
+  await expect(outcome).toContainText(/The browser's storage for this page is full: it reports .* used of the .* it allows this page, .* left/);
+  await expect(outcome).toContainText('Delete images you no longer need');
+  await expect(outcome).toContainText('Retry, offered here once something changed');
+  // Nothing changed yet: Retry would meet the same wall.
+  await expect(outcome.getByRole('button', { name: /^Retry / })).toHaveCount(0);
+  await expect(outcome.getByRole('button', { name: 'Delete part.qcow2' })).toBeVisible();
+
+  // Space freed: another image goes, and Retry is offered.
+  await page.getByRole('table').getByRole('button', { name: 'Delete ballast.raw' }).click();
+  await expect(page.getByRole('rowheader', { name: 'ballast.raw', exact: true })).toBeHidden();
+  await expect(outcome.getByRole('button', { name: /^Retry / })).toBeVisible();
+  await expect(outcome).toContainText('then press Retry');
+
   await liftQuota(page, cdp);
   await saveImage(page, 'part.qcow2', join(dir, 'part.qcow2'));
   // qemu-img check exits 0 for a clean image (leaks would be 3, corruptions 2).
@@ -108,6 +126,11 @@ test('Create never calls an image made that the storage cannot hold: a raw image
   await expect(page.locator('#images-message')).toContainText('Make a qcow2 image instead (it grows only as data is written)');
   await expect(page.getByRole('rowheader', { name: 'big.raw', exact: true })).toBeHidden();
   await createBlank(page, 'big.qcow2', '64M', 'qcow2');
+  // Beside its virtual size, what each image takes of the storage and the data it holds; the header, what the browser reports.
+  const row = page.getByRole('row', { name: /big\.qcow2/ });
+  await expect(row.getByRole('cell').nth(1)).toHaveText('64.0 MiB');
+  await expect(row.getByRole('cell').nth(2)).toHaveText(/^\d+(\.\d+)? KiB \(data 0 bytes\)$/);
+  await expect(page.locator('#storage')).toContainText(/^Storage: .* used of the .* the browser allows this page \(.* left\) · not persistent/);
   await liftQuota(page, cdp);
 });
 
