@@ -13,9 +13,13 @@ export function formatFromName(name: string): FormatName | null {
   return (ext && FORMAT_BY_EXTENSION[ext]) || null;
 }
 
+/** Extensions that name a format for a new image but are worn by any format brought in (cloud images are qcow2 named .img). */
+const ANY_FORMAT = new Set(['img']);
+
 /** A word when a name says one format and the content (which decides, as qemu-img's probe does) is another; else nothing. */
 export function nameMismatch(name: string, format: FormatName | undefined): string {
-  const named = formatFromName(name);
+  const ext = /\.([A-Za-z0-9]+)$/.exec(name)?.[1]?.toLowerCase();
+  const named = ext && !ANY_FORMAT.has(ext) ? formatFromName(name) : null;
   if (!format || !named || named === format) return '';
   return ` Its name says ${named}, but its content is ${format}: it is kept as ${format} (qemu-img reads it so too); rename it, or check the file.`;
 }

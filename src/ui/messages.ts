@@ -7,6 +7,7 @@
 import { type LockHolder, BlockError, ImageConflictError, LockError, describeErrno, describeLockHolder } from '../qapi/errors.js';
 import { WorkerError } from '../shared/worker-error.js';
 import { formatSize } from '../util/size.js';
+import { storageFullWords } from './storage.js';
 import type { ImageEntry } from '../worker/api-types.js';
 
 export interface MessageContext {
@@ -65,7 +66,7 @@ function blockSentence(err: BlockError, ctx: MessageContext): string {
     case 'EEXIST':
       return `An image named ${image} already exists: choose another name, or delete it first.`;
     case 'ENOSPC':
-      return `The browser's storage for this page is full (${describeErrno(err.code)}): delete images you no longer need, or ask the browser to keep more (persistent storage).`;
+      return storageFullWords(null, 'try again');
     case 'ENOENT':
       return `${image} is not there any more; the list shows what is.`;
     case 'EBUSY':

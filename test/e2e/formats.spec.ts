@@ -119,3 +119,40 @@ test('a target named copy.vhd is made a VHD (vpc) and copy.vdi a VirtualBox imag
     expect(execFileSync('qemu-img', ['compare', '-f', 'raw', '-F', format, demo, path], { encoding: 'utf8' })).toContain('Images are identical');
   }
 });
+
+/**
+ * The formats people bring, as qemu-img makes them, imported from a file the
+ * person picks: the list names the format from the content (never from the
+ * name), and each converts to qcow2 in the page (a mirror onto copy.qcow2),
+ * the download equal to the original by qemu-img compare.
+ */
+const BROUGHT: { file: string; format: string; create: string[] }[] = [
+  { file: 'brought.vhd', format: 'vpc', create: ['-f', 'vpc', '-o', 'subformat=dynamic'] },
+  { file: 'brought.vdi', format: 'vdi', create: ['-f', 'vdi'] },
+];
+
+test('images in the formats people bring, picked as files, are listed by their content and convert to qcow2 in the page, equal to the originals', async ({ page }, testInfo) => {
+  test.setTimeout(240_000);
+  await page.addInitScript(() => delete (window as unknown as { showSaveFilePicker?: unknown }).showSaveFilePicker);
+  await openApp(page);
+  for (const b of BROUGHT) {
+    // Named .img: the list must know the format from the bytes.
+    const path = join(dir, b.file.replace(/\.\w+$/, `-${b.format}.img`));
+    execFileSync('qemu-img', ['create', '-q', ...b.create, path, '9M']);
+    execFileSync('qemu-io', ['-f', b.format, '-c', 'write -P 0x5b 0 1M', '-c', 'write -P 0x7c 3M 1536K', '-c', 'write -z 6M 1M', '-c', 'write -P 0x2d 8M 4K', path]);
+    const name = path.split('/').pop()!;
+    const chooser = page.waitForEvent('filechooser');
+    await page.getByRole('button', { name: 'Import file' }).click();
+    await (await chooser).setFiles(path);
+    await waitImported(page, name);
+    await expect(page.getByRole('row', { name: new RegExp(name.replace('.', '\\.')) }).getByRole('cell', { name: b.format, exact: true })).toBeVisible();
+    const target = `${name.replace(/\.img$/, '')}-copy.qcow2`;
+    await startMirror(page, { source: name, target, targetFormat: 'qcow2' });
+    await waitReadyAndComplete(page);
+    await expect(jobOutcome(page)).toContainText(`Done: ${target} (qcow2`);
+    const out = testInfo.outputPath(target);
+    await download(page, target, out);
+    expect(execFileSync('qemu-img', ['compare', '-f', b.format, '-F', 'qcow2', path, out], { encoding: 'utf8' })).toContain('Images are identical');
+    expect((await qemuCheck(out)).code).toBe(0);
+  }
+});

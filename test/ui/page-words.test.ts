@@ -121,3 +121,14 @@ describe('eventWords', () => {
     expect(eventWords({ event: 'BLOCK_JOB_CANCELLED', data: end, timestamp: ts }).kind).toBe('end');
   });
 });
+
+describe('what a brought image\'s name says of its format', () => {
+  it('warns when the extension names another format than the content, but not for .img, which any format wears', async () => {
+    const { nameMismatch } = await import('../../src/ui/format-names.js');
+    expect(nameMismatch('bad.qcow2', 'raw')).toContain('Its name says qcow2, but its content is raw');
+    expect(nameMismatch('disk.vhd', 'vdi')).toContain('Its name says vpc, but its content is vdi');
+    expect(nameMismatch('jammy-server-cloudimg-amd64.img', 'qcow2')).toBe('');
+    expect(nameMismatch('copy.qcow2', 'qcow2')).toBe('');
+    expect(nameMismatch('noextension', 'vpc')).toBe('');
+  });
+});
