@@ -1,5 +1,5 @@
 /**
- * diskmirror check: qemu-img check for qcow2 and vdi. Exit 0 clean, 2 corruptions,
+ * diskmirror check: qemu-img check for qcow2, vdi and vhdx. Exit 0 clean, 2 corruptions,
  * 3 leaks only, 1 when the image cannot be checked (or opened), 63 for a
  * format without checks (raw: "This image format does not support checks",
  * as qemu-img). What it finds goes to stderr, the summary to stdout, as
@@ -12,6 +12,8 @@ import { checkImage, type CheckResult } from '../format/qcow2/check.js';
 import { Qcow2Image } from '../format/qcow2/image.js';
 import { checkVdi } from '../format/vdi/check.js';
 import { VdiImage } from '../format/vdi/image.js';
+import { checkVhdx } from '../format/vhdx/check.js';
+import { VhdxImage } from '../format/vhdx/image.js';
 
 export const CHECK_EXIT = { clean: 0, failed: 1, corrupt: 2, leaks: 3, unsupported: 63 } as const;
 
@@ -82,7 +84,7 @@ function summary(r: CheckResult): string {
 export const checkCommand: Command = {
   usage: 'check [-f FMT] [--output=human|json] [-U] IMAGE',
   help: [
-    'Checks a qcow2 or vdi image for consistency, as qemu-img check does (without repairing).',
+    'Checks a qcow2, vdi or vhdx image for consistency, as qemu-img check does (without repairing).',
     'Exit status: 0 no problems, 2 corruptions, 3 leaked clusters only, 1 the check could not be done,',
     '63 the format has nothing to check (raw, vpc).',
     '-U (force share) reads without taking locks, so an image in use can be looked at (as qemu-img -U).',
@@ -91,13 +93,13 @@ export const checkCommand: Command = {
   async run(argv) {
     const args = parseSingleImage(argv);
     const { path, output } = args;
-    const image = await openForReading(args);
+    const image = await openForReading(args, { forCheck: true });
     try {
-      if (!(image instanceof Qcow2Image) && !(image instanceof VdiImage)) {
+      if (!(image instanceof Qcow2Image) && !(image instanceof VdiImage) && !(image instanceof VhdxImage)) {
         console.error('diskmirror check: This image format does not support checks');
         return CHECK_EXIT.unsupported;
       }
-      const r = image instanceof VdiImage ? checkVdi(image) : await checkImage(image);
+      const r = image instanceof VdiImage ? checkVdi(image) : image instanceof VhdxImage ? checkVhdx(image) : await checkImage(image);
       for (const m of r.messages) console.error(m);
       if (r.messages.length < r.corruptions + r.leaks + r.checkErrors) {
         console.error(`(${r.corruptions + r.leaks + r.checkErrors - r.messages.length} more findings not shown)`);
