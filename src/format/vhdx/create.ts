@@ -5,7 +5,11 @@
  * BAT on the next MiB, the metadata region (1 MiB) after it, and the data
  * 5 MiB past the BAT's end. Dynamic: every payload block in the ZERO state
  * (qemu-img's block_state_zero default). Fixed: every block present, in
- * order, and the file as long as the disk.
+ * order, and the file as long as the disk, as the specification means a
+ * fixed image (qemu-img's default block_state_zero marks a fixed image's
+ * blocks ZERO too, so that its writes allocate new blocks past the ones
+ * made for them: its converted fixed images grow; these are written in
+ * place).
  */
 import { type BlockDevice, BlockError } from '../../block/block-device.js';
 import { FormatError } from '../image-format.js';

@@ -104,7 +104,9 @@ export class VhdxImage implements ImageFormat {
 
   /** What qemu-img check finds in the BAT (all of it, or the first). */
   problems(stopAtFirst = false): string[] {
-    return batProblems(this.bat, this.metadata.blockBytes, this.size, this.file.size, [this.regions.log, this.regions.bat, this.regions.metadata], stopAtFirst);
+    // QEMU sees the file as whole 512-byte sectors.
+    const fileSize = Math.ceil(this.file.size / LOGICAL_SECTOR_BYTES) * LOGICAL_SECTOR_BYTES;
+    return batProblems(this.bat, this.metadata.blockBytes, this.size, fileSize, [this.regions.log, this.regions.bat, this.regions.metadata], stopAtFirst);
   }
 
   get blockBytes(): number {
