@@ -86,7 +86,7 @@ async function dirtyImage(corruptEntry = false): Promise<{ path: string; writeAt
   const logGuid = new Uint8Array(16).map((_, i) => 0xa0 + i);
   const data = new Uint8Array(SECTOR).map((_, i) => (i * 7 + 3) & 0xff);
   const entry = logEntry(5n, logGuid, file.length, [{ offset: block0 + 8 * KiB, data }], [{ offset: block0 + 16 * KiB, bytes: 8 * KiB }]);
-  if (corruptEntry) entry[entry.length - 100] ^= 0xff;
+  if (corruptEntry) entry[entry.length - 100]! ^= 0xff;
   const logOffset = Number(view.getBigUint64(64 * KiB + 72, true));
   file.set(entry, logOffset);
   for (const header of [64 * KiB, 128 * KiB]) {

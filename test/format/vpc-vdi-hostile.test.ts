@@ -105,7 +105,7 @@ function mutate(file: Uint8Array, region: Region, next: () => number): string {
   return what;
 }
 
-async function ourRead(bytes: Uint8Array, format: 'vpc' | 'vdi'): Promise<{ data?: Uint8Array; error?: unknown; ms: number; checkExit?: number }> {
+async function ourRead(bytes: Uint8Array, format: Subformat['format']): Promise<{ data?: Uint8Array; error?: unknown; ms: number; checkExit?: number }> {
   const started = Date.now();
   try {
     const image = await openImage(new MemoryDevice(bytes), { format, readOnly: true });
