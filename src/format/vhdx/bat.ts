@@ -36,7 +36,7 @@ export function batIndex(block: number, chunkRatio: number): number {
   return block + Math.floor(block / chunkRatio);
 }
 
-/** Reads the payload entries of a table of `entries` entries in `region`. */
+/** Reads the payload entries of the table in `region` for a disk of `blocks` payload blocks. */
 export async function readBat(file: BlockDevice, region: Region, blocks: number, chunkRatio: number): Promise<Bat> {
   const entries = batEntries(blocks, chunkRatio);
   if (entries * BAT_ENTRY_BYTES > region.bytes) {
@@ -45,10 +45,12 @@ export async function readBat(file: BlockDevice, region: Region, blocks: number,
   const states = new Uint8Array(blocks);
   const offsetsMiB = new Uint32Array(blocks);
   const PIECE = MiB / BAT_ENTRY_BYTES;
-  const raw = new Uint8Array(Math.min(entries, PIECE) * BAT_ENTRY_BYTES);
+  // Past the last payload entry there are only sector bitmap entries (a disk of no block has megabytes of them): not read.
+  const used = blocks === 0 ? 0 : batIndex(blocks - 1, chunkRatio) + 1;
+  const raw = new Uint8Array(Math.min(used, PIECE) * BAT_ENTRY_BYTES);
   const view = new DataView(raw.buffer);
-  for (let first = 0; first < entries; first += PIECE) {
-    const count = Math.min(PIECE, entries - first);
+  for (let first = 0; first < used; first += PIECE) {
+    const count = Math.min(PIECE, used - first);
     const piece = raw.subarray(0, count * BAT_ENTRY_BYTES);
     await file.read(region.offset + first * BAT_ENTRY_BYTES, piece);
     for (let i = 0; i < count; i++) {
@@ -56,7 +58,6 @@ export async function readBat(file: BlockDevice, region: Region, blocks: number,
       // Every (chunkRatio + 1)th entry is a sector bitmap's.
       if (index % (chunkRatio + 1) === chunkRatio) continue;
       const block = index - Math.floor(index / (chunkRatio + 1));
-      if (block >= blocks) continue;
       const low = view.getUint32(i * BAT_ENTRY_BYTES, true);
       const high = view.getUint32(i * BAT_ENTRY_BYTES + 4, true);
       states[block] = low & BAT_STATE_MASK;
