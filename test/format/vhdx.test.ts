@@ -7,7 +7,7 @@
  * compare` and has qemu-img's sizes; check reports a truncated image as
  * qemu-img does, with its messages and exit code.
  */
-import { readFileSync, statSync, truncateSync } from 'node:fs';
+import { readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openImageFile } from '../../src/cli/node-images.js';
 import { mapImage, type MapExtent } from '../../src/format/map.js';
@@ -211,6 +211,30 @@ describe('vhdx write: convert, create, mirror', () => {
         const check = await qemuCheck(out, ['-f', target]);
         expect(check.code, check.stderr).toBe(0);
       }
+    });
+  }
+});
+
+describe('vhdx images qemu-img 7.2 does not read either', () => {
+  for (const [label, bits, sectorBytes, field] of [
+    ['a differencing image (has_parent) without a parent locator', 2, 512, 'has_parent'],
+    ['4096-byte logical sectors', 0, 4096, 'logical_sector_size'],
+  ] as const) {
+    it(`${label} is refused in one line, naming the field, as qemu-img refuses it`, async () => {
+      const path = name('vhdx');
+      await qemuImg('create', '-f', 'vhdx', path, '4M');
+      const file = new Uint8Array(readFileSync(path));
+      const view = new DataView(file.buffer);
+      const metadata = Number(view.getBigUint64(192 * 1024 + 16 + 32 + 16, true));
+      // qemu-img's items, in its order at 64 KiB: file parameters (block size, bits), size, page 83, logical and physical sector size.
+      view.setUint32(metadata + 64 * 1024 + 4, bits, true);
+      view.setUint32(metadata + 64 * 1024 + 32, sectorBytes, true);
+      writeFileSync(path, file);
+      const ours = await dm(['info', path]);
+      expect(ours.code).toBe(1);
+      expect(ours.stderr.trim().split('\n')).toHaveLength(1);
+      expect(ours.stderr).toMatch(new RegExp(field));
+      expect((await run('qemu-img', ['info', path])).code).toBe(1);
     });
   }
 });
