@@ -137,6 +137,27 @@ describe('vhdx log replay, as qemu-img replays it', () => {
     await again.close();
   });
 
+  it('check -r all replays it as qemu-img check -r all does: the same report, exit code and JSON, and the same disk; without -r, check cannot open it, as qemu-img', async () => {
+    const { path } = await dirtyImage();
+    const copies = [name('vhdx'), name('vhdx'), name('vhdx')];
+    for (const c of copies) copyFileSync(path, c);
+    const [plain, theirsPlain] = [await dm(['check', path]), await run('qemu-img', ['check', copies[0]!])];
+    expect([plain.code, theirsPlain.code]).toEqual([1, 1]);
+    expect(plain.stderr).toMatch(/log that needs to be replayed.*check -r all/);
+    const ours = await dm(['check', '-r', 'all', path]);
+    const theirs = await run('qemu-img', ['check', '-r', 'all', copies[0]!]);
+    expect([ours.code, ours.stdout]).toEqual([theirs.code, theirs.stdout]);
+    expect(ours.stdout).toMatch(/1 corruptions/);
+    const cmp = await run('qemu-img', ['compare', '-f', 'vhdx', '-F', 'vhdx', path, copies[0]!]);
+    expect(cmp.stdout, cmp.stderr).toMatch(/Images are identical/);
+    const json = [await dm(['check', '--output=json', '-r', 'leaks', copies[1]!]), await run('qemu-img', ['check', '--output=json', '-r', 'leaks', copies[2]!])];
+    expect(json.map((r) => r.code)).toEqual([0, 0]);
+    expect(json[0]!.stdout.replace(copies[1]!, 'X')).toBe(json[1]!.stdout.replace(copies[2]!, 'X'));
+    // Replayed: a second check has nothing to fix.
+    const again = await dm(['check', path]);
+    expect([again.code, again.stdout.trim()]).toEqual([0, 'No errors were found on the image.']);
+  });
+
   it('an entry whose checksum is wrong is no log to replay: the image reads as it is, as qemu-img reads it', async () => {
     const { path, writeAt } = await dirtyImage(true);
     const bytes = await expectReadsAsQemu(path, 'vhdx', name('raw'));

@@ -174,7 +174,7 @@ export async function replayLog(file: BlockDevice, header: VhdxHeader, readOnly:
   const entries = await searchLog(log, header.logGuid);
   if (entries.length === 0) return null;
   if (readOnly) {
-    throw new FormatError('vhdx image contains a log that needs to be replayed, and it is open read-only: open it read-write once (qemu-img check -r all replays it too)', 'log');
+    throw new FormatError('vhdx image opened read-only, but contains a log that needs to be replayed: to replay it, run diskmirror check -r all IMAGE (or qemu-img check -r all)', 'log');
   }
   const limit = file.size + MAX_REPLAY_GROWTH;
   for (const entry of entries) {
