@@ -1,11 +1,12 @@
 /**
  * Coverage-guided fuzzing of every parser of untrusted bytes: qcow2 images
  * (header, extensions, L1/L2 entries, refcounts, compressed descriptors,
- * snapshot table, a backing chain), VHD (vpc: footer, dynamic header, BAT)
- * and VDI images (header, block map), checkpoints (`diskmirror mirror
+ * snapshot table, a backing chain), VHD (vpc: footer, dynamic header, BAT),
+ * VDI images (header, block map) and VHDX images (headers, region table,
+ * metadata, BAT; packed, see vhdx-pack.ts), checkpoints (`diskmirror mirror
  * --resume` reading one, then a job resumed from it), and QMP input.
  *
- *   npm run fuzz -- --seconds 600 [--target qcow2|vpc|vdi|checkpoint|qmp] [--seed S]
+ *   npm run fuzz -- --seconds 600 [--target qcow2|vpc|vdi|vhdx|checkpoint|qmp] [--seed S]
  *
  * The seed corpus is made at start by qemu-img (and by diskmirror for
  * checkpoints and QMP), never committed. Inputs are mutated (bit flips,
@@ -26,10 +27,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { prng } from '../stress/prng.js';
+import { packVhdx } from './vhdx-pack.js';
 
 const HANG_MS = 5000;
 const FINDINGS = fileURLToPath(new URL('../../../fuzz/findings/', import.meta.url));
-const ALL_TARGETS = ['qcow2', 'vpc', 'vdi', 'checkpoint', 'qmp'];
+const ALL_TARGETS = ['qcow2', 'vpc', 'vdi', 'vhdx', 'checkpoint', 'qmp'];
 
 function parseArgs(argv: string[]): { seconds: number; targets: string[]; seed: number } {
   let seconds = 60;
@@ -115,6 +117,17 @@ function seedCorpus(target: string, dir: string): Uint8Array[] {
       q('create', '-q', '-f', target, '-o', opts, path, target === 'vpc' ? '96K' : '1536K');
       io(target, path, 'write -P 0x11 0 4k', 'write -z 8k 4k', 'write -P 0x22 33k 1k');
       seeds.push(readFileSync(path));
+    }
+  } else if (target === 'vhdx') {
+    for (const [name, opts] of [
+      ['dynamic', 'subformat=dynamic,block_size=1M'],
+      ['fixed', 'subformat=fixed,block_size=1M'],
+    ]) {
+      const path = join(dir, `${name}.vhdx`);
+      q('create', '-q', '-f', 'vhdx', '-o', opts!, path, '3M');
+      io('vhdx', path, 'write -P 0x11 0 4k', 'write -z 1M 4k', 'write -P 0x22 2100k 1k');
+      const image = new Uint8Array(readFileSync(path));
+      seeds.push(packVhdx(image, true), packVhdx(image, false));
     }
   } else if (target === 'checkpoint') {
     const bin = fileURLToPath(new URL('../../../bin/diskmirror.js', import.meta.url));

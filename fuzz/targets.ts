@@ -22,6 +22,9 @@ import { givenOptions } from '../src/mirror/options.js';
 import { RawImage } from '../src/format/raw.js';
 import { checkVdi } from '../src/format/vdi/check.js';
 import { VdiImage } from '../src/format/vdi/image.js';
+import { checkVhdx } from '../src/format/vhdx/check.js';
+import { VhdxImage } from '../src/format/vhdx/image.js';
+import { unpackVhdx } from './vhdx-pack.js';
 import type { ResolvedOptions } from '../src/mirror/options.js';
 
 export type Target = (input: Uint8Array) => Promise<void>;
@@ -67,13 +70,19 @@ const qcow2: Target = async (input) => {
   }
 };
 
-/** A vpc or vdi image: opened, read whole (or its ends), mapped, checked (vdi), then written once at each end of a copy. */
-function blockImage(format: 'vpc' | 'vdi'): Target {
-  return async (input) => {
+/**
+ * A vpc, vdi or vhdx image: opened, read whole (or its ends), mapped,
+ * checked (vdi, vhdx), then written once at each end of a copy. A vhdx
+ * input is packed (vhdx-pack.ts); opened read-write, a log in it is replayed.
+ */
+function blockImage(format: 'vpc' | 'vdi' | 'vhdx'): Target {
+  return async (packed) => {
+    const input = format === 'vhdx' ? unpackVhdx(packed) : packed;
     const image = await openImage(new MemoryDevice(input, true), { format, readOnly: true });
     try {
       await readAndMap(image);
       if (image instanceof VdiImage) checkVdi(image);
+      if (image instanceof VhdxImage) checkVhdx(image);
     } finally {
       await image.close();
     }
@@ -141,4 +150,4 @@ const qmp: Target = async (input) => {
   }
 };
 
-export const TARGETS: Record<string, Target> = { qcow2, vpc: blockImage('vpc'), vdi: blockImage('vdi'), checkpoint, qmp };
+export const TARGETS: Record<string, Target> = { qcow2, vpc: blockImage('vpc'), vdi: blockImage('vdi'), vhdx: blockImage('vhdx'), checkpoint, qmp };

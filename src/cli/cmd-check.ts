@@ -1,17 +1,24 @@
 /**
- * diskmirror check: qemu-img check for qcow2 and vdi. Exit 0 clean, 2 corruptions,
+ * diskmirror check: qemu-img check for qcow2, vdi and vhdx. Exit 0 clean, 2 corruptions,
  * 3 leaks only, 1 when the image cannot be checked (or opened), 63 for a
  * format without checks (raw: "This image format does not support checks",
  * as qemu-img). What it finds goes to stderr, the summary to stdout, as
  * qemu-img does; JSON carries qemu-img's keys in its order, each count only
- * when it is not zero (check-errors always).
+ * when it is not zero (check-errors always). `-r leaks|all` repairs what
+ * diskmirror can, as qemu-img: a vhdx log to replay (opened read-write,
+ * the image replays it, and the check reports it fixed); other formats are
+ * only checked, and say so.
  */
+import { UsageError } from './args.js';
 import type { Command } from './command.js';
-import { openForReading, parseSingleImage } from './node-images.js';
+import { type SingleImageArgs, openForReading, openImageFile, parseSingleImage } from './node-images.js';
+import { FormatError, type ImageFormat } from '../format/image-format.js';
 import { checkImage, type CheckResult } from '../format/qcow2/check.js';
 import { Qcow2Image } from '../format/qcow2/image.js';
 import { checkVdi } from '../format/vdi/check.js';
 import { VdiImage } from '../format/vdi/image.js';
+import { checkVhdx } from '../format/vhdx/check.js';
+import { VhdxImage } from '../format/vhdx/image.js';
 
 export const CHECK_EXIT = { clean: 0, failed: 1, corrupt: 2, leaks: 3, unsupported: 63 } as const;
 
@@ -80,31 +87,39 @@ function summary(r: CheckResult): string {
 }
 
 export const checkCommand: Command = {
-  usage: 'check [-f FMT] [--output=human|json] [-U] IMAGE',
+  usage: 'check [-f FMT] [--output=human|json] [-U] [-r leaks|all] IMAGE',
   help: [
-    'Checks a qcow2 or vdi image for consistency, as qemu-img check does (without repairing).',
+    'Checks a qcow2, vdi or vhdx image for consistency, as qemu-img check does.',
+    '-r leaks|all replays a vhdx log that needs it (as qemu-img check -r); nothing else is repaired.',
     'Exit status: 0 no problems, 2 corruptions, 3 leaked clusters only, 1 the check could not be done,',
     '63 the format has nothing to check (raw, vpc).',
     '-U (force share) reads without taking locks, so an image in use can be looked at (as qemu-img -U).',
   ].join('\n'),
   errorExit: CHECK_EXIT.failed,
   async run(argv) {
-    const args = parseSingleImage(argv);
+    const args = parseSingleImage(argv, [{ name: 'repair', short: 'r', value: true }]);
     const { path, output } = args;
-    const image = await openForReading(args);
+    const repair = args.options.repair as string | undefined;
+    if (repair !== undefined && repair !== 'leaks' && repair !== 'all') throw new UsageError(`-r must be leaks or all, not '${repair}'`);
+    if (repair !== undefined && args.options['force-share']) throw new UsageError('-U cannot be used with -r: a repair writes to the image');
+    const image = await openToCheck(args, repair !== undefined);
     try {
-      if (!(image instanceof Qcow2Image) && !(image instanceof VdiImage)) {
+      if (!(image instanceof Qcow2Image) && !(image instanceof VdiImage) && !(image instanceof VhdxImage)) {
         console.error('diskmirror check: This image format does not support checks');
         return CHECK_EXIT.unsupported;
       }
-      const r = image instanceof VdiImage ? checkVdi(image) : await checkImage(image);
+      const r = image instanceof VdiImage ? checkVdi(image) : image instanceof VhdxImage ? checkVhdx(image) : await checkImage(image);
       for (const m of r.messages) console.error(m);
       if (r.messages.length < r.corruptions + r.leaks + r.checkErrors) {
         console.error(`(${r.corruptions + r.leaks + r.checkErrors - r.messages.length} more findings not shown)`);
       }
+      const fixed = image instanceof VhdxImage && image.logReplayed ? 1 : 0;
       if (output === 'json') {
-        console.log(JSON.stringify(checkJson(r, path, image.format), null, 4));
+        const json = Object.entries(checkJson(r, path, image.format));
+        if (fixed > 0) json.splice(json.findIndex(([key]) => key === 'check-errors'), 0, ['corruptions-fixed', fixed]);
+        console.log(JSON.stringify(Object.fromEntries(json), null, 4));
       } else {
+        if (fixed > 0) console.log(`The following inconsistencies were found and repaired:\n\n    0 leaked clusters\n    ${fixed} corruptions\n\nDouble checking the fixed image now...`);
         console.log(summary(r));
       }
       if (r.checkErrors > 0) console.error('diskmirror check: the check could not read everything it needed');
@@ -114,3 +129,17 @@ export const checkCommand: Command = {
     }
   },
 };
+
+/**
+ * The image, opened to be checked: read-only, unless -r is given and it is
+ * a vhdx with a log to replay (qemu-img check -r opens it read-write, which
+ * replays the log).
+ */
+async function openToCheck(args: SingleImageArgs, repair: boolean): Promise<ImageFormat> {
+  try {
+    return await openForReading(args, { forCheck: true });
+  } catch (err) {
+    if (!repair || !(err instanceof FormatError) || err.field !== 'log') throw err;
+    return openImageFile(args.path, { format: 'vhdx', forCheck: true });
+  }
+}

@@ -20,6 +20,8 @@ const KEYS = [
   'subformat',
   'force_size',
   'static',
+  'block_size',
+  'log_size',
 ] as const;
 
 function onOff(key: string, value: string): boolean {
@@ -85,7 +87,7 @@ export function parseCreateOptions(list: string[] | undefined): CreateFields {
           out.size = parseSize(value, 'size');
           break;
         case 'subformat':
-          if (value !== 'dynamic' && value !== 'fixed') throw new UsageError(`Invalid subformat '${value}' (vpc: dynamic or fixed)`);
+          if (value !== 'dynamic' && value !== 'fixed') throw new UsageError(`Invalid subformat '${value}' (vpc, vhdx: dynamic or fixed)`);
           out.subformat = value;
           break;
         case 'force_size':
@@ -93,6 +95,12 @@ export function parseCreateOptions(list: string[] | undefined): CreateFields {
           break;
         case 'static':
           out.static = onOff(key, value);
+          break;
+        case 'block_size':
+          out.blockSize = parseSize(value, 'block_size');
+          break;
+        case 'log_size':
+          out.logSize = parseSize(value, 'log_size');
           break;
       }
     }
@@ -119,6 +127,9 @@ export function describeCreate(path: string, format: string, size: number, o: Cr
   } else if (format === 'vpc') {
     if (o.subformat) parts.push(`subformat=${o.subformat}`);
     if (o.forceSize !== undefined) parts.push(`force_size=${o.forceSize ? 'on' : 'off'}`);
+  } else if (format === 'vhdx') {
+    parts.push(`log_size=${o.logSize ?? 1048576}`, `block_size=${o.blockSize ?? 0}`);
+    if (o.subformat) parts.push(`subformat=${o.subformat}`);
   } else if (format === 'vdi') {
     if (o.static !== undefined) parts.push(`static=${o.static ? 'on' : 'off'}`);
   } else if (o.preallocation) {

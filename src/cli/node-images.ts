@@ -40,6 +40,8 @@ export interface OpenFileOptions {
   compress?: boolean;
   /** How an image opened to be written treats flushes (default writeback). */
   cache?: CacheMode;
+  /** Opened to be checked (see OpenOptions). */
+  forCheck?: boolean;
 }
 
 /** Opens an image file and its backing chain, locked (shared read-only, exclusive read-write). */
@@ -51,6 +53,7 @@ export function openImageChain(path: string, options: OpenFileOptions = {}): Pro
     ...(format ? { format } : {}),
     ...(options.compress ? { compress: true } : {}),
     ...(options.cache === 'unsafe' ? { wrap: unsafeCache } : {}),
+    ...(options.forCheck ? { forCheck: true } : {}),
   });
 }
 
@@ -113,6 +116,6 @@ export function parseSingleImage(argv: string[], extra: OptionSpec[] = []): Sing
 }
 
 /** Opens the image of a single-image command, read-only (without locks with -U). */
-export function openForReading(args: SingleImageArgs): Promise<ImageFormat> {
-  return openImageFile(args.path, { readOnly: true, ...(args.format ? { format: args.format } : {}), ...(args.options['force-share'] ? { forceShare: true } : {}) });
+export function openForReading(args: SingleImageArgs, extra: { forCheck?: boolean } = {}): Promise<ImageFormat> {
+  return openImageFile(args.path, { readOnly: true, ...(args.format ? { format: args.format } : {}), ...(args.options['force-share'] ? { forceShare: true } : {}), ...extra });
 }

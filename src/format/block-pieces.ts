@@ -4,7 +4,7 @@
  * and running allocations one at a time.
  */
 import type { BlockDevice } from '../block/block-device.js';
-import { zeroBuffer } from './image-format.js';
+import { type BlockStatus, type BlockStatusOptions, zeroBuffer } from './image-format.js';
 
 /** Calls `each` for the pieces of [offset, offset + bytes) that do not cross a block boundary, in order. */
 export async function forEachPiece(offset: number, bytes: number, blockBytes: number, each: (at: number, done: number, piece: number) => Promise<void>): Promise<void> {
@@ -24,6 +24,25 @@ export function readMapped(file: BlockDevice, offset: number, into: Uint8Array, 
     if (host === null) view.fill(0);
     else await file.read(host, view);
   });
+}
+
+/**
+ * The status of the extent at `offset` (at most `bytes`, clamped to `size`)
+ * of a block map: data where `hostOffset` places the block, zero where it
+ * places none; with `contiguous`, data stored elsewhere in the file ends
+ * the extent.
+ */
+export function mappedBlockStatus(offset: number, bytes: number, size: number, blockBytes: number, hostOffset: (offset: number) => number | null, options?: BlockStatusOptions): BlockStatus {
+  const length = Math.max(0, Math.min(bytes, size - offset));
+  const host = hostOffset(offset);
+  let run = Math.min(length, blockBytes - (offset % blockBytes));
+  while (run < length) {
+    const next = hostOffset(offset + run);
+    if ((next === null) !== (host === null)) break;
+    if (host !== null && options?.contiguous && next !== host + run) break;
+    run += Math.min(length - run, blockBytes);
+  }
+  return host === null ? { offset, bytes: run, kind: 'zero', depth: 0 } : { offset, bytes: run, kind: 'data', depth: 0, hostOffset: host };
 }
 
 /** Writes `bytes` zeroes into `file` at `offset`. */

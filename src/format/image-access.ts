@@ -43,6 +43,8 @@ export interface OpenChainOptions {
   compress?: boolean;
   /** Wraps the image's own device (not its backing files') before the format is read from it (a cache mode). */
   wrap?: (device: BlockDevice) => BlockDevice;
+  /** Opened to be checked (see OpenOptions). */
+  forCheck?: boolean;
 }
 
 /** Opens backing files through the store (read-only, shared locks), recording each in `chain`. */
@@ -72,6 +74,7 @@ export async function openChain(store: FileStore, name: string, options: OpenCha
       resolve: chainResolver(store, chain, forceShare),
       ...(options.format ? { format: options.format } : {}),
       ...(options.compress ? { compress: true } : {}),
+      ...(options.forCheck ? { forCheck: true } : {}),
     });
     return { image, name: top.name, chain };
   } catch (err) {

@@ -24,6 +24,8 @@ import { Qcow2Image } from './qcow2/image.js';
 import { type RawPreallocation, RawImage } from './raw.js';
 import { createVdi } from './vdi/create.js';
 import { VdiImage } from './vdi/image.js';
+import { type VhdxSubformat, createVhdx } from './vhdx/create.js';
+import { VhdxImage } from './vhdx/image.js';
 import { type VpcSubformat, createVpc } from './vpc/create.js';
 import { VpcImage } from './vpc/image.js';
 
@@ -63,6 +65,8 @@ export interface OpenOptions {
   readOnly?: boolean;
   /** qcow2: store whole, aligned cluster writes compressed (zlib). */
   compress?: boolean;
+  /** Opened to be checked: vhdx leaves its BAT's blocks for the check to report (qemu-img's BDRV_O_CHECK). */
+  forCheck?: boolean;
 }
 
 export async function openImage(file: BlockDevice, options: OpenOptions = {}): Promise<ImageFormat> {
@@ -87,6 +91,8 @@ async function openLink(file: BlockDevice, options: OpenOptions, chain: ChainSoF
       return VpcImage.open(file, options.readOnly !== undefined ? { readOnly: options.readOnly } : {});
     case 'vdi':
       return VdiImage.open(file, options.readOnly !== undefined ? { readOnly: options.readOnly } : {});
+    case 'vhdx':
+      return VhdxImage.open(file, { ...(options.readOnly !== undefined ? { readOnly: options.readOnly } : {}), ...(options.forCheck ? { forCheck: true } : {}) });
     case 'qcow2':
       return Qcow2Image.open(file, {
         ...(options.readOnly !== undefined ? { readOnly: options.readOnly } : {}),
@@ -141,12 +147,15 @@ export interface CreateImageOptions extends Omit<Qcow2CreateOptions, 'preallocat
   format: FormatName;
   /** raw: off or full; qcow2: off or metadata. */
   preallocation?: 'off' | 'metadata' | 'full';
-  /** vpc: dynamic (the default) or fixed. */
-  subformat?: VpcSubformat;
+  /** vpc, vhdx: dynamic (the default) or fixed. */
+  subformat?: VpcSubformat | VhdxSubformat;
   /** vpc: keep the size as given instead of rounding it to a CHS geometry. */
   forceSize?: boolean;
   /** vdi: every block allocated up front. */
   static?: boolean;
+  /** vhdx: bytes a block (0: chosen from the size) and of the log. */
+  blockSize?: number;
+  logSize?: number;
 }
 
 /** The options each format takes beside size (and format). */
@@ -155,6 +164,7 @@ const FORMAT_OPTIONS: Record<FormatName, readonly (keyof CreateImageOptions)[]> 
   qcow2: ['compat', 'clusterSize', 'refcountBits', 'extendedL2', 'compressionType', 'lazyRefcounts', 'backingFile', 'backingFormat', 'preallocation'],
   vpc: ['subformat', 'forceSize'],
   vdi: ['static'],
+  vhdx: ['subformat', 'blockSize', 'logSize'],
 };
 
 /** The name qemu-img gives an option (as -o spells it). */
@@ -167,6 +177,8 @@ const OPTION_NAMES: Partial<Record<keyof CreateImageOptions, string>> = {
   backingFile: 'backing_file',
   backingFormat: 'backing_fmt',
   forceSize: 'force_size',
+  blockSize: 'block_size',
+  logSize: 'log_size',
 };
 
 function refuseForeignOptions(format: FormatName, options: CreateImageOptions): void {
@@ -188,6 +200,12 @@ export async function createImage(file: BlockDevice, options: CreateImageOptions
     else await createVdi(file, { size: options.size, ...(options.static ? { static: true } : {}) });
     return openLink(file, { ...open, format, readOnly: false }, newChain(open.name ?? 'image'));
   }
+  if (format === 'vhdx') {
+    refuseForeignOptions(format, options);
+    const { subformat, blockSize, logSize } = options;
+    await createVhdx(file, { size: options.size, ...(subformat ? { subformat } : {}), ...(blockSize !== undefined ? { blockSize } : {}), ...(logSize !== undefined ? { logSize } : {}) });
+    return openLink(file, { ...open, format, readOnly: false }, newChain(open.name ?? 'image'));
+  }
   if (format === 'raw') {
     const qcow2Only = (['compat', 'clusterSize', 'refcountBits', 'extendedL2', 'compressionType', 'lazyRefcounts', 'backingFile', 'backingFormat'] as const).filter(
       (k) => options[k] !== undefined,
@@ -199,7 +217,7 @@ export async function createImage(file: BlockDevice, options: CreateImageOptions
     return RawImage.create(file, options.size, { preallocation: prealloc as RawPreallocation });
   }
   refuseForeignOptions('qcow2', options);
-  const { format: _format, preallocation, subformat: _subformat, forceSize: _forceSize, static: _static, ...rest } = options;
+  const { format: _format, preallocation, subformat: _subformat, forceSize: _forceSize, static: _static, blockSize: _blockSize, logSize: _logSize, ...rest } = options;
   if (preallocation === 'full') throw new FormatError("Unsupported preallocation mode 'full' for qcow2 (expected off or metadata)", 'preallocation');
   await createQcow2(file, { ...rest, ...(preallocation ? { preallocation } : {}) });
   return openLink(file, { ...open, format: 'qcow2', readOnly: false }, newChain(open.name ?? 'image'));

@@ -2,7 +2,8 @@
  * Probing by magic, as qemu-img probes (each driver looks at the first
  * bytes; the first that knows them wins): qcow2 starts with "QFI\xfb", a
  * dynamic VHD (vpc) with its footer copy "conectix", VDI has the signature
- * 0xbeda107f at 0x40 of a whole 512-byte header; anything else is raw. A
+ * 0xbeda107f at 0x40 of a whole 512-byte header, VHDX "vhdxfile" at 0;
+ * anything else is raw. A
  * fixed VHD has its footer only at the end: qemu-img probes it as raw, and
  * so does diskmirror (open it with -f vpc).
  */
@@ -10,6 +11,7 @@ import type { BlockDevice } from '../block/block-device.js';
 import type { FormatName } from './image-format.js';
 import { QCOW2_MAGIC } from './qcow2/constants.js';
 import { hasVdiSignature } from './vdi/header.js';
+import { hasFileSignature } from './vhdx/header.js';
 import { hasFooterCookie } from './vpc/footer.js';
 
 export { QCOW2_MAGIC };
@@ -25,5 +27,6 @@ export async function probeFormat(file: BlockDevice): Promise<FormatName> {
   if (magic === QCOW2_MAGIC) return 'qcow2';
   if (hasFooterCookie(head)) return 'vpc';
   if (hasVdiSignature(head)) return 'vdi';
+  if (hasFileSignature(head)) return 'vhdx';
   return 'raw';
 }

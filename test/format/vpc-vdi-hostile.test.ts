@@ -19,6 +19,7 @@ import { FT_CHECKSUM } from '../../src/format/vpc/constants.js';
 import { run as dm } from '../helpers/cli.js';
 import { requireBuiltCommand } from '../helpers/require-program.js';
 import { qemuImg, requireQemu, run, tempDir } from '../helpers/qemu.js';
+import { mutateRegion } from '../helpers/mutate-region.js';
 import { randInt, rng } from '../helpers/random.js';
 import { findDiff, readAll } from './qcow2-images.js';
 import { MiB, SUBFORMATS, type Subformat, qemuImage } from './vpc-vdi-images.js';
@@ -64,48 +65,18 @@ function regionsOf(sub: Subformat, file: Uint8Array): Region[] {
   ];
 }
 
-/** One seeded change of `region`: a byte, a word set to an edge value, or a word nudged. */
+/** One seeded change of `region` (words written big-endian, in a VDI too, as this test has always written them). */
 function mutate(file: Uint8Array, region: Region, next: () => number): string {
-  const out = file;
-  const word = region.offset + 4 * randInt(next, Math.max(1, Math.floor(region.bytes / 4)));
-  const view = new DataView(out.buffer, out.byteOffset, out.length);
-  let what: string;
-  switch (randInt(next, 5)) {
-    case 0: {
-      const at = region.offset + randInt(next, region.bytes);
-      out[at] = randInt(next, 256);
-      what = `byte ${at}`;
-      break;
-    }
-    case 1:
-      view.setUint32(word, 0xffffffff);
-      what = `word ${word} = 0xffffffff`;
-      break;
-    case 2:
-      view.setUint32(word, 0);
-      what = `word ${word} = 0`;
-      break;
-    case 3: {
-      const value = [0x7fffffff, 0x80000000, 0xfffffffe, 0x00100000, 0x3fffffff][randInt(next, 5)]!;
-      view.setUint32(word, value);
-      what = `word ${word} = 0x${value.toString(16)}`;
-      break;
-    }
-    default: {
-      const delta = randInt(next, 2) === 0 ? 1 : -1;
-      view.setUint32(word, (view.getUint32(word) + delta) >>> 0);
-      what = `word ${word} ${delta > 0 ? '+1' : '-1'}`;
-    }
-  }
+  let what = mutateRegion(file, region, next, { littleEndian: false, values: [0x7fffffff, 0x80000000, 0xfffffffe, 0x00100000, 0x3fffffff] });
   if (region.footer && randInt(next, 2) === 0) {
-    const footer = out.subarray(region.offset, region.offset + 512);
+    const footer = file.subarray(region.offset, region.offset + 512);
     new DataView(footer.buffer, footer.byteOffset).setUint32(FT_CHECKSUM, vpcChecksum(footer, FT_CHECKSUM), false);
     what += ', checksum made good';
   }
   return what;
 }
 
-async function ourRead(bytes: Uint8Array, format: 'vpc' | 'vdi'): Promise<{ data?: Uint8Array; error?: unknown; ms: number; checkExit?: number }> {
+async function ourRead(bytes: Uint8Array, format: Subformat['format']): Promise<{ data?: Uint8Array; error?: unknown; ms: number; checkExit?: number }> {
   const started = Date.now();
   try {
     const image = await openImage(new MemoryDevice(bytes), { format, readOnly: true });

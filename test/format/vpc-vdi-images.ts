@@ -1,5 +1,5 @@
 /**
- * Shared by the vpc and vdi tests: the four subformats, images made by
+ * Shared by the vpc, vdi and vhdx tests: the subformats, images made by
  * qemu-img and qemu-io with data, holes (whole blocks never written) and
  * zero ranges, and the oracle's reading of them.
  */
@@ -15,7 +15,7 @@ export const MiB = 1 << 20;
 
 export interface Subformat {
   label: string;
-  format: Extract<FormatName, 'vpc' | 'vdi'>;
+  format: Extract<FormatName, 'vpc' | 'vdi' | 'vhdx'>;
   /** qemu-img's -o for it. */
   options: string;
   /** Data blocks the format has (dynamic images map them). */

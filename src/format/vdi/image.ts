@@ -11,7 +11,7 @@
  */
 import { type BlockDevice, checkDeviceRequest } from '../../block/block-device.js';
 import { type BlockStatus, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../image-format.js';
-import { Serial, forEachPiece, readMapped, writeZeroBytes } from '../block-pieces.js';
+import { Serial, forEachPiece, mappedBlockStatus, readMapped, writeZeroBytes } from '../block-pieces.js';
 import { BMAP_DISCARDED, BMAP_ENTRY_BYTES, H_BLOCKS_ALLOCATED, HEADER_BYTES, TYPE_STATIC } from './constants.js';
 import { type VdiHeader, parseHeader } from './header.js';
 
@@ -128,18 +128,7 @@ export class VdiImage implements ImageFormat {
 
   async blockStatus(offset: number, bytes: number, options?: BlockStatusOptions): Promise<BlockStatus> {
     checkDeviceRequest('read', offset, 0, this.size, true);
-    const length = Math.max(0, Math.min(bytes, this.size - offset));
-    const blockBytes = this.header.blockBytes;
-    const host = this.hostOffset(offset);
-    let run = Math.min(length, blockBytes - (offset % blockBytes));
-    while (run < length) {
-      const next = this.hostOffset(offset + run);
-      if ((next === null) !== (host === null)) break;
-      // Data stored elsewhere in the file ends a contiguous extent.
-      if (host !== null && options?.contiguous && next !== host + run) break;
-      run += Math.min(length - run, blockBytes);
-    }
-    return host === null ? { offset, bytes: run, kind: 'zero', depth: 0 } : { offset, bytes: run, kind: 'data', depth: 0, hostOffset: host };
+    return mappedBlockStatus(offset, bytes, this.size, this.header.blockBytes, (at) => this.hostOffset(at), options);
   }
 
   flush(): Promise<void> {
