@@ -38,6 +38,8 @@ export const DMLOAD = `#!/bin/sh
 # dmload SECONDS: for SECONDS seconds, writes 64 KiB blocks of text across
 # /dev/sda (a stride of 97 blocks visits every block before one repeats),
 # each with dd conv=fsync, printing each write's block, offset and sha256.
+# Each block starts with a line naming the run, the write and the block.
+# (A process costs the emulated guest a good part of a second: few per write.)
 secs=\${1:?usage: dmload SECONDS}
 dev=/dev/sda
 bs=65536
@@ -48,11 +50,15 @@ stride=97
 [ $((blocks % stride)) -eq 0 ] && stride=89
 run=$$
 idx=$((run % blocks))
+yes "dmload run $run" | head -c $bs > /tmp/dmload.pat
 n=0
 start=$(date +%s)
 end=$((start + secs))
 while [ "$(date +%s)" -lt $end ]; do
-  yes "dmload run $run write $n block $idx" | head -c $bs > /tmp/dmload.blk
+  # A line naming the write, then the run's pattern up to $bs bytes.
+  line="dmload run $run write $n block $idx"
+  echo "$line" > /tmp/dmload.blk
+  head -c $((bs - \${#line} - 1)) /tmp/dmload.pat >> /tmp/dmload.blk
   dd if=/tmp/dmload.blk of=$dev bs=$bs seek=$idx count=1 conv=notrunc,fsync 2>/dev/null || { echo "dmload: write $n to block $idx failed"; exit 1; }
   sum=$(sha256sum /tmp/dmload.blk)
   echo "dmload: write $n block $idx offset $((idx * bs)) bytes $bs sha256 \${sum%% *}"

@@ -1,0 +1,127 @@
+/**
+ * A Linux guest booted under Node by v86 over a raw image made by qemu-img,
+ * as a diskmirror device: what the guest writes with `dmload` reaches the
+ * file at the offsets it says, and the sha256 the guest computes of its
+ * whole disk is the file's. Prints the figures: time to the ready line and
+ * to the shell prompt, the guest's write throughput.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NodeFileDevice } from '../../src/block/node-file.js';
+import { GuestDisk } from '../../src/guest/disk.js';
+import { GuestMachine, type GuestFiles } from '../../src/guest/machine.js';
+import { GUEST_PROMPT, GUEST_READY_LINE } from '../../src/guest/words.js';
+import { GUEST_DIR, requireGuestFiles, requireProgram } from '../helpers/require-program.js';
+
+const DISK_BYTES = 64 * 1024 * 1024;
+const MINUTE = 60_000;
+
+const fileBuffer = (path: string): ArrayBuffer => {
+  const b = readFileSync(path);
+  return b.buffer.slice(b.byteOffset, b.byteOffset + b.length) as ArrayBuffer;
+};
+const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
+
+describe('a Linux guest under v86 over a diskmirror device', () => {
+  let dir: string;
+  let device: NodeFileDevice;
+  let disk: GuestDisk;
+  let machine: GuestMachine | undefined;
+  const writes: { offset: number; bytes: number }[] = [];
+  const errors: string[] = [];
+
+  beforeAll(() => {
+    requireGuestFiles();
+    requireProgram('qemu-img', 'it makes the raw image the guest boots with');
+    dir = mkdtempSync(join(tmpdir(), 'diskmirror-guest-'));
+  });
+
+  afterAll(async () => {
+    await machine?.stop();
+    await device?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('boots, writes with dmload through set(), and its dmsum is the sha256 of the file', { timeout: 15 * MINUTE }, async () => {
+    const image = join(dir, 'disk.raw');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'raw', image, String(DISK_BYTES)]);
+    device = await NodeFileDevice.open(image);
+    disk = new GuestDisk(device, {
+      onWrite: (offset, bytes) => writes.push({ offset, bytes }),
+      onError: (err, op, offset, bytes) => errors.push(`${op} of ${bytes} bytes at ${offset}: ${String(err)}`),
+    });
+    const files: GuestFiles = {
+      bios: fileBuffer(join(GUEST_DIR, 'bios.bin')),
+      vgaBios: fileBuffer(join(GUEST_DIR, 'vgabios.bin')),
+      kernel: fileBuffer(join(GUEST_DIR, 'vmlinuz')),
+      initrd: fileBuffer(join(GUEST_DIR, 'initramfs.cpio.gz')),
+    };
+    const wasmPath = createRequire(import.meta.url).resolve('v86/build/v86.wasm');
+    const wasm = await WebAssembly.compile(readFileSync(wasmPath));
+
+    const started = performance.now();
+    machine = new GuestMachine({ files, disk, wasm });
+    const ready = await machine.waitFor(new RegExp(`${GUEST_READY_LINE} /dev/sda (\\d+) bytes`), 0, 8 * MINUTE);
+    const readySeconds = (performance.now() - started) / 1000;
+    expect(ready.text).toContain(`${GUEST_READY_LINE} /dev/sda ${DISK_BYTES} bytes`);
+    await machine.waitFor(GUEST_PROMPT, ready.end, MINUTE);
+    const promptSeconds = (performance.now() - started) / 1000;
+
+    const loadStarted = performance.now();
+    const load = await machine.run('dmload 5', 3 * MINUTE);
+    const loadSeconds = (performance.now() - loadStarted) / 1000;
+    const written = [...load.matchAll(/^dmload: write (\d+) block (\d+) offset (\d+) bytes (\d+) sha256 ([0-9a-f]{64})$/gm)].map((m) => ({
+      offset: Number(m[3]),
+      bytes: Number(m[4]),
+      sha256: m[5] as string,
+    }));
+    const done = /^dmload: done (\d+) writes (\d+) bytes in (\d+) s$/m.exec(load);
+    expect(done, load).not.toBeNull();
+    expect(written.length).toBe(Number(done?.[1]));
+    expect(written.length).toBeGreaterThan(0);
+    await disk.drained();
+
+    // Each block the guest says it wrote is in the file at its offset (the stride writes each block once).
+    const image0 = readFileSync(image);
+    for (const w of written) expect(sha256(image0.subarray(w.offset, w.offset + w.bytes)), `block at ${w.offset}`).toBe(w.sha256);
+    // And it came through set(): the writes that reached the device cover every block dmload wrote.
+    for (const w of written) expect(coveredBy(writes, w.offset, w.bytes), `block at ${w.offset}`).toBe(true);
+
+    const sumStarted = performance.now();
+    const sum = await machine.run('dmsum', 8 * MINUTE);
+    const sumSeconds = (performance.now() - sumStarted) / 1000;
+    const printed = /^dmsum: ([0-9a-f]{64}) \/dev\/sda (\d+) bytes$/m.exec(sum);
+    expect(printed, sum).not.toBeNull();
+    await disk.drained();
+    const after = readFileSync(image);
+    expect(after.length).toBe(DISK_BYTES);
+    expect(printed?.[1]).toBe(sha256(after));
+    expect(errors).toEqual([]);
+
+    const guestBytes = Number(done?.[2]);
+    console.log(
+      [
+        `guest under Node: ready line after ${readySeconds.toFixed(1)} s, shell prompt after ${promptSeconds.toFixed(1)} s`,
+        `dmload 5: ${written.length} writes of 64 KiB (${guestBytes} bytes) in ${loadSeconds.toFixed(1)} s: ${(guestBytes / 1024 / loadSeconds).toFixed(0)} KiB/s; ` +
+          `${writes.length} set() calls, ${writes.reduce((a, w) => a + w.bytes, 0)} bytes`,
+        `dmsum of ${DISK_BYTES >> 20} MiB: ${sumSeconds.toFixed(1)} s (${(DISK_BYTES / 1024 / 1024 / sumSeconds).toFixed(2)} MiB/s read and hashed in the guest)`,
+      ].join('\n'),
+    );
+  });
+});
+
+/** Whether the device writes in `pieces` together cover [offset, offset + bytes). */
+function coveredBy(pieces: { offset: number; bytes: number }[], offset: number, bytes: number): boolean {
+  const sorted = pieces.filter((p) => p.offset < offset + bytes && p.offset + p.bytes > offset).sort((a, b) => a.offset - b.offset);
+  let reached = offset;
+  for (const p of sorted) {
+    if (p.offset > reached) return false;
+    reached = Math.max(reached, p.offset + p.bytes);
+  }
+  return reached >= offset + bytes;
+}
