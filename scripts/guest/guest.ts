@@ -16,7 +16,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { cpioArchive, type CpioEntry } from './cpio.js';
-import { APT_COMMANDS, MissingToolsError, fetchPackages } from './debian.js';
+import { MissingToolsError, fetchPackages } from './debian.js';
 import { DMLOAD, DMSUM, INIT } from './init.js';
 import { GUEST_MODULES, findModules, resolveModules } from './modules.js';
 
@@ -76,8 +76,8 @@ function main(): void {
   } catch (err) {
     if (!(err instanceof MissingToolsError)) throw err;
     console.error(
-      `npm run guest: this machine has no ${err.missing.join(', ')}: the guest files are made from Debian's packages with ${APT_COMMANDS.join(', ')} (Debian 12 or later); ` +
-        `on another machine make them there and copy bios.bin, vgabios.bin, vmlinuz and initramfs.cpio.gz into ${out}/`,
+      `npm run guest: this machine has no ${err.missing.join(', ')} (it fetches and unpacks Debian's packages with them): ` +
+        `run it on Debian 12 or later and copy bios.bin, vgabios.bin, vmlinuz and initramfs.cpio.gz from its guest/ into ${out}/`,
     );
     process.exit(2);
   }
