@@ -1,14 +1,14 @@
 /**
- * A Linux guest booted under Node by v86 over a raw image made by qemu-img,
- * as a diskmirror device: what the guest writes with `dmload` reaches the
+ * A Linux guest booted under Node by v86 over a raw image made by qemu-img
+ * (random bytes in it), as a diskmirror device: what the guest writes with `dmload` reaches the
  * file at the offsets it says, and the sha256 the guest computes of its
  * whole disk is the file's. Prints the figures: time to the ready line and
  * to the shell prompt, the guest's write throughput.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,6 +50,10 @@ describe('a Linux guest under v86 over a diskmirror device', () => {
   it('boots, writes with dmload through set(), and its dmsum is the sha256 of the file', { timeout: 15 * MINUTE }, async () => {
     const image = join(dir, 'disk.raw');
     execFileSync('qemu-img', ['create', '-q', '-f', 'raw', image, String(DISK_BYTES)]);
+    // Random bytes past sector 0 (left empty: no partition table to find), so dmsum checks what the guest reads too.
+    const fd = openSync(image, 'r+');
+    writeSync(fd, randomBytes(DISK_BYTES - 512), 0, DISK_BYTES - 512, 512);
+    closeSync(fd);
     device = await NodeFileDevice.open(image);
     disk = new GuestDisk(device, {
       onWrite: (offset, bytes) => writes.push({ offset, bytes }),
