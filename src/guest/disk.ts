@@ -17,13 +17,21 @@
  * write sees it and writes reach the device in the guest's order. `set`'s
  * data is copied at once (v86 reuses the buffer it passes).
  *
- * What the guest can see of a failure: nothing. v86's callbacks carry no
- * error, and for a PIO write v86 raises the guest's completion interrupt
- * before it calls `set`, so the guest has been told the write is done before
- * the device has it (a DMA write waits for `set`'s callback). A failed
- * request is reported to `onError` and its callback is never called: the
- * guest's driver times the command out and retries or fails it, instead of
- * reading bytes that are not the disk's.
+ * When the guest hears its write is done: v86 emulates a PIIX IDE
+ * controller, and Debian's kernel drives the disk with multiword DMA
+ * (libata says "max MWDMA2"). For a DMA write v86 raises the completion
+ * interrupt in `set`'s callback, so the guest waits for the device: a slow
+ * write slows the guest. For a PIO write (not what this guest uses) v86
+ * raises it before calling `set`. FLUSH CACHE is answered at once and never
+ * reaches the device (v86 calls nothing for it): the guest's fsync waits
+ * for its writes to be done (each DMA write is, once the device has it)
+ * but does not make the device flush.
+ *
+ * What the guest can see of a failure: nothing directly. v86's callbacks
+ * carry no error. A failed request is reported to `onError` and its
+ * callback is never called: the guest's driver times the command out and
+ * retries or fails it, instead of reading bytes that are not the disk's or
+ * taking a lost write for a done one.
  */
 import type { BlockDevice } from '../block/block-device.js';
 

@@ -34,6 +34,7 @@ describe('a Linux guest under v86 over a diskmirror device', () => {
   let machine: GuestMachine | undefined;
   const writes: { offset: number; bytes: number }[] = [];
   const errors: string[] = [];
+  let writeDelayMs = 0;
 
   beforeAll(() => {
     requireGuestFiles();
@@ -55,6 +56,12 @@ describe('a Linux guest under v86 over a diskmirror device', () => {
     writeSync(fd, randomBytes(DISK_BYTES - 512), 0, DISK_BYTES - 512, 512);
     closeSync(fd);
     device = await NodeFileDevice.open(image);
+    // Each write can be made slow (the last test).
+    const write = device.write.bind(device);
+    device.write = async (offset, data) => {
+      if (writeDelayMs > 0) await new Promise((r) => setTimeout(r, writeDelayMs));
+      return write(offset, data);
+    };
     disk = new GuestDisk(device, {
       onWrite: (offset, bytes) => writes.push({ offset, bytes }),
       onError: (err, op, offset, bytes) => errors.push(`${op} of ${bytes} bytes at ${offset}: ${String(err)}`),
@@ -123,6 +130,24 @@ describe('a Linux guest under v86 over a diskmirror device', () => {
         `dmsum of ${DISK_BYTES >> 20} MiB: ${sumSeconds.toFixed(1)} s (${(DISK_BYTES / 1024 / 1024 / sumSeconds).toFixed(2)} MiB/s read and hashed in the guest)`,
       ].join('\n'),
     );
+  });
+
+  it("waits for the device: with each write made 1.5 s slow, dd conv=fsync returns only once its write reached it (v86's DMA write completes in set()'s callback)", { timeout: 5 * MINUTE }, async () => {
+    expect(machine, 'the guest booted in the test before').toBeDefined();
+    const guest = machine as GuestMachine;
+    writeDelayMs = 1500;
+    const before = writes.length;
+    const started = performance.now();
+    // 4 separate 4 KiB writes at scattered places (seek in 4 KiB blocks), each its own request.
+    await guest.run('for i in 0 1 2 3; do dd if=/dev/urandom of=/dev/sda bs=4096 count=1 seek=$((i * 97 + 5)) conv=notrunc,fsync 2>/dev/null; done', 3 * MINUTE);
+    const seconds = (performance.now() - started) / 1000;
+    const made = writes.length - before;
+    // Nothing left in flight when the shell is back, and the guest took at least the device's time.
+    expect(disk.inFlight).toBe(0);
+    expect(made).toBeGreaterThanOrEqual(4);
+    expect(seconds).toBeGreaterThanOrEqual((made * writeDelayMs) / 1000);
+    writeDelayMs = 0;
+    console.log(`with 1.5 s writes: ${made} set() calls, the guest's 4 fsync'd writes took ${seconds.toFixed(1)} s`);
   });
 });
 
