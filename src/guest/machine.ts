@@ -35,7 +35,6 @@ export interface GuestOptions {
 /** The emulator's interface this file uses (its typings take a disk only as a URL or a buffer). */
 interface Emulator {
   add_listener(event: 'serial0-output-byte', listener: (byte: number) => void): void;
-  add_listener(event: 'emulator-ready', listener: () => void): void;
   serial0_send(data: string): void;
   destroy(): Promise<void>;
 }
