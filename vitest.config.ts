@@ -40,6 +40,7 @@ const REST: Record<string, string> = {
   'test/properties/qcow2.property.test.ts': 'qemu-img',
   'test/mirror/crash-points.test.ts': 'nothing from outside, but over a minute alone: every crash point of whole runs',
   'test/block/nbd-client.test.ts': 'nothing from outside, but some 5 s of CPU: a 256 KiB write and read in one-byte NBD requests',
+  'test/guest/boot.test.ts': 'the guest files (npm run guest) and qemu-img; minutes of CPU: boots Linux under v86',
   'test/format/node-deflate.test.ts': "nothing from outside, but some 10 s of CPU: Node's zlib against the portable codec over sweeps of streams",
 };
 

@@ -4,8 +4,10 @@
  * skip, with the program's name and how to install it. `.ci/run` installs
  * them all; `npm run test:fast` runs only the suites that need none of them.
  */
-import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { haveCommand } from '../../scripts/guest/commands.js';
 
 /** How to get each program these tests run (Debian package names, as .ci/run installs them). */
 export const INSTALL = {
@@ -19,24 +21,9 @@ export const INSTALL = {
 
 export type Program = keyof typeof INSTALL;
 
-/** The program is an executable file in a folder of PATH, as the shell's `command -v` finds it. */
-export function haveProgram(program: string): boolean {
-  for (const folder of (process.env.PATH ?? '').split(delimiter)) {
-    if (!folder) continue;
-    const path = join(folder, program);
-    try {
-      accessSync(path, constants.X_OK);
-      if (statSync(path).isFile()) return true;
-    } catch {
-      // not in this folder
-    }
-  }
-  return false;
-}
-
 /** Fails the suite (call it in beforeAll) when `program` is not on PATH, saying how to install it. */
 export function requireProgram(program: Program, why = 'these tests run it'): void {
-  if (!haveProgram(program)) throw new Error(`${program} is required (${why}) and is not on PATH: ${INSTALL[program]}`);
+  if (!haveCommand(program)) throw new Error(`${program} is required (${why}) and is not on PATH: ${INSTALL[program]}`);
 }
 
 const BUILT_COMMAND = new URL('../../dist/cli/diskmirror.cjs', import.meta.url);
@@ -45,5 +32,17 @@ const BUILT_COMMAND = new URL('../../dist/cli/diskmirror.cjs', import.meta.url);
 export function requireBuiltCommand(): void {
   if (!existsSync(BUILT_COMMAND)) {
     throw new Error(`the built diskmirror command (${BUILT_COMMAND.pathname}) is required and is missing: run npm run build:node first (npm test does)`);
+  }
+}
+
+/** What `npm run guest` puts in guest/ for the tests that boot a Linux guest. */
+export const GUEST_DIR = fileURLToPath(new URL('../../guest/', import.meta.url));
+export const GUEST_FILES = ['bios.bin', 'vgabios.bin', 'vmlinuz', 'initramfs.cpio.gz'] as const;
+
+/** Fails the suite (call it in beforeAll) when the guest files are missing, saying how to make them. */
+export function requireGuestFiles(): void {
+  const missing = GUEST_FILES.filter((name) => !existsSync(join(GUEST_DIR, name)));
+  if (missing.length > 0) {
+    throw new Error(`the guest files are required and ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} missing from ${GUEST_DIR}: run npm run guest (on Debian; .ci/run does)`);
   }
 }

@@ -1,7 +1,7 @@
 /**
  * The layout check that `npm test` runs: it fails on a file over 600 lines
  * (350 under src/ui/), on any import cycle, and on a page file that imports
- * a value from src/block, src/format, src/mirror or src/worker.
+ * a value from src/block, src/format, src/mirror, src/worker or src/guest.
  */
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
@@ -98,6 +98,22 @@ describe('check-layout', () => {
       expect(r.stderr).toMatch(/src\/ui\/reexport\.ts imports a value from src\/format\/fmt\.ts/);
       expect(r.stderr).not.toMatch(/types\.ts|user\.ts/);
       expect(r.stderr).toMatch(/4 problem\(s\)/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('fails on a page file that imports a value from src/guest (v86 belongs to the worker), not on a type', () => {
+    const root = tree({
+      'guest/machine.ts': 'export class GuestMachine {}\nexport type GuestFiles = string;\n',
+      'ui/boot.ts': "import { GuestMachine } from '../guest/machine.js';\nexport const m = GuestMachine;\n",
+      'ui/files.ts': "import type { GuestFiles } from '../guest/machine.js';\nexport type F = GuestFiles;\n",
+    });
+    try {
+      const r = check(root);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/src\/ui\/boot\.ts imports a value from src\/guest\/machine\.ts: the page takes only types from src\/guest\//);
+      expect(r.stderr).not.toMatch(/files\.ts/);
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
