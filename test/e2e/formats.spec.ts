@@ -129,6 +129,7 @@ test('a target named copy.vhd is made a VHD (vpc), copy.vdi a VirtualBox image a
 const BROUGHT: { file: string; format: string; create: string[] }[] = [
   { file: 'brought.vhd', format: 'vpc', create: ['-f', 'vpc', '-o', 'subformat=dynamic'] },
   { file: 'brought.vdi', format: 'vdi', create: ['-f', 'vdi'] },
+  { file: 'brought.vhdx', format: 'vhdx', create: ['-f', 'vhdx', '-o', 'subformat=dynamic'] },
 ];
 
 test('images in the formats people bring, picked as files, are listed by their content and convert to qcow2 in the page, equal to the originals', async ({ page }, testInfo) => {
