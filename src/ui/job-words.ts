@@ -52,7 +52,8 @@ export function stateWords(job: JobModel): string {
  * write error (ENOSPC)"), never QMP's concluded or null.
  */
 export function stateDetail(job: JobModel): string {
-  const ending = job.done || job.ending ? job.ending : null;
+  // Until the job reached concluded, its status still shows (an ending's event comes just before).
+  const ending = job.done ? job.ending : null;
   if (!ending) return `— ${job.status} (io-status ${job.ioStatus})`;
   const importing = (job.names?.kind ?? job.last?.kind) === 'import';
   if (ending.tone === 'done') return importing ? '— completed, the image is imported' : '— completed, the target equals the source';

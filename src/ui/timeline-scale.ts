@@ -114,10 +114,10 @@ export function timeAxis(spanMs: number, maxTicks = 6): Axis {
 
 /** A size axis (a rate, or dirty bytes) from 0 to a round value at or above `peak`, with ticks at round steps. */
 export function sizeAxis(peak: number, maxTicks = 3, unit = ''): Axis {
-  if (!(peak > 0)) return { max: 1, ticks: [{ value: 0, label: `0${unit}` }] };
+  if (!(peak > 0)) return { max: 1, ticks: [{ value: 0, label: '0' }] };
   const step = niceAtLeast(peak / maxTicks, BYTE_STEPS.filter((s) => s > 0));
   const max = Math.ceil(peak / step) * step;
   const ticks: Axis['ticks'] = [];
-  for (let v = 0; v <= max; v += step) ticks.push({ value: v, label: `${sizeLabel(v, step)}${unit}` });
+  for (let v = 0; v <= max; v += step) ticks.push({ value: v, label: v === 0 ? '0' : `${sizeLabel(v, step)}${unit}` });
   return { max, ticks };
 }
