@@ -260,14 +260,14 @@ export class JobPanel {
  * only a value that changed is written (no new nodes, no layout of the
  * rest of the panel).
  */
-/** Figures whose values run long: on a phone each takes the whole row. */
-const WIDE_FIGURES = new Set(['Copied', 'Throughput', 'ETA', 'Guest']);
+/** Figures whose values run long take two columns (long), or the whole row on a phone (wide too). */
+const FIGURE_CLASS: Record<string, string> = { Copied: 'wide', Throughput: 'long', ETA: 'long', Guest: 'long' };
 
 function setPairs(list: HTMLElement, rows: [string, string][]): void {
   const boxes = list.children;
   const same = boxes.length === rows.length && rows.every(([k], i) => boxes[i]!.firstElementChild!.textContent === k);
   if (!same) {
-    list.replaceChildren(...rows.map(([k, v]) => h('div', { class: WIDE_FIGURES.has(k) ? 'wide' : undefined }, h('dt', {}, k), h('dd', {}, v))));
+    list.replaceChildren(...rows.map(([k, v]) => h('div', { class: FIGURE_CLASS[k] }, h('dt', {}, k), h('dd', {}, v))));
     return;
   }
   rows.forEach(([, v], i) => {

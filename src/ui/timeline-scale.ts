@@ -56,8 +56,9 @@ export function stretches(points: readonly Point[]): Stretch[] {
 export function recentRate(points: readonly Point[], windowMs = 3000): { rate: number; dataRate: number } {
   const last = points.at(-1);
   if (!last || points.length < 2) return { rate: 0, dataRate: 0 };
+  // Back over the window, and at least MIN_STRETCH_MS (two progresses a millisecond apart are no rate).
   let first = points.length - 2;
-  while (first > 0 && last.t - points[first - 1]!.t <= windowMs) first--;
+  while (first > 0 && (last.t - points[first]!.t < MIN_STRETCH_MS || last.t - points[first - 1]!.t <= windowMs)) first--;
   const a = points[first]!;
   const seconds = Math.max(last.t - a.t, 1) / 1000;
   return { rate: Math.max(0, last.done - a.done) / seconds, dataRate: Math.max(0, last.done - last.zero - (a.done - a.zero)) / seconds };
@@ -78,13 +79,13 @@ const TIME_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, SECOND, 2 * SECOND, 5 * 
 /** Round byte steps: 1, 2, 5, 10, 20, 50, 100, 200, 500 of bytes, KiB, MiB, GiB, TiB. */
 const BYTE_STEPS = [0, 1, 2, 3, 4].flatMap((power) => [1, 2, 5, 10, 20, 50, 100, 200, 500].map((n) => n * 1024 ** power));
 
-/** A tick's time in the unit of the axis's step ("250 ms", "45 s", "90 s", "20 min", "3 h"): whole numbers only. */
+/** A tick's time in the unit of the axis's step ("20 ms", "0.5 s", "45 s", "90 s", "20 min", "3 h"). */
 export function timeLabel(ms: number, stepMs: number): string {
   if (ms === 0) return '0';
-  if (stepMs < SECOND) return `${ms} ms`;
-  if (stepMs < MINUTE) return `${ms / SECOND} s`;
-  if (stepMs < HOUR) return `${ms / MINUTE} min`;
-  return `${ms / HOUR} h`;
+  if (stepMs < 100) return `${ms} ms`;
+  if (stepMs < MINUTE) return `${Number((ms / SECOND).toFixed(1))} s`;
+  if (stepMs < HOUR) return `${Number((ms / MINUTE).toFixed(1))} min`;
+  return `${Number((ms / HOUR).toFixed(1))} h`;
 }
 
 /** A tick's size in the unit of the axis's step ("600 KiB", "2 MiB", "1500 MiB"): whole numbers only. */

@@ -69,7 +69,13 @@ export class TimelineData {
   }
 }
 
-const COLOURS = { rate: '#2f6fd6', data: '#2f6fd6', dirty: '#d08a00', error: '#d23c3c', pause: '#b56f00', resume: '#2f6fd6', ready: '#2a9d4b', end: '#6b7280' } as const;
+/** The drawing's colours: the page's (style.css), light or dark. */
+function colours(): Record<'rate' | 'dirty' | MarkKind | 'muted' | 'line', string> {
+  const css = getComputedStyle(document.documentElement);
+  const v = (name: string, fallback: string) => css.getPropertyValue(name).trim() || fallback;
+  const rate = v('--chart-rate', '#2f6fd6');
+  return { rate, dirty: v('--chart-dirty', '#a86a00'), error: v('--bad', '#c62828'), pause: v('--warn', '#b56f00'), resume: rate, ready: v('--ok', '#2a9d4b'), end: v('--muted', '#5b6470'), muted: v('--muted', '#5b6470'), line: v('--line', '#d8dde3') };
+}
 
 function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(1)} s`;
@@ -138,8 +144,7 @@ export function drawTimeline(data: TimelineData): void {
   canvas.dataset.peak = String(Math.round(f.peak));
   if (data.points.length < 2) return;
 
-  const muted = getComputedStyle(document.documentElement).getPropertyValue('--muted').trim() || '#5b6470';
-  const line = getComputedStyle(document.documentElement).getPropertyValue('--line').trim() || '#d8dde3';
+  const COLOURS = colours();
   ctx.font = '11px system-ui, sans-serif';
   ctx.lineWidth = 1;
   const rate = sizeAxis(f.peak, 3, '/s');
@@ -154,7 +159,7 @@ export function drawTimeline(data: TimelineData): void {
   const y = (v: number, max: number) => PAD.top + plotH - (v / max) * plotH;
 
   // The rate axis's grid and labels on the left, dirty's on the right, time below.
-  ctx.strokeStyle = line;
+  ctx.strokeStyle = COLOURS.line;
   ctx.textBaseline = 'middle';
   for (const tick of rate.ticks) {
     const ty = Math.round(y(tick.value, rate.max)) + 0.5;
@@ -169,7 +174,7 @@ export function drawTimeline(data: TimelineData): void {
   ctx.fillStyle = COLOURS.dirty;
   ctx.textAlign = 'left';
   for (const tick of dirty.ticks) ctx.fillText(tick.label, left + plotW + 4, y(tick.value, dirty.max));
-  ctx.fillStyle = muted;
+  ctx.fillStyle = COLOURS.muted;
   ctx.textBaseline = 'top';
   for (const tick of time.ticks) {
     ctx.textAlign = tick.value === 0 ? 'left' : 'center';
@@ -201,7 +206,7 @@ export function drawTimeline(data: TimelineData): void {
     ctx.setLineDash([]);
   };
   steps('rate', COLOURS.rate, []);
-  if (f.stretches.some((s) => s.dataRate < s.rate * 0.99)) steps('dataRate', COLOURS.data, [4, 3]);
+  if (f.stretches.some((s) => s.dataRate < s.rate * 0.99)) steps('dataRate', COLOURS.rate, [4, 3]);
 
   ctx.strokeStyle = COLOURS.dirty;
   ctx.lineWidth = 2;

@@ -47,6 +47,8 @@ describe('rates between points', () => {
       at(s * 1000 + 1);
       data.add(s * MiB, 0, (16 - s) * MiB);
       const now = recentRate(data.points);
+      // Right after the first progress of a burst, too.
+      expect(recentRate(data.points.slice(0, -1)).rate, `after ${s} s`).toBeLessThan(1.1 * MiB);
       expect(now.rate, `after ${s} s`).toBeGreaterThan(0.9 * MiB);
       expect(now.rate, `after ${s} s`).toBeLessThan(1.1 * MiB);
     }
@@ -126,7 +128,8 @@ describe('axes', () => {
 
   it('labels', () => {
     expect(timeLabel(0, 100)).toBe('0');
-    expect(timeLabel(1500, 500)).toBe('1500 ms');
+    expect(timeLabel(1500, 500)).toBe('1.5 s');
+    expect(timeLabel(50, 10)).toBe('50 ms');
     expect(timeLabel(90_000, 30_000)).toBe('90 s');
     expect(sizeLabel(1536 * KiB, 512 * KiB)).toBe('1536 KiB');
     expect(sizeLabel(2 * GiB, GiB)).toBe('2 GiB');
