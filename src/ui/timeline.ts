@@ -98,8 +98,11 @@ export function timelineWords(data: TimelineData): string {
   if (data.points.length < 2) return 'Timeline: no progress yet.';
   const f = timelineFigures(data);
   const last = data.points.at(-1)!;
-  const zeroes = f.now.rate - f.now.dataRate;
-  const now = `${formatSize(f.now.rate)}/s now${zeroes > 0 && f.now.rate > 0 ? ` (${formatSize(f.now.dataRate)}/s data, ${formatSize(zeroes)}/s zeroes not copied)` : ''}`;
+  // Once the job ended there is no "now": the average over the whole timeline instead.
+  const ended = data.marks.at(-1)?.kind === 'end';
+  const r = ended ? recentRate(data.points, Infinity) : f.now;
+  const zeroes = r.rate - r.dataRate;
+  const now = `${formatSize(r.rate)}/s ${ended ? 'on average' : 'now'}${zeroes > 0 && r.rate > 0 ? ` (${formatSize(r.dataRate)}/s data, ${formatSize(zeroes)}/s zeroes not copied)` : ''}`;
   const marks = data.marks.slice(-8).map((m) => `+${seconds(m.t)} ${m.label}${m.count > 1 ? ` ×${m.count}` : ''}`);
   return (
     `Timeline over ${seconds(data.span)}: throughput ${now}, peak ${formatSize(f.peak)}/s` +

@@ -146,6 +146,18 @@ describe('words', () => {
     expect(timelineWords(data)).toMatch(/^Timeline over 1\.0 s: throughput 1\.03 GiB\/s now \(768 MiB\/s data, 287 MiB\/s zeroes not copied\), peak 1\.03 GiB\/s \(data alone 768 MiB\/s\); 0 bytes dirty \(peak 1\.00 GiB\)\.$/);
   });
 
+  it('once the job ended: the average over the job, not a rate "now"', () => {
+    const { data, at } = clocked();
+    at(0);
+    data.add(0, 0, 8 * MiB);
+    at(2000);
+    data.add(4 * MiB, 0, 4 * MiB);
+    at(4000);
+    data.add(8 * MiB, 0, 0);
+    data.mark('end', 'completed');
+    expect(timelineWords(data)).toBe('Timeline over 4.0 s: throughput 2.00 MiB/s on average, peak 2.00 MiB/s; 0 bytes dirty (peak 8.00 MiB). Marks: +4.0 s completed.');
+  });
+
   it('no progress yet', () => {
     expect(timelineWords(clocked().data)).toBe('Timeline: no progress yet.');
   });
