@@ -16,7 +16,7 @@ function job(copyMode: 'background' | 'write-blocking', guest: number | null, sp
   const last = {
     kind: 'mirror',
     info: { type: 'mirror', device: 'mirror0', len: 8 * MiB, offset: 3 * MiB, busy: true, paused: false, speed, 'io-status': 'ok', ready, status: ready ? 'ready' : 'running', 'auto-finalize': true, 'auto-dismiss': true },
-    stats: { granularity: 64 << 10, nbChunks: 128, dirtyChunks: 80, dirtyBytes: 5 * MiB, inFlightOps: 1, inFlightBytes: 64 << 10, failed: [], bytesDone: 3 * MiB, bytesRead: 3 * MiB, bytesWritten: 3 * MiB, copyMode },
+    stats: { granularity: 64 << 10, nbChunks: 128, dirtyChunks: 80, dirtyBytes: 5 * MiB, inFlightOps: 1, inFlightBytes: 64 << 10, failed: [], bytesDone: 3 * MiB, bytesRead: 3 * MiB, bytesWritten: 3 * MiB, bytesZero: 0, copyMode },
     source: 'demo.raw',
     target: 'copy.raw',
     guest: guest === null ? null : { running: true, bytesPerSecond: guest, writes: 10, bytesWritten: 10 * MiB },
