@@ -125,6 +125,8 @@ function canvasWidth(canvas: HTMLCanvasElement): number {
   return laidOut.width;
 }
 
+/** The canvas's height on the page (style.css); its pixels are this times the device's pixel ratio. */
+const CSS_HEIGHT = 140;
 /** Room around the plot for the axes' labels (CSS pixels). */
 const PAD = { left: 40, right: 40, top: 8, bottom: 18 };
 
@@ -135,7 +137,7 @@ export function drawTimeline(data: TimelineData): void {
   const wordsEl = byId('timeline-words');
   if (wordsEl.textContent !== words) wordsEl.textContent = words;
   const cssWidth = Math.max(160, canvasWidth(canvas) || canvas.width);
-  const cssHeight = Number(canvas.getAttribute('height')) || 140;
+  const cssHeight = CSS_HEIGHT;
   const ratio = window.devicePixelRatio || 1;
   if (canvas.width !== Math.round(cssWidth * ratio)) canvas.width = Math.round(cssWidth * ratio);
   if (canvas.height !== Math.round(cssHeight * ratio)) canvas.height = Math.round(cssHeight * ratio);

@@ -91,6 +91,8 @@ for (const look of LOOKS) {
     await expect(jobState(page)).toContainText('— ready', { timeout: 60_000 });
     await page.getByRole('button', { name: 'Complete', exact: true }).click();
     await expect(jobOutcome(page)).toContainText('Done: copy.qcow2 (qcow2', { timeout: 60_000 });
+    // Complete by mouse, as by keyboard (everyday.spec.ts), leaves focus on the ending's Download.
+    await expect(jobOutcome(page).getByRole('button', { name: 'Download copy.qcow2' })).toBeFocused();
     await noSidewaysScroll(page);
     await onOneLine(page, 'Copied');
     found.push(...(await seriousViolations(page, 'job done')));
@@ -106,6 +108,7 @@ for (const look of LOOKS) {
     await noSidewaysScroll(page);
     found.push(...(await seriousViolations(page, 'images list')));
     await images.screenshot({ path: `${SCREENS}/${look.name}-images.png` });
+    await page.screenshot({ path: `${SCREENS}/${look.name}-page.png`, fullPage: true });
     expect(found).toEqual([]);
   });
 }
