@@ -252,6 +252,8 @@ export class JobStore {
   private readonly listeners = new Set<JobListener>();
   private shown: string | null = null;
   private facts: StorageFacts | null = null;
+  /** The last progress of jobs not tracked yet (a job runs before the page hears its id): its figures from the start. */
+  private readonly early = new Map<string, JobProgress>();
 
   /** Hears every change of a job (the shown one or another). */
   listen(listener: JobListener): () => void {
@@ -294,7 +296,10 @@ export class JobStore {
     if (known) this.timelines.get(id)!.mark('resume', 'started again');
     else this.timelines.set(id, new TimelineData());
     this.shown = id;
-    return this.set(known ? restarted(known, names) : newJob(id, names ?? null), { cause: 'track' });
+    const job = this.set(known ? restarted(known, names) : newJob(id, names ?? null), { cause: 'track' });
+    const early = this.early.get(id);
+    this.early.delete(id);
+    return (!known && early && this.onProgress(early)) || job;
   }
 
   select(id: string): void {
@@ -314,7 +319,12 @@ export class JobStore {
 
   onProgress(p: JobProgress, now = performance.now()): JobModel | undefined {
     const job = this.jobs.get(p.info.device);
-    if (!job) return undefined;
+    if (!job) {
+      this.early.delete(p.info.device);
+      this.early.set(p.info.device, p);
+      if (this.early.size > 8) this.early.delete(this.early.keys().next().value!);
+      return undefined;
+    }
     const next = reduceProgress(job, p, now);
     this.timelines.get(job.id)!.add(p.info.offset, p.stats.bytesZero ?? 0, p.stats.dirtyBytes);
     return this.set(next, { cause: 'progress', progress: p });

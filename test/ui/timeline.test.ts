@@ -6,7 +6,9 @@
  * end, and the words say what the throughput counts.
  */
 import { describe, expect, it } from 'vitest';
+import { JobStore } from '../../src/ui/job-store.js';
 import { TimelineData, timelineFigures, timelineWords } from '../../src/ui/timeline.js';
+import type { JobProgress } from '../../src/worker/api-types.js';
 import { type Point, recentRate, sizeAxis, sizeLabel, stretches, timeAxis, timeLabel } from '../../src/ui/timeline-scale.js';
 
 const KiB = 1024;
@@ -160,5 +162,30 @@ describe('words', () => {
 
   it('no progress yet', () => {
     expect(timelineWords(clocked().data)).toBe('Timeline: no progress yet.');
+  });
+});
+
+describe('a job that ran before the page heard its id', () => {
+  it('its last progress before track() is kept: the panel and the timeline have its figures from the start', () => {
+    const store = new JobStore();
+    const progress = (offset: number) =>
+      ({
+        kind: 'mirror',
+        info: { type: 'mirror', device: 'mirror0', len: 8 * MiB, offset, busy: true, paused: false, speed: 256 * KiB, 'io-status': 'ok', ready: false, status: 'running', 'auto-finalize': true, 'auto-dismiss': true },
+        stats: { granularity: 65536, nbChunks: 128, dirtyChunks: 0, dirtyBytes: 8 * MiB - offset, inFlightOps: 0, inFlightBytes: 0, failed: [], bytesDone: offset, bytesRead: offset, bytesWritten: offset, bytesZero: 0, copyMode: 'background' },
+        source: 'demo.raw',
+        target: 'copy.raw',
+        guest: null,
+        cells: [],
+      }) as JobProgress;
+    expect(store.onProgress(progress(0))).toBeUndefined();
+    expect(store.onProgress(progress(MiB))).toBeUndefined();
+    const job = store.track('mirror0', { kind: 'mirror', source: 'demo.raw', target: 'copy.raw' });
+    expect(job.status).toBe('running');
+    expect(job.last?.info.offset).toBe(MiB);
+    expect(store.timeline('mirror0')!.points.map((p) => p.done)).toEqual([MiB]);
+    // Another job's early progress is not this one's.
+    store.onProgress({ ...progress(2 * MiB), info: { ...progress(2 * MiB).info, device: 'mirror1' } });
+    expect(store.track('mirror2').last).toBeNull();
   });
 });
