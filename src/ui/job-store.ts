@@ -192,10 +192,21 @@ export function reduceProgress(job: JobModel, p: JobProgress, now: number): JobM
   const kept = job.recent.filter((q) => q.done <= point.done);
   while (kept.length > 1 && now - kept[1]!.t >= RATE_WINDOW_MS) kept.shift();
   next.recent = [...kept, point];
-  const measured = recentRate(next.recent, RATE_WINDOW_MS);
+  // Less than a second seen: no rate yet (a rate-limited job's first op goes at once, then it waits).
+  const measured = measuring(next) ? { rate: 0, dataRate: 0 } : recentRate(next.recent, RATE_WINDOW_MS);
   next.rate = measured.rate;
   next.dataRate = measured.dataRate;
   return next;
+}
+
+/** The progress seen spans less than this: the job's rate is not known yet. */
+export const MEASURE_MS = 1000;
+
+/** The page has seen too little of the job to tell its rate. */
+export function measuring(job: JobModel): boolean {
+  const first = job.recent[0];
+  const last = job.recent.at(-1);
+  return !first || !last || last.t - first.t < MEASURE_MS;
 }
 
 /** The job let go of its images: the ending names the target as it is now. */

@@ -102,7 +102,11 @@ export function timelineWords(data: TimelineData): string {
   const ended = data.marks.at(-1)?.kind === 'end';
   const r = ended ? recentRate(data.points, Infinity) : f.now;
   const zeroes = r.rate - r.dataRate;
-  const now = `${formatSize(r.rate)}/s ${ended ? 'on average' : 'now'}${zeroes > 0 && r.rate > 0 ? ` (${formatSize(r.dataRate)}/s data, ${formatSize(zeroes)}/s zeroes not copied)` : ''}`;
+  // Less than a second seen of a job still running: its rate now is not known yet.
+  const young = !ended && last.t - data.points[0]!.t < 1000;
+  const now = young
+    ? 'not measured yet'
+    : `${formatSize(r.rate)}/s ${ended ? 'on average' : 'now'}${zeroes > 0 && r.rate > 0 ? ` (${formatSize(r.dataRate)}/s data, ${formatSize(zeroes)}/s zeroes not copied)` : ''}`;
   const marks = data.marks.slice(-8).map((m) => `+${seconds(m.t)} ${m.label}${m.count > 1 ? ` ×${m.count}` : ''}`);
   return (
     `Timeline over ${seconds(data.span)}: throughput ${now}, peak ${formatSize(f.peak)}/s` +

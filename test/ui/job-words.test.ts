@@ -22,7 +22,7 @@ function job(copyMode: 'background' | 'write-blocking', guest: number | null, sp
     guest: guest === null ? null : { running: true, bytesPerSecond: guest, writes: 10, bytesWritten: 10 * MiB },
     cells: [],
   } as JobProgress;
-  return { ...newJob('mirror0', { kind: 'mirror', source: 'demo.raw', target: 'copy.raw' }), status: ready ? 'ready' : 'running', ready, last, rate, dataRate: rate };
+  return { ...newJob('mirror0', { kind: 'mirror', source: 'demo.raw', target: 'copy.raw' }), status: ready ? 'ready' : 'running', ready, last, rate, dataRate: rate, recent: [{ t: 0, done: 0, zero: 0, dirty: 0 }, { t: 2000, done: 3 * MiB, zero: 0, dirty: 0 }] };
 }
 
 const eta = (j: JobModel) => statRows(j, Date.now()).find(([label]) => label === 'ETA')![1];
@@ -99,6 +99,8 @@ describe('Throughput says what it counts', () => {
     expect(throughputWords({ ...running, rate: 1.03 * 1024 * MiB, dataRate: 768 * MiB }, false)).toBe('1.03 GiB/s (768 MiB/s data, 287 MiB/s zeroes)');
     expect(throughputWords({ ...job('background', null, 0, 0, true), rate: 0 }, false)).toBe('idle: in sync');
     expect(throughputWords({ ...running, paused: true }, false)).toBe('–');
+    // Less than a second seen: no rate yet, rather than a first op's burst.
+    expect(throughputWords({ ...running, rate: 10 * MiB, recent: running.recent.map((p) => ({ ...p, t: p.t / 10 })) }, false)).toBe('measuring…');
   });
 
   it('a job limited to 1 MiB/s whose progress comes in bursts reads about 1 MiB/s while it runs, from its first second', () => {
