@@ -28,26 +28,41 @@ export interface Stretch {
   dataRate: number;
 }
 
-/** A stretch shorter than this is folded into the one before it (two progresses a millisecond apart are no rate). */
-export const MIN_STRETCH_MS = 100;
+/**
+ * A stretch shorter than this is folded into the one before it (two
+ * progresses a millisecond apart are no rate), or, the first, into the one
+ * after it (a rate-limited job's first op goes at once, then it waits).
+ */
+export const MIN_STRETCH_MS = 250;
 
-/** The rate over each stretch between points; a stretch shorter than MIN_STRETCH_MS joins the one before it. */
+function stretch(a: Point, b: Point): Stretch {
+  const seconds = Math.max(b.t - a.t, 1) / 1000;
+  const done = Math.max(0, b.done - a.done);
+  const data = Math.max(0, b.done - b.zero - (a.done - a.zero));
+  return { from: a.t, to: b.t, rate: done / seconds, dataRate: Math.min(done, data) / seconds };
+}
+
+/** The rate over each stretch between points, none shorter than MIN_STRETCH_MS unless the whole timeline is. */
 export function stretches(points: readonly Point[]): Stretch[] {
   const out: Stretch[] = [];
   const starts: number[] = [];
+  const short = (s: Stretch | undefined) => s !== undefined && s.to - s.from < MIN_STRETCH_MS;
   for (let i = 1; i < points.length; i++) {
     let from = i - 1;
-    if (points[i]!.t - points[from]!.t < MIN_STRETCH_MS && out.length > 0) {
+    // A short stretch so far goes on to this point.
+    if (short(out.at(-1))) {
       out.pop();
       from = starts.pop()!;
     }
-    const a = points[from]!;
-    const b = points[i]!;
-    const seconds = Math.max(b.t - a.t, 1) / 1000;
-    const done = Math.max(0, b.done - a.done);
-    const data = Math.max(0, b.done - b.zero - (a.done - a.zero));
-    out.push({ from: a.t, to: b.t, rate: done / seconds, dataRate: Math.min(done, data) / seconds });
+    out.push(stretch(points[from]!, points[i]!));
     starts.push(from);
+  }
+  // A short last stretch joins the one before it.
+  if (out.length >= 2 && short(out.at(-1))) {
+    out.splice(-2, 2);
+    starts.pop();
+    const from = starts.pop()!;
+    out.push(stretch(points[from]!, points.at(-1)!));
   }
   return out;
 }

@@ -30,9 +30,19 @@ async function noSidewaysScroll(page: Page): Promise<void> {
   expect(scrollWidth, `the page is ${scrollWidth} px wide in a ${innerWidth} px window`).toBeLessThanOrEqual(innerWidth);
 }
 
+/** A figure of the job's stats: its value. */
+const figure = (page: Page, label: string) => page.locator('#job-stats dt', { hasText: new RegExp(`^${label}$`) }).locator('xpath=following-sibling::dd[1]');
+
+/** "265 KiB/s (198 KiB/s data, 66.1 KiB/s zeroes)" or "250 KiB/s": the data copied per second, in KiB. */
+function dataKiBps(text: string | null): number {
+  const m = /([\d.]+) (bytes|KiB|MiB)\/s data/.exec(text ?? '') ?? /^([\d.]+) (bytes|KiB|MiB)\/s/.exec(text ?? '');
+  if (!m) throw new Error(`no rate in "${text}"`);
+  return Number(m[1]) * { bytes: 1 / 1024, KiB: 1, MiB: 1024 }[m[2] as 'bytes' | 'KiB' | 'MiB'];
+}
+
 /** A figure of the job's stats (its dd) stands on one line: its box is one line high. */
 async function onOneLine(page: Page, label: string): Promise<void> {
-  const dd = page.locator('#job-stats dt', { hasText: new RegExp(`^${label}$`) }).locator('xpath=following-sibling::dd[1]');
+  const dd = figure(page, label);
   const [height, line] = await dd.evaluate((el) => {
     const style = getComputedStyle(el);
     return [el.getBoundingClientRect().height, parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.45];
@@ -79,7 +89,12 @@ for (const look of LOOKS) {
 
     await startMirror(page, { source: 'demo.raw', target: 'copy.qcow2', speed: '256K' });
     await expect(jobState(page)).toContainText('Copying');
-    await expect.poll(() => page.locator('#timeline').getAttribute('data-peak'), { timeout: 10_000 }).not.toBe('0');
+    // Held at 256 KiB/s, the data copied reads about that once a few seconds are seen (zeroes cost nothing and come on top).
+    const throughput = figure(page, 'Throughput');
+    await expect(throughput).toHaveText(/KiB\/s/, { timeout: 20_000 });
+    expect(dataKiBps(await throughput.textContent())).toBeGreaterThan(128);
+    expect(dataKiBps(await throughput.textContent())).toBeLessThan(400);
+    await expect.poll(() => page.locator('#timeline').getAttribute('data-peak')).not.toBe('0');
     await noSidewaysScroll(page);
     await onOneLine(page, 'Copied');
     await buttonsApart(page.locator('#job-section .toolbar button'), 'the job’s verbs');
