@@ -258,3 +258,19 @@ describe('what the job counts', () => {
     expect(stats.bytesDone - stats.bytesZero).toBe(size - zeroChunks * g);
   });
 });
+
+describe('progress', () => {
+  it('a progress held back by the 100 ms interval still goes: a rate-limited job shows its first op at once, not at its next op seconds later', async () => {
+    const size = 8 * MiB;
+    const src = memoryRaw(size, 1, false);
+    const job = await MirrorJob.create({ source: src.image, target: blankRaw(size).image, options: { sync: 'full', speed: 256 * 1024 }, targetCreated: true });
+    const offsets: number[] = [];
+    job.onProgress((p) => offsets.push(p.offset));
+    job.start();
+    await new Promise((r) => setTimeout(r, 600));
+    // The first op (let through at once) has settled; its next is seconds away.
+    expect(Math.max(...offsets)).toBeGreaterThan(0);
+    job.cancel();
+    await job.result;
+  });
+});
