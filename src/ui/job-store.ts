@@ -21,7 +21,7 @@ import type { JobKind, JobProgress, JobRelease } from '../worker/api-types.js';
 import { type Ending, describeEnding, metStorageLimit } from './job-ending.js';
 import type { StorageFacts } from './storage.js';
 import { type MarkKind, TimelineData } from './timeline.js';
-import { type Point, recentRate } from './timeline-scale.js';
+import { type Point, measure } from './timeline-scale.js';
 
 /** What the page knows of a job before its first progress. */
 export interface JobNames {
@@ -178,35 +178,14 @@ export function timelineMarks(before: JobModel, e: AnyQmpEvent): TimelineMark[] 
   }
 }
 
-/** The rates are measured over this long (a rate-limited job's progress comes in bursts). */
-const RATE_WINDOW_MS = 3000;
-
 /** One progress: QEMU's fields as they are now, and the throughput over the last seconds from the bytes done in them; `now` is performance.now(). */
 export function reduceProgress(job: JobModel, p: JobProgress, now: number): JobModel {
   const next: JobModel = { ...job, last: p, status: p.info.status, ioStatus: p.info['io-status'], paused: p.info.paused, ready: p.info.ready };
   // Known from the first progress of a job the page did not start.
   if (!job.names) next.names = { kind: p.kind, source: p.source, target: p.target };
   if (p.cells.length > 0) next.picture = p.cells;
-  const point = { t: now, done: p.info.offset, zero: p.stats.bytesZero ?? 0, dirty: p.stats.dirtyBytes };
-  // A job that went back (a retry from the start) measures afresh; points older than the window go, but one stays before it.
-  const kept = job.recent.filter((q) => q.done <= point.done);
-  while (kept.length > 1 && now - kept[1]!.t >= RATE_WINDOW_MS) kept.shift();
-  next.recent = [...kept, point];
-  // Less than a second seen: no rate yet (a rate-limited job's first op goes at once, then it waits).
-  const measured = measuring(next) ? { rate: 0, dataRate: 0 } : recentRate(next.recent, RATE_WINDOW_MS);
-  next.rate = measured.rate;
-  next.dataRate = measured.dataRate;
-  return next;
-}
-
-/** The progress seen spans less than this: the job's rate is not known yet. */
-export const MEASURE_MS = 1000;
-
-/** The page has seen too little of the job to tell its rate. */
-export function measuring(job: JobModel): boolean {
-  const first = job.recent[0];
-  const last = job.recent.at(-1);
-  return !first || !last || last.t - first.t < MEASURE_MS;
+  const measured = measure(job.recent, { t: now, done: p.info.offset, zero: p.stats.bytesZero ?? 0, dirty: p.stats.dirtyBytes });
+  return { ...next, ...measured };
 }
 
 /** The job let go of its images: the ending names the target as it is now. */

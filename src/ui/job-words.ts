@@ -5,7 +5,8 @@
  */
 import { formatSize } from '../util/size.js';
 import { failureWords } from './job-ending.js';
-import { type JobModel, measuring, stuckErrors } from './job-store.js';
+import { type JobModel, stuckErrors } from './job-store.js';
+import { measuring } from './timeline-scale.js';
 
 function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return '–';
@@ -92,7 +93,7 @@ export function throughputWords(job: JobModel, stuck: boolean): string {
   const p = job.last;
   if (job.paused || job.done || !p || stuck) return '–';
   if (job.ready && !p.guest?.running) return job.names?.kind === 'import' ? 'finishing' : 'idle: in sync';
-  if (measuring(job)) return 'measuring…';
+  if (measuring(job.recent)) return 'measuring…';
   const rate = Math.max(0, job.rate);
   const zeroes = rate - job.dataRate;
   return rate > 0 && zeroes > rate * 0.01 ? `${formatSize(rate)}/s (${formatSize(job.dataRate)}/s data, ${formatSize(zeroes)}/s zeroes)` : `${formatSize(rate)}/s`;

@@ -79,6 +79,30 @@ export function recentRate(points: readonly Point[], windowMs = 3000): { rate: n
   return { rate: Math.max(0, last.done - a.done) / seconds, dataRate: Math.max(0, last.done - last.zero - (a.done - a.zero)) / seconds };
 }
 
+/** A job's rate now is measured over this long (a rate-limited job's progress comes in bursts). */
+export const RATE_WINDOW_MS = 3000;
+/** The progress seen spans less than this: the job's rate is not known yet (a rate-limited job's first op goes at once, then it waits). */
+export const MEASURE_MS = 1000;
+
+/** Too little seen of a job to tell its rate. */
+export function measuring(recent: readonly Point[]): boolean {
+  const first = recent[0];
+  const last = recent.at(-1);
+  return !first || !last || last.t - first.t < MEASURE_MS;
+}
+
+/**
+ * The next point of a job's recent progress: the points kept (the window,
+ * and one before it; a job that went back, a retry from the start,
+ * measures afresh) and its rates over them, 0 while measuring.
+ */
+export function measure(before: readonly Point[], point: Point): { recent: Point[]; rate: number; dataRate: number } {
+  const kept = before.filter((q) => q.done <= point.done);
+  while (kept.length > 1 && point.t - kept[1]!.t >= RATE_WINDOW_MS) kept.shift();
+  const recent = [...kept, point];
+  return { recent, ...(measuring(recent) ? { rate: 0, dataRate: 0 } : recentRate(recent, RATE_WINDOW_MS)) };
+}
+
 /** The first of the round `steps` (ascending) at least `raw` (the last, past them all). */
 function niceAtLeast(raw: number, steps: readonly number[]): number {
   for (const s of steps) if (s >= raw) return s;
