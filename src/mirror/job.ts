@@ -86,6 +86,8 @@ export abstract class Job {
   private readonly listeners = new Set<(e: AnyQmpEvent) => void>();
   private readonly progressListeners = new Set<(info: BlockJobInfo) => void>();
   private lastProgress = 0;
+  /** A progress held back by the interval, to go at its end. */
+  private progressTimer: ReturnType<typeof setTimeout> | null = null;
   private waiter: (() => void) | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private kickPending = false;
@@ -450,7 +452,21 @@ export abstract class Job {
   protected emitProgress(force: boolean): void {
     if (this.progressListeners.size === 0) return;
     const now = this.now();
-    if (!force && now - this.lastProgress < PROGRESS_INTERVAL_MS) return;
+    if (!force && now - this.lastProgress < PROGRESS_INTERVAL_MS) {
+      // Held back, not lost: it goes once the interval is over (a rate-limited job may settle nothing more for seconds).
+      if (!this.progressTimer) {
+        this.progressTimer = setTimeout(() => {
+          this.progressTimer = null;
+          if (this.statusValue !== 'null') this.emitProgress(true);
+        }, PROGRESS_INTERVAL_MS - (now - this.lastProgress));
+        (this.progressTimer as { unref?: () => void }).unref?.();
+      }
+      return;
+    }
+    if (this.progressTimer) {
+      clearTimeout(this.progressTimer);
+      this.progressTimer = null;
+    }
     this.lastProgress = now;
     const info = this.query();
     for (const listener of this.progressListeners) listener(info);

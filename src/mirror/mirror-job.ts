@@ -53,6 +53,7 @@ export class MirrorJob extends Job {
   private offsetDone = 0;
   private bytesRead = 0;
   private bytesWritten = 0;
+  private bytesZero = 0;
   private failureValue: BlockError | null = null;
   /** The process is about to exit (halt): nothing new is issued. */
   private halted = false;
@@ -197,6 +198,7 @@ export class MirrorJob extends Job {
       bytesDone: this.offsetDone,
       bytesRead: this.bytesRead,
       bytesWritten: this.bytesWritten,
+      bytesZero: this.bytesZero,
       copyMode: this.options.copyMode,
     };
   }
@@ -409,6 +411,7 @@ export class MirrorJob extends Job {
       return this.finish(op, 'discard', async () => {
         this.chunks.markWritten(op.firstChunk, op.nbChunks);
         await this.target.deallocate!(op.offset, op.bytes);
+        this.bytesZero += op.bytes;
       });
     }
     // Copy: read straight into kernel memory.
@@ -459,6 +462,7 @@ export class MirrorJob extends Job {
       await this.target.writeZeroes(offset, bytes, { unmap: this.options.unmap });
       this.bytesWritten += bytes;
     }
+    this.bytesZero += bytes;
     this.chunks.markZeroed(first, nb);
   }
 

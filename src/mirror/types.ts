@@ -35,6 +35,13 @@ export interface JobStats {
   bytesDone: number;
   bytesRead: number;
   bytesWritten: number;
+  /**
+   * Of bytesDone, the bytes done as zeroes rather than as data: ranges the
+   * source calls zero or unallocated (never read), and chunks read and found
+   * all zero; each became a zero write, a deallocation, or nothing on a
+   * target known to read zero there. bytesDone - bytesZero is the data copied.
+   */
+  bytesZero: number;
   /** background: guest writes only dirty the bitmap; write-blocking: each is copied as it is written, at the guest's pace (not limited by the speed). */
   copyMode: CopyMode;
 }

@@ -15,7 +15,7 @@ import { run } from './bridge.js';
 import { byId, h } from './dom.js';
 import type { EndAction } from './job-ending.js';
 import { type JobChange, type JobModel, type JobStore, verbsEnabled } from './job-store.js';
-import { cancelHint, jobNote, jobTitle, progressWords, stateWords, statRows } from './job-words.js';
+import { cancelHint, jobNote, jobTitle, progressWords, stateDetail, stateWords, statRows } from './job-words.js';
 import { explain } from './messages.js';
 import { StopDialog } from './stop-dialog.js';
 import { drawTimeline } from './timeline.js';
@@ -155,7 +155,7 @@ export class JobPanel {
     if (byId('job-heading').textContent !== title) byId('job-heading').textContent = title;
     const ending = job.done || job.ending ? job.ending : null;
     const words = ending?.word ?? stateWords(job);
-    const qmp = `— ${job.status} (io-status ${job.ioStatus})`;
+    const qmp = stateDetail(job);
     const state = byId('job-state');
     // Changed only when it says something new: it is a live region.
     if (state.textContent !== `${words} ${qmp}`) state.replaceChildren(h('span', {}, words), ' ', h('small', { class: 'qmp' }, qmp));
@@ -231,7 +231,8 @@ export class JobPanel {
   private rescueFocus(job: JobModel): void {
     if (!this.keepFocus) return;
     const active = document.activeElement;
-    const lost = !active || active === document.body || (active instanceof HTMLButtonElement && active.disabled);
+    // The panel itself holds focus only as a stand-in while the job settles: the keyboard's Complete ends on Download as the mouse's does.
+    const lost = !active || active === document.body || active === byId('job-section') || (active instanceof HTMLButtonElement && active.disabled);
     if (!lost) return;
     const byVerb = (verb: PageVerb) => document.querySelector<HTMLButtonElement>(`#job-section [data-verb="${verb}"]:not(:disabled)`);
     const next = job.done ? byId('job-outcome').querySelector('button') : job.ready && !job.paused ? byVerb('complete') : job.paused ? byVerb('resume') : byVerb('pause');
@@ -254,20 +255,23 @@ export class JobPanel {
 }
 
 /**
- * A description list of label/value pairs, its nodes kept from one progress
- * to the next: only a value that changed is written (no new nodes, no
- * layout of the rest of the panel).
+ * A description list of label/value pairs, each pair in its own box (a
+ * label over its value), its nodes kept from one progress to the next:
+ * only a value that changed is written (no new nodes, no layout of the
+ * rest of the panel).
  */
+/** Figures whose values run long take two columns (long), or the whole row on a phone (wide too). */
+const FIGURE_CLASS: Record<string, string> = { Copied: 'wide', Throughput: 'long', ETA: 'long', Guest: 'long' };
+
 function setPairs(list: HTMLElement, rows: [string, string][]): void {
-  const nodes = list.children;
-  const same = nodes.length === rows.length * 2 && rows.every(([k], i) => nodes[i * 2]!.textContent === k);
+  const boxes = list.children;
+  const same = boxes.length === rows.length && rows.every(([k], i) => boxes[i]!.firstElementChild!.textContent === k);
   if (!same) {
-    list.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+    list.replaceChildren(...rows.map(([k, v]) => h('div', { class: FIGURE_CLASS[k] }, h('dt', {}, k), h('dd', {}, v))));
     return;
   }
   rows.forEach(([, v], i) => {
-    const dd = nodes[i * 2 + 1]!;
+    const dd = boxes[i]!.lastElementChild!;
     if (dd.textContent !== v) dd.textContent = v;
   });
 }
-

@@ -21,6 +21,7 @@ import type { JobKind, JobProgress, JobRelease } from '../worker/api-types.js';
 import { type Ending, describeEnding, metStorageLimit } from './job-ending.js';
 import type { StorageFacts } from './storage.js';
 import { type MarkKind, TimelineData } from './timeline.js';
+import { type Point, measure } from './timeline-scale.js';
 
 /** What the page knows of a job before its first progress. */
 export interface JobNames {
@@ -37,9 +38,11 @@ export interface JobModel {
   paused: boolean;
   ready: boolean;
   last: JobProgress | null;
-  /** Bytes per second, smoothed. */
+  /** Bytes done per second over the last seconds (data and zeroes), and of them data copied. */
   rate: number;
-  lastSample: { t: number; bytes: number } | null;
+  dataRate: number;
+  /** The progress counters of the last few seconds the rates come from (t: performance.now()). */
+  recent: Point[];
   done: boolean;
   /** The last picture of its bitmap (kept once the job has none any more). */
   picture: CellState[];
@@ -83,7 +86,8 @@ export function newJob(id: string, names: JobNames | null): JobModel {
     ready: false,
     last: null,
     rate: 0,
-    lastSample: null,
+    dataRate: 0,
+    recent: [],
     done: false,
     picture: [],
     lastError: null,
@@ -101,7 +105,7 @@ export function newJob(id: string, names: JobNames | null): JobModel {
 
 /** The page started (or resumed, or retried) a job it knew: its ending, errors and cancel are forgotten. */
 export function restarted(job: JobModel, names: JobNames | undefined): JobModel {
-  return { ...job, names: names ?? job.names, done: false, lastSample: null, rate: 0, ending: null, release: null, lastError: null, ignoredAt: [], cancelled: false, storage: { atEnd: null, now: job.storage.now } };
+  return { ...job, names: names ?? job.names, done: false, recent: [], rate: 0, dataRate: 0, ending: null, release: null, lastError: null, ignoredAt: [], cancelled: false, storage: { atEnd: null, now: job.storage.now } };
 }
 
 function ended(job: JobModel, outcome: JobOutcome, offset: number): JobModel {
@@ -174,19 +178,14 @@ export function timelineMarks(before: JobModel, e: AnyQmpEvent): TimelineMark[] 
   }
 }
 
-/** One progress: QEMU's fields as they are now, and the throughput (smoothed) from the bytes done since the last sample; `now` is performance.now(). */
+/** One progress: QEMU's fields as they are now, and the throughput over the last seconds from the bytes done in them; `now` is performance.now(). */
 export function reduceProgress(job: JobModel, p: JobProgress, now: number): JobModel {
   const next: JobModel = { ...job, last: p, status: p.info.status, ioStatus: p.info['io-status'], paused: p.info.paused, ready: p.info.ready };
   // Known from the first progress of a job the page did not start.
   if (!job.names) next.names = { kind: p.kind, source: p.source, target: p.target };
   if (p.cells.length > 0) next.picture = p.cells;
-  const sample = job.lastSample;
-  if (sample && now - sample.t > 50 && p.info.offset >= sample.bytes) {
-    const instant = (p.info.offset - sample.bytes) / ((now - sample.t) / 1000);
-    next.rate = job.rate === 0 ? instant : job.rate * 0.7 + instant * 0.3;
-  }
-  if (!sample || now - sample.t > 50 || p.info.offset < sample.bytes) next.lastSample = { t: now, bytes: p.info.offset };
-  return next;
+  const measured = measure(job.recent, { t: now, done: p.info.offset, zero: p.stats.bytesZero ?? 0, dirty: p.stats.dirtyBytes });
+  return { ...next, ...measured };
 }
 
 /** The job let go of its images: the ending names the target as it is now. */
@@ -243,6 +242,8 @@ export class JobStore {
   private readonly listeners = new Set<JobListener>();
   private shown: string | null = null;
   private facts: StorageFacts | null = null;
+  /** The last progress of jobs not tracked yet (a job runs before the page hears its id): its figures from the start. */
+  private readonly early = new Map<string, JobProgress>();
 
   /** Hears every change of a job (the shown one or another). */
   listen(listener: JobListener): () => void {
@@ -285,7 +286,10 @@ export class JobStore {
     if (known) this.timelines.get(id)!.mark('resume', 'started again');
     else this.timelines.set(id, new TimelineData());
     this.shown = id;
-    return this.set(known ? restarted(known, names) : newJob(id, names ?? null), { cause: 'track' });
+    const job = this.set(known ? restarted(known, names) : newJob(id, names ?? null), { cause: 'track' });
+    const early = this.early.get(id);
+    this.early.delete(id);
+    return (!known && early && this.onProgress(early)) || job;
   }
 
   select(id: string): void {
@@ -305,9 +309,14 @@ export class JobStore {
 
   onProgress(p: JobProgress, now = performance.now()): JobModel | undefined {
     const job = this.jobs.get(p.info.device);
-    if (!job) return undefined;
+    if (!job) {
+      this.early.delete(p.info.device);
+      this.early.set(p.info.device, p);
+      if (this.early.size > 8) this.early.delete(this.early.keys().next().value!);
+      return undefined;
+    }
     const next = reduceProgress(job, p, now);
-    if (!next.done) this.timelines.get(job.id)!.add(next.paused ? 0 : next.rate, p.stats.dirtyBytes);
+    this.timelines.get(job.id)!.add(p.info.offset, p.stats.bytesZero ?? 0, p.stats.dirtyBytes);
     return this.set(next, { cause: 'progress', progress: p });
   }
 

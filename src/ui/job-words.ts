@@ -4,7 +4,9 @@
  * panel (job-panel.ts) writes them into the page.
  */
 import { formatSize } from '../util/size.js';
+import { failureWords } from './job-ending.js';
 import { type JobModel, stuckErrors } from './job-store.js';
+import { measuring } from './timeline-scale.js';
 
 function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return '–';
@@ -44,6 +46,22 @@ export function stateWords(job: JobModel): string {
   }
 }
 
+/**
+ * What the state line says after its first words: QMP's status and
+ * io-status while the job runs ("— running (io-status ok)"); once it ended,
+ * how, in words ("— completed, the target equals the source", "— target
+ * write error (ENOSPC)"), never QMP's concluded or null.
+ */
+export function stateDetail(job: JobModel): string {
+  // Until the job reached concluded, its status still shows (an ending's event comes just before).
+  const ending = job.done ? job.ending : null;
+  if (!ending) return `— ${job.status} (io-status ${job.ioStatus})`;
+  const importing = (job.names?.kind ?? job.last?.kind) === 'import';
+  if (ending.tone === 'done') return importing ? '— completed, the image is imported' : '— completed, the target equals the source';
+  if (ending.tone === 'cancelled') return job.ready ? '— cancelled in sync, not switched to the target' : '— cancelled before READY';
+  return `— ${job.lastError ? failureWords(job.lastError) : (job.completedError ?? 'an error')}`;
+}
+
 /** The progress bar: how far, in per cent and in words. */
 export function progressWords(job: JobModel): { percent: number; valueText: string } {
   const ending = job.done || job.ending ? job.ending : null;
@@ -65,6 +83,22 @@ export function fallingBehind(job: JobModel): { guestRate: number; copyRate: num
   return copyRate > 0 && p.guest.bytesPerSecond >= copyRate ? { guestRate: p.guest.bytesPerSecond, copyRate } : null;
 }
 
+/**
+ * Throughput over the last seconds, saying what it counts: the bytes of the
+ * disk done per second, and of them the data copied where zeroes (read as
+ * zero, or known zero and never read) made up part of it. In sync with no
+ * guest writing, the job is idle and says so.
+ */
+export function throughputWords(job: JobModel, stuck: boolean): string {
+  const p = job.last;
+  if (job.paused || job.done || !p || stuck) return '–';
+  if (job.ready && !p.guest?.running) return job.names?.kind === 'import' ? 'finishing' : 'idle: in sync';
+  if (measuring(job.recent)) return 'measuring…';
+  const rate = Math.max(0, job.rate);
+  const zeroes = rate - job.dataRate;
+  return rate > 0 && zeroes > rate * 0.01 ? `${formatSize(rate)}/s (${formatSize(job.dataRate)}/s data, ${formatSize(zeroes)}/s zeroes)` : `${formatSize(rate)}/s`;
+}
+
 /** The figures under the bar, label and value; `now` is Date.now(). */
 export function statRows(job: JobModel, now: number): [string, string][] {
   const p = job.last;
@@ -75,7 +109,7 @@ export function statRows(job: JobModel, now: number): [string, string][] {
     ['Copied', `${formatSize(offset)} of ${formatSize(len)}`],
     ['Dirty', p ? formatSize(p.stats.dirtyBytes) : '–'],
     ['In flight', p ? `${p.stats.inFlightOps} ops, ${formatSize(p.stats.inFlightBytes)}` : '–'],
-    ['Throughput', job.paused || job.done || !p || stuck ? '–' : `${formatSize(Math.max(0, job.rate))}/s`],
+    ['Throughput', throughputWords(job, Boolean(stuck))],
     [
       'ETA',
       stuck

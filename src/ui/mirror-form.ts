@@ -136,7 +136,8 @@ export class MirrorForm {
       ...picked.map((name) => new Option(`picked file: ${name}`, JSON.stringify({ kind: 'file', name } satisfies SourceRef))),
       ...exports.map((e) => new Option(`NBD export: ${e.uri}`, JSON.stringify(exportRef(e)))),
     ];
-    select.replaceChildren(...options);
+    // Before any image exists the list says so (an empty select is a narrow blank box); Start mirror then says what to do.
+    select.replaceChildren(...(options.length ? options : [new Option('no images yet', '')]));
     if ([...select.options].some((o) => o.value === selected)) select.value = selected;
     this.sayTarget();
     byId('image-names').replaceChildren(...list.map((img) => new Option(img.name)), ...exports.filter((e) => !e.readOnly).map((e) => new Option(e.uri)));

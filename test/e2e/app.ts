@@ -92,7 +92,7 @@ export const jobOutcome = (page: Page) => page.getByRole('status', { name: 'How 
 export async function waitReadyAndComplete(page: Page): Promise<void> {
   await expect(jobState(page)).toContainText('— ready', { timeout: 60_000 });
   await page.getByRole('button', { name: 'Complete', exact: true }).click();
-  await expect(jobState(page)).toContainText(/— (concluded|null)/, { timeout: 60_000 });
+  await expect(jobState(page)).toContainText('— completed, the target equals the source', { timeout: 60_000 });
 }
 
 /** An import completed by itself: its image is in the list, free to mirror. */

@@ -30,7 +30,7 @@ test('stop on a source read error: the dialog names it; Resume completes; images
 test('report: the job ends with the error shown', async ({ page }, testInfo) => {
   await startMirror(page, { source: 'demo.raw', target: 'copy.raw', speed: '2M', onSourceError: 'report' });
   await addFault(page, { side: 'source', op: 'read', errno: 'EIO', offset: '5M', length: '', once: false });
-  await expect(jobState(page)).toContainText(/— (concluded|null)/, { timeout: 20_000 });
+  await expect(jobState(page)).toContainText('— source read error (EIO)', { timeout: 20_000 });
   await expect(jobOutcome(page)).toHaveText('Failed at 5.00 MiB: source read error (EIO); copy.raw is incomplete.DeleteRetry', { timeout: 20_000 });
   await expect(page.locator('#progress')).toHaveClass(/failed/);
   await expect(page.getByRole('progressbar', { name: 'Mirror progress' })).toHaveAttribute('aria-valuetext', /^62% \(5\.00 MiB of 8\.00 MiB\): failed$/);

@@ -237,3 +237,40 @@ describe('a concluded job', () => {
     job.dismiss();
   });
 });
+
+describe('what the job counts', () => {
+  it('bytesZero: of the bytes done, those done as zeroes (chunks read and found zero); the rest is the data copied', async () => {
+    const size = 8 * MiB;
+    const src = memoryRaw(size);
+    const job = await MirrorJob.create({ source: src.image, target: blankRaw(size).image, options: { sync: 'full' }, targetCreated: true });
+    job.start();
+    await waitForEvent(job, isEvent('BLOCK_JOB_READY'));
+    job.complete();
+    await job.result;
+    const g = job.granularity;
+    const bytes = src.device.bytes();
+    let zeroChunks = 0;
+    for (let off = 0; off < size; off += g) if (bytes.subarray(off, off + g).every((b) => b === 0)) zeroChunks++;
+    expect(zeroChunks).toBeGreaterThan(0);
+    const stats = job.stats();
+    expect(stats.bytesDone).toBe(size);
+    expect(stats.bytesZero).toBe(zeroChunks * g);
+    expect(stats.bytesDone - stats.bytesZero).toBe(size - zeroChunks * g);
+  });
+});
+
+describe('progress', () => {
+  it('a progress held back by the 100 ms interval still goes: a rate-limited job shows its first op at once, not at its next op seconds later', async () => {
+    const size = 8 * MiB;
+    const src = memoryRaw(size, 1, false);
+    const job = await MirrorJob.create({ source: src.image, target: blankRaw(size).image, options: { sync: 'full', speed: 256 * 1024 }, targetCreated: true });
+    const offsets: number[] = [];
+    job.onProgress((p) => offsets.push(p.offset));
+    job.start();
+    await new Promise((r) => setTimeout(r, 600));
+    // The first op (let through at once) has settled; its next is seconds away.
+    expect(Math.max(...offsets)).toBeGreaterThan(0);
+    job.cancel();
+    await job.result;
+  });
+});
