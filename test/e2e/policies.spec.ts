@@ -28,7 +28,7 @@ test('stop on a source read error: the dialog names it; Resume completes; images
 });
 
 test('report: the job ends with the error shown', async ({ page }, testInfo) => {
-  await startMirror(page, { source: 'demo.raw', target: 'copy.raw', speed: '2M', onSourceError: 'report' });
+  await startMirror(page, { source: 'demo.raw', target: 'copy.raw', speed: '1M', onSourceError: 'report' });
   await addFault(page, { side: 'source', op: 'read', errno: 'EIO', offset: '5M', length: '', once: false });
   await expect(jobState(page)).toContainText('— source read error (EIO)', { timeout: 20_000 });
   await expect(jobOutcome(page)).toHaveText('Failed at 5.00 MiB: source read error (EIO); copy.raw is incomplete.DeleteRetry', { timeout: 20_000 });
@@ -40,7 +40,8 @@ test('report: the job ends with the error shown', async ({ page }, testInfo) => 
 });
 
 test('ignore with a once-fault: the error is logged, the job retries and completes; images equal', async ({ page }) => {
-  await startMirror(page, { source: 'demo.raw', target: 'copy.raw', speed: '4M', onSourceError: 'ignore' });
+  // 1 MiB/s: the fault at 6 MiB is added seconds before the job gets there, also on a loaded machine.
+  await startMirror(page, { source: 'demo.raw', target: 'copy.raw', speed: '1M', onSourceError: 'ignore' });
   await addFault(page, { side: 'source', op: 'read', errno: 'EIO', offset: '6M', length: '64K', once: true });
   await waitReadyAndComplete(page);
   const errors = (await loggedEvents(page)).filter((e) => e.event === 'BLOCK_JOB_ERROR');
@@ -49,7 +50,7 @@ test('ignore with a once-fault: the error is logged, the job retries and complet
 });
 
 test('enospc on a full target pauses (nospace); remove the fault, Resume, it completes', async ({ page }, testInfo) => {
-  await startMirror(page, { source: 'demo.raw', target: 'copy.raw', speed: '4M', onTargetError: 'enospc' });
+  await startMirror(page, { source: 'demo.raw', target: 'copy.raw', speed: '1M', onTargetError: 'enospc' });
   await addFault(page, { side: 'target', op: 'write', errno: 'ENOSPC', offset: '4M', length: '', once: false });
   const dialog = page.getByRole('alertdialog');
   await expect(dialog).toBeVisible({ timeout: 20_000 });
