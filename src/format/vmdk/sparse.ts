@@ -78,21 +78,14 @@ export class SparseExtent {
 
   static async open(file: BlockDevice, writable: boolean, name: string): Promise<SparseExtent> {
     const header = await readSparseHeader(file, writable);
-    const readDirectory = async (offset: number, field: string): Promise<Uint32Array> => {
+    const readDirectory = async (offset: number): Promise<Uint32Array> => {
       const raw = new Uint8Array(header.gdEntries * GTE_BYTES);
       await file.read(offset, raw);
-      const table = readTable(raw);
-      const tableBytes = header.gtesPerGt * GTE_BYTES;
-      table.forEach((sector, i) => {
-        const at = sector * SECTOR_BYTES;
-        if (sector !== 0 && (at < SECTOR_BYTES || at + tableBytes > file.size)) {
-          throw new FormatError(`vmdk ${field} entry ${i} is sector ${sector}: a grain table of ${tableBytes} bytes there is past the end of the file (${file.size} bytes)`, field);
-        }
-      });
-      return table;
+      return readTable(raw);
     };
-    const gd = await readDirectory(header.gdOffset, 'grain directory');
-    const rgd = header.rgdOffset ? await readDirectory(header.rgdOffset, 'redundant grain directory') : null;
+    // Entries are checked where they are used: a table past the end of the file reads as zeroes (as QEMU's), one is never written there.
+    const gd = await readDirectory(header.gdOffset);
+    const rgd = header.rgdOffset ? await readDirectory(header.rgdOffset) : null;
     return new SparseExtent(file, header, gd, rgd, name);
   }
 
@@ -108,7 +101,7 @@ export class SparseExtent {
       return hit;
     }
     const raw = new Uint8Array(this.tableBytes);
-    await this.file.read(sector * SECTOR_BYTES, raw);
+    await this.readStored(sector * SECTOR_BYTES, raw);
     const table = readTable(raw);
     if (this.cache.size >= GT_CACHE_TABLES) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(sector, table);
@@ -129,10 +122,8 @@ export class SparseExtent {
     const entry = (await this.table(gtSector))[gtIndex]!;
     if (entry === 0) return { kind: 'unallocated' };
     if (entry === GTE_ZEROED && this.header.hasZeroGrain) return { kind: 'zero' };
+    // A grain past the end of the file reads as zeroes, as in QEMU (check reports it).
     const host = entry * SECTOR_BYTES;
-    if (host >= this.file.size) {
-      throw new FormatError(`vmdk grain table entry for offset ${offset - (offset % this.grainBytes)} of ${this.name} is sector ${entry}: past the end of the file (${this.file.size} bytes)`, 'grain table');
-    }
     return this.header.compressed ? { kind: 'compressed', host } : { kind: 'data', host };
   }
 
@@ -173,6 +164,13 @@ export class SparseExtent {
     const { gdIndex, gtIndex } = this.indexes(offset);
     const gtSector = this.gd[gdIndex]!;
     if (gtSector === 0) throw new FormatError(`vmdk grain directory entry ${gdIndex} of ${this.name} has no grain table: diskmirror does not add grain tables`, 'grain directory');
+    const backup = this.rgd?.[gdIndex] ?? 0;
+    for (const [sector, field] of [[gtSector, 'grain directory'], [backup, 'redundant grain directory']] as const) {
+      const at = sector * SECTOR_BYTES;
+      if (sector !== 0 && (at < SECTOR_BYTES || at + this.tableBytes > this.file.size)) {
+        throw new FormatError(`vmdk ${field} entry ${gdIndex} of ${this.name} is sector ${sector}: a grain table there is not inside the file (${this.file.size} bytes); not written`, field);
+      }
+    }
     const grainStart = offset - (offset % this.grainBytes);
     let start = Math.max(this.next, Math.ceil(this.file.size / SECTOR_BYTES) * SECTOR_BYTES);
     let stored: Uint8Array;
@@ -195,7 +193,6 @@ export class SparseExtent {
     const entry = new Uint8Array(GTE_BYTES);
     new DataView(entry.buffer).setUint32(0, start / SECTOR_BYTES, true);
     await this.file.write(gtSector * SECTOR_BYTES + gtIndex * GTE_BYTES, entry);
-    const backup = this.rgd?.[gdIndex];
     if (backup) await this.file.write(backup * SECTOR_BYTES + gtIndex * GTE_BYTES, entry);
     const cached = this.cache.get(gtSector);
     if (cached) cached[gtIndex] = start / SECTOR_BYTES;
