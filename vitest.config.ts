@@ -39,6 +39,7 @@ const REST: Record<string, string> = {
   'test/format/vhdx-log.test.ts': 'the built command, qemu-img, qemu-io',
   'test/format/vmdk-read.test.ts': 'the built command, qemu-img, qemu-io, tar',
   'test/format/vmdk-write.test.ts': 'the built command, qemu-img, qemu-io',
+  'test/format/vmdk-hostile.test.ts': 'the built command, qemu-img, qemu-io',
   'test/properties/qcow2.property.test.ts': 'qemu-img',
   'test/mirror/crash-points.test.ts': 'nothing from outside, but over a minute alone: every crash point of whole runs',
   'test/block/nbd-client.test.ts': 'nothing from outside, but some 5 s of CPU: a 256 KiB write and read in one-byte NBD requests',
