@@ -13,17 +13,19 @@
 import { type BlockDevice, BlockError, checkDeviceRequest } from '../../block/block-device.js';
 import { type BlockStatus, type BlockStatusKind, type BlockStatusOptions, type ImageFormat, type ImageInfo, type WriteZeroesOptions, FormatError } from '../image-format.js';
 import { Serial, forEachPiece, writeZeroBytes } from '../block-pieces.js';
-import type { BackingResolver } from '../open.js';
 import { EMBEDDED_DESC_BYTES, EMBEDDED_DESC_OFFSET, MAX_DESC_FILE_BYTES, SECTOR_BYTES } from './constants.js';
 import { descriptorFileType, descriptorText, parseExtentLines, readCids } from './descriptor.js';
 import { hasCowdMagic, hasSparseMagic } from './header.js';
 import { type Grain, SparseExtent } from './sparse.js';
 import { SliceDevice, isOvaHead, ovaDisk } from './ova.js';
 
+/** Opens a file named beside the image (open.ts's BackingResolver: the same shape, without the import). */
+export type ExtentResolver = (name: string, options: { readOnly: boolean; from?: string }) => Promise<BlockDevice | { device: BlockDevice; name: string }>;
+
 export interface VmdkOpenOptions {
   readOnly?: boolean;
   /** Opens extent files named by a descriptor (as backing files are opened). */
-  resolve?: BackingResolver;
+  resolve?: ExtentResolver;
   /** The image's name, for messages and for the resolver. */
   name?: string;
 }
@@ -260,7 +262,7 @@ async function closeExtents(extents: Extent[]): Promise<void> {
 }
 
 /** Opens the extent files a descriptor names, beside it (through `resolve`), in order. */
-async function openExtents(text: string, name: string, resolve: BackingResolver | undefined): Promise<Extent[]> {
+async function openExtents(text: string, name: string, resolve: ExtentResolver | undefined): Promise<Extent[]> {
   const lines = parseExtentLines(text);
   const extents: Extent[] = [];
   try {
