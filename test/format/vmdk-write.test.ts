@@ -161,6 +161,21 @@ describe('vmdk write: a mirror onto a new target', () => {
     });
   }
 
+  it('a mirror into an existing stream (qemu-img create -o subformat=streamOptimized) writes each grain once and completes; a second mirror into it fails with EIO, as QEMU refuses the rewrite', async () => {
+    const src = name('raw');
+    writeSparseRaw(src, 5 * MiB, 77);
+    const out = name('vmdk');
+    await qemuImg('create', '-f', 'vmdk', '-o', 'subformat=streamOptimized', out, '5M');
+    const first = await dm(['mirror', src, out]);
+    expect(first.code, first.stderr).toBe(0);
+    const cmp = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'vmdk', src, out]);
+    expect(cmp.stdout, cmp.stderr).toMatch(/^Images are identical/);
+    await expectCheckClean(out);
+    const again = await dm(['mirror', src, out]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/EIO.*Could not write to allocated cluster for streamOptimized/);
+  });
+
   it('a qcow2 source mirrors to vmdk and back to qcow2 with every byte', async () => {
     const src = name('qcow2');
     writeSparseRaw(name('raw'), BYTES, 66);
