@@ -17,6 +17,7 @@ import { VmdkImage } from '../../src/format/vmdk/image.js';
 import { run as dm } from '../helpers/cli.js';
 import { requireBuiltCommand } from '../helpers/require-program.js';
 import { qemuImg, requireQemu, run, tempDir } from '../helpers/qemu.js';
+import { mutateRegion } from '../helpers/mutate-region.js';
 import { randInt, rng } from '../helpers/random.js';
 import { findDiff, readAll } from './qcow2-images.js';
 import { MiB } from './vpc-vdi-images.js';
@@ -61,36 +62,12 @@ function regionsOf(file: Uint8Array, footer: boolean): Region[] {
 
 /** One seeded change of `region`: a byte, a word set to an edge value, or a word nudged; in text, a character. */
 function mutate(file: Uint8Array, region: Region, next: () => number): string {
-  const view = new DataView(file.buffer, file.byteOffset, file.length);
   if (region.text) {
     const at = region.offset + randInt(next, region.bytes);
     file[at] = ' 0=f"\n#x\0'.charCodeAt(randInt(next, 9));
     return `character ${at} = ${JSON.stringify(String.fromCharCode(file[at]!))}`;
   }
-  const word = region.offset + 4 * randInt(next, Math.max(1, Math.floor(region.bytes / 4)));
-  switch (randInt(next, 5)) {
-    case 0: {
-      const at = region.offset + randInt(next, region.bytes);
-      file[at] = randInt(next, 256);
-      return `byte ${at}`;
-    }
-    case 1:
-      view.setUint32(word, 0xffffffff, true);
-      return `word ${word} = 0xffffffff`;
-    case 2:
-      view.setUint32(word, 0, true);
-      return `word ${word} = 0`;
-    case 3: {
-      const value = [0x7fffffff, 0x80000000, 0xfffffffe, 0x00100000, 1, 0x200001][randInt(next, 6)]!;
-      view.setUint32(word, value, true);
-      return `word ${word} = 0x${value.toString(16)}`;
-    }
-    default: {
-      const delta = randInt(next, 2) === 0 ? 1 : -1;
-      view.setUint32(word, (view.getUint32(word, true) + delta) >>> 0, true);
-      return `word ${word} ${delta > 0 ? '+1' : '-1'}`;
-    }
-  }
+  return mutateRegion(file, region, next, { littleEndian: true, values: [0x7fffffff, 0x80000000, 0xfffffffe, 0x00100000, 1, 0x200001] });
 }
 
 async function ourRead(bytes: Uint8Array): Promise<{ data?: Uint8Array; whole?: boolean; error?: unknown; ms: number; checkExit?: number }> {

@@ -169,6 +169,7 @@ export class VmdkImage implements ImageFormat {
   async blockStatus(offset: number, bytes: number, options?: BlockStatusOptions): Promise<BlockStatus> {
     checkDeviceRequest('read', offset, 0, this.size, true);
     const length = Math.max(0, Math.min(bytes, this.size - offset));
+    if (length === 0) return { offset, bytes: 0, kind: 'unallocated', depth: 0 };
     const first = await this.locate(offset);
     const kind = kindOf(first.grain);
     const host = hostOf(first);

@@ -134,8 +134,18 @@ export class SparseExtent {
     into.fill(0, inFile);
   }
 
+  /** The grain inflated last (reads of a grain in pieces inflate it once). */
+  private inflated: { host: number; data: Uint8Array } | null = null;
+
   /** Inflates the compressed grain at `host` holding extent offset `grainStart`. */
   async readCompressed(host: number, grainStart: number): Promise<Uint8Array> {
+    if (this.inflated?.host === host) return this.inflated.data;
+    const data = await this.inflate(host, grainStart);
+    this.inflated = { host, data };
+    return data;
+  }
+
+  private async inflate(host: number, grainStart: number): Promise<Uint8Array> {
     const buffer = new Uint8Array(2 * this.grainBytes);
     await this.readStored(host, buffer);
     let data = buffer;
