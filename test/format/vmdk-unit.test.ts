@@ -6,6 +6,8 @@
  * content, not its name).
  */
 import { describe, expect, it } from 'vitest';
+import { FormatError } from '../../src/format/image-format.js';
+import { mapImage } from '../../src/format/map.js';
 import { MemoryDevice } from '../../src/block/memory.js';
 import { createImage, openImage } from '../../src/format/open.js';
 import { probeFormat } from '../../src/format/probe.js';
@@ -95,6 +97,43 @@ describe('vmdk on memory', () => {
     await image.read(0, back);
     expect(Buffer.compare(back, guest)).toBe(0);
     await image.close();
+  });
+
+  it('a grain table entry past the end of the file is not written in place (the file would grow to it): refused naming the grain table', async () => {
+    const { file } = await newVmdk('monolithicSparse', 4 * 65536);
+    const bytes = file.bytes().slice();
+    const view = new DataView(bytes.buffer);
+    // Both grain tables (the header's GD and the redundant one) say grain 0 is at sector 0x11111111 (286 GiB in).
+    for (const gdField of [56, 48]) {
+      const gt = view.getUint32(view.getUint32(gdField, true) * 512, true);
+      view.setUint32(gt * 512, 0x11111111, true);
+    }
+    const device = new MemoryDevice(bytes);
+    const image = await openImage(device, { format: 'vmdk', readOnly: false });
+    await expect(image.write(0, new Uint8Array(512))).rejects.toBeInstanceOf(FormatError);
+    await expect(image.writeZeroes(0, 512, { unmap: false })).rejects.toMatchObject({ field: 'grain table' });
+    expect(device.size).toBe(bytes.length);
+    // Read, it is zeroes, as QEMU reads past the end of a file.
+    const back = new Uint8Array(512).fill(1);
+    await image.read(0, back);
+    expect(back.every((b) => b === 0)).toBe(true);
+  });
+
+  it('block status over a disk of 1 TiB with no grain tables steps over each missing table at once (a map takes well under a second, not one lookup a grain)', async () => {
+    const { file } = await newVmdk('monolithicSparse', 4 * 65536);
+    const bytes = new Uint8Array(1 << 20);
+    bytes.set(file.bytes());
+    const view = new DataView(bytes.buffer);
+    view.setUint32(12, 2 ** 31, true); // capacity: 1 TiB in sectors
+    view.setUint32(8, view.getUint32(8, true) & ~2, true); // no redundant GD
+    view.setUint32(56, 1024, true); // the GD: 32768 empty entries at 512 KiB
+    const image = await openImage(new MemoryDevice(bytes), { format: 'vmdk', readOnly: true });
+    expect(image.size).toBe(2 ** 40);
+    const started = Date.now();
+    const extents: { length: number; present: boolean }[] = [];
+    await mapImage(image, (e) => extents.push(e));
+    expect(Date.now() - started).toBeLessThan(1500);
+    expect(extents).toEqual([{ start: 0, length: 2 ** 40, depth: 0, present: false, zero: true, data: false }]);
   });
 
   it('the page: a .vmdk name asks for vmdk; an imported VMDK is listed by its content', async () => {

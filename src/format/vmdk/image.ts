@@ -144,11 +144,11 @@ export class VmdkImage implements ImageFormat {
     checkDeviceRequest('write', offset, data.length, this.size, true);
     await this.pieces(offset, data.length, async (at, done, piece, where) => {
       const bytes = data.subarray(done, done + piece);
-      if (where.grain.kind === 'data') return this.file.write(where.grain.host + (where.rel - where.grainStart), bytes);
+      if (where.grain.kind === 'data') return this.file.write(inPlace(where, this.file.size), bytes);
       await this.allocations.run(async () => {
         // Allocated while this waited its turn: written in place (or refused, compressed).
         const now = await this.locate(at);
-        if (now.grain.kind === 'data') return this.file.write(now.grain.host + (now.rel - now.grainStart), bytes);
+        if (now.grain.kind === 'data') return this.file.write(inPlace(now, this.file.size), bytes);
         const sparse = (now.extent as Extent & { flat: false }).sparse;
         if (sparse.compressed) checkStreamWrite(now, at, piece);
         await sparse.allocate(now.rel, bytes);
@@ -161,7 +161,7 @@ export class VmdkImage implements ImageFormat {
     checkDeviceRequest('write', offset, bytes, this.size, true);
     await this.pieces(offset, bytes, async (at, _done, piece, where) => {
       // Unallocated and zero grains read as zeroes already.
-      if (where.grain.kind === 'data') await writeZeroBytes(this.file, where.grain.host + (where.rel - where.grainStart), piece);
+      if (where.grain.kind === 'data') await writeZeroBytes(this.file, inPlace(where, this.file.size), piece);
       else if (where.grain.kind === 'compressed') checkStreamWrite(where, at, piece);
     });
   }
@@ -170,22 +170,22 @@ export class VmdkImage implements ImageFormat {
     checkDeviceRequest('read', offset, 0, this.size, true);
     const length = Math.max(0, Math.min(bytes, this.size - offset));
     if (length === 0) return { offset, bytes: 0, kind: 'unallocated', depth: 0 };
-    const first = await this.locate(offset);
-    const kind = kindOf(first.grain);
-    const host = hostOf(first);
-    if (first.extent.flat && length > 0 && first.extent.file.allocation) {
+    const extent = this.extentAt(offset);
+    const rel = offset - extent.start;
+    const inExtent = Math.min(length, extent.bytes - rel);
+    if (extent.flat) {
+      const host = extent.flatOffset + rel;
       // A flat extent's holes are its file's (qemu-img looks into the file too).
-      const a = await first.extent.file.allocation(host!, Math.min(length, first.piece));
-      return { offset, bytes: Math.min(length, a.bytes), kind: a.allocated ? 'data' : 'zero', depth: 0, hostOffset: host! };
+      if (extent.file.allocation) {
+        const a = await extent.file.allocation(host, inExtent);
+        return { offset, bytes: Math.min(inExtent, a.bytes), kind: a.allocated ? 'data' : 'zero', depth: 0, hostOffset: host };
+      }
+      return { offset, bytes: inExtent, kind: 'data', depth: 0, hostOffset: host };
     }
-    let run = Math.min(length, first.piece);
-    while (run < length) {
-      const next = await this.locate(offset + run);
-      if (kindOf(next.grain) !== kind || next.extent !== first.extent) break;
-      // Data stored elsewhere in the file ends a contiguous extent.
-      if (options?.contiguous && host !== undefined && hostOf(next) !== host + run) break;
-      run += Math.min(length - run, next.piece);
-    }
+    // Runs stop at the extent's end (the next extent is another file).
+    const { grain, bytes: run } = await extent.sparse.run(rel, inExtent, options?.contiguous === true);
+    const kind = kindOf(grain);
+    const host = grain.kind === 'data' ? grain.host + (rel % extent.sparse.grainBytes) : undefined;
     const depth = kind === 'unallocated' ? 1 : 0;
     return host === undefined ? { offset, bytes: run, kind, depth } : { offset, bytes: run, kind, depth, hostOffset: host };
   }
@@ -242,13 +242,17 @@ function checkStreamWrite(where: { extent: Extent; rel: number; grain: Grain; gr
   }
 }
 
-function kindOf(grain: Grain): BlockStatusKind {
-  return grain.kind === 'unallocated' ? 'unallocated' : grain.kind === 'zero' ? 'zero' : 'data';
+/** Where a stored grain's byte is in the file; a grain the table places past the end of the file is not written there (the file would grow to it). */
+function inPlace(where: { rel: number; grain: Grain; grainStart: number }, fileSize: number): number {
+  const host = (where.grain as Grain & { kind: 'data' }).host;
+  if (host >= fileSize) {
+    throw new FormatError(`vmdk grain table entry for offset ${where.grainStart} is sector ${host / SECTOR_BYTES}, past the end of the file (${fileSize} bytes): not written (qemu-img check: points after EOF)`, 'grain table');
+  }
+  return host + (where.rel - where.grainStart);
 }
 
-function hostOf(where: { extent: Extent; rel: number; grain: Grain; grainStart: number }): number | undefined {
-  if (where.grain.kind !== 'data') return undefined;
-  return where.extent.flat ? where.extent.flatOffset + where.rel : where.grain.host + (where.rel - where.grainStart);
+function kindOf(grain: Grain): BlockStatusKind {
+  return grain.kind === 'unallocated' ? 'unallocated' : grain.kind === 'zero' ? 'zero' : 'data';
 }
 
 /** Reads `into` at `offset` of `file`; what lies past the file's end reads as zeroes (QEMU pads a short read). */

@@ -127,6 +127,41 @@ export class SparseExtent {
     return this.header.compressed ? { kind: 'compressed', host } : { kind: 'data', host };
   }
 
+  /**
+   * The grain holding `offset` and how many bytes from `offset` (at most
+   * `maxBytes`) read the same way: unallocated, zero, or data (with
+   * `contiguous`, data stored contiguously in the file). A grain table
+   * that is not there is skipped in one step.
+   */
+  async run(offset: number, maxBytes: number, contiguous: boolean): Promise<{ grain: Grain; bytes: number }> {
+    const grain = await this.lookup(offset);
+    const kind = grain.kind === 'compressed' ? 'data' : grain.kind;
+    const host = grain.kind === 'data' ? grain.host + (offset % this.grainBytes) : undefined;
+    const end = offset + maxBytes;
+    const span = this.grainBytes * this.header.gtesPerGt;
+    let at = Math.min(end, offset - (offset % this.grainBytes) + this.grainBytes);
+    while (at < end) {
+      const { gdIndex, gtIndex } = this.indexes(at);
+      const gtSector = this.gd[gdIndex];
+      if (gtSector === undefined) break;
+      if (gtSector === 0) {
+        if (kind !== 'unallocated') break;
+        at = Math.min(end, (gdIndex + 1) * span);
+        continue;
+      }
+      const table = await this.table(gtSector);
+      let i = gtIndex;
+      for (; i < table.length && at < end; i++, at = Math.min(end, at + this.grainBytes)) {
+        const entry = table[i]!;
+        const k = entry === 0 ? 'unallocated' : entry === GTE_ZEROED && this.header.hasZeroGrain ? 'zero' : 'data';
+        if (k !== kind) return { grain, bytes: at - offset };
+        if (host !== undefined && contiguous && entry * SECTOR_BYTES !== host + (at - offset)) return { grain, bytes: at - offset };
+      }
+      if (i < table.length) break;
+    }
+    return { grain, bytes: at - offset };
+  }
+
   /** Reads [at, at + into.length) of a stored grain (not crossing it) from the file; bytes past the file's end read as zeroes, as QEMU's. */
   async readStored(host: number, into: Uint8Array): Promise<void> {
     const inFile = Math.max(0, Math.min(into.length, this.file.size - host));
