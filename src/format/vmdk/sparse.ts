@@ -102,6 +102,9 @@ export class SparseExtent {
     }
     const raw = new Uint8Array(this.tableBytes);
     await this.readStored(sector * SECTOR_BYTES, raw);
+    // Loaded meanwhile (and maybe changed by an allocation since): the cached table is the current one.
+    const loaded = this.cache.get(sector);
+    if (loaded) return loaded;
     const table = readTable(raw);
     if (this.cache.size >= GT_CACHE_TABLES) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(sector, table);
@@ -239,8 +242,8 @@ export class SparseExtent {
     new DataView(entry.buffer).setUint32(0, start / SECTOR_BYTES, true);
     await this.file.write(gtSector * SECTOR_BYTES + gtIndex * GTE_BYTES, entry);
     if (backup) await this.file.write(backup * SECTOR_BYTES + gtIndex * GTE_BYTES, entry);
-    const cached = this.cache.get(gtSector);
-    if (cached) cached[gtIndex] = start / SECTOR_BYTES;
+    // The table in memory says it too (loaded if it had left the cache, so a load under way cannot bring back the old entry).
+    (await this.table(gtSector))[gtIndex] = start / SECTOR_BYTES;
     this.next = this.header.compressed ? start + stored.length : start + this.grainBytes;
   }
 
