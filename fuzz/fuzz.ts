@@ -2,11 +2,13 @@
  * Coverage-guided fuzzing of every parser of untrusted bytes: qcow2 images
  * (header, extensions, L1/L2 entries, refcounts, compressed descriptors,
  * snapshot table, a backing chain), VHD (vpc: footer, dynamic header, BAT),
- * VDI images (header, block map) and VHDX images (headers, region table,
- * metadata, BAT; packed, see vhdx-pack.ts), checkpoints (`diskmirror mirror
+ * VDI images (header, block map), VHDX images (headers, region table,
+ * metadata, BAT; packed, see vhdx-pack.ts), VMDK (sparse header, footer,
+ * embedded descriptor, grain directory and tables, compressed grains; a
+ * descriptor file), checkpoints (`diskmirror mirror
  * --resume` reading one, then a job resumed from it), and QMP input.
  *
- *   npm run fuzz -- --seconds 600 [--target qcow2|vpc|vdi|vhdx|checkpoint|qmp] [--seed S]
+ *   npm run fuzz -- --seconds 600 [--target qcow2|vpc|vdi|vhdx|vmdk|checkpoint|qmp] [--seed S]
  *
  * The seed corpus is made at start by qemu-img (and by diskmirror for
  * checkpoints and QMP), never committed. Inputs are mutated (bit flips,
@@ -31,7 +33,7 @@ import { packVhdx } from './vhdx-pack.js';
 
 const HANG_MS = 5000;
 const FINDINGS = fileURLToPath(new URL('../../../fuzz/findings/', import.meta.url));
-const ALL_TARGETS = ['qcow2', 'vpc', 'vdi', 'vhdx', 'checkpoint', 'qmp'];
+const ALL_TARGETS = ['qcow2', 'vpc', 'vdi', 'vhdx', 'vmdk', 'checkpoint', 'qmp'];
 
 function parseArgs(argv: string[]): { seconds: number; targets: string[]; seed: number } {
   let seconds = 60;
@@ -129,6 +131,24 @@ function seedCorpus(target: string, dir: string): Uint8Array[] {
       const image = new Uint8Array(readFileSync(path));
       seeds.push(packVhdx(image, true), packVhdx(image, false));
     }
+  } else if (target === 'vmdk') {
+    for (const [name, opts] of [
+      ['sparse', 'subformat=monolithicSparse'],
+      ['zeroed', 'subformat=monolithicSparse,zeroed_grain=on'],
+      ['flat', 'subformat=monolithicFlat'],
+    ]) {
+      const path = join(dir, `${name}.vmdk`);
+      q('create', '-q', '-f', 'vmdk', '-o', opts!, path, '1536K');
+      io('vmdk', path, 'write -P 0x11 0 4k', 'write -z 128k 64k', 'write -P 0x22 1000k 1k');
+      // The flat image's descriptor file (its extent cannot be opened from memory: the text is what is fuzzed).
+      seeds.push(readFileSync(path));
+    }
+    const raw = join(dir, 'stream.raw');
+    q('create', '-q', '-f', 'raw', raw, '1536K');
+    io('raw', raw, 'write -P 0x33 0 64k', 'write -P 0x44 700k 3k');
+    const stream = join(dir, 'stream.vmdk');
+    q('convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, stream);
+    seeds.push(readFileSync(stream));
   } else if (target === 'checkpoint') {
     const bin = fileURLToPath(new URL('../../../bin/diskmirror.js', import.meta.url));
     for (const [policy, gran] of [['report', '65536'], ['ignore', '4096'], ['stop', '1048576']] as const) {

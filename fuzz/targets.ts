@@ -25,6 +25,8 @@ import { VdiImage } from '../src/format/vdi/image.js';
 import { checkVhdx } from '../src/format/vhdx/check.js';
 import { VhdxImage } from '../src/format/vhdx/image.js';
 import { unpackVhdx } from './vhdx-pack.js';
+import { checkVmdk } from '../src/format/vmdk/check.js';
+import { VmdkImage } from '../src/format/vmdk/image.js';
 import type { ResolvedOptions } from '../src/mirror/options.js';
 
 export type Target = (input: Uint8Array) => Promise<void>;
@@ -71,11 +73,11 @@ const qcow2: Target = async (input) => {
 };
 
 /**
- * A vpc, vdi or vhdx image: opened, read whole (or its ends), mapped,
- * checked (vdi, vhdx), then written once at each end of a copy. A vhdx
+ * A vpc, vdi, vhdx or vmdk image: opened, read whole (or its ends), mapped,
+ * checked (vdi, vhdx, vmdk), then written once at each end of a copy. A vhdx
  * input is packed (vhdx-pack.ts); opened read-write, a log in it is replayed.
  */
-function blockImage(format: 'vpc' | 'vdi' | 'vhdx'): Target {
+function blockImage(format: 'vpc' | 'vdi' | 'vhdx' | 'vmdk'): Target {
   return async (packed) => {
     const input = format === 'vhdx' ? unpackVhdx(packed) : packed;
     const image = await openImage(new MemoryDevice(input, true), { format, readOnly: true });
@@ -83,6 +85,7 @@ function blockImage(format: 'vpc' | 'vdi' | 'vhdx'): Target {
       await readAndMap(image);
       if (image instanceof VdiImage) checkVdi(image);
       if (image instanceof VhdxImage) checkVhdx(image);
+      if (image instanceof VmdkImage) await checkVmdk(image);
     } finally {
       await image.close();
     }
@@ -150,4 +153,4 @@ const qmp: Target = async (input) => {
   }
 };
 
-export const TARGETS: Record<string, Target> = { qcow2, vpc: blockImage('vpc'), vdi: blockImage('vdi'), vhdx: blockImage('vhdx'), checkpoint, qmp };
+export const TARGETS: Record<string, Target> = { qcow2, vpc: blockImage('vpc'), vdi: blockImage('vdi'), vhdx: blockImage('vhdx'), vmdk: blockImage('vmdk'), checkpoint, qmp };

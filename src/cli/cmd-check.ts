@@ -1,5 +1,5 @@
 /**
- * diskmirror check: qemu-img check for qcow2, vdi and vhdx. Exit 0 clean, 2 corruptions,
+ * diskmirror check: qemu-img check for qcow2, vdi, vhdx and vmdk. Exit 0 clean, 2 corruptions,
  * 3 leaks only, 1 when the image cannot be checked (or opened), 63 for a
  * format without checks (raw: "This image format does not support checks",
  * as qemu-img). What it finds goes to stderr, the summary to stdout, as
@@ -19,6 +19,8 @@ import { checkVdi } from '../format/vdi/check.js';
 import { VdiImage } from '../format/vdi/image.js';
 import { checkVhdx } from '../format/vhdx/check.js';
 import { VhdxImage } from '../format/vhdx/image.js';
+import { checkVmdk } from '../format/vmdk/check.js';
+import { VmdkImage } from '../format/vmdk/image.js';
 
 export const CHECK_EXIT = { clean: 0, failed: 1, corrupt: 2, leaks: 3, unsupported: 63 } as const;
 
@@ -89,7 +91,7 @@ function summary(r: CheckResult): string {
 export const checkCommand: Command = {
   usage: 'check [-f FMT] [--output=human|json] [-U] [-r leaks|all] IMAGE',
   help: [
-    'Checks a qcow2, vdi or vhdx image for consistency, as qemu-img check does.',
+    'Checks a qcow2, vdi, vhdx or vmdk image for consistency, as qemu-img check does.',
     '-r leaks|all replays a vhdx log that needs it (as qemu-img check -r); nothing else is repaired.',
     'Exit status: 0 no problems, 2 corruptions, 3 leaked clusters only, 1 the check could not be done,',
     '63 the format has nothing to check (raw, vpc).',
@@ -104,12 +106,17 @@ export const checkCommand: Command = {
     if (repair !== undefined && args.options['force-share']) throw new UsageError('-U cannot be used with -r: a repair writes to the image');
     const image = await openToCheck(args, repair !== undefined);
     try {
-      if (!(image instanceof Qcow2Image) && !(image instanceof VdiImage) && !(image instanceof VhdxImage)) {
+      if (!(image instanceof Qcow2Image) && !(image instanceof VdiImage) && !(image instanceof VhdxImage) && !(image instanceof VmdkImage)) {
         console.error('diskmirror check: This image format does not support checks');
         return CHECK_EXIT.unsupported;
       }
-      const r = image instanceof VdiImage ? checkVdi(image) : image instanceof VhdxImage ? checkVhdx(image) : await checkImage(image);
+      const r = image instanceof VdiImage ? checkVdi(image) : image instanceof VhdxImage ? checkVhdx(image) : image instanceof VmdkImage ? await checkVmdk(image) : await checkImage(image);
       for (const m of r.messages) console.error(m);
+      // vmdk: a grain past the end fails the check itself, as qemu-img's (no summary).
+      if ('failure' in r && r.failure) {
+        console.error(`diskmirror check: Check failed: ${r.failure}`);
+        return CHECK_EXIT.failed;
+      }
       if (r.messages.length < r.corruptions + r.leaks + r.checkErrors) {
         console.error(`(${r.corruptions + r.leaks + r.checkErrors - r.messages.length} more findings not shown)`);
       }

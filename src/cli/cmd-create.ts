@@ -1,5 +1,5 @@
 /**
- * diskmirror create: a new raw, qcow2, vpc, vdi or vhdx image, with qemu-img create's
+ * diskmirror create: a new raw, qcow2, vpc, vdi, vhdx or vmdk image, with qemu-img create's
  * options. With a backing file and no SIZE, the backing image's size.
  */
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
@@ -14,12 +14,13 @@ import { parseSize } from '../util/size.js';
 export const createCommand: Command = {
   usage: 'create [-f FMT] [-o OPTIONS] [-b BACKING [-F BACKING_FMT]] [-q] IMAGE [SIZE]',
   help: [
-    'Creates IMAGE (format raw, the default, qcow2, vpc, vdi or vhdx) of SIZE bytes (K, M, G, T suffixes; rounded up to 512).',
+    'Creates IMAGE (format raw, the default, qcow2, vpc, vdi, vhdx or vmdk) of SIZE bytes (K, M, G, T suffixes; rounded up to 512).',
     'qcow2 OPTIONS (-o key=value,...): compat=0.10|1.1, cluster_size=512..2M, refcount_bits=1..64,',
     '  extended_l2=on|off, compression_type=zlib|zstd, lazy_refcounts=on|off, preallocation=off|metadata,',
     '  backing_file=NAME, backing_fmt=FMT. raw: preallocation=off|full.',
     'vpc: subformat=dynamic|fixed, force_size=on|off (keep SIZE instead of rounding it to a CHS geometry). vdi: static=on|off.',
     'vhdx: subformat=dynamic|fixed, block_size=1M..256M (0: from SIZE, as qemu-img), log_size=1M...',
+    'vmdk: subformat=monolithicSparse|streamOptimized, adapter_type=ide|buslogic|lsilogic|legacyESX.',
     'A backing file is named relative to IMAGE; without SIZE the image is as large as it.',
   ].join('\n'),
   errorExit: 1,

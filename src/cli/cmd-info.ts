@@ -14,6 +14,7 @@ import { statSync } from 'node:fs';
 import type { Command } from './command.js';
 import { openForReading, parseSingleImage } from './node-images.js';
 import type { ImageInfo } from '../format/image-format.js';
+import type { ExtentInfo } from '../format/vmdk/image.js';
 
 export interface QemuImageInfo {
   'backing-filename-format'?: string;
@@ -70,7 +71,11 @@ export function imageInfo(filename: string, info: ImageInfo): QemuImageInfo {
   const virtualSize = info.format === 'raw' ? Math.ceil(info.virtualSize / 512) * 512 : info.virtualSize;
   const out: QemuImageInfo = { 'virtual-size': virtualSize, filename, format: info.format, 'dirty-flag': false };
   if (info.clusterSize) out['cluster-size'] = info.clusterSize;
-  const actual = actualSize(filename);
+  let actual = actualSize(filename);
+  // A vmdk's extent files count too, as qemu-img counts them.
+  if (info.format === 'vmdk' && actual !== undefined) {
+    for (const e of (info.details?.extents ?? []) as ExtentInfo[]) if (e.fileName !== null) actual += actualSize(joinBackingName(filename, e.fileName)) ?? 0;
+  }
   if (actual !== undefined) out['actual-size'] = actual;
   if (info.backingFile !== undefined) {
     out['backing-filename'] = info.backingFile;
@@ -99,7 +104,38 @@ export function imageInfo(filename: string, info: ImageInfo): QemuImageInfo {
       out.snapshots = snapshots.map((s) => ({ name: s.name, 'date-sec': s.dateSeconds, id: s.id, 'vm-state-size': s.vmStateBytes }));
     }
   }
+  if (info.format === 'vmdk' && info.details) out['format-specific'] = { type: 'vmdk', data: vmdkSpecific(filename, info.details) };
   return ordered(out);
+}
+
+/** qemu-img's format-specific data of a vmdk: the CIDs, the create type, each extent (its file named as QEMU joins it to the descriptor's). */
+function vmdkSpecific(filename: string, d: Record<string, unknown>): Record<string, unknown> {
+  const extents = (d.extents as ExtentInfo[]).map((e) => ({
+    ...(e.compressed ? { compressed: true } : {}),
+    'virtual-size': e.virtualSize,
+    filename: e.fileName === null ? filename : joinBackingName(filename, e.fileName),
+    ...(e.clusterSize !== undefined ? { 'cluster-size': e.clusterSize } : {}),
+    format: e.type,
+  }));
+  return { cid: d.cid, 'parent-cid': d.parentCid, 'create-type': d.createType, extents };
+}
+
+/** Format-specific data as qemu-img prints it: "key name: value", lists as "[i]:" with their items indented below. */
+function humanLines(data: Record<string, unknown>, indent: string, names: Record<string, string>): string[] {
+  const lines: string[] = [];
+  for (const [key, value] of Object.entries(data)) {
+    const name = names[key] ?? key.replace(/-/g, ' ');
+    if (Array.isArray(value)) {
+      lines.push(`${indent}${name}:`);
+      value.forEach((item, i) => {
+        lines.push(`${indent}    [${i}]:`);
+        lines.push(...humanLines(item as Record<string, unknown>, `${indent}        `, names));
+      });
+    } else {
+      lines.push(`${indent}${name}: ${String(value)}`);
+    }
+  }
+  return lines;
 }
 
 function ordered(info: QemuImageInfo): QemuImageInfo {
@@ -168,7 +204,7 @@ function human(info: QemuImageInfo): string {
       'extended-l2': 'extended l2',
     };
     lines.push('Format specific information:');
-    for (const [key, value] of Object.entries(d)) lines.push(`    ${names[key] ?? key}: ${String(value)}`);
+    lines.push(...humanLines(d, '    ', names));
   }
   return lines.join('\n');
 }

@@ -3,6 +3,7 @@ import { UsageError } from './args.js';
 import type { CreateImageOptions } from '../format/open.js';
 import { type FormatName, FORMAT_NAMES, formatNamesText } from '../format/image-format.js';
 import { parseSize } from '../util/size.js';
+import { VMDK_ADAPTER_TYPES, VMDK_SUBFORMATS, type VmdkAdapterType } from '../format/vmdk/constants.js';
 
 export type CreateFields = Omit<CreateImageOptions, 'format' | 'size'> & { size?: number };
 
@@ -22,6 +23,7 @@ const KEYS = [
   'static',
   'block_size',
   'log_size',
+  'adapter_type',
 ] as const;
 
 function onOff(key: string, value: string): boolean {
@@ -87,8 +89,14 @@ export function parseCreateOptions(list: string[] | undefined): CreateFields {
           out.size = parseSize(value, 'size');
           break;
         case 'subformat':
-          if (value !== 'dynamic' && value !== 'fixed') throw new UsageError(`Invalid subformat '${value}' (vpc, vhdx: dynamic or fixed)`);
-          out.subformat = value;
+          if (value !== 'dynamic' && value !== 'fixed' && !(VMDK_SUBFORMATS as readonly string[]).includes(value)) {
+            throw new UsageError(`Invalid subformat '${value}' (vpc, vhdx: dynamic or fixed; vmdk: ${VMDK_SUBFORMATS.join(' or ')})`);
+          }
+          out.subformat = value as CreateFields['subformat'];
+          break;
+        case 'adapter_type':
+          if (!(VMDK_ADAPTER_TYPES as readonly string[]).includes(value)) throw new UsageError(`Invalid adapter_type '${value}' (vmdk: ${VMDK_ADAPTER_TYPES.join(', ')})`);
+          out.adapterType = value as VmdkAdapterType;
           break;
         case 'force_size':
           out.forceSize = onOff(key, value);
@@ -132,6 +140,9 @@ export function describeCreate(path: string, format: string, size: number, o: Cr
     if (o.subformat) parts.push(`subformat=${o.subformat}`);
   } else if (format === 'vdi') {
     if (o.static !== undefined) parts.push(`static=${o.static ? 'on' : 'off'}`);
+  } else if (format === 'vmdk') {
+    if (o.adapterType) parts.push(`adapter_type=${o.adapterType}`);
+    if (o.subformat) parts.push(`subformat=${o.subformat}`);
   } else if (o.preallocation) {
     parts.push(`preallocation=${o.preallocation}`);
   }

@@ -5,10 +5,10 @@
  */
 import type { BlockDevice } from '../block/block-device.js';
 
-export type FormatName = 'raw' | 'qcow2' | 'vpc' | 'vdi' | 'vhdx';
-export const FORMAT_NAMES: readonly FormatName[] = ['raw', 'qcow2', 'vpc', 'vdi', 'vhdx'];
+export type FormatName = 'raw' | 'qcow2' | 'vpc' | 'vdi' | 'vhdx' | 'vmdk';
+export const FORMAT_NAMES: readonly FormatName[] = ['raw', 'qcow2', 'vpc', 'vdi', 'vhdx', 'vmdk'];
 
-/** The format names as a message lists them: "raw, qcow2, vpc, vdi or vhdx". */
+/** The format names as a message lists them: "raw, qcow2, vpc, vdi, vhdx or vmdk". */
 export function formatNamesText(): string {
   return `${FORMAT_NAMES.slice(0, -1).join(', ')} or ${FORMAT_NAMES[FORMAT_NAMES.length - 1]}`;
 }

@@ -28,6 +28,9 @@ import { type VhdxSubformat, createVhdx } from './vhdx/create.js';
 import { VhdxImage } from './vhdx/image.js';
 import { type VpcSubformat, createVpc } from './vpc/create.js';
 import { VpcImage } from './vpc/image.js';
+import type { VmdkAdapterType, VmdkSubformat } from './vmdk/constants.js';
+import { createVmdk } from './vmdk/create.js';
+import { VmdkImage } from './vmdk/image.js';
 
 /** A backing file as a resolver found it: the device, and a name that identifies it (for loops and messages). */
 export interface ResolvedBacking {
@@ -93,6 +96,9 @@ async function openLink(file: BlockDevice, options: OpenOptions, chain: ChainSoF
       return VdiImage.open(file, options.readOnly !== undefined ? { readOnly: options.readOnly } : {});
     case 'vhdx':
       return VhdxImage.open(file, { ...(options.readOnly !== undefined ? { readOnly: options.readOnly } : {}), ...(options.forCheck ? { forCheck: true } : {}) });
+    case 'vmdk':
+      // Extent files are found as backing files are: beside the descriptor, through the resolver.
+      return VmdkImage.open(file, { ...(options.readOnly !== undefined ? { readOnly: options.readOnly } : {}), ...(options.resolve ? { resolve: options.resolve } : {}), name: chain.names[chain.names.length - 1]! });
     case 'qcow2':
       return Qcow2Image.open(file, {
         ...(options.readOnly !== undefined ? { readOnly: options.readOnly } : {}),
@@ -147,8 +153,10 @@ export interface CreateImageOptions extends Omit<Qcow2CreateOptions, 'preallocat
   format: FormatName;
   /** raw: off or full; qcow2: off or metadata. */
   preallocation?: 'off' | 'metadata' | 'full';
-  /** vpc, vhdx: dynamic (the default) or fixed. */
-  subformat?: VpcSubformat | VhdxSubformat;
+  /** vpc, vhdx: dynamic (the default) or fixed; vmdk: monolithicSparse (the default) or streamOptimized. */
+  subformat?: VpcSubformat | VhdxSubformat | VmdkSubformat;
+  /** vmdk: the adapter the descriptor names (ide, the default, buslogic, lsilogic, legacyESX). */
+  adapterType?: VmdkAdapterType;
   /** vpc: keep the size as given instead of rounding it to a CHS geometry. */
   forceSize?: boolean;
   /** vdi: every block allocated up front. */
@@ -165,6 +173,7 @@ const FORMAT_OPTIONS: Record<FormatName, readonly (keyof CreateImageOptions)[]> 
   vpc: ['subformat', 'forceSize'],
   vdi: ['static'],
   vhdx: ['subformat', 'blockSize', 'logSize'],
+  vmdk: ['subformat', 'adapterType'],
 };
 
 /** The name qemu-img gives an option (as -o spells it). */
@@ -179,6 +188,7 @@ const OPTION_NAMES: Partial<Record<keyof CreateImageOptions, string>> = {
   forceSize: 'force_size',
   blockSize: 'block_size',
   logSize: 'log_size',
+  adapterType: 'adapter_type',
 };
 
 function refuseForeignOptions(format: FormatName, options: CreateImageOptions): void {
@@ -194,16 +204,17 @@ function refuseForeignOptions(format: FormatName, options: CreateImageOptions): 
  */
 export async function createImage(file: BlockDevice, options: CreateImageOptions, open: OpenOptions = {}): Promise<ImageFormat> {
   const format = checkFormatName(options.format, 'image format')!;
-  if (format === 'vpc' || format === 'vdi') {
+  if (format === 'vpc' || format === 'vdi' || format === 'vmdk') {
     refuseForeignOptions(format, options);
-    if (format === 'vpc') await createVpc(file, { size: options.size, ...(options.subformat ? { subformat: options.subformat } : {}), ...(options.forceSize ? { forceSize: true } : {}) });
+    if (format === 'vpc') await createVpc(file, { size: options.size, ...(options.subformat ? { subformat: options.subformat as VpcSubformat } : {}), ...(options.forceSize ? { forceSize: true } : {}) });
+    else if (format === 'vmdk') await createVmdk(file, { size: options.size, ...(options.subformat ? { subformat: options.subformat as VmdkSubformat } : {}), ...(options.adapterType ? { adapterType: options.adapterType } : {}), ...(open.name ? { fileName: open.name } : {}) });
     else await createVdi(file, { size: options.size, ...(options.static ? { static: true } : {}) });
     return openLink(file, { ...open, format, readOnly: false }, newChain(open.name ?? 'image'));
   }
   if (format === 'vhdx') {
     refuseForeignOptions(format, options);
     const { subformat, blockSize, logSize } = options;
-    await createVhdx(file, { size: options.size, ...(subformat ? { subformat } : {}), ...(blockSize !== undefined ? { blockSize } : {}), ...(logSize !== undefined ? { logSize } : {}) });
+    await createVhdx(file, { size: options.size, ...(subformat ? { subformat: subformat as VhdxSubformat } : {}), ...(blockSize !== undefined ? { blockSize } : {}), ...(logSize !== undefined ? { logSize } : {}) });
     return openLink(file, { ...open, format, readOnly: false }, newChain(open.name ?? 'image'));
   }
   if (format === 'raw') {
@@ -217,7 +228,7 @@ export async function createImage(file: BlockDevice, options: CreateImageOptions
     return RawImage.create(file, options.size, { preallocation: prealloc as RawPreallocation });
   }
   refuseForeignOptions('qcow2', options);
-  const { format: _format, preallocation, subformat: _subformat, forceSize: _forceSize, static: _static, blockSize: _blockSize, logSize: _logSize, ...rest } = options;
+  const { format: _format, preallocation, subformat: _subformat, forceSize: _forceSize, static: _static, blockSize: _blockSize, logSize: _logSize, adapterType: _adapterType, ...rest } = options;
   if (preallocation === 'full') throw new FormatError("Unsupported preallocation mode 'full' for qcow2 (expected off or metadata)", 'preallocation');
   await createQcow2(file, { ...rest, ...(preallocation ? { preallocation } : {}) });
   return openLink(file, { ...open, format: 'qcow2', readOnly: false }, newChain(open.name ?? 'image'));

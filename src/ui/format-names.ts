@@ -6,7 +6,7 @@
 import type { FormatName } from '../format/image-format.js';
 
 /** The format a new target's name asks for (copy.qcow2: qcow2), if its extension names one. */
-const FORMAT_BY_EXTENSION: Readonly<Record<string, FormatName>> = { qcow2: 'qcow2', raw: 'raw', img: 'raw', vhd: 'vpc', vdi: 'vdi', vhdx: 'vhdx' };
+const FORMAT_BY_EXTENSION: Readonly<Record<string, FormatName>> = { qcow2: 'qcow2', raw: 'raw', img: 'raw', vhd: 'vpc', vdi: 'vdi', vhdx: 'vhdx', vmdk: 'vmdk' };
 
 export function formatFromName(name: string): FormatName | null {
   const ext = /\.([A-Za-z0-9]+)$/.exec(name)?.[1]?.toLowerCase();

@@ -12,7 +12,7 @@ import { type OpenedImage, WritableOnDemand, openChain } from '../format/image-a
 import type { ImageFormat } from '../format/image-format.js';
 import { type ImageStamp, stampChain, stampImage } from '../format/image-stamp.js';
 import { openImage } from '../format/open.js';
-import { QCOW2_MAGIC } from '../format/probe.js';
+import { QCOW2_MAGIC, probeFormat } from '../format/probe.js';
 import { RawImage } from '../format/raw.js';
 import type { SourceRef } from '../shared/source-ref.js';
 import { WorkerError } from '../shared/worker-error.js';
@@ -112,7 +112,8 @@ async function openUrl(url: string): Promise<HttpDevice> {
 
 /**
  * What an image copied byte for byte (an import) holds, from its first
- * bytes: a qcow2 image (its virtual size from the header), or raw.
+ * bytes: a qcow2 image (its virtual size from the header), another format
+ * probing finds (vpc, vdi, vmdk: opened to read its virtual size), or raw.
  */
 export async function contentFacts(image: ImageFormat): Promise<ImageFacts> {
   if (image.size >= 32) {
@@ -121,6 +122,12 @@ export async function contentFacts(image: ImageFormat): Promise<ImageFacts> {
     const view = new DataView(head.buffer);
     if (view.getUint32(0, false) === QCOW2_MAGIC) {
       return { format: 'qcow2', virtualSize: view.getUint32(24, false) * 2 ** 32 + view.getUint32(28, false) };
+    }
+    const format = await probeFormat(image);
+    if (format !== 'raw') {
+      // Opened over the bytes without taking them: closing it leaves the import's image open.
+      const opened = await openImage({ size: image.size, readOnly: true, read: (o, into) => image.read(o, into), write: async () => {}, flush: async () => {}, close: async () => {} }, { format, readOnly: true }).catch(() => null);
+      if (opened) return { format, virtualSize: opened.size };
     }
   }
   return { format: 'raw', virtualSize: image.size };

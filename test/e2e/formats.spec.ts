@@ -102,11 +102,11 @@ test('sync top over a backing chain in OPFS: the copy keeps the backing file and
   await shot(page, testInfo, 'sync-top');
 });
 
-test('a target named copy.vhd is made a VHD (vpc), copy.vdi a VirtualBox image and copy.vhdx a Hyper-V one; each reads back equal to its source by qemu-img', async ({ page }, testInfo) => {
+test('a target named copy.vhd is made a VHD (vpc), copy.vdi a VirtualBox image, copy.vhdx a Hyper-V one and copy.vmdk a VMware one; each reads back equal to its source by qemu-img', async ({ page }, testInfo) => {
   await page.addInitScript(() => delete (window as unknown as { showSaveFilePicker?: unknown }).showSaveFilePicker);
   await openApp(page);
   await makeDemo(page);
-  for (const [name, format] of [['copy.vhd', 'vpc'], ['copy.vdi', 'vdi'], ['copy.vhdx', 'vhdx']] as const) {
+  for (const [name, format] of [['copy.vhd', 'vpc'], ['copy.vdi', 'vdi'], ['copy.vhdx', 'vhdx'], ['copy.vmdk', 'vmdk']] as const) {
     await page.getByLabel('Target', { exact: true }).fill(name);
     await expect(page.getByRole('status', { name: 'What Start mirror makes' })).toHaveText(`Start mirror makes a new ${format} image, ${name} (from its name).`);
     await page.getByRole('button', { name: 'Start mirror' }).click();

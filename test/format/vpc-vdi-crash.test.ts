@@ -1,5 +1,7 @@
 /**
- * Crash consistency of the vpc, vdi and vhdx writers: every write and flush the
+ * Crash consistency of the vpc, vdi, vhdx and vmdk writers (vmdk monolithicSparse
+ * and streamOptimized, whose writes are whole grains, each once; qemu-img
+ * check must find nothing): every write and flush the
  * driver sends to its file is recorded; for many cut points the file is
  * rebuilt as a crash there could leave it (writes in the order issued, or
  * any subset of those since the last flush) and qemu-img must open it and
@@ -112,14 +114,18 @@ beforeAll(() => {
 afterAll(() => dir.remove());
 
 const SIZE = 12 << 20;
-const CASES: { label: string; create: CreateImageOptions }[] = [
+const GRAIN = 64 << 10;
+const CASES: { label: string; create: CreateImageOptions; wholeGrains?: boolean }[] = [
   { label: 'vpc dynamic', create: { format: 'vpc', size: SIZE, forceSize: true } },
   { label: 'vdi dynamic', create: { format: 'vdi', size: SIZE } },
   { label: 'vhdx dynamic', create: { format: 'vhdx', size: SIZE, blockSize: 1 << 20 } },
   { label: 'vhdx fixed', create: { format: 'vhdx', size: SIZE, subformat: 'fixed', blockSize: 1 << 20 } },
+  { label: 'vmdk monolithicSparse', create: { format: 'vmdk', size: SIZE } },
+  // A stream takes each grain once, whole.
+  { label: 'vmdk streamOptimized', create: { format: 'vmdk', size: SIZE, subformat: 'streamOptimized' }, wholeGrains: true },
 ];
 
-describe('vpc, vdi and vhdx crash consistency', () => {
+describe('vpc, vdi, vhdx and vmdk crash consistency', () => {
   for (const c of CASES) {
     it(`${c.label}: a crash at any point leaves an image qemu-img opens, with the data flushed before it`, async () => {
       const memory = new MemoryDevice(0);
@@ -135,11 +141,18 @@ describe('vpc, vdi and vhdx crash consistency', () => {
       /** The guest after each round, and the event that ended the round; a flushed round starts a new list. */
       const rounds: { end: number; guest: Uint8Array; flushed: boolean }[] = [{ end: 0, guest: guest.slice(), flushed: true }];
       const next = rng(c.label.length * 1000 + 17);
+      const grainsWritten = new Set<number>();
       for (let round = 0; round < 16; round++) {
         const writes: { offset: number; data: Uint8Array }[] = [];
         for (let i = 1 + randInt(next, 3); i > 0; i--) {
-          const bytes = 512 * (1 + randInt(next, 256));
-          const offset = 512 * randInt(next, (SIZE - bytes) / 512);
+          let bytes = 512 * (1 + randInt(next, 256));
+          let offset = 512 * randInt(next, (SIZE - bytes) / 512);
+          if (c.wholeGrains) {
+            const grain = randInt(next, SIZE / GRAIN);
+            if (grainsWritten.has(grain)) continue;
+            grainsWritten.add(grain);
+            [offset, bytes] = [grain * GRAIN, GRAIN];
+          }
           // Concurrent writes, possibly to the same new block (allocated once), never to the same bytes.
           if (!writes.some((w) => offset < w.offset + w.data.length && w.offset < offset + bytes)) writes.push({ offset, data: mixedData(bytes, randInt(next, 1e9)) });
         }
@@ -184,6 +197,10 @@ describe('vpc, vdi and vhdx crash consistency', () => {
           const theirs = await qemuRaw(path, c.create.format, scratch).catch((err: unknown) => err as Error);
           expect(theirs, `${what}: qemu-img cannot read it`).toBeInstanceOf(Uint8Array);
           expect(findDiff(ours, theirs as Uint8Array), `${what}: qemu-img reads otherwise`).toBe(-1);
+          if (c.create.format === 'vmdk') {
+            const check = await qemuCheck(path, ['-f', 'vmdk']);
+            expect(check.code, `${what}: ${check.stderr}`).toBe(0);
+          }
           if (c.create.format === 'vdi') {
             const check = await qemuCheck(path, ['-f', 'vdi']);
             const errors = check.stderr.split('\n').filter((l) => l.startsWith('ERROR'));

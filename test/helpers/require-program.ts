@@ -17,6 +17,7 @@ export const INSTALL = {
   'qemu-system-x86_64': 'sudo apt-get install -y --no-install-recommends qemu-system-x86 (.ci/run installs it)',
   nbdkit: 'sudo apt-get install -y nbdkit (.ci/run installs it)',
   websockify: 'sudo apt-get install -y websockify (.ci/run installs it)',
+  tar: 'sudo apt-get install -y tar',
 } as const;
 
 export type Program = keyof typeof INSTALL;

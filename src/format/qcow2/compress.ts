@@ -92,10 +92,15 @@ function zstdCluster(data: Uint8Array, out: Uint8Array): number {
   return fed;
 }
 
+/** Raw deflate of `data` at level 6 (QEMU's default), with the platform's deflate where there is one (a VMDK grain is stored deflated whatever its size). */
+export function deflateRaw(data: Uint8Array): Uint8Array {
+  return native ? native.deflateRaw(data, 6) : deflateSync(data, { level: 6 });
+}
+
 /** Raw deflate of one cluster (level 6, as QEMU's default); null when it would not save space. */
 export function compressCluster(type: CompressionType, data: Uint8Array): Uint8Array | null {
   if (type !== 'zlib') return null;
-  const out = native ? native.deflateRaw(data, 6) : deflateSync(data, { level: 6 });
+  const out = deflateRaw(data);
   // QEMU stores a cluster compressed only if it fits in cluster_size - 1 bytes.
   return out.length < data.length ? out : null;
 }
