@@ -126,10 +126,13 @@ test('a target named copy.vhd is made a VHD (vpc), copy.vdi a VirtualBox image, 
  * name), and each converts to qcow2 in the page (a mirror onto copy.qcow2),
  * the download equal to the original by qemu-img compare.
  */
-const BROUGHT: { file: string; format: string; create: string[] }[] = [
+const BROUGHT: { file: string; format: string; create: string[]; converted?: boolean }[] = [
   { file: 'brought.vhd', format: 'vpc', create: ['-f', 'vpc', '-o', 'subformat=dynamic'] },
   { file: 'brought.vdi', format: 'vdi', create: ['-f', 'vdi'] },
   { file: 'brought.vhdx', format: 'vhdx', create: ['-f', 'vhdx', '-o', 'subformat=dynamic'] },
+  { file: 'brought.vmdk', format: 'vmdk', create: ['-f', 'vmdk', '-o', 'subformat=monolithicSparse'] },
+  // A stream takes each grain once, in order: qemu-img convert writes it (qemu-io cannot).
+  { file: 'stream.vmdk', format: 'vmdk', create: ['-O', 'vmdk', '-o', 'subformat=streamOptimized'], converted: true },
 ];
 
 test('images in the formats people bring, picked as files, are listed by their content and convert to qcow2 in the page, equal to the originals', async ({ page }, testInfo) => {
@@ -139,8 +142,10 @@ test('images in the formats people bring, picked as files, are listed by their c
   for (const b of BROUGHT) {
     // Named .img: the list must know the format from the bytes.
     const path = join(dir, b.file.replace(/\.\w+$/, `-${b.format}.img`));
-    execFileSync('qemu-img', ['create', '-q', ...b.create, path, '9M']);
-    execFileSync('qemu-io', ['-f', b.format, '-c', 'write -P 0x5b 0 1M', '-c', 'write -P 0x7c 3M 1536K', '-c', 'write -z 6M 1M', '-c', 'write -P 0x2d 8M 4K', path]);
+    const made = b.converted ? `${path}.raw` : path;
+    execFileSync('qemu-img', ['create', '-q', ...(b.converted ? ['-f', 'raw'] : b.create), made, '9M']);
+    execFileSync('qemu-io', ['-f', b.converted ? 'raw' : b.format, '-c', 'write -P 0x5b 0 1M', '-c', 'write -P 0x7c 3M 1536K', '-c', 'write -z 6M 1M', '-c', 'write -P 0x2d 8M 4K', made]);
+    if (b.converted) execFileSync('qemu-img', ['convert', '-q', '-f', 'raw', ...b.create, made, path]);
     const name = path.split('/').pop()!;
     const chooser = page.waitForEvent('filechooser');
     await page.getByRole('button', { name: 'Import file' }).click();
