@@ -16,6 +16,7 @@ const REST: Record<string, string> = {
   'test/cli/code-cache.test.ts': 'the built command',
   'test/cli/data-safety.test.ts': 'the built command, qemu-img, qemu-io',
   'test/cli/format-commands.test.ts': 'the built command, qemu-img, qemu-io',
+  'test/cli/format-kill.test.ts': 'the built command, qemu-img',
   'test/cli/mirror.test.ts': 'the built command, qemu-img, qemu-io',
   'test/cli/nbd.test.ts': 'the built command, qemu-img, qemu-io, qemu-nbd, nbdkit',
   'test/cli/qemu-differential.test.ts': 'the built command, qemu-system-x86_64, qemu-img, qemu-io',
