@@ -8,7 +8,7 @@
  * again, to reach the fields behind it.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../../src/block/memory.js';
 import { checkExitCode } from '../../src/cli/cmd-check.js';
 import { FormatError } from '../../src/format/image-format.js';
@@ -17,8 +17,8 @@ import { checkVhdx } from '../../src/format/vhdx/check.js';
 import { putChecksum } from '../../src/format/vhdx/header.js';
 import { VhdxImage } from '../../src/format/vhdx/image.js';
 import { run as dm } from '../helpers/cli.js';
-import { requireBuiltCommand } from '../helpers/require-program.js';
-import { qemuImg, requireQemu, run, tempDir } from '../helpers/qemu.js';
+import { qemuImg, run } from '../helpers/qemu.js';
+import { hostileFiles } from '../helpers/hostile-files.js';
 import { mutateRegion } from '../helpers/mutate-region.js';
 import { randInt, rng } from '../helpers/random.js';
 import { findDiff, readAll } from './qcow2-images.js';
@@ -28,16 +28,7 @@ const TIME_BOUND_MS = 2000;
 const MUTATIONS_PER_REGION = Number(process.env.CORRUPT_MUTATIONS ?? 16);
 const KiB = 1024;
 
-let dir: ReturnType<typeof tempDir>;
-let n = 0;
-const name = (ext: string) => dir.file(`h${++n}.${ext}`);
-
-beforeAll(() => {
-  requireQemu();
-  requireBuiltCommand();
-  dir = tempDir('diskmirror-vhdx-hostile-');
-});
-afterAll(() => dir.remove());
+const { name } = hostileFiles('diskmirror-vhdx-hostile-');
 
 interface Region {
   name: string;

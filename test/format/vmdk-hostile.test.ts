@@ -8,15 +8,15 @@
  * in one line.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../../src/block/memory.js';
 import { FormatError } from '../../src/format/image-format.js';
 import { openImage } from '../../src/format/open.js';
 import { checkVmdk } from '../../src/format/vmdk/check.js';
 import { VmdkImage } from '../../src/format/vmdk/image.js';
 import { run as dm } from '../helpers/cli.js';
-import { requireBuiltCommand } from '../helpers/require-program.js';
-import { qemuImg, requireQemu, run, tempDir } from '../helpers/qemu.js';
+import { qemuImg, run } from '../helpers/qemu.js';
+import { hostileFiles } from '../helpers/hostile-files.js';
 import { mutateRegion } from '../helpers/mutate-region.js';
 import { randInt, rng } from '../helpers/random.js';
 import { findDiff, readAll } from './qcow2-images.js';
@@ -28,16 +28,7 @@ const MUTATIONS_PER_REGION = Number(process.env.CORRUPT_MUTATIONS ?? 24);
 /** Images larger than this after a mutation are read at both ends only (qemu-img is not asked). */
 const READ_WHOLE_BYTES = 64 * MiB;
 
-let dir: ReturnType<typeof tempDir>;
-let n = 0;
-const name = (ext: string) => dir.file(`h${++n}.${ext}`);
-
-beforeAll(() => {
-  requireQemu();
-  requireBuiltCommand();
-  dir = tempDir('diskmirror-vmdk-hostile-');
-});
-afterAll(() => dir.remove());
+const { name } = hostileFiles('diskmirror-vmdk-hostile-');
 
 interface Region {
   name: string;

@@ -7,7 +7,7 @@
  * agrees with `qemu-img check` on every image both read.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MemoryDevice } from '../../src/block/memory.js';
 import { FormatError } from '../../src/format/image-format.js';
 import { openImage } from '../../src/format/open.js';
@@ -17,8 +17,8 @@ import { VdiImage } from '../../src/format/vdi/image.js';
 import { vpcChecksum } from '../../src/format/vpc/footer.js';
 import { FT_CHECKSUM } from '../../src/format/vpc/constants.js';
 import { run as dm } from '../helpers/cli.js';
-import { requireBuiltCommand } from '../helpers/require-program.js';
-import { qemuImg, requireQemu, run, tempDir } from '../helpers/qemu.js';
+import { qemuImg, run } from '../helpers/qemu.js';
+import { hostileFiles } from '../helpers/hostile-files.js';
 import { mutateRegion } from '../helpers/mutate-region.js';
 import { randInt, rng } from '../helpers/random.js';
 import { findDiff, readAll } from './qcow2-images.js';
@@ -27,16 +27,7 @@ import { MiB, SUBFORMATS, type Subformat, qemuImage } from './vpc-vdi-images.js'
 const TIME_BOUND_MS = 2000;
 const MUTATIONS_PER_REGION = Number(process.env.CORRUPT_MUTATIONS ?? 24);
 
-let dir: ReturnType<typeof tempDir>;
-let n = 0;
-const name = (ext: string) => dir.file(`h${++n}.${ext}`);
-
-beforeAll(() => {
-  requireQemu();
-  requireBuiltCommand();
-  dir = tempDir('diskmirror-vpc-vdi-hostile-');
-});
-afterAll(() => dir.remove());
+const { name } = hostileFiles('diskmirror-vpc-vdi-hostile-');
 
 interface Region {
   name: string;
