@@ -218,8 +218,9 @@ export class ImageStore {
     await publishOrDrop(created);
     await created.image.close();
     // What was made, read back: a browser may keep a shorter file than it was asked for (a private window's storage, in memory).
+    // (A format may round the size up, as vpc does to a disk geometry: only less than asked is a failure.)
     const made = await this.describe(name);
-    if (made?.virtualSize !== virtualSize) {
+    if (!made || made.virtualSize < virtualSize) {
       await this.remove(name).catch(() => {});
       throw new FormatError(
         `The browser kept "${name}" at ${formatSize(made?.virtualSize ?? 0)}, not ${formatSize(virtualSize)}: its storage cannot hold a file that large here (a private window keeps files in memory, with less room). ${advice}, or use a normal window`,

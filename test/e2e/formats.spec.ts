@@ -81,6 +81,23 @@ test('a blank qcow2 made by Create image passes qemu-img check and reads as zero
   await expect(jobState(page)).toContainText('No job yet');
 });
 
+test('Create image makes a blank image in each of the other formats, each passing qemu-img check (where it checks) as that format', async ({ page }, testInfo) => {
+  await page.addInitScript(() => delete (window as unknown as { showSaveFilePicker?: unknown }).showSaveFilePicker);
+  await openApp(page);
+  for (const [name, format] of [['blank.vhd', 'vpc'], ['blank.vdi', 'vdi'], ['blank.vhdx', 'vhdx'], ['blank.vmdk', 'vmdk']] as const) {
+    await page.getByLabel('Image name').fill(name);
+    await page.getByLabel('Image size').fill('64M');
+    await page.getByLabel('Image format').selectOption(format);
+    await page.getByRole('button', { name: 'Create image' }).click();
+    await expect(page.getByRole('row', { name: new RegExp(name.replace('.', '\\.')) }).getByRole('cell', { name: format, exact: true })).toBeVisible();
+    const out = testInfo.outputPath(name);
+    await download(page, name, out);
+    const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', '-f', format, out], { encoding: 'utf8' })) as { 'virtual-size': number };
+    expect(info['virtual-size']).toBeGreaterThanOrEqual(64 << 20);
+    if (format !== 'vpc') expect((await qemuCheck(out, ['-f', format])).code).toBe(0);
+  }
+});
+
 test('sync top over a backing chain in OPFS: the copy keeps the backing file and holds only the top', async ({ page }, testInfo) => {
   await page.addInitScript(() => delete (window as unknown as { showSaveFilePicker?: unknown }).showSaveFilePicker);
   await openApp(page);
