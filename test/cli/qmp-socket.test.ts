@@ -160,8 +160,10 @@ describe('a QMP client written for QEMU drives diskmirror as it drives QEMU', ()
     expect(jobs).toMatchObject([{ device: 'mirror' }]);
     await exec(second, 'block-job-set-speed', { device: 'mirror', speed: 0 });
     if (!jobs[0]!.ready) await readyEvent;
+    // Listening before asking: COMPLETED may come in the same read as job-complete's answer.
+    const completed = seen(second, 'block_job_completed');
     await exec(second, 'job-complete', { id: 'mirror' });
-    await seen(second, 'block_job_completed');
+    await completed;
     await exec(second, 'quit');
     expect(await exited(ours)).toBe(0);
     expect((await qemuCompare(d.src, d.dst)).code).toBe(0);
